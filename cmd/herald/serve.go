@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"strings"
+
+	"github.com/herald-io/herald/config"
+	"github.com/herald-io/herald/node"
+	"github.com/herald-io/herald/service"
+)
+
+func version() string {
+	v := service.Version
+	if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		v = bi.Main.Version
+	}
+	return "herald " + v
+}
+
+// loadConfig builds the configuration of a serving command: defaults, then
+// the file named by --config (or $HERALD_CONFIG), then HERALD_* variables,
+// then flags.
+func loadConfig(name string, args []string, stderr io.Writer) (config.Config, error) {
+	cfg := config.Default()
+	path := os.Getenv("HERALD_CONFIG")
+	for i, a := range args {
+		a = strings.TrimLeft(a, "-")
+		if v, ok := strings.CutPrefix(a, "config="); ok {
+			path = v
+		} else if a == "config" && i+1 < len(args) {
+			path = args[i+1]
+		}
+	}
+	if path != "" {
+		if err := cfg.LoadFile(path); err != nil {
+			return cfg, err
+		}
+	}
+	fs := flag.NewFlagSet("herald "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.String("config", path, "configuration file, YAML or JSON; unknown keys are errors ($HERALD_CONFIG)")
+	cfg.Flags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: herald %s [flags]\n\nPrecedence: defaults < config file < HERALD_* environment < flags.\nNamespaces are set in the config file (see README).\n\nFlags:\n", name)
+		fs.PrintDefaults()
+	}
+	if err := config.ApplyEnv(fs, os.LookupEnv); err != nil {
+		return cfg, err
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return cfg, nil
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func serve(ctx context.Context, name string, args []string) error {
+	cfg, err := loadConfig(name, args, os.Stderr)
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	mode := map[string]node.Mode{"serve": node.Serve, "core": node.Core, "bridge": node.BridgeOnly}[name]
+	return node.Run(ctx, cfg, mode, newLogger(cfg, os.Stderr))
+}

@@ -1,0 +1,482 @@
+// Package config holds Herald's configuration: its defaults, a strict YAML or
+// JSON file, HERALD_* environment variables and command-line flags, applied
+// in that order so that a later source wins.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration of a node. Its zero value is not useful;
+// start from Default.
+type Config struct {
+	// GRPCAddr is where the gRPC API listens. Default 127.0.0.1:7400.
+	GRPCAddr string `yaml:"grpc_addr" json:"grpc_addr"`
+	// HTTPAddr is where the REST gateway, /ws, the console, health and
+	// metrics listen. Default 127.0.0.1:7401.
+	HTTPAddr string `yaml:"http_addr" json:"http_addr"`
+	// APIKeys authenticate backends (`authorization: Bearer <key>`). With
+	// none, Herald refuses to listen on non-loopback addresses.
+	APIKeys []APIKey `yaml:"api_keys" json:"api_keys"`
+	// Engine selects where channel state lives: "memory" (default) or "redis".
+	Engine string `yaml:"engine" json:"engine"`
+	// Redis configures the Redis engine.
+	Redis Redis `yaml:"redis" json:"redis"`
+	// Namespaces configures channels by the prefix before their first colon.
+	// The namespace "" applies to channels without a prefix; "user" to the
+	// personal channels user:<id>. Both exist even when not listed.
+	Namespaces []Namespace `yaml:"namespaces" json:"namespaces"`
+	// Limits bound what clients may ask for.
+	Limits Limits `yaml:"limits" json:"limits"`
+	// Bridge configures the WebSocket bridge.
+	Bridge Bridge `yaml:"bridge" json:"bridge"`
+	// ShutdownTimeout bounds a graceful shutdown. Default 10s.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout" json:"shutdown_timeout"`
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel string `yaml:"log_level" json:"log_level"`
+	// LogFormat is text or json. Default text.
+	LogFormat string `yaml:"log_format" json:"log_format"`
+}
+
+// APIKey is one backend credential.
+type APIKey struct {
+	// Name identifies the key in logs; the key itself is never logged.
+	Name string `yaml:"name" json:"name"`
+	// Key is the secret sent as a bearer token.
+	Key string `yaml:"key" json:"key"`
+}
+
+// Redis configures the Redis engine.
+type Redis struct {
+	// Addrs are host:port addresses. Default 127.0.0.1:6379.
+	Addrs []string `yaml:"addrs" json:"addrs"`
+	// Password for AUTH; may also come from HERALD_REDIS_PASSWORD.
+	Password string `yaml:"password" json:"password"`
+	// DB is the database number.
+	DB int `yaml:"db" json:"db"`
+	// TLS enables TLS to Redis.
+	TLS bool `yaml:"tls" json:"tls"`
+	// Prefix is prepended to every key and pub/sub channel. Default "herald".
+	Prefix string `yaml:"prefix" json:"prefix"`
+}
+
+// Namespace holds the options of channels that share a prefix.
+type Namespace struct {
+	// Name is the prefix ("chat" for chat:lobby).
+	Name string `yaml:"name" json:"name"`
+	// HistorySize is how many publications a channel retains for history
+	// and recovery; 0 keeps none. Default 100 (when the namespace is listed
+	// without it: 0).
+	HistorySize int `yaml:"history_size" json:"history_size"`
+	// HistoryTTL is how long a publication is retained. Default 5m.
+	HistoryTTL Duration `yaml:"history_ttl" json:"history_ttl"`
+	// Presence keeps a list of the connections subscribed.
+	Presence bool `yaml:"presence" json:"presence"`
+	// JoinLeave pushes join and leave events to subscribers (needs Presence).
+	JoinLeave bool `yaml:"join_leave" json:"join_leave"`
+	// AllowPublish lets browsers publish to the namespace's channels.
+	AllowPublish bool `yaml:"allow_publish" json:"allow_publish"`
+	// AllowSubscribe lets any authenticated browser subscribe; otherwise the
+	// token's `channels` claim must grant the channel.
+	AllowSubscribe bool `yaml:"allow_subscribe" json:"allow_subscribe"`
+	// AllowAnonymous lets anonymous connections subscribe (with
+	// AllowSubscribe) and publish (with AllowPublish).
+	AllowAnonymous bool `yaml:"allow_anonymous" json:"allow_anonymous"`
+	// AllowHistory lets subscribers read history; AllowPresence, presence.
+	AllowHistory  bool `yaml:"allow_history" json:"allow_history"`
+	AllowPresence bool `yaml:"allow_presence" json:"allow_presence"`
+}
+
+// Limits bound sizes and counts that clients control.
+type Limits struct {
+	// MaxPayload is the largest payload in bytes. Default 65536.
+	MaxPayload int `yaml:"max_payload" json:"max_payload"`
+	// MaxHistoryPage is the largest history page. Default 1000.
+	MaxHistoryPage int `yaml:"max_history_page" json:"max_history_page"`
+	// SubscriberQueue is how many events a gRPC subscriber may have pending
+	// before it is cut off as too slow. Default 4096.
+	SubscriberQueue int `yaml:"subscriber_queue" json:"subscriber_queue"`
+	// DedupeWindow is how long idempotency keys are remembered. Default 2m.
+	DedupeWindow Duration `yaml:"dedupe_window" json:"dedupe_window"`
+	// MaxGRPCMessage is the largest gRPC message in bytes. Default 4 MiB.
+	MaxGRPCMessage int `yaml:"max_grpc_message" json:"max_grpc_message"`
+}
+
+// Bridge configures browser connections.
+type Bridge struct {
+	// Core is the gRPC address of the core for `herald bridge`.
+	Core string `yaml:"core" json:"core"`
+	// CoreAPIKey authenticates the bridge to the core.
+	CoreAPIKey string `yaml:"core_api_key" json:"core_api_key"`
+	// JWTSecret verifies HS256 tokens.
+	JWTSecret string `yaml:"jwt_secret" json:"jwt_secret"`
+	// JWTPublicKeys are PEM files of RSA or ECDSA keys verifying RS256/ES256
+	// tokens.
+	JWTPublicKeys []string `yaml:"jwt_public_keys" json:"jwt_public_keys"`
+	// Anonymous allows connections without a token. It is also on when no
+	// JWT key is configured and the HTTP listener is on loopback (local
+	// development), with a warning in the log.
+	Anonymous bool `yaml:"anonymous" json:"anonymous"`
+	// AllowedOrigins lists the Origin headers accepted ("*" for any). Empty
+	// means same host only.
+	AllowedOrigins []string `yaml:"allowed_origins" json:"allowed_origins"`
+	// PingInterval is how often the server pings. Default 25s.
+	PingInterval Duration `yaml:"ping_interval" json:"ping_interval"`
+	// MaxFrame is the largest frame a browser may send. Default 65536.
+	MaxFrame int `yaml:"max_frame" json:"max_frame"`
+	// MaxChannels is how many channels one connection may subscribe.
+	// Default 128.
+	MaxChannels int `yaml:"max_channels" json:"max_channels"`
+	// MaxConnsPerUser bounds connections of one user on one bridge. Default 32.
+	MaxConnsPerUser int `yaml:"max_conns_per_user" json:"max_conns_per_user"`
+	// QueueBytes bounds a connection's unsent bytes before it is closed as a
+	// slow consumer. Default 1 MiB.
+	QueueBytes int `yaml:"queue_bytes" json:"queue_bytes"`
+	// QueueFrames bounds its unsent frames. Default 4096.
+	QueueFrames int `yaml:"queue_frames" json:"queue_frames"`
+	// RequestRate is requests per second allowed per connection (burst 4x).
+	// Default 50.
+	RequestRate float64 `yaml:"request_rate" json:"request_rate"`
+}
+
+// Duration is a time.Duration written as "1m30s" in files.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// UnmarshalText parses "1m30s" or a number of seconds.
+func (d *Duration) UnmarshalText(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	if n, err := strconv.ParseFloat(s, 64); err == nil {
+		*d = Duration(n * float64(time.Second))
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (use e.g. 30s, 5m)", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes d as "1m30s".
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	return Config{
+		GRPCAddr:        "127.0.0.1:7400",
+		HTTPAddr:        "127.0.0.1:7401",
+		Engine:          "memory",
+		Redis:           Redis{Addrs: []string{"127.0.0.1:6379"}, Prefix: "herald"},
+		ShutdownTimeout: Duration(10 * time.Second),
+		LogLevel:        "info",
+		LogFormat:       "text",
+		Limits: Limits{
+			MaxPayload:      65536,
+			MaxHistoryPage:  1000,
+			SubscriberQueue: 4096,
+			DedupeWindow:    Duration(2 * time.Minute),
+			MaxGRPCMessage:  4 << 20,
+		},
+		Bridge: Bridge{
+			PingInterval:    Duration(25 * time.Second),
+			MaxFrame:        65536,
+			MaxChannels:     128,
+			MaxConnsPerUser: 32,
+			QueueBytes:      1 << 20,
+			QueueFrames:     4096,
+			RequestRate:     50,
+		},
+	}
+}
+
+// DefaultNamespace is the options of a namespace nobody configured: the
+// "" and "user" namespaces get these unless listed.
+func DefaultNamespace(name string) Namespace {
+	return Namespace{
+		Name:           name,
+		HistorySize:    100,
+		HistoryTTL:     Duration(5 * time.Minute),
+		Presence:       true,
+		JoinLeave:      true,
+		AllowSubscribe: true,
+		AllowHistory:   true,
+		AllowPresence:  true,
+	}
+}
+
+// LoadFile reads a YAML or JSON file (JSON is YAML) into c. Unknown keys are
+// an error.
+func (c *Config) LoadFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := c.Parse(b); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
+// Parse decodes YAML or JSON configuration into c, strictly.
+func (c *Config) Parse(b []byte) error {
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		return err
+	}
+	return nil
+}
+
+// envVar maps a flag name to its environment variable: grpc-addr →
+// HERALD_GRPC_ADDR.
+func envVar(flagName string) string {
+	return "HERALD_" + strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(flagName))
+}
+
+// Flags registers a flag for every scalar option on fs, bound to c. Call
+// ApplyEnv after loading the file and before fs.Parse so that the precedence
+// is file < environment < flags.
+func (c *Config) Flags(fs *flag.FlagSet) {
+	str := func(p *string, name, usage string) { fs.StringVar(p, name, *p, usage+" ($"+envVar(name)+")") }
+	integer := func(p *int, name, usage string) { fs.IntVar(p, name, *p, usage+" ($"+envVar(name)+")") }
+	boolean := func(p *bool, name, usage string) { fs.BoolVar(p, name, *p, usage+" ($"+envVar(name)+")") }
+	dur := func(p *Duration, name, usage string) {
+		fs.TextVar(p, name, *p, usage+" ($"+envVar(name)+")")
+	}
+	list := func(p *[]string, name, usage string) {
+		fs.Func(name, usage+"; comma-separated ($"+envVar(name)+")", func(s string) error {
+			*p = splitList(s)
+			return nil
+		})
+	}
+	str(&c.GRPCAddr, "grpc-addr", "gRPC listen address")
+	str(&c.HTTPAddr, "http-addr", "HTTP listen address (REST, /ws, console, health, metrics)")
+	fs.Func("api-keys", "backend API keys as name=key pairs, comma-separated ($HERALD_API_KEYS)", func(s string) error {
+		keys, err := parseKeys(s)
+		if err == nil {
+			c.APIKeys = keys
+		}
+		return err
+	})
+	str(&c.Engine, "engine", "engine: memory or redis")
+	list(&c.Redis.Addrs, "redis-addrs", "Redis addresses")
+	str(&c.Redis.Password, "redis-password", "Redis password")
+	integer(&c.Redis.DB, "redis-db", "Redis database")
+	boolean(&c.Redis.TLS, "redis-tls", "use TLS to Redis")
+	str(&c.Redis.Prefix, "redis-prefix", "prefix of Redis keys")
+	integer(&c.Limits.MaxPayload, "max-payload", "largest payload in bytes")
+	integer(&c.Limits.MaxHistoryPage, "max-history-page", "largest history page")
+	integer(&c.Limits.SubscriberQueue, "subscriber-queue", "events a gRPC subscriber may have pending")
+	dur(&c.Limits.DedupeWindow, "dedupe-window", "how long idempotency keys are remembered")
+	integer(&c.Limits.MaxGRPCMessage, "max-grpc-message", "largest gRPC message in bytes")
+	str(&c.Bridge.Core, "core", "gRPC address of the core (herald bridge)")
+	str(&c.Bridge.CoreAPIKey, "core-api-key", "API key the bridge presents to the core")
+	str(&c.Bridge.JWTSecret, "jwt-secret", "HMAC secret verifying HS256 browser tokens")
+	list(&c.Bridge.JWTPublicKeys, "jwt-public-keys", "PEM files verifying RS256/ES256 tokens")
+	boolean(&c.Bridge.Anonymous, "anonymous", "allow browser connections without a token")
+	list(&c.Bridge.AllowedOrigins, "allowed-origins", "allowed browser origins (* for any)")
+	dur(&c.Bridge.PingInterval, "ping-interval", "interval of WebSocket pings")
+	integer(&c.Bridge.MaxFrame, "max-frame", "largest browser frame in bytes")
+	integer(&c.Bridge.MaxChannels, "max-channels", "channels per connection")
+	integer(&c.Bridge.MaxConnsPerUser, "max-conns-per-user", "connections per user per bridge")
+	integer(&c.Bridge.QueueBytes, "queue-bytes", "unsent bytes before a connection is a slow consumer")
+	integer(&c.Bridge.QueueFrames, "queue-frames", "unsent frames before a connection is a slow consumer")
+	fs.Float64Var(&c.Bridge.RequestRate, "request-rate", c.Bridge.RequestRate, "requests per second per connection ($HERALD_REQUEST_RATE)")
+	dur(&c.ShutdownTimeout, "shutdown-timeout", "deadline of a graceful shutdown")
+	str(&c.LogLevel, "log-level", "debug, info, warn or error")
+	str(&c.LogFormat, "log-format", "text or json")
+}
+
+// ApplyEnv sets every flag of fs whose HERALD_* variable is set in the
+// environment (lookup is os.LookupEnv in production).
+func ApplyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v, ok := lookup(envVar(f.Name)); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("$%s: %w", envVar(f.Name), err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func parseKeys(s string) ([]APIKey, error) {
+	var keys []APIKey
+	for _, p := range splitList(s) {
+		name, key, ok := strings.Cut(p, "=")
+		if !ok || name == "" || key == "" {
+			return nil, fmt.Errorf("api key %q: want name=key", name)
+		}
+		keys = append(keys, APIKey{Name: name, Key: key})
+	}
+	return keys, nil
+}
+
+// Validate checks c and fills in the implicit namespaces. It reports every
+// problem it finds.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if _, _, err := net.SplitHostPort(c.GRPCAddr); err != nil {
+		bad("grpc_addr %q: %v", c.GRPCAddr, err)
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		bad("http_addr %q: %v", c.HTTPAddr, err)
+	}
+	switch c.Engine {
+	case "memory":
+	case "redis":
+		if len(c.Redis.Addrs) == 0 {
+			bad("redis.addrs: at least one address is needed")
+		}
+	default:
+		bad("engine %q: want memory or redis", c.Engine)
+	}
+	seenKey := map[string]bool{}
+	for i, k := range c.APIKeys {
+		if k.Key == "" {
+			bad("api_keys[%d] (%s): empty key", i, k.Name)
+		}
+		if len(k.Key) < 16 {
+			bad("api_keys[%d] (%s): keys must have at least 16 characters", i, k.Name)
+		}
+		if seenKey[k.Key] {
+			bad("api_keys[%d] (%s): duplicate key", i, k.Name)
+		}
+		seenKey[k.Key] = true
+	}
+	seen := map[string]bool{}
+	for i, ns := range c.Namespaces {
+		if ns.Name != "" && !validNamespaceName(ns.Name) {
+			bad("namespaces[%d]: name %q must be 1-64 letters, digits, '_' or '-'", i, ns.Name)
+		}
+		if seen[ns.Name] {
+			bad("namespaces[%d]: namespace %q listed twice", i, ns.Name)
+		}
+		seen[ns.Name] = true
+		if ns.HistorySize < 0 || ns.HistorySize > 1_000_000 {
+			bad("namespaces[%d] (%s): history_size must be 0..1000000", i, ns.Name)
+		}
+		if ns.HistorySize > 0 && ns.HistoryTTL <= 0 {
+			c.Namespaces[i].HistoryTTL = Duration(5 * time.Minute)
+		}
+		if ns.JoinLeave && !ns.Presence {
+			bad("namespaces[%d] (%s): join_leave needs presence", i, ns.Name)
+		}
+	}
+	if len(c.Namespaces) == 0 {
+		// Nothing configured: a "chat" namespace makes the console's chat
+		// demo work out of the box.
+		chat := DefaultNamespace("chat")
+		chat.AllowPublish, chat.AllowAnonymous = true, true
+		c.Namespaces = append(c.Namespaces, chat)
+	}
+	for _, name := range []string{"", "user"} {
+		if !seen[name] {
+			c.Namespaces = append(c.Namespaces, DefaultNamespace(name))
+		}
+	}
+	sort.Slice(c.Namespaces, func(i, j int) bool { return c.Namespaces[i].Name < c.Namespaces[j].Name })
+	l := c.Limits
+	if l.MaxPayload <= 0 || l.MaxHistoryPage <= 0 || l.SubscriberQueue <= 0 || l.MaxGRPCMessage <= 0 {
+		bad("limits: max_payload, max_history_page, subscriber_queue and max_grpc_message must be positive")
+	}
+	if l.MaxGRPCMessage < l.MaxPayload+1024 {
+		bad("limits.max_grpc_message must exceed max_payload by at least 1024")
+	}
+	b := c.Bridge
+	if b.MaxFrame <= 0 || b.MaxChannels <= 0 || b.MaxConnsPerUser <= 0 || b.QueueBytes <= 0 || b.QueueFrames <= 0 || b.RequestRate <= 0 || b.PingInterval <= 0 {
+		bad("bridge: max_frame, max_channels, max_conns_per_user, queue_bytes, queue_frames, request_rate and ping_interval must be positive")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		bad("log_format %q: want text or json", c.LogFormat)
+	}
+	return errors.Join(errs...)
+}
+
+func validNamespaceName(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// AnonymousAllowed reports whether browsers may connect without a token.
+func (c *Config) AnonymousAllowed() bool {
+	return c.Bridge.Anonymous || (c.Bridge.JWTSecret == "" && len(c.Bridge.JWTPublicKeys) == 0 && Loopback(c.HTTPAddr))
+}
+
+// Loopback reports whether addr's host is a loopback address or localhost.
+func Loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Redacted returns c as JSON with secrets replaced, for logs.
+func (c Config) Redacted() string {
+	c.APIKeys = append([]APIKey(nil), c.APIKeys...)
+	for i := range c.APIKeys {
+		c.APIKeys[i].Key = "***"
+	}
+	if c.Redis.Password != "" {
+		c.Redis.Password = "***"
+	}
+	if c.Bridge.JWTSecret != "" {
+		c.Bridge.JWTSecret = "***"
+	}
+	if c.Bridge.CoreAPIKey != "" {
+		c.Bridge.CoreAPIKey = "***"
+	}
+	b, _ := json.Marshal(c)
+	return string(b)
+}

@@ -1,0 +1,64 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// invalid returns an INVALID_ARGUMENT status whose message reaches the
+// client as it is.
+func invalid(err error) error { return status.Error(codes.InvalidArgument, err.Error()) }
+
+// toStatus maps an error from the core to the gRPC status a client sees.
+// Errors that are already statuses pass through; anything unexpected is
+// logged and reaches the client only as "internal error".
+func toStatus(log *slog.Logger, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, "canceled")
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
+	case errors.Is(err, ErrEpochMismatch):
+		return status.Error(codes.FailedPrecondition, "since: "+ErrEpochMismatch.Error()+"; history before it is gone")
+	case errors.Is(err, ErrUnavailable):
+		return status.Error(codes.Unavailable, "engine unavailable; retry later")
+	}
+	log.Error("internal error", "err", err)
+	return status.Error(codes.Internal, "internal error")
+}
+
+// codeName is the lower snake case name of a gRPC code, as used in Error.
+func codeName(err error) string {
+	switch status.Code(err) {
+	case codes.InvalidArgument:
+		return "invalid_argument"
+	case codes.FailedPrecondition:
+		return "failed_precondition"
+	case codes.Unavailable:
+		return "unavailable"
+	case codes.ResourceExhausted:
+		return "resource_exhausted"
+	case codes.PermissionDenied:
+		return "permission_denied"
+	case codes.Unauthenticated:
+		return "unauthenticated"
+	case codes.DeadlineExceeded:
+		return "deadline_exceeded"
+	case codes.Canceled:
+		return "canceled"
+	case codes.NotFound:
+		return "not_found"
+	default:
+		return "internal"
+	}
+}

@@ -1,0 +1,117 @@
+package service
+
+import (
+	"context"
+	"crypto/subtle"
+	"strings"
+	"time"
+
+	"github.com/herald-io/herald/config"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+)
+
+// NewGRPCServer returns a grpc.Server serving s, the standard health
+// service (reporting hs) and server reflection, with API-key
+// authentication, message size limits and keepalive settings from cfg.
+func NewGRPCServer(cfg config.Config, s *Server, hs *health.Server, extra ...grpc.ServerOption) *grpc.Server {
+	auth := newKeyAuth(cfg.APIKeys)
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(cfg.Limits.MaxGRPCMessage),
+		grpc.MaxSendMsgSize(cfg.Limits.MaxGRPCMessage),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.ChainUnaryInterceptor(auth.unary, recoverUnary(s)),
+		grpc.ChainStreamInterceptor(auth.stream, recoverStream(s)),
+	}
+	gs := grpc.NewServer(append(opts, extra...)...)
+	heraldv1.RegisterHeraldServiceServer(gs, s)
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+	return gs
+}
+
+// keyAuth checks `authorization: Bearer <key>` against the configured keys.
+// With no keys, every call is allowed (Herald then listens on loopback only).
+type keyAuth struct{ keys [][]byte }
+
+func newKeyAuth(keys []config.APIKey) *keyAuth {
+	a := &keyAuth{}
+	for _, k := range keys {
+		a.keys = append(a.keys, []byte(k.Key))
+	}
+	return a
+}
+
+// open reports methods that need no key: health checks and reflection.
+func open(method string) bool {
+	return strings.HasPrefix(method, "/grpc.health.v1.") || strings.HasPrefix(method, "/grpc.reflection.")
+}
+
+func (a *keyAuth) check(ctx context.Context, method string) error {
+	if len(a.keys) == 0 || open(method) {
+		return nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get("authorization")
+	if len(vals) == 0 {
+		return status.Error(codes.Unauthenticated, "missing API key: send `authorization: Bearer <key>`")
+	}
+	tok, ok := strings.CutPrefix(vals[0], "Bearer ")
+	if !ok {
+		return status.Error(codes.Unauthenticated, "authorization must be `Bearer <key>`")
+	}
+	for _, k := range a.keys {
+		if subtle.ConstantTimeCompare([]byte(tok), k) == 1 {
+			return nil
+		}
+	}
+	return status.Error(codes.Unauthenticated, "invalid API key")
+}
+
+func (a *keyAuth) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := a.check(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	return h(ctx, req)
+}
+
+func (a *keyAuth) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if err := a.check(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	return h(srv, ss)
+}
+
+// recoverUnary turns a panic in a handler into INTERNAL for that call only.
+func recoverUnary(s *Server) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				s.log.Error("panic in handler", "method", info.FullMethod, "panic", r)
+				err = status.Error(codes.Internal, "internal error")
+			}
+		}()
+		return h(ctx, req)
+	}
+}
+
+func recoverStream(s *Server) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				s.log.Error("panic in handler", "method", info.FullMethod, "panic", r)
+				err = status.Error(codes.Internal, "internal error")
+			}
+		}()
+		return h(srv, ss)
+	}
+}

@@ -1,0 +1,579 @@
+package service
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-io/herald/config"
+	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Version is Herald's version, set at build time with
+// -ldflags "-X github.com/herald-io/herald/service.Version=v1.2.3".
+var Version = "dev"
+
+// Limits on what a publisher controls, beyond the configured payload size.
+const (
+	maxIdempotencyKey = 128
+	maxTags           = 32
+	maxTagLen         = 256
+	maxBroadcast      = 1000
+	defaultPage       = 100
+)
+
+// Server implements herald.v1.HeraldService on an Engine.
+type Server struct {
+	heraldv1.UnimplementedHeraldServiceServer
+
+	cfg    config.Config
+	ns     namespaces
+	engine Engine
+	hub    *hub
+	log    *slog.Logger
+	node   string
+	start  time.Time
+
+	mu       sync.Mutex
+	sessions map[*bridgeSession]struct{}
+	clients  atomic.Int64 // presence entries held by attached bridges
+
+	closing atomic.Bool
+}
+
+// New returns a core server on engine. cfg must have passed Validate.
+func New(cfg config.Config, engine Engine, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{
+		cfg:      cfg,
+		ns:       newNamespaces(cfg.Namespaces),
+		engine:   engine,
+		hub:      newHub(engine, cfg.Limits.SubscriberQueue),
+		log:      log,
+		node:     newNodeID(),
+		start:    time.Now(),
+		sessions: make(map[*bridgeSession]struct{}),
+	}
+}
+
+func newNodeID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Start connects the server to its engine's deliveries.
+func (s *Server) Start(ctx context.Context) error { return s.engine.Start(ctx, s) }
+
+// Node is the node's unique id.
+func (s *Server) Node() string { return s.node }
+
+// Engine returns the server's engine.
+func (s *Server) Engine() Engine { return s.engine }
+
+// Close ends every open Subscribe stream and bridge session with
+// UNAVAILABLE, so that clients resume elsewhere. It is idempotent; call it
+// before grpc.Server.GracefulStop, which waits for streams to end.
+func (s *Server) Close() {
+	if !s.closing.CompareAndSwap(false, true) {
+		return
+	}
+	s.hub.stopAll(status.Error(codes.Unavailable, "node shutting down; resubscribe from the last position you received"))
+	s.mu.Lock()
+	for b := range s.sessions {
+		b.stop(status.Error(codes.Unavailable, "node shutting down"))
+	}
+	s.mu.Unlock()
+}
+
+// HandlePublication implements Handler.
+func (s *Server) HandlePublication(pub *heraldv1.Publication) { s.hub.HandlePublication(pub) }
+
+// HandlePresence implements Handler.
+func (s *Server) HandlePresence(ev *heraldv1.PresenceEvent, join bool) {
+	s.hub.HandlePresence(ev, join)
+}
+
+// HandleReset implements Handler.
+func (s *Server) HandleReset(channel string) { s.hub.HandleReset(channel) }
+
+// HandleCommand implements Handler: it passes the command to every
+// attached bridge.
+func (s *Server) HandleCommand(cmd *heraldv1.BridgeSessionResponse) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for b := range s.sessions {
+		select {
+		case b.out <- cmd:
+		default:
+			b.stop(status.Error(codes.ResourceExhausted, "bridge too slow reading commands"))
+		}
+	}
+}
+
+// payload is a validated payload: JSON text or binary.
+type payload struct {
+	json   []byte
+	binary []byte
+}
+
+// toPayload validates the payload of a publish. data is converted to
+// compact JSON text once, here; subscribers get the same bytes.
+func (s *Server) toPayload(data *structpb.Value, binary, rawJSON []byte, set bool) (payload, error) {
+	var p payload
+	switch {
+	case !set:
+		return p, errors.New("payload is required: set data (JSON), raw_json or binary")
+	case data != nil:
+		b, err := json.Marshal(data.AsInterface())
+		if err != nil {
+			return p, fmt.Errorf("data: %v", err)
+		}
+		p.json = b
+	case rawJSON != nil:
+		if !json.Valid(rawJSON) {
+			return p, errors.New("raw_json is not valid JSON")
+		}
+		p.json = rawJSON
+	default:
+		p.binary = binary
+		if p.binary == nil {
+			p.binary = []byte{}
+		}
+	}
+	if n := len(p.json) + len(p.binary); n > s.cfg.Limits.MaxPayload {
+		return p, fmt.Errorf("payload is %d bytes; the limit is %d", n, s.cfg.Limits.MaxPayload)
+	}
+	return p, nil
+}
+
+func (p payload) set(pub *heraldv1.Publication) {
+	if p.json != nil {
+		pub.Payload = &heraldv1.Publication_RawJson{RawJson: p.json}
+	} else {
+		pub.Payload = &heraldv1.Publication_Binary{Binary: p.binary}
+	}
+}
+
+func validateMeta(key string, tags map[string]string) error {
+	if len(key) > maxIdempotencyKey {
+		return fmt.Errorf("idempotency_key is %d bytes; the limit is %d", len(key), maxIdempotencyKey)
+	}
+	if len(tags) > maxTags {
+		return fmt.Errorf("%d tags; the limit is %d", len(tags), maxTags)
+	}
+	for k, v := range tags {
+		if len(k) > maxTagLen || len(v) > maxTagLen {
+			return fmt.Errorf("tag %q: keys and values are limited to %d bytes", truncate(k, 32), maxTagLen)
+		}
+	}
+	return nil
+}
+
+// publish is the one path of every publication, from any API.
+func (s *Server) publish(ctx context.Context, channel string, p payload, key string, tags map[string]string, from *heraldv1.ClientInfo) (*heraldv1.PublishResponse, error) {
+	ns, err := s.ns.lookup(channel)
+	if err != nil {
+		return nil, invalid(err)
+	}
+	pub := &heraldv1.Publication{Channel: channel, Tags: tags, Publisher: from}
+	p.set(pub)
+	res, err := s.engine.Publish(ctx, pub, PublishOptions{
+		HistorySize:    ns.HistorySize,
+		HistoryTTL:     ns.HistoryTTL.D(),
+		IdempotencyKey: key,
+		DedupeWindow:   s.cfg.Limits.DedupeWindow.D(),
+	})
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	return &heraldv1.PublishResponse{Position: res.Position, Duplicate: res.Duplicate}, nil
+}
+
+func (s *Server) publishRequest(ctx context.Context, req *heraldv1.PublishRequest) (*heraldv1.PublishResponse, error) {
+	if err := validateMeta(req.IdempotencyKey, req.Tags); err != nil {
+		return nil, invalid(err)
+	}
+	p, err := s.toPayload(req.GetData(), req.GetBinary(), req.GetRawJson(), req.Payload != nil)
+	if err != nil {
+		return nil, invalid(err)
+	}
+	return s.publish(ctx, req.Channel, p, req.IdempotencyKey, req.Tags, nil)
+}
+
+// Publish implements HeraldService.Publish.
+func (s *Server) Publish(ctx context.Context, req *heraldv1.PublishRequest) (*heraldv1.PublishResponse, error) {
+	return s.publishRequest(ctx, req)
+}
+
+// PublishStream implements HeraldService.PublishStream. Requests are
+// published in order and each is answered before the next is read from the
+// stream's buffer, so acknowledgements keep request order.
+func (s *Server) PublishStream(stream grpc.BidiStreamingServer[heraldv1.PublishStreamRequest, heraldv1.PublishStreamResponse]) error {
+	ctx := stream.Context()
+	for {
+		req, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		resp := &heraldv1.PublishStreamResponse{Sequence: req.Sequence}
+		if req.Publish == nil {
+			resp.Result = &heraldv1.PublishStreamResponse_Error{Error: &heraldv1.Error{Code: "invalid_argument", Message: "publish is required"}}
+		} else if r, err := s.publishRequest(ctx, req.Publish); err != nil {
+			resp.Result = &heraldv1.PublishStreamResponse_Error{Error: statusError(err)}
+		} else {
+			resp.Result = &heraldv1.PublishStreamResponse_Ok{Ok: r}
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}
+
+func statusError(err error) *heraldv1.Error {
+	return &heraldv1.Error{Code: codeName(err), Message: status.Convert(err).Message()}
+}
+
+// Broadcast implements HeraldService.Broadcast.
+func (s *Server) Broadcast(ctx context.Context, req *heraldv1.BroadcastRequest) (*heraldv1.BroadcastResponse, error) {
+	if len(req.Channels) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "channels is empty")
+	}
+	if len(req.Channels) > maxBroadcast {
+		return nil, status.Errorf(codes.InvalidArgument, "%d channels; the limit is %d", len(req.Channels), maxBroadcast)
+	}
+	if err := validateMeta(req.IdempotencyKey, req.Tags); err != nil {
+		return nil, invalid(err)
+	}
+	p, err := s.toPayload(req.GetData(), req.GetBinary(), req.GetRawJson(), req.Payload != nil)
+	if err != nil {
+		return nil, invalid(err)
+	}
+	resp := &heraldv1.BroadcastResponse{Results: make([]*heraldv1.PublishStreamResponse, len(req.Channels))}
+	for i, ch := range req.Channels {
+		r := &heraldv1.PublishStreamResponse{Sequence: uint64(i)}
+		if ok, err := s.publish(ctx, ch, p, req.IdempotencyKey, req.Tags, nil); err != nil {
+			r.Result = &heraldv1.PublishStreamResponse_Error{Error: statusError(err)}
+		} else {
+			r.Result = &heraldv1.PublishStreamResponse_Ok{Ok: ok}
+		}
+		resp.Results[i] = r
+	}
+	return resp, nil
+}
+
+// forFormat returns pub as a subscriber asked for it: JSON payloads as a
+// google.protobuf.Value by default, untouched with PAYLOAD_FORMAT_RAW.
+func forFormat(pub *heraldv1.Publication, f heraldv1.PayloadFormat) *heraldv1.Publication {
+	raw, ok := pub.Payload.(*heraldv1.Publication_RawJson)
+	if !ok || f == heraldv1.PayloadFormat_PAYLOAD_FORMAT_RAW {
+		return pub
+	}
+	v := &structpb.Value{}
+	if err := v.UnmarshalJSON(raw.RawJson); err != nil {
+		return pub // not reachable: payloads are validated on publish
+	}
+	return &heraldv1.Publication{
+		Channel: pub.Channel, Offset: pub.Offset, Epoch: pub.Epoch,
+		Payload: &heraldv1.Publication_Data{Data: v},
+		Tags:    pub.Tags, Publisher: pub.Publisher,
+	}
+}
+
+// Subscribe implements HeraldService.Subscribe. The subscriber is
+// registered before history is read, so nothing published meanwhile is
+// missed; what the replay already covered is skipped by offset.
+func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStreamingServer[heraldv1.SubscribeResponse]) error {
+	ctx := stream.Context()
+	ns, err := s.ns.lookup(req.Channel)
+	if err != nil {
+		return invalid(err)
+	}
+	if s.closing.Load() {
+		return status.Error(codes.Unavailable, "node shutting down")
+	}
+	sub := &subscriber{
+		channel:        req.Channel,
+		presenceEvents: req.PresenceEvents && ns.JoinLeave,
+		queue:          make(chan event, s.hub.queue),
+		done:           make(chan struct{}),
+	}
+	if err := s.hub.add(ctx, sub); err != nil {
+		return toStatus(s.log, err)
+	}
+	defer s.hub.remove(sub)
+
+	pos, replay, recovered, err := s.recover(ctx, req.Channel, req.Since)
+	if err != nil {
+		return toStatus(s.log, err)
+	}
+	if err := stream.Send(&heraldv1.SubscribeResponse{Event: &heraldv1.SubscribeResponse_Subscribed{
+		Subscribed: &heraldv1.Subscribed{Position: pos, Recovered: recovered},
+	}}); err != nil {
+		return err
+	}
+	for _, pub := range replay {
+		if err := stream.Send(&heraldv1.SubscribeResponse{Event: &heraldv1.SubscribeResponse_Publication{Publication: forFormat(pub, req.PayloadFormat)}}); err != nil {
+			return err
+		}
+	}
+	last, epoch := pos.Offset, pos.Epoch
+	for {
+		select {
+		case <-sub.done:
+			return sub.err
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case ev := <-sub.queue:
+			var resp *heraldv1.SubscribeResponse
+			switch {
+			case ev.pub != nil:
+				if ev.pub.Epoch != epoch {
+					return status.Error(codes.Aborted, "the channel's epoch changed (history was lost); resubscribe from the last position you received")
+				}
+				if ev.pub.Offset <= last {
+					continue // replayed already, or older than the subscription
+				}
+				if ev.pub.Offset != last+1 {
+					return errReset
+				}
+				last = ev.pub.Offset
+				resp = &heraldv1.SubscribeResponse{Event: &heraldv1.SubscribeResponse_Publication{Publication: forFormat(ev.pub, req.PayloadFormat)}}
+			case ev.join:
+				resp = &heraldv1.SubscribeResponse{Event: &heraldv1.SubscribeResponse_Join{Join: ev.presence}}
+			default:
+				resp = &heraldv1.SubscribeResponse{Event: &heraldv1.SubscribeResponse_Leave{Leave: ev.presence}}
+			}
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// recover returns the channel's current position and, when since is set,
+// every publication after since up to that position, or recovered=false
+// when history cannot cover the gap.
+func (s *Server) recover(ctx context.Context, channel string, since *heraldv1.StreamPosition) (pos *heraldv1.StreamPosition, replay []*heraldv1.Publication, recovered bool, err error) {
+	if since == nil {
+		res, err := s.engine.History(ctx, channel, HistoryQuery{})
+		if err != nil {
+			return nil, nil, false, err
+		}
+		return res.Position, nil, false, nil
+	}
+	from := &heraldv1.StreamPosition{Offset: since.Offset, Epoch: since.Epoch}
+	const page = 1000
+	for {
+		res, err := s.engine.History(ctx, channel, HistoryQuery{Since: from, Limit: page})
+		if errors.Is(err, ErrEpochMismatch) {
+			return res.Position, nil, false, nil
+		}
+		if err != nil {
+			return nil, nil, false, err
+		}
+		top := res.Position.Offset
+		switch {
+		case since.Offset > top:
+			return res.Position, nil, false, nil // a position this epoch never had
+		case from.Offset == top:
+			return res.Position, replay, true, nil
+		case res.Oldest == 0 || res.Oldest > from.Offset+1:
+			return res.Position, nil, false, nil // the gap is older than history
+		}
+		replay = append(replay, res.Publications...)
+		if len(res.Publications) == 0 {
+			return res.Position, nil, false, nil
+		}
+		from.Offset = res.Publications[len(res.Publications)-1].Offset
+		from.Epoch = res.Position.Epoch
+		if from.Offset >= top {
+			return res.Position, replay, true, nil
+		}
+	}
+}
+
+// History implements HeraldService.History.
+func (s *Server) History(ctx context.Context, req *heraldv1.HistoryRequest) (*heraldv1.HistoryResponse, error) {
+	if _, err := s.ns.lookup(req.Channel); err != nil {
+		return nil, invalid(err)
+	}
+	limit := int(req.Limit)
+	if limit == 0 {
+		limit = defaultPage
+	}
+	if limit > s.cfg.Limits.MaxHistoryPage {
+		return nil, status.Errorf(codes.InvalidArgument, "limit %d is above the maximum page of %d", limit, s.cfg.Limits.MaxHistoryPage)
+	}
+	res, err := s.engine.History(ctx, req.Channel, HistoryQuery{Since: req.Since, Limit: limit, Reverse: req.Reverse})
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	out := &heraldv1.HistoryResponse{Position: res.Position, Publications: make([]*heraldv1.Publication, len(res.Publications))}
+	for i, p := range res.Publications {
+		out.Publications[i] = forFormat(p, req.PayloadFormat)
+	}
+	return out, nil
+}
+
+func (s *Server) presenceNamespace(channel string) (*config.Namespace, error) {
+	ns, err := s.ns.lookup(channel)
+	if err != nil {
+		return nil, invalid(err)
+	}
+	if !ns.Presence {
+		return nil, status.Errorf(codes.FailedPrecondition, "presence is off for namespace %q", ns.Name)
+	}
+	return ns, nil
+}
+
+// Presence implements HeraldService.Presence.
+func (s *Server) Presence(ctx context.Context, req *heraldv1.PresenceRequest) (*heraldv1.PresenceResponse, error) {
+	if _, err := s.presenceNamespace(req.Channel); err != nil {
+		return nil, err
+	}
+	clients, err := s.engine.Presence(ctx, req.Channel)
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	return &heraldv1.PresenceResponse{Clients: clients}, nil
+}
+
+// PresenceStats implements HeraldService.PresenceStats.
+func (s *Server) PresenceStats(ctx context.Context, req *heraldv1.PresenceStatsRequest) (*heraldv1.PresenceStatsResponse, error) {
+	if _, err := s.presenceNamespace(req.Channel); err != nil {
+		return nil, err
+	}
+	clients, err := s.engine.Presence(ctx, req.Channel)
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	users := make(map[string]struct{}, len(clients))
+	for _, c := range clients {
+		users[c.User] = struct{}{}
+	}
+	return &heraldv1.PresenceStatsResponse{Clients: uint32(len(clients)), Users: uint32(len(users))}, nil
+}
+
+// Channels implements HeraldService.Channels.
+func (s *Server) Channels(ctx context.Context, req *heraldv1.ChannelsRequest) (*heraldv1.ChannelsResponse, error) {
+	if len(req.Pattern) > MaxChannelLen {
+		return nil, status.Errorf(codes.InvalidArgument, "pattern is longer than %d bytes", MaxChannelLen)
+	}
+	states, err := s.engine.Channels(ctx)
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	streams := s.hub.channelStreams()
+	byName := make(map[string]*heraldv1.ChannelInfo, len(states))
+	for _, st := range states {
+		byName[st.Name] = &heraldv1.ChannelInfo{Name: st.Name, Clients: uint32(st.Clients), Position: st.Position}
+	}
+	for name, n := range streams {
+		ci := byName[name]
+		if ci == nil {
+			ci = &heraldv1.ChannelInfo{Name: name}
+			byName[name] = ci
+		}
+		ci.Streams = uint32(n)
+	}
+	out := &heraldv1.ChannelsResponse{}
+	for name, ci := range byName {
+		if req.Pattern == "" || Glob(req.Pattern, name) {
+			out.Channels = append(out.Channels, ci)
+		}
+	}
+	sort.Slice(out.Channels, func(i, j int) bool { return out.Channels[i].Name < out.Channels[j].Name })
+	return out, nil
+}
+
+// Glob reports whether name matches pattern, where '*' matches any run of
+// bytes (':' and '/' included) and '?' one byte.
+func Glob(pattern, name string) bool {
+	// Iterative matching with backtracking to the last '*'.
+	p, n := 0, 0
+	star, mark := -1, 0
+	for n < len(name) {
+		switch {
+		case p < len(pattern) && (pattern[p] == '?' || pattern[p] == name[n]):
+			p++
+			n++
+		case p < len(pattern) && pattern[p] == '*':
+			star, mark = p, n
+			p++
+		case star >= 0:
+			p = star + 1
+			mark++
+			n = mark
+		default:
+			return false
+		}
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
+}
+
+// Disconnect implements HeraldService.Disconnect.
+func (s *Server) Disconnect(ctx context.Context, req *heraldv1.DisconnectRequest) (*heraldv1.DisconnectResponse, error) {
+	if req.User == "" {
+		return nil, status.Error(codes.InvalidArgument, "user is required")
+	}
+	if len(req.Reason) > 256 {
+		return nil, status.Error(codes.InvalidArgument, "reason is longer than 256 bytes")
+	}
+	if err := s.engine.Command(ctx, &heraldv1.BridgeSessionResponse{Msg: &heraldv1.BridgeSessionResponse_Disconnect{Disconnect: req}}); err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	return &heraldv1.DisconnectResponse{}, nil
+}
+
+// Unsubscribe implements HeraldService.Unsubscribe.
+func (s *Server) Unsubscribe(ctx context.Context, req *heraldv1.UnsubscribeRequest) (*heraldv1.UnsubscribeResponse, error) {
+	if req.User == "" {
+		return nil, status.Error(codes.InvalidArgument, "user is required")
+	}
+	if _, err := s.ns.lookup(req.Channel); err != nil {
+		return nil, invalid(err)
+	}
+	if err := s.engine.Command(ctx, &heraldv1.BridgeSessionResponse{Msg: &heraldv1.BridgeSessionResponse_Unsubscribe{Unsubscribe: req}}); err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	return &heraldv1.UnsubscribeResponse{}, nil
+}
+
+// Info implements HeraldService.Info.
+func (s *Server) Info(ctx context.Context, req *heraldv1.InfoRequest) (*heraldv1.InfoResponse, error) {
+	s.mu.Lock()
+	bridges := len(s.sessions)
+	s.mu.Unlock()
+	return &heraldv1.InfoResponse{
+		Node:          s.node,
+		Version:       Version,
+		Engine:        s.engine.Name(),
+		UptimeSeconds: uint64(time.Since(s.start).Seconds()),
+		Channels:      uint32(len(s.hub.channelStreams())),
+		Streams:       uint32(s.hub.streams.Load()),
+		Clients:       uint32(s.clients.Load()),
+		Bridges:       uint32(bridges),
+	}, nil
+}
