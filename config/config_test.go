@@ -1,0 +1,126 @@
+package config
+
+import (
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPrecedenceFileEnvFlags(t *testing.T) {
+	cfg := Default()
+	path := filepath.Join(t.TempDir(), "herald.yaml")
+	if err := os.WriteFile(path, []byte("grpc_addr: 127.0.0.1:1\nhttp_addr: 127.0.0.1:2\nengine: redis\nlimits:\n  dedupe_window: 30s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.LoadFile(path); err != nil {
+		t.Fatal(err)
+	}
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	cfg.Flags(fs)
+	env := map[string]string{"HERALD_HTTP_ADDR": "127.0.0.1:3", "HERALD_ENGINE": "memory"}
+	if err := ApplyEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.Parse([]string{"--engine", "redis"}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.GRPCAddr != "127.0.0.1:1" || cfg.HTTPAddr != "127.0.0.1:3" || cfg.Engine != "redis" || cfg.Limits.DedupeWindow.D() != 30*time.Second {
+		t.Fatalf("got grpc %s http %s engine %s dedupe %v", cfg.GRPCAddr, cfg.HTTPAddr, cfg.Engine, cfg.Limits.DedupeWindow.D())
+	}
+}
+
+func TestUnknownKeysAreErrors(t *testing.T) {
+	cfg := Default()
+	err := cfg.Parse([]byte("grpc_adr: 127.0.0.1:1\n"))
+	if err == nil || !strings.Contains(err.Error(), "grpc_adr") {
+		t.Fatalf("err = %v, want one naming grpc_adr", err)
+	}
+	err = cfg.Parse([]byte(`{"namespaces":[{"name":"chat","histroy_size":5}]}`))
+	if err == nil || !strings.Contains(err.Error(), "histroy_size") {
+		t.Fatalf("JSON: err = %v, want one naming histroy_size", err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		yaml string
+		want string // "" = valid
+	}{
+		{"defaults", "", ""},
+		{"namespaces", "namespaces:\n- name: chat\n  history_size: 10\n  presence: true\n  join_leave: true\n", ""},
+		{"bad engine", "engine: etcd", "engine"},
+		{"bad namespace name", "namespaces:\n- name: 'a:b'\n", "name"},
+		{"duplicate namespace", "namespaces:\n- name: a\n- name: a\n", "twice"},
+		{"join without presence", "namespaces:\n- name: a\n  join_leave: true\n", "needs presence"},
+		{"short key", "api_keys:\n- name: k\n  key: short\n", "16 characters"},
+		{"bad duration", "shutdown_timeout: soon", "invalid duration"},
+		{"bad addr", "grpc_addr: nope", "grpc_addr"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Default()
+			err := cfg.Parse([]byte(tc.yaml))
+			if err == nil {
+				err = cfg.Validate()
+			}
+			if tc.want == "" && err != nil {
+				t.Fatalf("err = %v", err)
+			}
+			if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("err = %v, want one mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestImplicitNamespaces(t *testing.T) {
+	cfg := Default()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, ns := range cfg.Namespaces {
+		names[ns.Name] = true
+	}
+	if !names[""] || !names["user"] || !names["chat"] {
+		t.Fatalf("namespaces = %v, want '', user and chat", names)
+	}
+}
+
+func TestRedactedHidesSecrets(t *testing.T) {
+	cfg := Default()
+	cfg.APIKeys = []APIKey{{Name: "k", Key: "super-secret-key-123"}}
+	cfg.Bridge.JWTSecret = "jwt-secret"
+	cfg.Redis.Password = "pw-secret"
+	out := cfg.Redacted()
+	for _, s := range []string{"super-secret-key-123", "jwt-secret", "pw-secret"} {
+		if strings.Contains(out, s) {
+			t.Fatalf("Redacted() leaks %q: %s", s, out)
+		}
+	}
+	if cfg.APIKeys[0].Key != "super-secret-key-123" {
+		t.Fatal("Redacted() changed the original")
+	}
+}
+
+// FuzzParse checks that no configuration file crashes the loader.
+func FuzzParse(f *testing.F) {
+	f.Add("grpc_addr: 127.0.0.1:1\n")
+	f.Add(`{"engine":"redis","redis":{"addrs":["a:1"]}}`)
+	f.Add("namespaces:\n- name: chat\n  history_ttl: 5m\n")
+	f.Add("limits: [1,2]")
+	f.Add("shutdown_timeout: 1.5")
+	f.Fuzz(func(t *testing.T, s string) {
+		cfg := Default()
+		if cfg.Parse([]byte(s)) == nil {
+			_ = cfg.Validate()
+		}
+		fs := flag.NewFlagSet("fuzz", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		cfg.Flags(fs)
+	})
+}

@@ -1,0 +1,677 @@
+package service_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/herald-io/herald/config"
+	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/service"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// testServer is a core on a real loopback gRPC listener.
+type testServer struct {
+	core   *service.Server
+	client heraldv1.HeraldServiceClient
+	conn   *grpc.ClientConn
+	gs     *grpc.Server
+}
+
+func testConfig(t testing.TB, edit func(*config.Config)) config.Config {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Namespaces = []config.Namespace{
+		{Name: "small", HistorySize: 3, HistoryTTL: config.Duration(time.Minute)},
+		{Name: "none", HistorySize: 0},
+		{Name: "room", HistorySize: 1000, HistoryTTL: config.Duration(time.Minute), Presence: true, JoinLeave: true},
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func startServer(t testing.TB, cfg config.Config) *testServer {
+	t.Helper()
+	engine := service.NewMemoryEngine()
+	core := service.New(cfg, engine, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := core.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	gs := service.NewGRPCServer(cfg, core, health.NewServer())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = gs.Serve(lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Close()
+		core.Close()
+		gs.Stop()
+		cancel()
+		_ = engine.Close()
+	})
+	return &testServer{core: core, client: heraldv1.NewHeraldServiceClient(conn), conn: conn, gs: gs}
+}
+
+func jsonPayload(s string) *heraldv1.PublishRequest_RawJson {
+	return &heraldv1.PublishRequest_RawJson{RawJson: []byte(s)}
+}
+
+func (ts *testServer) publish(t testing.TB, channel, body string) *heraldv1.StreamPosition {
+	t.Helper()
+	resp, err := ts.client.Publish(context.Background(), &heraldv1.PublishRequest{Channel: channel, Payload: jsonPayload(body)})
+	if err != nil {
+		t.Fatalf("publish %s: %v", channel, err)
+	}
+	return resp.Position
+}
+
+// sub is an open Subscribe stream.
+type sub struct {
+	stream     grpc.ServerStreamingClient[heraldv1.SubscribeResponse]
+	subscribed *heraldv1.Subscribed
+	cancel     context.CancelFunc
+}
+
+func (ts *testServer) subscribe(t testing.TB, req *heraldv1.SubscribeRequest) *sub {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	if req.PayloadFormat == heraldv1.PayloadFormat_PAYLOAD_FORMAT_UNSPECIFIED {
+		req.PayloadFormat = heraldv1.PayloadFormat_PAYLOAD_FORMAT_RAW
+	}
+	stream, err := ts.client.Subscribe(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("subscribe %s: %v", req.Channel, err)
+	}
+	if first.GetSubscribed() == nil {
+		t.Fatalf("first message is %v, want subscribed", first)
+	}
+	return &sub{stream: stream, subscribed: first.GetSubscribed(), cancel: cancel}
+}
+
+// next returns the next publication, failing on anything else.
+func (s *sub) next(t testing.TB) *heraldv1.Publication {
+	t.Helper()
+	for {
+		ev, err := s.stream.Recv()
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		if p := ev.GetPublication(); p != nil {
+			return p
+		}
+	}
+}
+
+func TestPublishSubscribeOrderConcurrentPublishers(t *testing.T) {
+	ts := startServer(t, testConfig(t, nil))
+	const publishers, each = 8, 200
+	subs := []*sub{
+		ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: "room:order"}),
+		ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: "room:order"}),
+	}
+	var wg sync.WaitGroup
+	for p := 0; p < publishers; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				_, err := ts.client.Publish(context.Background(), &heraldv1.PublishRequest{
+					Channel: "room:order", Payload: jsonPayload(fmt.Sprintf(`{"p":%d,"i":%d}`, p, i)),
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for si, s := range subs {
+		lastByPublisher := map[string]int{}
+		for want := uint64(1); want <= publishers*each; want++ {
+			p := s.next(t)
+			if p.Offset != want {
+				t.Fatalf("subscriber %d: offset %d, want %d", si, p.Offset, want)
+			}
+			var pub, i int
+			if _, err := fmt.Sscanf(string(p.GetRawJson()), `{"p":%d,"i":%d}`, &pub, &i); err != nil {
+				t.Fatal(err)
+			}
+			key := fmt.Sprint(pub)
+			if prev, ok := lastByPublisher[key]; ok && i != prev+1 {
+				t.Fatalf("subscriber %d: publisher %d's message %d after %d", si, pub, i, prev)
+			}
+			lastByPublisher[key] = i
+		}
+	}
+}
+
+func TestJSONPayloadIsJSONByDefault(t *testing.T) {
+	ts := startServer(t, testConfig(t, nil))
+	s := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: "news", PayloadFormat: heraldv1.PayloadFormat_PAYLOAD_FORMAT_UNSPECIFIED})
+	// subscribe() switches unspecified to raw; ask again for the default.
+	s.cancel()
+	stream, err := ts.client.Subscribe(context.Background(), &heraldv1.SubscribeRequest{Channel: "news"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := structpb.NewValue(map[string]any{"text": "hi", "n": 2})
+	if _, err := ts.client.Publish(context.Background(), &heraldv1.PublishRequest{Channel: "news", Payload: &heraldv1.PublishRequest_Data{Data: v}}); err != nil {
+		t.Fatal(err)
+	}
+	ts.publish(t, "news", `[1,"two"]`)
+	bin := []byte{0, 1, 2, 255}
+	if _, err := ts.client.Publish(context.Background(), &heraldv1.PublishRequest{Channel: "news", Payload: &heraldv1.PublishRequest_Binary{Binary: bin}}); err != nil {
+		t.Fatal(err)
+	}
+	var got []*heraldv1.Publication
+	for len(got) < 3 {
+		ev, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev.GetPublication())
+	}
+	if m := got[0].GetData().GetStructValue().AsMap(); m["text"] != "hi" || m["n"] != 2.0 {
+		t.Errorf("first payload = %v, want the published object", m)
+	}
+	if l := got[1].GetData().GetListValue().AsSlice(); len(l) != 2 || l[1] != "two" {
+		t.Errorf("second payload = %v", l)
+	}
+	if b := got[2].GetBinary(); string(b) != string(bin) {
+		t.Errorf("binary payload = %v, want %v", b, bin)
+	}
+}
+
+func TestResumeSeamNoGapNoDuplicate(t *testing.T) {
+	ts := startServer(t, testConfig(t, nil))
+	const ch = "room:seam"
+	var pos *heraldv1.StreamPosition
+	for i := 0; i < 50; i++ {
+		pos = ts.publish(t, ch, fmt.Sprint(i))
+	}
+	// Publish continuously while subscribers resume, so that publications
+	// land between the registration, the history read and the live feed.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ts.publish(t, ch, fmt.Sprint(1000+i))
+		}
+	}()
+	for round := 0; round < 20; round++ {
+		since := &heraldv1.StreamPosition{Offset: uint64(round * 2), Epoch: pos.Epoch}
+		s := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: ch, Since: since})
+		if !s.subscribed.Recovered {
+			t.Fatalf("round %d: recovered = false, want true", round)
+		}
+		for want := since.Offset + 1; want <= since.Offset+120; want++ {
+			if p := s.next(t); p.Offset != want {
+				t.Fatalf("round %d: offset %d, want %d", round, p.Offset, want)
+			}
+		}
+		s.cancel()
+	}
+	close(stop)
+	wg.Wait()
+}
+
+func TestRecoveryRefused(t *testing.T) {
+	ts := startServer(t, testConfig(t, nil))
+	for i, tc := range []struct {
+		name   string
+		offset uint64
+		epoch  string // "" means the channel's
+		want   bool
+	}{
+		{"other epoch", 9, "deadbeef", false},
+		{"older than history", 2, "", false},
+		{"future offset", 99, "", false},
+		{"within history", 7, "", true},
+		{"at the top", 10, "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ch := fmt.Sprintf("small:x%d", i) // keeps 3 publications
+			var pos *heraldv1.StreamPosition
+			for i := 0; i < 10; i++ {
+				pos = ts.publish(t, ch, fmt.Sprint(i))
+			}
+			since := &heraldv1.StreamPosition{Offset: tc.offset, Epoch: tc.epoch}
+			if since.Epoch == "" {
+				since.Epoch = pos.Epoch
+			}
+			s := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: ch, Since: since})
+			if s.subscribed.Recovered != tc.want {
+				t.Fatalf("recovered = %v, want %v", s.subscribed.Recovered, tc.want)
+			}
+			if s.subscribed.Position.Offset != 10 || s.subscribed.Position.Epoch != pos.Epoch {
+				t.Fatalf("position = %v, want 10@%s", s.subscribed.Position, pos.Epoch)
+			}
+			if tc.want {
+				for want := tc.offset + 1; want <= 10; want++ {
+					if p := s.next(t); p.Offset != want {
+						t.Fatalf("offset %d, want %d", p.Offset, want)
+					}
+				}
+			}
+			// Live publications follow in every case.
+			ts.publish(t, ch, `"live"`)
+			if p := s.next(t); string(p.GetRawJson()) != `"live"` || p.Offset != 11 {
+				t.Fatalf("live publication = %d %s", p.Offset, p.GetRawJson())
+			}
+		})
+	}
+}
+
+func TestIdempotentPublish(t *testing.T) {
+	ts := startServer(t, testConfig(t, nil))
+	s := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: "news"})
+	req := &heraldv1.PublishRequest{Channel: "news", Payload: jsonPayload(`"once"`), IdempotencyKey: "order-42"}
+	first, err := ts.client.Publish(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := ts.client.Publish(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Duplicate || !second.Duplicate || second.Position.Offset != first.Position.Offset {
+		t.Fatalf("first %v, retry %v: want the same position, retry marked duplicate", first, second)
+	}
+	ts.publish(t, "news", `"after"`)
+	if p := s.next(t); string(p.GetRawJson()) != `"once"` {
+		t.Fatalf("got %s", p.GetRawJson())
+	}
+	if p := s.next(t); string(p.GetRawJson()) != `"after"` {
+		t.Fatalf("got %s, want the publication after the retried one (nothing delivered twice)", p.GetRawJson())
+	}
+	// The key is per channel.
+	other, err := ts.client.Publish(context.Background(), &heraldv1.PublishRequest{Channel: "room:a", Payload: jsonPayload(`1`), IdempotencyKey: "order-42"})
+	if err != nil || other.Duplicate {
+		t.Fatalf("same key on another channel: %v %v", other, err)
+	}
+}
+
+func TestPublishStreamAcksInOrder(t *testing.T) {
+	ts := startServer(t, testConfig(t, nil))
+	stream, err := ts.client.PublishStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 5000
+	go func() {
+		for i := 0; i < n; i++ {
+			req := &heraldv1.PublishStreamRequest{Sequence: uint64(i), Publish: &heraldv1.PublishRequest{Channel: "news", Payload: jsonPayload(fmt.Sprint(i))}}
+			if i%1000 == 999 {
+				req.Publish.Channel = "bad channel" // a per-message error
+			}
+			if err := stream.Send(req); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+		_ = stream.CloseSend()
+	}()
+	var last uint64
+	for i := 0; i < n; i++ {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Sequence != uint64(i) {
+			t.Fatalf("ack %d has sequence %d", i, resp.Sequence)
+		}
+		if i%1000 == 999 {
+			if resp.GetError().GetCode() != "invalid_argument" {
+				t.Fatalf("ack %d: %v, want invalid_argument", i, resp)
+			}
+			continue
+		}
+		off := resp.GetOk().GetPosition().GetOffset()
+		if off != last+1 {
+			t.Fatalf("ack %d: offset %d after %d", i, off, last)
+		}
+		last = off
+	}
+	if _, err := stream.Recv(); err != io.EOF {
+		t.Fatalf("after the last ack: %v, want EOF", err)
+	}
+}
+
+func TestBroadcast(t *testing.T) {
+	ts := startServer(t, testConfig(t, nil))
+	a := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: "room:a"})
+	b := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: "room:b"})
+	resp, err := ts.client.Broadcast(context.Background(), &heraldv1.BroadcastRequest{
+		Channels: []string{"room:a", "nope:x", "room:b"}, Payload: &heraldv1.BroadcastRequest_RawJson{RawJson: []byte(`{"all":true}`)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Results) != 3 || resp.Results[0].GetOk() == nil || resp.Results[1].GetError().GetCode() != "invalid_argument" || resp.Results[2].GetOk() == nil {
+		t.Fatalf("results = %v", resp.Results)
+	}
+	for _, s := range []*sub{a, b} {
+		if p := s.next(t); string(p.GetRawJson()) != `{"all":true}` {
+			t.Fatalf("got %s", p.GetRawJson())
+		}
+	}
+}
+
+func TestInvalidInput(t *testing.T) {
+	cfg := testConfig(t, func(c *config.Config) { c.Limits.MaxPayload = 100 })
+	ts := startServer(t, cfg)
+	ctx := context.Background()
+	ok := jsonPayload(`1`)
+	cases := []struct {
+		name string
+		call func() error
+		want string
+	}{
+		{"empty channel", func() error { _, err := ts.client.Publish(ctx, &heraldv1.PublishRequest{Payload: ok}); return err }, "empty"},
+		{"bad character", func() error {
+			_, err := ts.client.Publish(ctx, &heraldv1.PublishRequest{Channel: "a b", Payload: ok})
+			return err
+		}, "forbidden character"},
+		{"too long", func() error {
+			_, err := ts.client.Publish(ctx, &heraldv1.PublishRequest{Channel: strings.Repeat("a", 256), Payload: ok})
+			return err
+		}, "limit is 255"},
+		{"unknown namespace", func() error {
+			_, err := ts.client.Publish(ctx, &heraldv1.PublishRequest{Channel: "nope:x", Payload: ok})
+			return err
+		}, "unknown namespace"},
+		{"no payload", func() error { _, err := ts.client.Publish(ctx, &heraldv1.PublishRequest{Channel: "news"}); return err }, "payload is required"},
+		{"invalid raw json", func() error {
+			_, err := ts.client.Publish(ctx, &heraldv1.PublishRequest{Channel: "news", Payload: jsonPayload(`{`)})
+			return err
+		}, "not valid JSON"},
+		{"oversized payload", func() error {
+			_, err := ts.client.Publish(ctx, &heraldv1.PublishRequest{Channel: "news", Payload: &heraldv1.PublishRequest_Binary{Binary: make([]byte, 101)}})
+			return err
+		}, "limit is 100"},
+		{"long idempotency key", func() error {
+			_, err := ts.client.Publish(ctx, &heraldv1.PublishRequest{Channel: "news", Payload: ok, IdempotencyKey: strings.Repeat("k", 129)})
+			return err
+		}, "idempotency_key"},
+		{"subscribe bad channel", func() error {
+			s, err := ts.client.Subscribe(ctx, &heraldv1.SubscribeRequest{Channel: "user:"})
+			if err != nil {
+				return err
+			}
+			_, err = s.Recv()
+			return err
+		}, "names no user"},
+		{"history page too big", func() error {
+			_, err := ts.client.History(ctx, &heraldv1.HistoryRequest{Channel: "news", Limit: 5000})
+			return err
+		}, "maximum page"},
+		{"broadcast nothing", func() error {
+			_, err := ts.client.Broadcast(ctx, &heraldv1.BroadcastRequest{Payload: &heraldv1.BroadcastRequest_RawJson{RawJson: []byte(`1`)}})
+			return err
+		}, "channels is empty"},
+		{"disconnect no user", func() error { _, err := ts.client.Disconnect(ctx, &heraldv1.DisconnectRequest{}); return err }, "user is required"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call()
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tc.want) {
+				t.Fatalf("err = %v, want InvalidArgument mentioning %q", err, tc.want)
+			}
+		})
+	}
+	// Presence off in a namespace is a failed precondition, not a crash.
+	if _, err := ts.client.Presence(ctx, &heraldv1.PresenceRequest{Channel: "small:x"}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("presence in a namespace without it: %v", err)
+	}
+	// History since a position of another epoch.
+	if _, err := ts.client.History(ctx, &heraldv1.HistoryRequest{Channel: "news", Since: &heraldv1.StreamPosition{Offset: 1, Epoch: "other"}}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("history from another epoch: %v", err)
+	}
+}
+
+func TestHistoryPages(t *testing.T) {
+	ts := startServer(t, testConfig(t, nil))
+	for i := 1; i <= 10; i++ {
+		ts.publish(t, "room:h", fmt.Sprint(i))
+	}
+	ctx := context.Background()
+	offsets := func(r *heraldv1.HistoryResponse) (out []uint64) {
+		for _, p := range r.Publications {
+			out = append(out, p.Offset)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		req  *heraldv1.HistoryRequest
+		want string
+	}{
+		{"oldest first", &heraldv1.HistoryRequest{Limit: 3}, "[1 2 3]"},
+		{"since", &heraldv1.HistoryRequest{Limit: 3, Since: &heraldv1.StreamPosition{Offset: 8}}, "[9 10]"},
+		{"newest first", &heraldv1.HistoryRequest{Limit: 3, Reverse: true}, "[10 9 8]"},
+		{"before", &heraldv1.HistoryRequest{Limit: 3, Reverse: true, Since: &heraldv1.StreamPosition{Offset: 3}}, "[2 1]"},
+		{"default limit", &heraldv1.HistoryRequest{}, "[1 2 3 4 5 6 7 8 9 10]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.req.Channel = "room:h"
+			resp, err := ts.client.History(ctx, tc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fmt.Sprint(offsets(resp)); got != tc.want {
+				t.Fatalf("offsets %s, want %s", got, tc.want)
+			}
+			if resp.Position.Offset != 10 {
+				t.Fatalf("position %v", resp.Position)
+			}
+		})
+	}
+}
+
+func TestAPIKeys(t *testing.T) {
+	cfg := testConfig(t, func(c *config.Config) {
+		c.APIKeys = []config.APIKey{{Name: "backend", Key: "0123456789abcdef-secret"}}
+	})
+	ts := startServer(t, cfg)
+	req := &heraldv1.PublishRequest{Channel: "news", Payload: jsonPayload(`1`)}
+	for _, tc := range []struct {
+		name, auth string
+		want       codes.Code
+	}{
+		{"missing", "", codes.Unauthenticated},
+		{"wrong scheme", "Basic abc", codes.Unauthenticated},
+		{"wrong key", "Bearer nope-nope-nope-nope", codes.Unauthenticated},
+		{"valid", "Bearer 0123456789abcdef-secret", codes.OK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			if tc.auth != "" {
+				ctx = metadata.AppendToOutgoingContext(ctx, "authorization", tc.auth)
+			}
+			if _, err := ts.client.Publish(ctx, req); status.Code(err) != tc.want {
+				t.Fatalf("publish: %v, want %v", err, tc.want)
+			}
+			s, err := ts.client.Subscribe(ctx, &heraldv1.SubscribeRequest{Channel: "news"})
+			if err == nil {
+				_, err = s.Recv()
+			}
+			if status.Code(err) != tc.want {
+				t.Fatalf("subscribe: %v, want %v", err, tc.want)
+			}
+		})
+	}
+	// Health checks need no key.
+	if _, err := healthpb.NewHealthClient(ts.conn).Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("health without a key: %v", err)
+	}
+}
+
+func TestSlowSubscriberIsCutOff(t *testing.T) {
+	cfg := testConfig(t, func(c *config.Config) { c.Limits.SubscriberQueue = 64 })
+	ts := startServer(t, cfg)
+	slow := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: "none:firehose"})
+	fast := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: "none:firehose"})
+	const n = 4000
+	payload := fmt.Sprintf("%q", strings.Repeat("x", 4000))
+	received := make(chan error, 1)
+	go func() {
+		for want := uint64(1); want <= n; want++ {
+			ev, err := fast.stream.Recv()
+			if err != nil {
+				received <- err
+				return
+			}
+			if got := ev.GetPublication().GetOffset(); got != want {
+				received <- fmt.Errorf("fast subscriber: offset %d, want %d", got, want)
+				return
+			}
+		}
+		received <- nil
+	}()
+	// The slow subscriber never reads; the publisher must never wait for it.
+	for i := 0; i < n; i++ {
+		ts.publish(t, "none:firehose", payload)
+	}
+	if err := <-received; err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, err := slow.stream.Recv()
+		if err != nil {
+			if status.Code(err) != codes.ResourceExhausted {
+				t.Fatalf("slow subscriber ended with %v, want ResourceExhausted", err)
+			}
+			break
+		}
+	}
+}
+
+func TestCloseEndsStreamsWithUnavailable(t *testing.T) {
+	ts := startServer(t, testConfig(t, nil))
+	s := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: "news"})
+	done := make(chan struct{})
+	go func() { ts.gs.GracefulStop(); close(done) }()
+	ts.core.Close()
+	_, err := s.stream.Recv()
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("stream ended with %v, want Unavailable", err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("GracefulStop did not return after the streams ended")
+	}
+}
+
+func TestChannelsAndInfo(t *testing.T) {
+	ts := startServer(t, testConfig(t, nil))
+	ts.publish(t, "room:one", "1")
+	ts.publish(t, "room:two", "2")
+	ts.publish(t, "news", "3")
+	s := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: "room:one"})
+	defer s.cancel()
+	resp, err := ts.client.Channels(context.Background(), &heraldv1.ChannelsRequest{Pattern: "room:*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Channels) != 2 || resp.Channels[0].Name != "room:one" || resp.Channels[0].Streams != 1 || resp.Channels[1].Name != "room:two" {
+		t.Fatalf("channels = %v", resp.Channels)
+	}
+	info, err := ts.client.Info(context.Background(), &heraldv1.InfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Engine != "memory" || info.Streams != 1 || info.Node == "" {
+		t.Fatalf("info = %v", info)
+	}
+}
+
+func TestBridgeSessionPresence(t *testing.T) {
+	ts := startServer(t, testConfig(t, nil))
+	watch := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: "room:p", PresenceEvents: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	bs, err := ts.client.BridgeSession(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = bs.Send(&heraldv1.BridgeSessionRequest{Msg: &heraldv1.BridgeSessionRequest_Hello{Hello: &heraldv1.BridgeHello{Bridge: "b1"}}})
+	alice := &heraldv1.ClientInfo{Client: "c1", User: "alice"}
+	_ = bs.Send(&heraldv1.BridgeSessionRequest{Msg: &heraldv1.BridgeSessionRequest_Presence{Presence: &heraldv1.PresenceUpdate{
+		Joins: []*heraldv1.PresenceEvent{{Channel: "room:p", Client: alice}, {Channel: "room:p", Client: &heraldv1.ClientInfo{Client: "c2", User: "alice"}}},
+	}}})
+	ev, err := watch.stream.Recv()
+	if err != nil || ev.GetJoin().GetClient().GetClient() != "c1" {
+		t.Fatalf("join event: %v %v", ev, err)
+	}
+	stats := func() *heraldv1.PresenceStatsResponse {
+		r, err := ts.client.PresenceStats(context.Background(), &heraldv1.PresenceStatsRequest{Channel: "room:p"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	waitFor(t, func() bool { s := stats(); return s.Clients == 2 && s.Users == 1 })
+	// Commands reach attached bridges.
+	if _, err := ts.client.Disconnect(context.Background(), &heraldv1.DisconnectRequest{User: "alice", Reason: "bye"}); err != nil {
+		t.Fatal(err)
+	}
+	cmd, err := bs.Recv()
+	if err != nil || cmd.GetDisconnect().GetUser() != "alice" {
+		t.Fatalf("command: %v %v", cmd, err)
+	}
+	// A bridge that goes away takes its presence with it.
+	cancel()
+	waitFor(t, func() bool { return stats().Clients == 0 })
+}
+
+// waitFor polls cond until it holds or 10 seconds pass.
+func waitFor(t testing.TB, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
