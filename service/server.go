@@ -222,10 +222,35 @@ func (s *Server) Publish(ctx context.Context, req *heraldv1.PublishRequest) (*he
 }
 
 // PublishStream implements HeraldService.PublishStream. Requests are
-// published in order and each is answered before the next is read from the
-// stream's buffer, so acknowledgements keep request order.
+// published in the order they arrive; their acknowledgements go out in the
+// same order from a second goroutine, so that reading the next request never
+// waits for the previous acknowledgement's write.
 func (s *Server) PublishStream(stream grpc.BidiStreamingServer[heraldv1.PublishStreamRequest, heraldv1.PublishStreamResponse]) error {
-	ctx := stream.Context()
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	acks := make(chan *heraldv1.PublishStreamResponse, 256)
+	sendErr := make(chan error, 1)
+	go func() {
+		for resp := range acks {
+			if err := stream.Send(resp); err != nil {
+				sendErr <- err
+				cancel()
+				for range acks { // let the reader finish
+				}
+				return
+			}
+		}
+		sendErr <- nil
+	}()
+	err := s.publishStreamRecv(ctx, stream, acks)
+	close(acks)
+	if serr := <-sendErr; err == nil {
+		err = serr
+	}
+	return err
+}
+
+func (s *Server) publishStreamRecv(ctx context.Context, stream grpc.BidiStreamingServer[heraldv1.PublishStreamRequest, heraldv1.PublishStreamResponse], acks chan<- *heraldv1.PublishStreamResponse) error {
 	for {
 		req, err := stream.Recv()
 		if err == io.EOF {
@@ -242,8 +267,10 @@ func (s *Server) PublishStream(stream grpc.BidiStreamingServer[heraldv1.PublishS
 		} else {
 			resp.Result = &heraldv1.PublishStreamResponse_Ok{Ok: r}
 		}
-		if err := stream.Send(resp); err != nil {
-			return err
+		select {
+		case acks <- resp:
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
 		}
 	}
 }
