@@ -48,7 +48,7 @@ func (c *clientFlags) dial(ctx context.Context) (heraldv1.HeraldServiceClient, c
 
 var printJSON = protojson.MarshalOptions{UseProtoNames: true}
 
-func publish(ctx context.Context, args []string) error {
+func publish(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("herald publish", flag.ContinueOnError)
 	var cf clientFlags
 	cf.register(fs)
@@ -92,11 +92,11 @@ func publish(ctx context.Context, args []string) error {
 		return statusErr(err)
 	}
 	out, _ := printJSON.Marshal(resp)
-	fmt.Println(string(out))
+	fmt.Fprintln(stdout, string(out))
 	return nil
 }
 
-func subscribe(ctx context.Context, args []string) error {
+func subscribe(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("herald subscribe", flag.ContinueOnError)
 	var cf clientFlags
 	cf.register(fs)
@@ -140,7 +140,7 @@ func subscribe(ctx context.Context, args []string) error {
 			return statusErr(err)
 		}
 		out, _ := printJSON.Marshal(ev)
-		fmt.Println(string(out))
+		fmt.Fprintln(stdout, string(out))
 	}
 }
 

@@ -45,9 +45,9 @@ func run(ctx context.Context, args []string) error {
 	case "serve", "core", "bridge":
 		return serve(ctx, cmd, rest)
 	case "publish":
-		return publish(ctx, rest)
+		return publish(ctx, rest, os.Stdout)
 	case "subscribe":
-		return subscribe(ctx, rest)
+		return subscribe(ctx, rest, os.Stdout)
 	case "version":
 		fmt.Println(version())
 		return nil

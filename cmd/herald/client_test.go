@@ -1,0 +1,82 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/herald-io/herald/config"
+	"github.com/herald-io/herald/node"
+)
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestPublishAndSubscribeCommands(t *testing.T) {
+	cfg := config.Default()
+	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	n, err := node.Start(context.Background(), cfg, node.Core, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Shutdown(context.Background()) })
+	addr := "--addr=" + n.GRPCAddr.String()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var subOut syncBuffer
+	subDone := make(chan error, 1)
+	go func() { subDone <- subscribe(ctx, []string{addr, "news"}, &subOut) }()
+	waitFor(t, func() bool { return strings.Contains(subOut.String(), `"subscribed"`) })
+
+	var pubOut bytes.Buffer
+	if err := publish(context.Background(), []string{addr, "news", `{"text":"hi"}`}, &pubOut); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(pubOut.String(), `"offset":"1"`) {
+		t.Fatalf("publish printed %q", pubOut.String())
+	}
+	waitFor(t, func() bool { return strings.Contains(subOut.String(), `"data":{"text":"hi"}`) })
+	cancel()
+	if err := <-subDone; err != nil {
+		t.Fatalf("subscribe after Ctrl-C: %v", err)
+	}
+
+	// Bad input is refused with the server's message.
+	err = publish(context.Background(), []string{addr, "nope:x", `1`}, &pubOut)
+	if err == nil || !strings.Contains(err.Error(), "unknown namespace") {
+		t.Fatalf("err = %v", err)
+	}
+	if err := publish(context.Background(), []string{addr, "news", `{not json`}, &pubOut); err == nil {
+		t.Fatal("invalid JSON accepted")
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
