@@ -16,6 +16,7 @@ import (
 
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -52,6 +53,9 @@ type Server struct {
 	clients  atomic.Int64 // presence entries held by attached bridges
 
 	closing atomic.Bool
+
+	publishDuration     prometheus.Observer
+	publishEngineErrors prometheus.Counter
 }
 
 // New returns a core server on engine. cfg must have passed Validate.
@@ -68,6 +72,9 @@ func New(cfg config.Config, engine Engine, log *slog.Logger) *Server {
 		node:     newNodeID(),
 		start:    time.Now(),
 		sessions: make(map[*bridgeSession]struct{}),
+
+		publishDuration:     metricEngineDuration.WithLabelValues(engine.Name(), "publish"),
+		publishEngineErrors: metricEngineErrors.WithLabelValues(engine.Name(), "publish"),
 	}
 }
 
@@ -193,19 +200,32 @@ func (s *Server) publish(ctx context.Context, channel string, p payload, key str
 	}
 	pub := &heraldv1.Publication{Channel: channel, Tags: tags, Publisher: from}
 	p.set(pub)
+	start := time.Now()
 	res, err := s.engine.Publish(ctx, pub, PublishOptions{
 		HistorySize:    ns.HistorySize,
 		HistoryTTL:     ns.HistoryTTL.D(),
 		IdempotencyKey: key,
 		DedupeWindow:   s.cfg.Limits.DedupeWindow.D(),
 	})
+	s.publishDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
+		s.publishEngineErrors.Inc()
 		return nil, toStatus(s.log, err)
+	}
+	if res.Duplicate {
+		metricPublishDuplicates.Inc()
+	} else {
+		metricPublications.WithLabelValues(ns.Name).Inc()
 	}
 	return &heraldv1.PublishResponse{Position: res.Position, Duplicate: res.Duplicate}, nil
 }
 
-func (s *Server) publishRequest(ctx context.Context, req *heraldv1.PublishRequest) (*heraldv1.PublishResponse, error) {
+func (s *Server) publishRequest(ctx context.Context, req *heraldv1.PublishRequest) (resp *heraldv1.PublishResponse, err error) {
+	defer func() {
+		if err != nil {
+			metricPublishErrors.WithLabelValues(codeName(err)).Inc()
+		}
+	}()
 	if err := validateMeta(req.IdempotencyKey, req.Tags); err != nil {
 		return nil, invalid(err)
 	}
@@ -347,6 +367,8 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 		return toStatus(s.log, err)
 	}
 	defer s.hub.remove(sub)
+	metricStreams.Inc()
+	defer metricStreams.Dec()
 
 	pos, replay, recovered, err := s.recover(ctx, req.Channel, req.Since)
 	if err != nil {
@@ -366,6 +388,7 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 	for {
 		select {
 		case <-sub.done:
+			metricStreamEnds.WithLabelValues(endReason(sub.err)).Inc()
 			return sub.err
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
@@ -393,6 +416,18 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 				return err
 			}
 		}
+	}
+}
+
+// endReason names why the server ended a stream, for metrics.
+func endReason(err error) string {
+	switch status.Code(err) {
+	case codes.ResourceExhausted:
+		return "slow"
+	case codes.Aborted:
+		return "reset"
+	default:
+		return "shutdown"
 	}
 }
 

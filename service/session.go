@@ -58,6 +58,7 @@ func (s *Server) BridgeSession(stream grpc.BidiStreamingServer[heraldv1.BridgeSe
 	}
 	s.sessions[b] = struct{}{}
 	s.mu.Unlock()
+	metricBridges.Inc()
 	s.log.Debug("bridge attached", "bridge", b.id)
 	recvErr := make(chan error, 1)
 	recvDone := make(chan struct{})
@@ -69,6 +70,7 @@ func (s *Server) BridgeSession(stream grpc.BidiStreamingServer[heraldv1.BridgeSe
 		s.mu.Lock()
 		delete(s.sessions, b)
 		s.mu.Unlock()
+		metricBridges.Dec()
 		// The receive loop ends once the stream's context is done, which
 		// happens only after this handler returns: wait for it elsewhere.
 		go func() {

@@ -1,0 +1,55 @@
+package service
+
+import (
+	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The core's Prometheus metrics. They are process-wide: a process runs one
+// node (tests that start several share them).
+var (
+	metricPublications = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_publications_total",
+		Help: "Publications accepted by this node, by namespace (duplicates of an idempotency key excluded).",
+	}, []string{"namespace"})
+	metricPublishErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_publish_errors_total",
+		Help: "Publishes refused, by gRPC code.",
+	}, []string{"code"})
+	metricPublishDuplicates = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "herald_publish_duplicates_total",
+		Help: "Publishes answered from the dedupe window (idempotency key seen before).",
+	})
+	metricEngineDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "herald_engine_duration_seconds",
+		Help:    "Latency of engine operations.",
+		Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+	}, []string{"engine", "op"})
+	metricEngineErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_engine_errors_total",
+		Help: "Engine operations that failed, by operation.",
+	}, []string{"engine", "op"})
+	metricStreams = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "herald_grpc_subscribe_streams",
+		Help: "Open gRPC Subscribe streams (a bridge holds one per channel).",
+	})
+	metricStreamEnds = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_grpc_subscribe_ends_total",
+		Help: "Subscribe streams ended by the server, by reason (slow, reset, shutdown).",
+	}, []string{"reason"})
+	metricBridges = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "herald_bridge_sessions",
+		Help: "Bridges attached to this node through BridgeSession.",
+	})
+	metricBuildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "herald_build_info",
+		Help: "Always 1; labels tell the version and Go version.",
+	}, []string{"version", "goversion"})
+)
+
+func init() {
+	prometheus.MustRegister(metricPublications, metricPublishErrors, metricPublishDuplicates,
+		metricEngineDuration, metricEngineErrors, metricStreams, metricStreamEnds, metricBridges, metricBuildInfo)
+	metricBuildInfo.WithLabelValues(Version, runtime.Version()).Set(1)
+}
