@@ -57,6 +57,26 @@ type APIKey struct {
 	Name string `yaml:"name" json:"name"`
 	// Key is the secret sent as a bearer token.
 	Key string `yaml:"key" json:"key"`
+	// Scopes limit what the key may do; empty means "admin" (everything).
+	//   publish, publish:<ns>  Publish, PublishStream, Broadcast (in <ns> only)
+	//   read, read:<ns>        Subscribe, History, Presence, PresenceStats
+	//   bridge                 what a WebSocket bridge needs: publish, read
+	//                          and BridgeSession
+	//   admin                  everything, including Disconnect,
+	//                          Unsubscribe, Channels and Info
+	Scopes []string `yaml:"scopes" json:"scopes"`
+}
+
+// ValidScope reports whether s is a scope an API key may have.
+func ValidScope(s string) bool {
+	verb, ns, scoped := strings.Cut(s, ":")
+	switch verb {
+	case "publish", "read":
+		return !scoped || ns == "" || validNamespaceName(ns)
+	case "bridge", "admin":
+		return !scoped
+	}
+	return false
 }
 
 // Redis configures the Redis engine.
@@ -270,7 +290,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	}
 	str(&c.GRPCAddr, "grpc-addr", "gRPC listen address")
 	str(&c.HTTPAddr, "http-addr", "HTTP listen address (REST, /ws, console, health, metrics)")
-	fs.Func("api-keys", "backend API keys as name=key pairs, comma-separated ($HERALD_API_KEYS)", func(s string) error {
+	fs.Func("api-keys", "backend API keys as name=key pairs, comma-separated, with full access; scoped keys go in the config file ($HERALD_API_KEYS)", func(s string) error {
 		keys, err := parseKeys(s)
 		if err == nil {
 			c.APIKeys = keys
@@ -369,6 +389,11 @@ func (c *Config) Validate() error {
 		}
 		if len(k.Key) < 16 {
 			bad("api_keys[%d] (%s): keys must have at least 16 characters", i, k.Name)
+		}
+		for _, sc := range k.Scopes {
+			if !ValidScope(sc) {
+				bad("api_keys[%d] (%s): unknown scope %q (want publish, publish:<ns>, read, read:<ns>, bridge or admin)", i, k.Name, sc)
+			}
 		}
 		if seenKey[k.Key] {
 			bad("api_keys[%d] (%s): duplicate key", i, k.Name)

@@ -2,8 +2,6 @@ package service
 
 import (
 	"context"
-	"crypto/subtle"
-	"strings"
 	"time"
 
 	"github.com/herald-io/herald/config"
@@ -12,7 +10,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
@@ -37,58 +34,6 @@ func NewGRPCServer(cfg config.Config, s *Server, hs *health.Server, extra ...grp
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 	return gs
-}
-
-// keyAuth checks `authorization: Bearer <key>` against the configured keys.
-// With no keys, every call is allowed (Herald then listens on loopback only).
-type keyAuth struct{ keys [][]byte }
-
-func newKeyAuth(keys []config.APIKey) *keyAuth {
-	a := &keyAuth{}
-	for _, k := range keys {
-		a.keys = append(a.keys, []byte(k.Key))
-	}
-	return a
-}
-
-// open reports methods that need no key: health checks and reflection.
-func open(method string) bool {
-	return strings.HasPrefix(method, "/grpc.health.v1.") || strings.HasPrefix(method, "/grpc.reflection.")
-}
-
-func (a *keyAuth) check(ctx context.Context, method string) error {
-	if len(a.keys) == 0 || open(method) {
-		return nil
-	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get("authorization")
-	if len(vals) == 0 {
-		return status.Error(codes.Unauthenticated, "missing API key: send `authorization: Bearer <key>`")
-	}
-	tok, ok := strings.CutPrefix(vals[0], "Bearer ")
-	if !ok {
-		return status.Error(codes.Unauthenticated, "authorization must be `Bearer <key>`")
-	}
-	for _, k := range a.keys {
-		if subtle.ConstantTimeCompare([]byte(tok), k) == 1 {
-			return nil
-		}
-	}
-	return status.Error(codes.Unauthenticated, "invalid API key")
-}
-
-func (a *keyAuth) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if err := a.check(ctx, info.FullMethod); err != nil {
-		return nil, err
-	}
-	return h(ctx, req)
-}
-
-func (a *keyAuth) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	if err := a.check(ss.Context(), info.FullMethod); err != nil {
-		return err
-	}
-	return h(srv, ss)
 }
 
 // recoverUnary turns a panic in a handler into INTERNAL for that call only.

@@ -198,6 +198,9 @@ func (s *Server) publish(ctx context.Context, channel string, p payload, key str
 	if err != nil {
 		return nil, invalid(err)
 	}
+	if err := authorize(ctx, permPublish, channel); err != nil {
+		return nil, err
+	}
 	pub := &heraldv1.Publication{Channel: channel, Tags: tags, Publisher: from}
 	p.set(pub)
 	start := time.Now()
@@ -354,6 +357,9 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 	if err != nil {
 		return invalid(err)
 	}
+	if err := authorize(ctx, permRead, req.Channel); err != nil {
+		return err
+	}
 	if s.closing.Load() {
 		return status.Error(codes.Unavailable, "node shutting down")
 	}
@@ -478,6 +484,9 @@ func (s *Server) History(ctx context.Context, req *heraldv1.HistoryRequest) (*he
 	if _, err := s.ns.lookup(req.Channel); err != nil {
 		return nil, invalid(err)
 	}
+	if err := authorize(ctx, permRead, req.Channel); err != nil {
+		return nil, err
+	}
 	limit := int(req.Limit)
 	if limit == 0 {
 		limit = defaultPage
@@ -496,10 +505,13 @@ func (s *Server) History(ctx context.Context, req *heraldv1.HistoryRequest) (*he
 	return out, nil
 }
 
-func (s *Server) presenceNamespace(channel string) (*config.Namespace, error) {
+func (s *Server) presenceNamespace(ctx context.Context, channel string) (*config.Namespace, error) {
 	ns, err := s.ns.lookup(channel)
 	if err != nil {
 		return nil, invalid(err)
+	}
+	if err := authorize(ctx, permRead, channel); err != nil {
+		return nil, err
 	}
 	if !ns.Presence {
 		return nil, status.Errorf(codes.FailedPrecondition, "presence is off for namespace %q", ns.Name)
@@ -509,7 +521,7 @@ func (s *Server) presenceNamespace(channel string) (*config.Namespace, error) {
 
 // Presence implements HeraldService.Presence.
 func (s *Server) Presence(ctx context.Context, req *heraldv1.PresenceRequest) (*heraldv1.PresenceResponse, error) {
-	if _, err := s.presenceNamespace(req.Channel); err != nil {
+	if _, err := s.presenceNamespace(ctx, req.Channel); err != nil {
 		return nil, err
 	}
 	clients, err := s.engine.Presence(ctx, req.Channel)
@@ -521,7 +533,7 @@ func (s *Server) Presence(ctx context.Context, req *heraldv1.PresenceRequest) (*
 
 // PresenceStats implements HeraldService.PresenceStats.
 func (s *Server) PresenceStats(ctx context.Context, req *heraldv1.PresenceStatsRequest) (*heraldv1.PresenceStatsResponse, error) {
-	if _, err := s.presenceNamespace(req.Channel); err != nil {
+	if _, err := s.presenceNamespace(ctx, req.Channel); err != nil {
 		return nil, err
 	}
 	clients, err := s.engine.Presence(ctx, req.Channel)
@@ -537,6 +549,9 @@ func (s *Server) PresenceStats(ctx context.Context, req *heraldv1.PresenceStatsR
 
 // Channels implements HeraldService.Channels.
 func (s *Server) Channels(ctx context.Context, req *heraldv1.ChannelsRequest) (*heraldv1.ChannelsResponse, error) {
+	if err := authorize(ctx, permAdmin, ""); err != nil {
+		return nil, err
+	}
 	if len(req.Pattern) > MaxChannelLen {
 		return nil, status.Errorf(codes.InvalidArgument, "pattern is longer than %d bytes", MaxChannelLen)
 	}
@@ -597,6 +612,9 @@ func Glob(pattern, name string) bool {
 
 // Disconnect implements HeraldService.Disconnect.
 func (s *Server) Disconnect(ctx context.Context, req *heraldv1.DisconnectRequest) (*heraldv1.DisconnectResponse, error) {
+	if err := authorize(ctx, permAdmin, ""); err != nil {
+		return nil, err
+	}
 	if req.User == "" {
 		return nil, status.Error(codes.InvalidArgument, "user is required")
 	}
@@ -611,6 +629,9 @@ func (s *Server) Disconnect(ctx context.Context, req *heraldv1.DisconnectRequest
 
 // Unsubscribe implements HeraldService.Unsubscribe.
 func (s *Server) Unsubscribe(ctx context.Context, req *heraldv1.UnsubscribeRequest) (*heraldv1.UnsubscribeResponse, error) {
+	if err := authorize(ctx, permAdmin, ""); err != nil {
+		return nil, err
+	}
 	if req.User == "" {
 		return nil, status.Error(codes.InvalidArgument, "user is required")
 	}
@@ -625,6 +646,9 @@ func (s *Server) Unsubscribe(ctx context.Context, req *heraldv1.UnsubscribeReque
 
 // Info implements HeraldService.Info.
 func (s *Server) Info(ctx context.Context, req *heraldv1.InfoRequest) (*heraldv1.InfoResponse, error) {
+	if err := authorize(ctx, permAdmin, ""); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	bridges := len(s.sessions)
 	s.mu.Unlock()

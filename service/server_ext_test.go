@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -547,12 +548,13 @@ func TestAPIKeys(t *testing.T) {
 }
 
 func TestSlowSubscriberIsCutOff(t *testing.T) {
-	cfg := testConfig(t, func(c *config.Config) { c.Limits.SubscriberQueue = 64 })
+	cfg := testConfig(t, func(c *config.Config) { c.Limits.SubscriberQueue = 256 })
 	ts := startServer(t, cfg)
 	slow := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: "none:firehose"})
 	fast := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: "none:firehose"})
 	const n = 4000
 	payload := fmt.Sprintf("%q", strings.Repeat("x", 4000))
+	var got atomic.Uint64 // publications the fast subscriber has received
 	received := make(chan error, 1)
 	go func() {
 		for want := uint64(1); want <= n; want++ {
@@ -561,15 +563,26 @@ func TestSlowSubscriberIsCutOff(t *testing.T) {
 				received <- err
 				return
 			}
-			if got := ev.GetPublication().GetOffset(); got != want {
-				received <- fmt.Errorf("fast subscriber: offset %d, want %d", got, want)
+			if off := ev.GetPublication().GetOffset(); off != want {
+				received <- fmt.Errorf("fast subscriber: offset %d, want %d", off, want)
 				return
 			}
+			got.Store(want)
 		}
 		received <- nil
 	}()
 	// The slow subscriber never reads; the publisher must never wait for it.
-	for i := 0; i < n; i++ {
+	// It stays within 64 publications of the fast one, well inside the fast
+	// one's queue, however the machine schedules the goroutines.
+	for i := uint64(1); i <= n; i++ {
+		for i > got.Load()+64 {
+			select {
+			case err := <-received:
+				t.Fatalf("fast subscriber stopped: %v", err)
+			default:
+				time.Sleep(time.Millisecond)
+			}
+		}
 		ts.publish(t, "none:firehose", payload)
 	}
 	if err := <-received; err != nil {
@@ -673,5 +686,68 @@ func waitFor(t testing.TB, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestAPIKeyScopes(t *testing.T) {
+	keys := map[string]config.APIKey{
+		"orders": {Name: "orders", Key: "key-publish-orders-0001", Scopes: []string{"publish:room"}},
+		"reader": {Name: "reader", Key: "key-read-all-00000001", Scopes: []string{"read"}},
+		"bridge": {Name: "bridge", Key: "key-bridge-0000000001", Scopes: []string{"bridge"}},
+		"admin":  {Name: "admin", Key: "key-admin-00000000001"},
+	}
+	cfg := testConfig(t, func(c *config.Config) {
+		for _, k := range keys {
+			c.APIKeys = append(c.APIKeys, k)
+		}
+	})
+	ts := startServer(t, cfg)
+	as := func(name string) context.Context {
+		return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+keys[name].Key)
+	}
+	publish := func(ctx context.Context, ch string) error {
+		_, err := ts.client.Publish(ctx, &heraldv1.PublishRequest{Channel: ch, Payload: jsonPayload(`1`)})
+		return err
+	}
+	history := func(ctx context.Context, ch string) error {
+		_, err := ts.client.History(ctx, &heraldv1.HistoryRequest{Channel: ch})
+		return err
+	}
+	info := func(ctx context.Context) error { _, err := ts.client.Info(ctx, &heraldv1.InfoRequest{}); return err }
+	bridge := func(ctx context.Context) error {
+		bs, err := ts.client.BridgeSession(ctx)
+		if err != nil {
+			return err
+		}
+		_ = bs.Send(&heraldv1.BridgeSessionRequest{Msg: &heraldv1.BridgeSessionRequest_Hello{Hello: &heraldv1.BridgeHello{Bridge: "b"}}})
+		_ = bs.CloseSend()
+		_, err = bs.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		return err
+	}
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want codes.Code
+	}{
+		{"scoped publisher in its namespace", func() error { return publish(as("orders"), "room:1") }, codes.OK},
+		{"scoped publisher elsewhere", func() error { return publish(as("orders"), "news") }, codes.PermissionDenied},
+		{"scoped publisher reads", func() error { return history(as("orders"), "room:1") }, codes.PermissionDenied},
+		{"reader reads", func() error { return history(as("reader"), "room:1") }, codes.OK},
+		{"reader publishes", func() error { return publish(as("reader"), "room:1") }, codes.PermissionDenied},
+		{"reader admin call", func() error { return info(as("reader")) }, codes.PermissionDenied},
+		{"reader bridge session", func() error { return bridge(as("reader")) }, codes.PermissionDenied},
+		{"bridge publishes", func() error { return publish(as("bridge"), "news") }, codes.OK},
+		{"bridge session", func() error { return bridge(as("bridge")) }, codes.OK},
+		{"bridge admin call", func() error { return info(as("bridge")) }, codes.PermissionDenied},
+		{"admin", func() error { return info(as("admin")) }, codes.OK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.call(); status.Code(err) != tc.want {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
 	}
 }

@@ -37,6 +37,9 @@ func (b *bridgeSession) stop(err error) {
 // BridgeSession implements HeraldService.BridgeSession.
 func (s *Server) BridgeSession(stream grpc.BidiStreamingServer[heraldv1.BridgeSessionRequest, heraldv1.BridgeSessionResponse]) error {
 	ctx := stream.Context()
+	if err := authorize(ctx, permBridge, ""); err != nil {
+		return err
+	}
 	first, err := stream.Recv()
 	if err != nil {
 		return err
