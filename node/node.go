@@ -18,6 +18,8 @@ import (
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"github.com/herald-io/herald/service"
+	"github.com/herald-io/herald/web"
+	"github.com/herald-io/herald/wsbridge"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -56,6 +58,7 @@ type Node struct {
 	http    *http.Server
 	inproc  *bufconn.Listener
 	conn    *grpc.ClientConn // to the core: in-process, or remote in bridge mode
+	bridge  *wsbridge.Bridge // nil in core mode
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	stopped sync.Once
@@ -63,6 +66,39 @@ type Node struct {
 
 // Core returns the node's core server (nil in bridge mode).
 func (n *Node) Core() *service.Server { return n.core }
+
+// Bridge returns the node's WebSocket bridge (nil in core mode).
+func (n *Node) Bridge() *wsbridge.Bridge { return n.bridge }
+
+// bearer authenticates a bridge's calls to a remote core with an API key.
+type bearer string
+
+func (k bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(k)}, nil
+}
+
+func (k bearer) RequireTransportSecurity() bool { return false }
+
+// dialCore connects a bridge-only node to its remote core.
+func (n *Node) dialCore() error {
+	cfg := n.cfg
+	if cfg.Bridge.Core == "" {
+		return errors.New("bridge mode needs the core's gRPC address: set bridge.core (or --core)")
+	}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.Limits.MaxGRPCMessage), grpc.MaxCallSendMsgSize(cfg.Limits.MaxGRPCMessage)),
+	}
+	if cfg.Bridge.CoreAPIKey != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer(cfg.Bridge.CoreAPIKey)))
+	}
+	conn, err := grpc.NewClient("passthrough:///"+cfg.Bridge.Core, opts...)
+	if err != nil {
+		return fmt.Errorf("core %s: %w", cfg.Bridge.Core, err)
+	}
+	n.conn = conn
+	return nil
+}
 
 // Start validates cfg, binds the listeners and starts serving. The node
 // runs until Shutdown.
@@ -124,7 +160,26 @@ func (n *Node) start(ctx context.Context) error {
 		n.health.SetServingStatus(heraldv1.HeraldService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	}
 
+	if n.mode == BridgeOnly {
+		if err := n.dialCore(); err != nil {
+			return err
+		}
+	}
+	if n.mode != Core {
+		b, err := wsbridge.New(cfg, n.conn, wsbridge.Options{Log: n.log.With("component", "wsbridge"), Version: service.Version})
+		if err != nil {
+			return fmt.Errorf("bridge: %w", err)
+		}
+		n.bridge = b
+		if cfg.AnonymousAllowed() {
+			n.log.Warn("browsers may connect without a token (anonymous): configure bridge.jwt_secret or jwt_public_keys to require one")
+		}
+	}
+
 	mux := http.NewServeMux()
+	if n.bridge != nil {
+		mux.Handle("/ws", n.bridge)
+	}
 	if n.core != nil {
 		gw := runtime.NewServeMux(
 			runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
@@ -146,6 +201,12 @@ func (n *Node) start(ctx context.Context) error {
 	})
 	mux.HandleFunc("GET /readyz", n.ready)
 	mux.Handle("GET /metrics", promhttp.Handler())
+
+	if n.mode != Core {
+		// The browser client (/herald.js, /herald.d.ts) and the console (/).
+		// Not "GET /": a method would make it conflict with "/v1/".
+		mux.Handle("/", web.Handler())
+	}
 
 	lis, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -203,6 +264,13 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	var err error
 	n.stopped.Do(func() {
 		n.health.Shutdown()
+		if n.bridge != nil {
+			// Before the core: browsers are told to reconnect (4006) and
+			// the bridge's presence leaves reach the core.
+			if e := n.bridge.Shutdown(ctx); e != nil {
+				err = e
+			}
+		}
 		if n.core != nil {
 			n.core.Close()
 		}
@@ -231,6 +299,11 @@ func (n *Node) Shutdown(ctx context.Context) error {
 }
 
 func (n *Node) closeAll() {
+	if n.bridge != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = n.bridge.Shutdown(ctx)
+		cancel()
+	}
 	if n.conn != nil {
 		_ = n.conn.Close()
 	}

@@ -1,0 +1,438 @@
+package web_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/herald-io/herald/config"
+	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/node"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// These tests drive herald.js and the console in a real headless Chromium
+// (Debian's chromium) against real nodes on loopback, and publish over real
+// gRPC. Without Chromium they skip, unless HERALD_REQUIRE_BROWSER=1 (CI),
+// which makes that a failure. HERALD_SCREENSHOT=path.png saves a screenshot
+// of the console with two chat messages (that is how docs/console.png is
+// made); normal runs write no files.
+
+const chromiumPath = "/usr/bin/chromium"
+
+// testTimeout bounds each test's browser work; a failing wait reports
+// what it waited for long before that.
+const testTimeout = 45 * time.Second
+
+// newBrowser starts a headless Chromium with a fresh profile and returns the
+// context of its first tab, bounded by testTimeout. The page's console
+// output is logged if the test fails.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("HERALD_REQUIRE_BROWSER") == "1" {
+			t.Fatalf("HERALD_REQUIRE_BROWSER=1 but Chromium is missing: %v (apt-get install chromium)", err)
+		}
+		t.Skipf("browser test skipped: no Chromium at %s (apt-get install chromium; HERALD_REQUIRE_BROWSER=1 makes this a failure)", chromiumPath)
+	}
+	// Not t.TempDir: Chromium's helper processes can still write to the
+	// profile for a moment after the browser exits, and t.TempDir's cleanup
+	// fails the test on "directory not empty". Retry the removal instead.
+	profile, err := os.MkdirTemp("", "herald-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for range 50 {
+			if os.RemoveAll(profile) == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(profile),
+		chromedp.WindowSize(1440, 900),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
+	t.Cleanup(func() {
+		cancelBrowser()
+		cancelAlloc()
+	})
+	// Start the browser on a context without a deadline: the first Run's
+	// context owns the browser's life.
+	if err := chromedp.Do(browserCtx); err != nil {
+		t.Fatalf("starting Chromium: %v", err)
+	}
+	watchConsole(t, browserCtx, "tab1")
+	ctx, cancel := context.WithTimeout(browserCtx, testTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// newTab opens another tab in the browser of ctx.
+func newTab(t *testing.T, ctx context.Context, name string) context.Context {
+	t.Helper()
+	tab, cancel := chromedp.NewContext(ctx)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(tab); err != nil {
+		t.Fatalf("opening %s: %v", name, err)
+	}
+	watchConsole(t, tab, name)
+	return tab
+}
+
+// watchConsole collects the tab's console messages and exceptions, and logs
+// them when the test fails.
+func watchConsole(t *testing.T, ctx context.Context, name string) {
+	var mu sync.Mutex
+	var lines []string
+	messages := chromedp.Console(ctx)
+	go func() {
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			lines = append(lines, m.String())
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, l := range lines {
+			t.Logf("%s console: %s", name, l)
+		}
+	})
+}
+
+// startNode starts a node on loopback ports chosen by the system, with cfg
+// changed by mutate, and shuts it down at the end of the test (Shutdown is
+// idempotent, so a test may stop it earlier).
+func startNode(t *testing.T, mode node.Mode, mutate func(*config.Config)) *node.Node {
+	t.Helper()
+	cfg := config.Default()
+	cfg.GRPCAddr = "127.0.0.1:0"
+	cfg.HTTPAddr = "127.0.0.1:0"
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	n, err := node.Start(context.Background(), cfg, mode, nil)
+	if err != nil {
+		t.Fatalf("starting node: %v", err)
+	}
+	t.Cleanup(func() { stopNode(t, n) })
+	return n
+}
+
+func stopNode(t *testing.T, n *node.Node) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Errorf("node shutdown: %v", err)
+	}
+}
+
+func dialCore(t *testing.T, n *node.Node) heraldv1.HeraldServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(n.GRPCAddr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return heraldv1.NewHeraldServiceClient(conn)
+}
+
+// publish publishes data over gRPC and returns the publication's offset.
+func publish(t *testing.T, c heraldv1.HeraldServiceClient, channel string, data map[string]any) uint64 {
+	t.Helper()
+	v, err := structpb.NewValue(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := c.Publish(ctx, &heraldv1.PublishRequest{Channel: channel, Payload: &heraldv1.PublishRequest_Data{Data: v}})
+	if err != nil {
+		t.Fatalf("publish to %s: %v", channel, err)
+	}
+	return res.GetPosition().GetOffset()
+}
+
+// waitFor polls the JavaScript expression until it is truthy.
+func waitFor(t *testing.T, ctx context.Context, what, expr string) {
+	t.Helper()
+	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr,
+		chromedp.WithPollingInterval(25*time.Millisecond),
+		chromedp.WithPollingTimeout(20*time.Second)))
+	if err != nil {
+		t.Fatalf("waiting for %s (%s): %v", what, expr, err)
+	}
+}
+
+// eval evaluates expr, awaiting it if it is a promise, into a T.
+func eval[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatalf("evaluating %s: %v", expr, err)
+	}
+	return v
+}
+
+// clientScript loads herald.js into the page and subscribes to channel,
+// recording what arrives in window.t. Backoff is short so that tests
+// reconnect quickly.
+func clientScript(channel string) string {
+	return fmt.Sprintf(`(async () => {
+  const { Herald } = await import("/herald.js");
+  const t = (window.t = { pubs: [], subscribed: [], states: [] });
+  const h = (t.h = new Herald("/ws", { minReconnectDelay: 50, maxReconnectDelay: 400, timeout: 5000 }));
+  h.on("state", (c) => t.states.push(c.state + (c.code ? " " + c.code : "")));
+  t.sub = h.subscribe(%q, {
+    onPublication: (p) => t.pubs.push({ offset: p.offset, epoch: p.epoch, n: p.data.n }),
+    onSubscribed: (c) => t.subscribed.push(c),
+  });
+  h.connect();
+  await h.ready();
+  return true;
+})()`, channel)
+}
+
+type gotPub struct {
+	Offset uint64 `json:"offset"`
+	Epoch  string `json:"epoch"`
+	N      int    `json:"n"`
+}
+
+type subscribedCtx struct {
+	Channel      string `json:"channel"`
+	Recovered    bool   `json:"recovered"`
+	Recoverable  bool   `json:"recoverable"`
+	Resubscribed bool   `json:"resubscribed"`
+}
+
+// checkSequence checks that pubs are exactly n = 1..want, with consecutive
+// offsets in one epoch.
+func checkSequence(t *testing.T, pubs []gotPub, want int) {
+	t.Helper()
+	var ns []int
+	for _, p := range pubs {
+		ns = append(ns, p.N)
+	}
+	wantNs := make([]int, want)
+	for i := range wantNs {
+		wantNs[i] = i + 1
+	}
+	if !slices.Equal(ns, wantNs) {
+		t.Fatalf("received n = %v, want %v (each once, in order)", ns, wantNs)
+	}
+	for i := 1; i < len(pubs); i++ {
+		if pubs[i].Epoch != pubs[0].Epoch || pubs[i].Offset != pubs[i-1].Offset+1 {
+			t.Fatalf("publication %d at %d/%s after %d/%s: offsets must be consecutive in one epoch", i, pubs[i].Offset, pubs[i].Epoch, pubs[i-1].Offset, pubs[i-1].Epoch)
+		}
+	}
+}
+
+// TestBrowserClientReceivesInOrder: herald.js connects, subscribes, and
+// receives publications made over gRPC, in order; publish, history and
+// presence work from the browser.
+func TestBrowserClientReceivesInOrder(t *testing.T) {
+	ctx := newBrowser(t)
+	n := startNode(t, node.Serve, nil)
+	core := dialCore(t, n)
+	base := "http://" + n.HTTPAddr.String()
+	const channel = "chat:order"
+
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?connect=0")); err != nil {
+		t.Fatal(err)
+	}
+	eval[bool](t, ctx, clientScript(channel))
+	waitFor(t, ctx, "the subscription", `window.t.subscribed.length === 1`)
+
+	const count = 10
+	var offsets []uint64
+	for i := 1; i <= count; i++ {
+		offsets = append(offsets, publish(t, core, channel, map[string]any{"n": i}))
+	}
+	waitFor(t, ctx, "every publication", fmt.Sprintf(`window.t.pubs.length >= %d`, count))
+	pubs := eval[[]gotPub](t, ctx, `window.t.pubs`)
+	checkSequence(t, pubs, count)
+	if pubs[0].Offset != offsets[0] {
+		t.Fatalf("first offset in the browser %d, gRPC said %d", pubs[0].Offset, offsets[0])
+	}
+
+	// Publish from the browser: it comes back through the subscription.
+	off := eval[uint64](t, ctx, fmt.Sprintf(`window.t.h.publish(%q, { n: %d }).then((r) => r.offset)`, channel, count+1))
+	if off != offsets[count-1]+1 {
+		t.Fatalf("browser publish at offset %d, want %d", off, offsets[count-1]+1)
+	}
+	waitFor(t, ctx, "the browser's own publication", fmt.Sprintf(`window.t.pubs.length === %d`, count+1))
+	checkSequence(t, eval[[]gotPub](t, ctx, `window.t.pubs`), count+1)
+
+	hist := eval[[]int](t, ctx, `window.t.sub.history({ limit: 100 }).then((r) => r.publications.map((p) => p.data.n))`)
+	if want := []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}; !slices.Equal(hist, want) {
+		t.Fatalf("history = %v, want %v", hist, want)
+	}
+
+	// Presence is reported to the core asynchronously: poll it.
+	clients := eval[int](t, ctx, `(async () => {
+  for (;;) {
+    const c = await window.t.sub.presence();
+    if (c.length === 1 && c[0].client === window.t.h.client) return c.length;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+})()`)
+	if clients != 1 {
+		t.Fatalf("presence: %d clients", clients)
+	}
+	stats := eval[map[string]int](t, ctx, `window.t.sub.presenceStats()`)
+	if stats["clients"] != 1 {
+		t.Fatalf("presence stats = %v, want 1 client", stats)
+	}
+}
+
+// TestBrowserClientRecoversAcrossBridgeRestart runs a split deployment (a
+// core node and a bridge node), restarts the bridge on the same address
+// while publications keep going to the core, and checks that the page
+// receives exactly the missed ones, once, in order, with recovered=true.
+func TestBrowserClientRecoversAcrossBridgeRestart(t *testing.T) {
+	ctx := newBrowser(t)
+	coreNode := startNode(t, node.Core, nil)
+	core := dialCore(t, coreNode)
+	bridgeCfg := func(httpAddr string) func(*config.Config) {
+		return func(c *config.Config) {
+			c.Bridge.Core = coreNode.GRPCAddr.String()
+			c.HTTPAddr = httpAddr
+		}
+	}
+	bridge := startNode(t, node.BridgeOnly, bridgeCfg("127.0.0.1:0"))
+	addr := bridge.HTTPAddr.String()
+	const channel = "chat:recover"
+
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+addr+"/?connect=0")); err != nil {
+		t.Fatal(err)
+	}
+	eval[bool](t, ctx, clientScript(channel))
+	waitFor(t, ctx, "the subscription", `window.t.subscribed.length === 1`)
+	for i := 1; i <= 3; i++ {
+		publish(t, core, channel, map[string]any{"n": i})
+	}
+	waitFor(t, ctx, "the live publications", `window.t.pubs.length === 3`)
+	// The console, watching the same channel in another tab, shows the
+	// recovery to the user.
+	console := newTab(t, ctx, "console")
+	if err := chromedp.Do(console, chromedp.Navigate("http://"+addr+"/?channel="+channel)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, console, "the console's history of the channel", `document.querySelectorAll("#chat-log .msg").length === 3`)
+
+	stopNode(t, bridge)
+	waitFor(t, ctx, "the client to notice the bridge is gone", `window.t.h.state !== "connected"`)
+	for i := 4; i <= 8; i++ {
+		publish(t, core, channel, map[string]any{"n": i})
+	}
+	startNode(t, node.BridgeOnly, bridgeCfg(addr))
+
+	waitFor(t, ctx, "the resubscription", `window.t.subscribed.length === 2`)
+	subs := eval[[]subscribedCtx](t, ctx, `window.t.subscribed`)
+	if s := subs[1]; !s.Resubscribed || !s.Recovered || !s.Recoverable {
+		t.Fatalf("after the restart: %+v, want resubscribed, recovered and recoverable", s)
+	}
+	waitFor(t, ctx, "the missed publications", `window.t.pubs.length >= 8`)
+	publish(t, core, channel, map[string]any{"n": 9})
+	waitFor(t, ctx, "a live publication after the recovery", `window.t.pubs.length >= 9`)
+	checkSequence(t, eval[[]gotPub](t, ctx, `window.t.pubs`), 9)
+	waitFor(t, console, "the console's recovery notice and every message once",
+		`!document.getElementById("chat-notice").hidden &&
+		 document.getElementById("chat-notice").textContent.includes("missed messages recovered") &&
+		 [...document.querySelectorAll("#chat-log .msg .meta")].map((m) => m.textContent).join() === "#1,#2,#3,#4,#5,#6,#7,#8,#9"`)
+	t.Logf("client states: %v", eval[[]string](t, ctx, `window.t.states`))
+}
+
+// TestConsoleChatAcrossTabs opens the console in two tabs: a message sent in
+// one appears in the other, and a gRPC publish to chat:lobby appears in
+// both.
+func TestConsoleChatAcrossTabs(t *testing.T) {
+	tab1 := newBrowser(t)
+	tab2 := newTab(t, tab1, "tab2")
+	n := startNode(t, node.Serve, nil)
+	core := dialCore(t, n)
+	base := "http://" + n.HTTPAddr.String()
+
+	const ready = `document.getElementById("state").textContent === "connected" &&
+		window.herald.getSubscription("chat:lobby")?.state === "subscribed"`
+	for i, tab := range []context.Context{tab1, tab2} {
+		name := []string{"alice", "bob"}[i]
+		if err := chromedp.Do(tab, chromedp.Navigate(base+"/?name="+name)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, tab, name+"'s console to connect and join chat:lobby", ready)
+	}
+
+	// chatHas is true once the chat log shows text from who.
+	chatHas := func(who, text string) string {
+		return fmt.Sprintf(`[...document.querySelectorAll("#chat-log .msg")].some((li) =>
+			li.querySelector(".who").textContent === %q && li.querySelector(".text").textContent === %q)`, who, text)
+	}
+
+	if err := chromedp.Do(tab1,
+		chromedp.SendKeys(chromedp.ID("chat-text"), "hello from alice"),
+		chromedp.Click(chromedp.CSS("#chat-form button")),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab2, "alice's message in bob's tab", chatHas("alice", "hello from alice"))
+	waitFor(t, tab1, "alice's message in her own tab", chatHas("alice", "hello from alice"))
+
+	publish(t, core, "chat:lobby", map[string]any{"user": "backend", "text": "hi from gRPC"})
+	for i, tab := range []context.Context{tab1, tab2} {
+		waitFor(t, tab, fmt.Sprintf("the gRPC message in tab %d", i+1), chatHas("backend", "hi from gRPC"))
+		// The console's channel feed shows the same publications with
+		// offsets.
+		waitFor(t, tab, fmt.Sprintf("the console feed in tab %d", i+1),
+			`document.querySelectorAll('.channel[data-channel="chat:lobby"] .feed li.pub').length === 2`)
+		waitFor(t, tab, fmt.Sprintf("two people online in tab %d", i+1),
+			`document.querySelectorAll("#chat-who li").length === 2`)
+	}
+
+	if path := os.Getenv("HERALD_SCREENSHOT"); path != "" {
+		png, err := chromedp.Run(tab1, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot saved to %s", path)
+	}
+
+	// The page's own log records nothing alarming.
+	events := eval[[]string](t, tab1, `[...document.querySelectorAll("#event-log li.bad")].map((li) => li.textContent)`)
+	if len(events) > 0 {
+		t.Fatalf("console reported errors: %s", strings.Join(events, "; "))
+	}
+}

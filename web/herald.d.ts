@@ -1,0 +1,222 @@
+// Types of herald.js, written by hand next to it (there is no build step).
+
+/** A place in a channel's stream: offsets grow within one epoch. */
+export interface StreamPosition {
+  /** Offset of a publication; 0 means "before the first". */
+  offset: number;
+  /** Names one continuous life of the channel's history. */
+  epoch: string;
+}
+
+/** One connection of a user. */
+export interface ClientInfo {
+  client: string;
+  /** Empty for anonymous connections. */
+  user: string;
+  /** The token's `info` claim, if any. */
+  info: unknown;
+}
+
+/** A message in a channel. */
+export interface Publication {
+  channel: string;
+  /** 0 when the channel keeps no history. */
+  offset: number;
+  epoch: string;
+  /** The JSON payload (null for binary publications). */
+  data: unknown;
+  /** The binary payload, when it was published as bytes. */
+  binary?: Uint8Array;
+  tags: Record<string, string>;
+  /** The browser connection that published it, if one did. */
+  publisher: ClientInfo | null;
+}
+
+/** A client joined or left a channel. */
+export interface PresenceEvent extends ClientInfo {
+  channel: string;
+}
+
+/** Passed to onSubscribed and the "subscribed" event. */
+export interface SubscribedContext {
+  channel: string;
+  /** The channel's position when the subscription (re)started. */
+  position: StreamPosition;
+  /**
+   * True when the subscription resumed from its last position and every
+   * missed publication follows. When `resubscribed && !recovered`,
+   * publications may have been missed: refetch the state.
+   */
+  recovered: boolean;
+  /** Whether the channel keeps history, so the subscription can resume. */
+  recoverable: boolean;
+  /** False the first time, true after every reconnect. */
+  resubscribed: boolean;
+}
+
+/** Passed to onUnsubscribed and the "unsubscribed" event. */
+export interface UnsubscribedContext {
+  channel: string;
+  reason: string;
+}
+
+export interface SubscriptionHandlers {
+  onPublication?: (pub: Publication) => void;
+  onJoin?: (ev: PresenceEvent) => void;
+  onLeave?: (ev: PresenceEvent) => void;
+  onSubscribed?: (ctx: SubscribedContext) => void;
+  onUnsubscribed?: (ctx: UnsubscribedContext) => void;
+  /** The server refused the subscription (it is then unsubscribed). */
+  onError?: (err: HeraldError) => void;
+}
+
+export interface SubscribeOptions extends SubscriptionHandlers {
+  /** Resume after this position (e.g. one saved from `sub.position`). */
+  since?: StreamPosition;
+}
+
+export interface HeraldOptions {
+  /** A JWT for the first connection; empty or absent for anonymous. */
+  token?: string;
+  /**
+   * Fetches a fresh JWT: for the first connection when `token` is absent,
+   * for every reconnect, and to refresh the token before it expires. A
+   * rejection is retried with backoff.
+   */
+  getToken?: () => Promise<string> | string;
+  /** Client name sent on connect. Default "herald-js/1". */
+  name?: string;
+  /** Request timeout in ms. Default 10000. */
+  timeout?: number;
+  /** Backoff base in ms. Default 500. */
+  minReconnectDelay?: number;
+  /** Backoff cap in ms. Default 20000. */
+  maxReconnectDelay?: number;
+  /**
+   * Application ping interval in ms, when the connection is quiet. Default
+   * the server's ping interval.
+   */
+  pingInterval?: number;
+  /** WebSocket constructor, for runtimes without a global one. */
+  WebSocket?: typeof WebSocket;
+}
+
+export type State = "disconnected" | "connecting" | "connected";
+
+export interface ConnectedContext {
+  client: string;
+  user: string;
+  /** Seconds until the token expires; 0: never. */
+  expiresIn: number;
+  version: string;
+  /** Seconds between server pings. */
+  pingInterval: number;
+}
+
+export interface DisconnectContext {
+  /** Close code (see docs/protocol.md), or a server error code. */
+  code: number;
+  reason: string;
+  /** Whether the client will reconnect. */
+  reconnect: boolean;
+  /** With reconnect: ms before the next attempt. */
+  delay?: number;
+}
+
+export interface ErrorContext {
+  type: "token" | "transport" | "connect" | "refresh" | "frame";
+  error: unknown;
+}
+
+export interface HeraldEvents {
+  connecting: DisconnectContext;
+  connected: ConnectedContext;
+  disconnected: DisconnectContext;
+  state: { state: State } & Partial<ConnectedContext & DisconnectContext>;
+  error: ErrorContext;
+  /** Publications of server-side subscriptions (the personal channel). */
+  publication: Publication;
+  /** A server-side subscription began. */
+  subscribed: SubscribedContext;
+  /** A server-side subscription ended. */
+  unsubscribed: UnsubscribedContext;
+  join: PresenceEvent;
+  leave: PresenceEvent;
+}
+
+export interface PublishResult extends StreamPosition {
+  /** An earlier publish with the same idempotency key was found. */
+  duplicate: boolean;
+}
+
+export interface HistoryOptions {
+  /** Start after this position (before it, with reverse). */
+  since?: StreamPosition;
+  /** Maximum publications; 0: the server's default. */
+  limit?: number;
+  /** Newest first. */
+  reverse?: boolean;
+}
+
+export interface HistoryResult {
+  publications: Publication[];
+  /** The channel's current position. */
+  position: StreamPosition;
+}
+
+export declare const ErrorCode: Readonly<{
+  TIMEOUT: 1;
+  CONNECTION_CLOSED: 2;
+  NOT_CONNECTED: 3;
+}>;
+
+export declare class HeraldError extends Error {
+  constructor(code: number, message: string, temporary?: boolean);
+  /** An ErrorCode, or the server's code (100-299). */
+  code: number;
+  temporary: boolean;
+}
+
+export declare class Herald {
+  constructor(url?: string, options?: HeraldOptions);
+  readonly url: string;
+  state: State;
+  client: string;
+  user: string;
+  on<K extends keyof HeraldEvents>(event: K, fn: (ctx: HeraldEvents[K]) => void): () => void;
+  off<K extends keyof HeraldEvents>(event: K, fn: (ctx: HeraldEvents[K]) => void): void;
+  connect(): void;
+  disconnect(): void;
+  ready(timeout?: number): Promise<void>;
+  subscribe(channel: string, handlers?: SubscribeOptions): Subscription;
+  getSubscription(channel: string): Subscription | undefined;
+  publish(channel: string, data: unknown, opts?: { idempotencyKey?: string }): Promise<PublishResult>;
+  history(channel: string, opts?: HistoryOptions): Promise<HistoryResult>;
+  presence(channel: string): Promise<ClientInfo[]>;
+  presenceStats(channel: string): Promise<{ clients: number; users: number }>;
+  ping(): Promise<number>;
+}
+
+export interface SubscriptionEvents {
+  publication: Publication;
+  join: PresenceEvent;
+  leave: PresenceEvent;
+  subscribed: SubscribedContext;
+  unsubscribed: UnsubscribedContext;
+  error: HeraldError;
+}
+
+export declare class Subscription {
+  readonly channel: string;
+  state: "subscribing" | "subscribed" | "unsubscribed";
+  recoverable: boolean;
+  /** Last position delivered; save it to resume later with `since`. */
+  readonly position: StreamPosition | null;
+  on<K extends keyof SubscriptionEvents>(event: K, fn: (ctx: SubscriptionEvents[K]) => void): () => void;
+  off<K extends keyof SubscriptionEvents>(event: K, fn: (ctx: SubscriptionEvents[K]) => void): void;
+  unsubscribe(): void;
+  publish(data: unknown, opts?: { idempotencyKey?: string }): Promise<PublishResult>;
+  history(opts?: HistoryOptions): Promise<HistoryResult>;
+  presence(): Promise<ClientInfo[]>;
+  presenceStats(): Promise<{ clients: number; users: number }>;
+}

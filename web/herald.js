@@ -1,0 +1,967 @@
+// @ts-check
+/**
+ * Herald browser client: connect to a Herald bridge over WebSocket, subscribe
+ * to channels, publish, read history and presence. Reconnects by itself with
+ * backoff and resumes every subscription from the last position it saw, so
+ * publications missed during a drop arrive once, in order; when they cannot,
+ * the subscription says so (`recovered: false`) and the app refetches.
+ *
+ * No dependencies and no build step: this file is the package. Types are in
+ * herald.d.ts next to it.
+ *
+ * ```js
+ * import { Herald } from "/herald.js";
+ * const herald = new Herald("/ws", { getToken: () => fetch("/token").then((r) => r.text()) });
+ * herald.on("connected", (ctx) => console.log("connected as", ctx.user));
+ * const sub = herald.subscribe("chat:lobby", {
+ *   onPublication: (pub) => console.log(pub.offset, pub.data),
+ *   onSubscribed: (ctx) => { if (ctx.resubscribed && !ctx.recovered) reload(); },
+ * });
+ * herald.connect();
+ * await herald.publish("chat:lobby", { text: "hi" });
+ * ```
+ *
+ * @module herald-client
+ */
+
+/** The WebSocket subprotocol: protobuf-JSON frames in text messages. */
+const SUBPROTOCOL = "herald.json";
+
+/**
+ * Codes of errors raised by the client itself; the server's codes are
+ * 100-299 (see docs/protocol.md).
+ */
+export const ErrorCode = Object.freeze({
+  /** No reply within the request timeout. */
+  TIMEOUT: 1,
+  /** The connection closed before the reply arrived. */
+  CONNECTION_CLOSED: 2,
+  /** The client is disconnected (and not reconnecting). */
+  NOT_CONNECTED: 3,
+});
+
+/**
+ * Close codes after which reconnecting cannot help unless something changes
+ * (a new token, a new page). Every close by the bridge is preceded by a
+ * DisconnectFrame whose `reconnect` decides instead; this table covers a
+ * close without one. The full table is in docs/protocol.md.
+ */
+const NO_RECONNECT = new Set([
+  4000, // bad_frame: protocol violation
+  4001, // invalid_token
+  4003, // forbidden
+  4005, // disconnected by the backend
+]);
+
+/** Close code of an expired token: worth retrying only with getToken. */
+const TOKEN_EXPIRED = 4002;
+
+/** A failed request: a server ErrorFrame or one of {@link ErrorCode}. */
+export class HeraldError extends Error {
+  /**
+   * @param {number} code
+   * @param {string} message
+   * @param {boolean} [temporary]
+   */
+  constructor(code, message, temporary = false) {
+    super(message);
+    this.name = "HeraldError";
+    /** Numeric code: {@link ErrorCode} or the server's 100-299. */
+    this.code = code;
+    /** Whether retrying the same request later may succeed. */
+    this.temporary = temporary;
+  }
+}
+
+/** Minimal event emitter: `on` returns a function that removes the handler. */
+class Emitter {
+  /** @type {Map<string, Set<Function>>} */
+  #handlers = new Map();
+
+  /**
+   * Adds a handler for an event.
+   * @param {string} event
+   * @param {Function} fn
+   * @returns {() => void} a function that removes the handler
+   */
+  on(event, fn) {
+    let set = this.#handlers.get(event);
+    if (!set) this.#handlers.set(event, (set = new Set()));
+    set.add(fn);
+    return () => this.off(event, fn);
+  }
+
+  /**
+   * Removes a handler added by {@link on}.
+   * @param {string} event
+   * @param {Function} fn
+   */
+  off(event, fn) {
+    this.#handlers.get(event)?.delete(fn);
+  }
+
+  /**
+   * Calls the handlers of event. A throwing handler is reported and does not
+   * stop the others or the client.
+   * @protected
+   * @param {string} event
+   * @param {any} arg
+   */
+  _emit(event, arg) {
+    const set = this.#handlers.get(event);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(arg);
+      } catch (err) {
+        reportError(err);
+      }
+    }
+  }
+}
+
+/** @param {unknown} err */
+function reportError(err) {
+  if (typeof globalThis.reportError === "function") globalThis.reportError(err);
+  else setTimeout(() => { throw err; });
+}
+
+/**
+ * A Herald connection. Create it, add handlers and subscriptions, then call
+ * {@link Herald#connect}. Subscriptions made before connecting are sent once
+ * connected, and again after every reconnect.
+ */
+export class Herald extends Emitter {
+  /**
+   * Connection state: "disconnected", "connecting" (including waiting to
+   * reconnect) or "connected".
+   * @type {"disconnected" | "connecting" | "connected"}
+   */
+  state = "disconnected";
+  /** Connection id given by the server (empty until connected). */
+  client = "";
+  /** User id of the connection (empty when anonymous). */
+  user = "";
+
+  /** @type {Required<Omit<import("./herald").HeraldOptions, "token" | "getToken" | "pingInterval" | "WebSocket">> & import("./herald").HeraldOptions} */
+  #opts;
+  #url = "";
+  /** @type {WebSocket | null} */
+  #ws = null;
+  /** Incremented whenever the current socket is abandoned; stale callbacks compare it. */
+  #gen = 0;
+  #nextId = 1;
+  /** @type {Map<number, {resolve: (v: any) => void, reject: (e: HeraldError) => void, timer: any}>} */
+  #pending = new Map();
+  /** @type {Map<string, Subscription>} */
+  #subs = new Map();
+  /** Channels the server subscribed this connection to (the personal channel). */
+  #serverSubs = new Set();
+  /** @type {Array<{resolve: () => void, reject: (e: HeraldError) => void}>} */
+  #waiters = [];
+  #attempt = 0;
+  #closing = false;
+  /** @type {string | undefined} */
+  #token;
+  #tokenUsed = false;
+  /** @type {{code: number, reason: string, reconnect: boolean, delay: number} | null} */
+  #advice = null;
+  #lastRecv = 0;
+  /** @type {any} */ #reconnectTimer;
+  /** @type {any} */ #pingTimer;
+  /** @type {any} */ #refreshTimer;
+  #onOnline = () => {
+    if (this.state === "connecting" && this.#reconnectTimer) {
+      clearTimeout(this.#reconnectTimer);
+      this.#reconnectTimer = undefined;
+      this.#open();
+    }
+  };
+
+  /**
+   * @param {string} [url] WebSocket URL of the bridge; relative URLs and
+   *   http(s) URLs are resolved against the page. Default "/ws".
+   * @param {import("./herald").HeraldOptions} [options]
+   */
+  constructor(url, options = {}) {
+    super();
+    this.#opts = {
+      name: "herald-js/1",
+      timeout: 10000,
+      minReconnectDelay: 500,
+      maxReconnectDelay: 20000,
+      ...options,
+    };
+    this.#token = options.token;
+    this.#url = resolveURL(url ?? "/ws");
+  }
+
+  /** The WebSocket URL in use. */
+  get url() {
+    return this.#url;
+  }
+
+  /**
+   * Starts connecting (and reconnecting after drops) until
+   * {@link Herald#disconnect}. Does nothing if already started.
+   */
+  connect() {
+    if (this.state !== "disconnected") return;
+    this.#closing = false;
+    this.#attempt = 0;
+    globalThis.addEventListener?.("online", this.#onOnline);
+    this.#setState("connecting", { code: 0, reason: "connect called", reconnect: true });
+    this.#open();
+  }
+
+  /**
+   * Closes the connection and stops reconnecting. Subscriptions are kept and
+   * resume on the next {@link Herald#connect}.
+   */
+  disconnect() {
+    this.#closing = true;
+    globalThis.removeEventListener?.("online", this.#onOnline);
+    if (this.state === "disconnected") return;
+    this.#drop(1000, "client disconnect", false);
+  }
+
+  /**
+   * Resolves once connected, or rejects when the client is disconnected or
+   * timeout (ms, default the request timeout) passes first.
+   * @param {number} [timeout]
+   * @returns {Promise<void>}
+   */
+  ready(timeout = this.#opts.timeout) {
+    return this.#whenConnected(timeout);
+  }
+
+  /**
+   * Subscribes to a channel. The subscription is sent now if connected,
+   * otherwise once connected, and is renewed after every reconnect, resuming
+   * from the last publication it delivered.
+   * @param {string} channel
+   * @param {import("./herald").SubscriptionHandlers & {since?: import("./herald").StreamPosition}} [handlers]
+   * @returns {Subscription}
+   */
+  subscribe(channel, handlers = {}) {
+    if (this.#subs.has(channel)) throw new Error(`herald: already subscribed to ${channel}`);
+    const sub = new Subscription(this, channel, handlers);
+    this.#subs.set(channel, sub);
+    if (this.state === "connected") this.#sendSubscribe(sub);
+    return sub;
+  }
+
+  /**
+   * The subscription to channel made by {@link Herald#subscribe}, if any.
+   * @param {string} channel
+   * @returns {Subscription | undefined}
+   */
+  getSubscription(channel) {
+    return this.#subs.get(channel);
+  }
+
+  /**
+   * Publishes JSON data (or a Uint8Array, sent as binary) to a channel whose
+   * namespace lets browsers publish. Resolves with the publication's position.
+   * @param {string} channel
+   * @param {unknown} data
+   * @param {{idempotencyKey?: string}} [opts]
+   * @returns {Promise<import("./herald").PublishResult>}
+   */
+  async publish(channel, data, opts = {}) {
+    /** @type {Record<string, unknown>} */
+    const body = { channel };
+    if (data instanceof Uint8Array) body.binary = bytesToBase64(data);
+    else body.data = data;
+    if (opts.idempotencyKey) body.idempotency_key = opts.idempotencyKey;
+    const res = await this.#call("publish", body);
+    return { ...toPosition(res.position), duplicate: !!res.duplicate };
+  }
+
+  /**
+   * Reads a page of a channel's history.
+   * @param {string} channel
+   * @param {import("./herald").HistoryOptions} [opts]
+   * @returns {Promise<import("./herald").HistoryResult>}
+   */
+  async history(channel, opts = {}) {
+    /** @type {Record<string, unknown>} */
+    const body = { channel };
+    if (opts.since) body.since = fromPosition(opts.since);
+    if (opts.limit) body.limit = opts.limit;
+    if (opts.reverse) body.reverse = true;
+    const res = await this.#call("history", body);
+    return {
+      publications: (res.publications ?? []).map(toPublication),
+      position: toPosition(res.position),
+    };
+  }
+
+  /**
+   * Lists the clients in a channel.
+   * @param {string} channel
+   * @returns {Promise<import("./herald").ClientInfo[]>}
+   */
+  async presence(channel) {
+    const res = await this.#call("presence", { channel });
+    return (res.clients ?? []).map(toClientInfo);
+  }
+
+  /**
+   * Counts the clients and distinct users in a channel.
+   * @param {string} channel
+   * @returns {Promise<{clients: number, users: number}>}
+   */
+  async presenceStats(channel) {
+    const res = await this.#call("presence_stats", { channel });
+    return { clients: res.clients ?? 0, users: res.users ?? 0 };
+  }
+
+  /**
+   * Sends an application ping and resolves with the round trip in ms.
+   * @returns {Promise<number>}
+   */
+  async ping() {
+    const start = performance.now();
+    await this.#call("ping", {});
+    return performance.now() - start;
+  }
+
+  // ---- internals used by Subscription ----
+
+  /**
+   * @internal
+   * @param {Subscription} sub
+   */
+  _unsubscribe(sub) {
+    if (this.#subs.get(sub.channel) !== sub) return;
+    this.#subs.delete(sub.channel);
+    if (this.state === "connected") {
+      this.#request("unsubscribe", { channel: sub.channel }).catch(() => {});
+    }
+  }
+
+  // ---- connection lifecycle ----
+
+  /**
+   * @param {"disconnected" | "connecting" | "connected"} state
+   * @param {object} ctx
+   */
+  #setState(state, ctx) {
+    this.state = state;
+    this._emit("state", { state, ...ctx });
+    this._emit(state, ctx);
+  }
+
+  async #open() {
+    this.#reconnectTimer = undefined;
+    const gen = ++this.#gen;
+    let token = this.#token ?? "";
+    // The token given in the options serves the first connection; every
+    // later one asks getToken (when set) for a fresh token.
+    const fresh = this.#opts.getToken && (this.#token === undefined || this.#tokenUsed);
+    this.#tokenUsed = true;
+    if (fresh && this.#opts.getToken) {
+      try {
+        token = (await this.#opts.getToken()) ?? "";
+        this.#token = token;
+      } catch (err) {
+        if (gen !== this.#gen) return;
+        this._emit("error", { type: "token", error: err });
+        this.#drop(0, "getToken failed", true);
+        return;
+      }
+      if (gen !== this.#gen || this.state !== "connecting") return;
+    }
+    /** @type {WebSocket} */
+    let ws;
+    try {
+      const WS = this.#opts.WebSocket ?? globalThis.WebSocket;
+      ws = new WS(this.#url, SUBPROTOCOL);
+    } catch (err) {
+      this._emit("error", { type: "transport", error: err });
+      this.#drop(0, String(err), true);
+      return;
+    }
+    this.#ws = ws;
+    ws.onopen = () => {
+      if (gen === this.#gen) this.#handshake(gen, token);
+    };
+    ws.onmessage = (e) => {
+      if (gen === this.#gen) this.#onMessage(e.data);
+    };
+    ws.onclose = (e) => {
+      if (gen === this.#gen) this.#onClose(e.code, e.reason);
+    };
+  }
+
+  /**
+   * @param {number} gen
+   * @param {string} token
+   */
+  #handshake(gen, token) {
+    this.#lastRecv = Date.now();
+    this.#nextId = 1;
+    this.#request("connect", { token, name: this.#opts.name }).then(
+      (res) => {
+        if (gen !== this.#gen) return;
+        this.client = res.client ?? "";
+        this.user = res.user ?? "";
+        this.#attempt = 0;
+        this.#startPing(gen, res.ping_interval ?? 0);
+        this.#scheduleRefresh(gen, res.expires_in ?? 0);
+        this.#setState("connected", {
+          client: this.client,
+          user: this.user,
+          expiresIn: res.expires_in ?? 0,
+          version: res.version ?? "",
+          pingInterval: res.ping_interval ?? 0,
+        });
+        for (const sub of this.#subs.values()) this.#sendSubscribe(sub);
+        for (const w of this.#waiters.splice(0)) w.resolve();
+      },
+      (/** @type {HeraldError} */ err) => {
+        if (gen !== this.#gen) return;
+        // A refused connect is final unless the server says it is
+        // temporary; a lost or silent socket is worth retrying.
+        const retry = err.temporary || err.code === ErrorCode.TIMEOUT || err.code === ErrorCode.CONNECTION_CLOSED;
+        this._emit("error", { type: "connect", error: err });
+        if (err.code !== ErrorCode.CONNECTION_CLOSED) this.#drop(err.code, err.message, retry);
+      },
+    );
+  }
+
+  /**
+   * Abandons the current socket, fails what was waiting on it, and either
+   * schedules a reconnect or settles in "disconnected".
+   * @param {number} code
+   * @param {string} reason
+   * @param {boolean} reconnect
+   * @param {number} [delay] ms before reconnecting; default backoff
+   */
+  #drop(code, reason, reconnect, delay) {
+    this.#gen++;
+    const ws = this.#ws;
+    this.#ws = null;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      if (ws.readyState <= 1) ws.close(1000);
+    }
+    clearInterval(this.#pingTimer);
+    clearTimeout(this.#refreshTimer);
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = undefined;
+    this.#serverSubs.clear();
+    for (const [id, p] of this.#pending) {
+      clearTimeout(p.timer);
+      p.reject(new HeraldError(ErrorCode.CONNECTION_CLOSED, "connection closed", true));
+      this.#pending.delete(id);
+    }
+    for (const sub of this.#subs.values()) sub._transportDown();
+    if (reconnect && !this.#closing) {
+      const wait = delay ?? this.#backoff();
+      this.#attempt++;
+      this.#setState("connecting", { code, reason, reconnect: true, delay: wait });
+      this.#reconnectTimer = setTimeout(() => this.#open(), wait);
+      return;
+    }
+    globalThis.removeEventListener?.("online", this.#onOnline);
+    this.client = "";
+    this.#setState("disconnected", { code, reason, reconnect: false });
+    for (const w of this.#waiters.splice(0)) {
+      w.reject(new HeraldError(ErrorCode.NOT_CONNECTED, `disconnected: ${reason}`));
+    }
+  }
+
+  /** Exponential backoff with full jitter. */
+  #backoff() {
+    const { minReconnectDelay: min, maxReconnectDelay: max } = this.#opts;
+    return Math.round(Math.random() * Math.min(max, min * 2 ** Math.min(this.#attempt, 20)));
+  }
+
+  /**
+   * @param {number} code
+   * @param {string} reason
+   */
+  #onClose(code, reason) {
+    const advice = this.#advice;
+    this.#advice = null;
+    let reconnect = advice ? advice.reconnect : !NO_RECONNECT.has(code);
+    code = advice?.code || code;
+    // The same expired token would be refused again.
+    if (code === TOKEN_EXPIRED && !this.#opts.getToken) reconnect = false;
+    this.#drop(code, advice?.reason || reason || "connection closed", reconnect, advice?.delay || undefined);
+  }
+
+  /**
+   * Pings when the connection has been quiet for a whole interval, and drops
+   * it when the pong does not come back in time: a dead TCP connection can
+   * otherwise look open for minutes.
+   * @param {number} gen
+   * @param {number} serverInterval seconds
+   */
+  #startPing(gen, serverInterval) {
+    const every = this.#opts.pingInterval ?? (serverInterval > 0 ? serverInterval * 1000 : 25000);
+    this.#pingTimer = setInterval(() => {
+      if (gen !== this.#gen || Date.now() - this.#lastRecv < every) return;
+      this.#request("ping", {}).catch((err) => {
+        if (gen === this.#gen && err.code === ErrorCode.TIMEOUT) this.#drop(0, "ping timeout", true);
+      });
+    }, every);
+  }
+
+  /**
+   * Refreshes the token ahead of its expiry (when getToken is set).
+   * @param {number} gen
+   * @param {number} expiresIn seconds
+   */
+  #scheduleRefresh(gen, expiresIn) {
+    clearTimeout(this.#refreshTimer);
+    if (!expiresIn || !this.#opts.getToken) return;
+    const ms = expiresIn * 1000;
+    const wait = Math.max(ms - Math.min(30000, ms / 4), 1000);
+    this.#refreshTimer = setTimeout(() => this.#refresh(gen), wait);
+  }
+
+  /** @param {number} gen */
+  async #refresh(gen) {
+    try {
+      const token = (await this.#opts.getToken?.()) ?? "";
+      if (gen !== this.#gen) return;
+      this.#token = token;
+      const res = await this.#request("refresh", { token });
+      if (gen === this.#gen) this.#scheduleRefresh(gen, res.expires_in ?? 0);
+    } catch (err) {
+      if (gen !== this.#gen) return;
+      this._emit("error", { type: "refresh", error: err });
+      // Try again soon; if the token runs out first the server closes the
+      // connection and the reconnect fetches a fresh token.
+      this.#refreshTimer = setTimeout(() => this.#refresh(gen), 5000);
+    }
+  }
+
+  // ---- frames ----
+
+  /** @param {unknown} data */
+  #onMessage(data) {
+    this.#lastRecv = Date.now();
+    if (typeof data !== "string") return;
+    for (const line of data.split("\n")) {
+      if (!line) continue;
+      let frame;
+      try {
+        frame = JSON.parse(line);
+      } catch (err) {
+        this._emit("error", { type: "frame", error: err });
+        continue;
+      }
+      this.#dispatch(frame);
+    }
+  }
+
+  /** @param {any} frame */
+  #dispatch(frame) {
+    if (frame.id) {
+      const p = this.#pending.get(frame.id);
+      if (!p) return;
+      this.#pending.delete(frame.id);
+      clearTimeout(p.timer);
+      if (frame.error) {
+        const e = frame.error;
+        p.reject(new HeraldError(e.code ?? 0, e.message ?? "error", !!e.temporary));
+      } else {
+        const key = Object.keys(frame).find((k) => k !== "id");
+        p.resolve(key ? frame[key] : {});
+      }
+      return;
+    }
+    if (frame.pub) {
+      const sub = this.#subs.get(frame.pub.channel);
+      if (sub) sub._publication(frame.pub);
+      else if (this.#serverSubs.has(frame.pub.channel)) this._emit("publication", toPublication(frame.pub));
+    } else if (frame.join || frame.leave) {
+      const kind = frame.join ? "join" : "leave";
+      const ev = frame[kind];
+      const info = { channel: ev.channel, ...toClientInfo(ev.client ?? {}) };
+      const sub = this.#subs.get(ev.channel);
+      if (sub) sub._presence(kind, info);
+      else this._emit(kind, info);
+    } else if (frame.unsubscribed) {
+      const u = frame.unsubscribed;
+      this.#serverSubs.delete(u.channel);
+      const sub = this.#subs.get(u.channel);
+      if (sub) {
+        this.#subs.delete(u.channel);
+        sub._ended(u.reason ?? "");
+      } else {
+        this._emit("unsubscribed", { channel: u.channel, reason: u.reason ?? "" });
+      }
+    } else if (frame.subscribed) {
+      const s = frame.subscribed;
+      const sub = this.#subs.get(s.channel);
+      if (sub) {
+        sub._subscribed(s);
+      } else {
+        this.#serverSubs.add(s.channel);
+        this._emit("subscribed", { channel: s.channel, position: toPosition(s.position), recovered: false, recoverable: !!s.recoverable, resubscribed: false });
+      }
+    } else if (frame.disconnect) {
+      const d = frame.disconnect;
+      this.#advice = { code: d.code ?? 0, reason: d.reason ?? "", reconnect: !!d.reconnect, delay: d.reconnect_delay_ms ?? 0 };
+    }
+  }
+
+  /** @param {Subscription} sub */
+  #sendSubscribe(sub) {
+    const gen = this.#gen;
+    const since = sub._since();
+    /** @type {Record<string, unknown>} */
+    const body = { channel: sub.channel };
+    if (since) body.since = fromPosition(since);
+    sub._subscribing();
+    this.#request("subscribe", body).then(
+      (res) => {
+        if (gen === this.#gen && this.#subs.get(sub.channel) === sub) sub._subscribed(res, !!since);
+      },
+      (/** @type {HeraldError} */ err) => {
+        if (gen !== this.#gen || this.#subs.get(sub.channel) !== sub) return;
+        if (err.code === ErrorCode.TIMEOUT) {
+          // The server may have subscribed us after all; start afresh.
+          this.#drop(0, "subscribe timeout", true);
+        } else if (err.temporary) {
+          setTimeout(() => {
+            if (gen === this.#gen && this.#subs.get(sub.channel) === sub) this.#sendSubscribe(sub);
+          }, this.#backoff());
+        } else {
+          this.#subs.delete(sub.channel);
+          sub._failed(err);
+        }
+      },
+    );
+  }
+
+  /**
+   * Sends a request once connected and resolves with the reply's body.
+   * @param {string} kind
+   * @param {object} body
+   * @returns {Promise<any>}
+   */
+  async #call(kind, body) {
+    const deadline = Date.now() + this.#opts.timeout;
+    if (this.state !== "connected") await this.#whenConnected(this.#opts.timeout);
+    return this.#request(kind, body, deadline - Date.now());
+  }
+
+  /**
+   * @param {number} timeout
+   * @returns {Promise<void>}
+   */
+  #whenConnected(timeout) {
+    if (this.state === "connected") return Promise.resolve();
+    if (this.state === "disconnected") {
+      return Promise.reject(new HeraldError(ErrorCode.NOT_CONNECTED, "not connected"));
+    }
+    return new Promise((/** @type {(v?: void) => void} */ resolve, reject) => {
+      const w = {
+        resolve: () => { clearTimeout(timer); resolve(); },
+        /** @param {HeraldError} e */
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      };
+      const timer = setTimeout(() => {
+        this.#waiters = this.#waiters.filter((x) => x !== w);
+        reject(new HeraldError(ErrorCode.TIMEOUT, "timed out waiting for connection", true));
+      }, timeout);
+      this.#waiters.push(w);
+    });
+  }
+
+  /**
+   * Sends one request frame on the current socket.
+   * @param {string} kind the ClientFrame field, e.g. "subscribe"
+   * @param {object} body
+   * @param {number} [timeout] ms
+   * @returns {Promise<any>}
+   */
+  #request(kind, body, timeout = this.#opts.timeout) {
+    const ws = this.#ws;
+    if (!ws || ws.readyState !== 1) {
+      return Promise.reject(new HeraldError(ErrorCode.CONNECTION_CLOSED, "connection closed", true));
+    }
+    const id = this.#nextId;
+    this.#nextId = id >= 0xffffffff ? 1 : id + 1;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(new HeraldError(ErrorCode.TIMEOUT, `${kind}: timed out`, true));
+      }, Math.max(timeout, 0));
+      this.#pending.set(id, { resolve, reject, timer });
+      ws.send(JSON.stringify({ id, [kind]: body }));
+    });
+  }
+}
+
+/**
+ * A subscription to one channel, made by {@link Herald#subscribe}. Events:
+ * "publication", "join", "leave", "subscribed", "unsubscribed", "error";
+ * the handlers passed to subscribe are called too.
+ */
+export class Subscription extends Emitter {
+  /** The channel. */
+  channel;
+  /**
+   * "subscribing" (also while waiting for a reconnect), "subscribed" or
+   * "unsubscribed" (ended by unsubscribe(), the server, or an error).
+   * @type {"subscribing" | "subscribed" | "unsubscribed"}
+   */
+  state = "subscribing";
+  /** Whether the channel keeps history, so the subscription can resume. */
+  recoverable = false;
+
+  #client;
+  #handlers;
+  /** Last position delivered (or the start position); resumes from here. @type {import("./herald").StreamPosition | null} */
+  #last = null;
+  #subscribedOnce = false;
+  /** Publications that arrived before the subscribe reply. @type {any[] | null} */
+  #early = null;
+
+  /**
+   * @param {Herald} client
+   * @param {string} channel
+   * @param {import("./herald").SubscriptionHandlers & {since?: import("./herald").StreamPosition}} handlers
+   */
+  constructor(client, channel, handlers) {
+    super();
+    this.#client = client;
+    this.channel = channel;
+    this.#handlers = handlers;
+    if (handlers.since) {
+      this.#last = { offset: Number(handlers.since.offset), epoch: handlers.since.epoch };
+      this.recoverable = true;
+    }
+  }
+
+  /**
+   * The position of the last publication delivered (or where the
+   * subscription started); store it to resume later with `since`.
+   * @returns {import("./herald").StreamPosition | null}
+   */
+  get position() {
+    return this.#last && { ...this.#last };
+  }
+
+  /** Ends the subscription. */
+  unsubscribe() {
+    if (this.state === "unsubscribed") return;
+    this.#client._unsubscribe(this);
+    this.#ended("unsubscribe called");
+  }
+
+  /**
+   * Publishes to this channel. See {@link Herald#publish}.
+   * @param {unknown} data
+   * @param {{idempotencyKey?: string}} [opts]
+   */
+  publish(data, opts) {
+    return this.#client.publish(this.channel, data, opts);
+  }
+
+  /**
+   * Reads this channel's history. See {@link Herald#history}.
+   * @param {import("./herald").HistoryOptions} [opts]
+   */
+  history(opts) {
+    return this.#client.history(this.channel, opts);
+  }
+
+  /** Lists the clients in this channel. */
+  presence() {
+    return this.#client.presence(this.channel);
+  }
+
+  /** Counts the clients and users in this channel. */
+  presenceStats() {
+    return this.#client.presenceStats(this.channel);
+  }
+
+  // ---- called by Herald ----
+
+  /** @internal */
+  _since() {
+    return this.recoverable && this.#last?.epoch ? this.#last : null;
+  }
+
+  /** @internal */
+  _subscribing() {
+    this.state = "subscribing";
+    this.#early = [];
+  }
+
+  /** @internal */
+  _transportDown() {
+    if (this.state === "subscribed") this.state = "subscribing";
+    this.#early = null;
+  }
+
+  /**
+   * @internal
+   * @param {any} res SubscribedFrame
+   * @param {boolean} [resumed] whether the request carried `since`
+   */
+  _subscribed(res, resumed = false) {
+    const position = toPosition(res.position);
+    const recovered = resumed && !!res.recovered;
+    this.recoverable = !!res.recoverable;
+    // After a successful resume the missed publications follow, each past
+    // #last; otherwise the stream continues after the current position.
+    if (!recovered) this.#last = position;
+    this.state = "subscribed";
+    const ctx = { channel: this.channel, position, recovered, recoverable: this.recoverable, resubscribed: this.#subscribedOnce };
+    this.#subscribedOnce = true;
+    this.#fire("subscribed", "onSubscribed", ctx);
+    const early = this.#early ?? [];
+    this.#early = null;
+    for (const p of early) this._publication(p);
+  }
+
+  /**
+   * Delivers a publication unless it was delivered already: within an
+   * epoch, offsets only grow, so anything at or below the last one seen is a
+   * duplicate from a resume.
+   * @internal
+   * @param {any} p Publication frame
+   */
+  _publication(p) {
+    if (this.state === "unsubscribed") return;
+    if (this.#early) {
+      this.#early.push(p);
+      return;
+    }
+    const pub = toPublication(p);
+    const last = this.#last;
+    if (pub.offset > 0) {
+      if (last && pub.epoch === last.epoch && pub.offset <= last.offset) return;
+      this.#last = { offset: pub.offset, epoch: pub.epoch };
+    }
+    this.#fire("publication", "onPublication", pub);
+  }
+
+  /**
+   * @internal
+   * @param {"join" | "leave"} kind
+   * @param {any} info
+   */
+  _presence(kind, info) {
+    this.#fire(kind, kind === "join" ? "onJoin" : "onLeave", info);
+  }
+
+  /**
+   * @internal
+   * @param {string} reason
+   */
+  _ended(reason) {
+    this.#ended(reason);
+  }
+
+  /**
+   * @internal
+   * @param {HeraldError} err
+   */
+  _failed(err) {
+    this.#fire("error", "onError", err);
+    this.#ended(err.message);
+  }
+
+  /** @param {string} reason */
+  #ended(reason) {
+    if (this.state === "unsubscribed") return;
+    this.state = "unsubscribed";
+    this.#early = null;
+    this.#fire("unsubscribed", "onUnsubscribed", { channel: this.channel, reason });
+  }
+
+  /**
+   * @param {string} event
+   * @param {string} handler
+   * @param {any} arg
+   */
+  #fire(event, handler, arg) {
+    const fn = /** @type {any} */ (this.#handlers)[handler];
+    if (fn) {
+      try {
+        fn(arg);
+      } catch (err) {
+        reportError(err);
+      }
+    }
+    this._emit(event, arg);
+  }
+}
+
+// ---- wire conversions ----
+
+/** @param {string} url */
+function resolveURL(url) {
+  const u = new URL(url, globalThis.location?.href);
+  if (u.protocol === "http:") u.protocol = "ws:";
+  else if (u.protocol === "https:") u.protocol = "wss:";
+  return u.href;
+}
+
+/**
+ * Offsets are uint64 on the wire (JSON strings); they stay far below 2^53
+ * in practice, so the client hands out numbers.
+ * @param {any} p
+ * @returns {import("./herald").StreamPosition}
+ */
+function toPosition(p) {
+  return { offset: Number(p?.offset ?? 0), epoch: p?.epoch ?? "" };
+}
+
+/** @param {import("./herald").StreamPosition} p */
+function fromPosition(p) {
+  return { offset: String(p.offset ?? 0), epoch: p.epoch ?? "" };
+}
+
+/**
+ * @param {any} c
+ * @returns {import("./herald").ClientInfo}
+ */
+function toClientInfo(c) {
+  return { client: c.client ?? "", user: c.user ?? "", info: c.info ?? null };
+}
+
+/**
+ * @param {any} p
+ * @returns {import("./herald").Publication}
+ */
+function toPublication(p) {
+  /** @type {import("./herald").Publication} */
+  const pub = {
+    channel: p.channel ?? "",
+    offset: Number(p.offset ?? 0),
+    epoch: p.epoch ?? "",
+    data: null,
+    tags: p.tags ?? {},
+    publisher: p.publisher ? toClientInfo(p.publisher) : null,
+  };
+  if (p.binary !== undefined) pub.binary = base64ToBytes(p.binary);
+  else if (p.raw_json !== undefined) pub.data = JSON.parse(new TextDecoder().decode(base64ToBytes(p.raw_json)));
+  else pub.data = p.data ?? null;
+  return pub;
+}
+
+/** @param {string} s */
+function base64ToBytes(s) {
+  const bin = atob(s);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+/** @param {Uint8Array} b */
+function bytesToBase64(b) {
+  let bin = "";
+  for (let i = 0; i < b.length; i += 0x8000) bin += String.fromCharCode(...b.subarray(i, i + 0x8000));
+  return btoa(bin);
+}

@@ -1,0 +1,140 @@
+package wsbridge
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// verifier checks browser tokens: HS256 with a shared secret, RS256 and
+// ES256 with public keys. Only the algorithms of configured keys are
+// accepted, so `none` and algorithm confusion (an HS256 token signed with an
+// RSA public key as secret) are refused.
+type verifier struct {
+	secret  []byte
+	rsa     []jwt.VerificationKey
+	ecdsa   []jwt.VerificationKey
+	methods []string
+	parser  *jwt.Parser
+}
+
+// claims are the token claims Herald reads.
+type claims struct {
+	jwt.RegisteredClaims
+	// Channels are glob patterns (`*` any run of bytes, `?` one byte) of
+	// channels the token grants subscription to.
+	Channels []string `json:"channels,omitempty"`
+	// Info is shown in presence; it must be a JSON object.
+	Info json.RawMessage `json:"info,omitempty"`
+}
+
+// identity is who a verified token names.
+type identity struct {
+	user     string
+	channels []string
+	info     *structpb.Value
+	expires  time.Time // zero: never
+}
+
+func newVerifier(secret string, pemFiles []string) (*verifier, error) {
+	v := &verifier{}
+	if secret != "" {
+		v.secret = []byte(secret)
+		v.methods = append(v.methods, "HS256")
+	}
+	for _, f := range pemFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("jwt public key: %w", err)
+		}
+		if k, err := jwt.ParseRSAPublicKeyFromPEM(b); err == nil {
+			v.rsa = append(v.rsa, k)
+			continue
+		}
+		k, err := jwt.ParseECPublicKeyFromPEM(b)
+		if err != nil {
+			return nil, fmt.Errorf("jwt public key %s: neither an RSA nor an ECDSA public key in PEM", f)
+		}
+		v.ecdsa = append(v.ecdsa, k)
+	}
+	if len(v.rsa) > 0 {
+		v.methods = append(v.methods, "RS256")
+	}
+	if len(v.ecdsa) > 0 {
+		v.methods = append(v.methods, "ES256")
+	}
+	v.parser = jwt.NewParser(jwt.WithValidMethods(v.methods), jwt.WithLeeway(5*time.Second))
+	return v, nil
+}
+
+// errNoKeys is returned when a token arrives and no key is configured.
+var errNoKeys = errors.New("tokens are not accepted: no JWT key is configured")
+
+func (v *verifier) keyFunc(t *jwt.Token) (any, error) {
+	switch t.Method.(type) {
+	case *jwt.SigningMethodHMAC:
+		if v.secret != nil {
+			return v.secret, nil
+		}
+	case *jwt.SigningMethodRSA:
+		if len(v.rsa) > 0 {
+			return jwt.VerificationKeySet{Keys: v.rsa}, nil
+		}
+	case *jwt.SigningMethodECDSA:
+		if len(v.ecdsa) > 0 {
+			return jwt.VerificationKeySet{Keys: v.ecdsa}, nil
+		}
+	}
+	return nil, fmt.Errorf("no key for algorithm %v", t.Header["alg"])
+}
+
+// verify checks a token and returns its identity. Its errors are written
+// for clients; errors.Is(err, jwt.ErrTokenExpired) tells expiry apart.
+func (v *verifier) verify(token string) (*identity, error) {
+	if len(v.methods) == 0 {
+		return nil, errNoKeys
+	}
+	var c claims
+	if _, err := v.parser.ParseWithClaims(token, &c, v.keyFunc); err != nil {
+		if errors.Is(err, jwt.ErrTokenExpired) {
+			return nil, jwt.ErrTokenExpired
+		}
+		return nil, errors.New("invalid token: " + err.Error())
+	}
+	if c.Subject == "" {
+		return nil, errors.New("invalid token: the sub claim (user id) is required")
+	}
+	if err := validChannel("user:" + c.Subject); err != nil {
+		return nil, errors.New("invalid token: sub must be 1-250 letters, digits or _-.:@=,/+")
+	}
+	id := &identity{user: c.Subject, channels: c.Channels}
+	if c.ExpiresAt != nil {
+		id.expires = c.ExpiresAt.Time
+	}
+	if len(c.Info) > 0 && string(c.Info) != "null" {
+		var m map[string]any
+		if err := json.Unmarshal(c.Info, &m); err != nil {
+			return nil, errors.New("invalid token: the info claim must be a JSON object")
+		}
+		s, err := structpb.NewStruct(m)
+		if err != nil {
+			return nil, errors.New("invalid token: info: " + err.Error())
+		}
+		id.info = structpb.NewStructValue(s)
+	}
+	return id, nil
+}
+
+// clientInfo is the ClientInfo of a connection with this identity.
+func (id *identity) clientInfo(client string) *heraldv1.ClientInfo {
+	if id == nil {
+		return &heraldv1.ClientInfo{Client: client}
+	}
+	return &heraldv1.ClientInfo{Client: client, User: id.user, Info: id.info}
+}

@@ -1,0 +1,155 @@
+package wsbridge
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// ErrorCode is the numeric code of an ErrorFrame: 100-199 are the client's
+// errors, 200-299 the server's. docs/protocol.md lists every one; a test
+// checks that it does.
+type ErrorCode uint32
+
+// Error codes of ErrorFrame.
+const (
+	ErrBadFrame          ErrorCode = 100 // malformed frame: bad JSON/protobuf, unknown field or frame, missing id
+	ErrNotConnected      ErrorCode = 101 // a request before connect
+	ErrAlreadyConnected  ErrorCode = 102 // connect sent twice
+	ErrInvalidToken      ErrorCode = 103 // refresh with a bad, expired or foreign token
+	ErrPermissionDenied  ErrorCode = 104 // the token or namespace does not allow it
+	ErrBadChannel        ErrorCode = 105 // invalid channel name or unknown namespace
+	ErrAlreadySubscribed ErrorCode = 106
+	ErrNotSubscribed     ErrorCode = 107
+	ErrRateLimited       ErrorCode = 108 // too many requests; temporary
+	ErrTooManyChannels   ErrorCode = 109 // max_channels reached
+	ErrBadRequest        ErrorCode = 110 // a valid frame with invalid arguments (payload, limit, position)
+	ErrNotAvailable      ErrorCode = 111 // the feature is off for the namespace (history, presence)
+	ErrInternal          ErrorCode = 200 // unexpected server error
+	ErrUnavailable       ErrorCode = 201 // the core cannot be reached; temporary
+	ErrTimeout           ErrorCode = 202 // the core did not answer in time; temporary
+)
+
+// errorCodes describes every error code, for docs and tests.
+var errorCodes = []struct {
+	Code      ErrorCode
+	Name      string
+	Temporary bool
+	Meaning   string
+}{
+	{ErrBadFrame, "bad_frame", false, "the frame could not be decoded (bad JSON or protobuf, wrong type, unknown field, no frame body, missing id)"},
+	{ErrNotConnected, "not_connected", false, "a request other than connect before the connection is authenticated"},
+	{ErrAlreadyConnected, "already_connected", false, "connect sent on an authenticated connection"},
+	{ErrInvalidToken, "invalid_token", false, "refresh with a token that is invalid, expired or for another user"},
+	{ErrPermissionDenied, "permission_denied", false, "the token's claims and the namespace's options do not allow the request"},
+	{ErrBadChannel, "bad_channel", false, "invalid channel name or unknown namespace"},
+	{ErrAlreadySubscribed, "already_subscribed", false, "subscribe to a channel the connection is subscribed to"},
+	{ErrNotSubscribed, "not_subscribed", false, "unsubscribe from a channel the connection is not subscribed to"},
+	{ErrRateLimited, "rate_limited", true, "more requests than request_rate (burst 4x) allows; repeated abuse closes with 4008"},
+	{ErrTooManyChannels, "too_many_channels", false, "the connection has max_channels subscriptions"},
+	{ErrBadRequest, "bad_request", false, "invalid arguments: payload, history limit, position, idempotency key"},
+	{ErrNotAvailable, "not_available", false, "history or presence is off for the namespace"},
+	{ErrInternal, "internal", false, "unexpected server error"},
+	{ErrUnavailable, "unavailable", true, "the core cannot be reached; retry later"},
+	{ErrTimeout, "timeout", true, "the core did not answer in time; retry later"},
+}
+
+// CloseCode is a WebSocket close code sent by the bridge.
+type CloseCode int
+
+// Close codes. Every close by the bridge (except 1009, which gorilla sends
+// itself) is preceded by a DisconnectFrame push with the same code.
+const (
+	CloseNormal        CloseCode = 1000
+	CloseMessageTooBig CloseCode = 1009 // a message larger than max_frame
+	CloseBadFrame      CloseCode = 4000 // protocol violation: first frame not connect, undecodable frames repeatedly
+	CloseInvalidToken  CloseCode = 4001 // missing, malformed or unverifiable token; connect timeout
+	CloseTokenExpired  CloseCode = 4002 // token expired (at connect, or later without refresh)
+	CloseForbidden     CloseCode = 4003 // refresh for another user
+	CloseSlowConsumer  CloseCode = 4004 // the outbound queue overflowed
+	CloseDisconnected  CloseCode = 4005 // the backend called Disconnect for the user
+	CloseShutdown      CloseCode = 4006 // the bridge is shutting down; reconnect after reconnect_delay_ms
+	CloseTooManyConns  CloseCode = 4007 // max_conns_per_user reached
+	CloseRateLimited   CloseCode = 4008 // request rate abused
+	CloseNoPong        CloseCode = 4009 // no pong within ping_interval
+)
+
+// closeCodes describes every close code, for docs and tests.
+var closeCodes = []struct {
+	Code      CloseCode
+	Name      string
+	Reconnect bool
+	Meaning   string
+}{
+	{CloseNormal, "normal", false, "the client closed, or the bridge acknowledges its close"},
+	{CloseMessageTooBig, "message_too_big", true, "a WebSocket message larger than max_frame (sent by the WebSocket layer, without DisconnectFrame)"},
+	{CloseBadFrame, "bad_frame", false, "protocol violation: first frame not connect, or too many undecodable frames"},
+	{CloseInvalidToken, "invalid_token", false, "missing (where anonymous is off), malformed or unverifiable token, or no connect within 10s"},
+	{CloseTokenExpired, "token_expired", true, "the token expired (at connect, or later without refresh): reconnect with a fresh token"},
+	{CloseForbidden, "forbidden", false, "refresh with a token of another user"},
+	{CloseSlowConsumer, "slow_consumer", true, "the connection's outbound queue overflowed (queue_frames / queue_bytes): reconnect and recover"},
+	{CloseDisconnected, "disconnected", false, "the backend disconnected the user; DisconnectFrame.reconnect says whether to retry"},
+	{CloseShutdown, "shutdown", true, "the bridge is shutting down: reconnect after reconnect_delay_ms"},
+	{CloseTooManyConns, "too_many_connections", true, "the user has max_conns_per_user connections on this bridge"},
+	{CloseRateLimited, "rate_limited", true, "requests kept coming after rate-limit errors"},
+	{CloseNoPong, "no_pong", true, "no pong (or any message) within ping_interval"},
+}
+
+// requestError is a failed request: its code and message reach the client
+// as an ErrorFrame; the connection stays open.
+type requestError struct {
+	code ErrorCode
+	msg  string
+}
+
+func (e *requestError) Error() string { return fmt.Sprintf("%d: %s", e.code, e.msg) }
+
+func reqErr(code ErrorCode, format string, args ...any) *requestError {
+	return &requestError{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+func (c ErrorCode) temporary() bool {
+	for _, e := range errorCodes {
+		if e.Code == c {
+			return e.Temporary
+		}
+	}
+	return false
+}
+
+// closeError asks for the connection to be closed with code and reason.
+type closeError struct {
+	code   CloseCode
+	reason string
+}
+
+func (e *closeError) Error() string { return fmt.Sprintf("close %d: %s", e.code, e.reason) }
+
+// fromStatus maps an error of a core call to what the client sees. Status
+// messages for client errors are the core's own, written for clients;
+// internal errors reach the client only as "internal error".
+func fromStatus(err error) *requestError {
+	var re *requestError
+	if errors.As(err, &re) {
+		return re
+	}
+	st := status.Convert(err)
+	switch st.Code() {
+	case codes.InvalidArgument, codes.OutOfRange:
+		return reqErr(ErrBadRequest, "%s", st.Message())
+	case codes.FailedPrecondition:
+		return reqErr(ErrNotAvailable, "%s", st.Message())
+	case codes.PermissionDenied:
+		return reqErr(ErrPermissionDenied, "%s", st.Message())
+	case codes.ResourceExhausted:
+		return reqErr(ErrRateLimited, "%s", st.Message())
+	case codes.Unavailable, codes.Aborted, codes.Canceled:
+		return reqErr(ErrUnavailable, "core unavailable; retry later")
+	case codes.DeadlineExceeded:
+		return reqErr(ErrTimeout, "core did not answer in time; retry later")
+	default:
+		return reqErr(ErrInternal, "internal error")
+	}
+}

@@ -1,0 +1,28 @@
+// Package wsbridge is Herald's WebSocket edge: it terminates browser
+// WebSockets (gorilla/websocket), authenticates them with JWTs, enforces
+// channel permissions per namespace and turns browser frames into calls on
+// the core's gRPC API. It imports the generated client only, never the core,
+// so `herald serve` (in-process connection) and `herald bridge --core ADDR`
+// (remote core) run the same code.
+//
+// # Structure
+//
+//   - A [Bridge] holds, per channel, one upstream gRPC Subscribe stream
+//     however many local connections watch the channel (hub.go), and
+//     fans out locally: each publication is encoded once per subprotocol
+//     and the same bytes are queued to every subscriber (encode.go).
+//   - Each connection (conn.go) has one reader goroutine, started after the
+//     HTTP handler returns, and a writer goroutine that exists only while
+//     the connection has output queued. The queue is bounded in frames and
+//     bytes; over it the connection is closed as a slow consumer and no one
+//     else waits. The writer packs everything queued into as few WebSocket
+//     messages as it can.
+//   - One BridgeSession stream (session.go) reports presence to the core and
+//     receives Disconnect and Unsubscribe commands.
+//
+// # Lock order
+//
+// hub shard mu → channel mu → conn mu. registry shard mu → conn mu.
+// conn.subMu is taken alone or before hub locks, never inside them.
+// Nothing that holds conn.mu takes another lock.
+package wsbridge

@@ -1,0 +1,123 @@
+package wsbridge
+
+import (
+	"bytes"
+	"testing"
+
+	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// TestPubJSONMatchesProtojson checks that the hand-built publication frame
+// decodes into the same ServerFrame as protojson's encoding of the frame
+// with the payload as `data`.
+func TestPubJSONMatchesProtojson(t *testing.T) {
+	pubs := []*heraldv1.Publication{
+		{Channel: "chat:lobby", Offset: 5, Epoch: "ab12", Payload: &heraldv1.Publication_RawJson{RawJson: []byte(`{"a":[1,2,{"b":null}],"s":"x\"y"}`)}},
+		{Channel: "c", Payload: &heraldv1.Publication_RawJson{RawJson: []byte("{\n  \"multi\": \"line\"\n}")}},
+		{Channel: "bin", Offset: 1 << 60, Epoch: "e\u2028\"\\\x01", Payload: &heraldv1.Publication_Binary{Binary: []byte{0, 255, 10, 13}}},
+		{Channel: "t", Offset: 2, Payload: &heraldv1.Publication_RawJson{RawJson: []byte(`"str"`)}, Tags: map[string]string{"k": "v", "ü": "\n\t"}},
+		{Channel: "p", Payload: &heraldv1.Publication_RawJson{RawJson: []byte(`12.5`)},
+			Publisher: &heraldv1.ClientInfo{Client: "c1", User: "u", Info: structpb.NewStringValue("i")}},
+		{Channel: "empty", Payload: &heraldv1.Publication_Binary{Binary: []byte{}}},
+	}
+	for _, pub := range pubs {
+		got := appendPubJSON(nil, pub)
+		if bytes.IndexByte(got, '\n') >= 0 {
+			t.Errorf("%s: frame has a newline: %s", pub.Channel, got)
+		}
+		var decoded heraldv1.ServerFrame
+		if err := protojson.Unmarshal(got, &decoded); err != nil {
+			t.Fatalf("%s: %s does not decode: %v", pub.Channel, got, err)
+		}
+		want := proto.Clone(pub).(*heraldv1.Publication)
+		if raw, ok := pub.Payload.(*heraldv1.Publication_RawJson); ok {
+			v := &structpb.Value{}
+			if err := protojson.Unmarshal(raw.RawJson, v); err != nil {
+				t.Fatal(err)
+			}
+			want.Payload = &heraldv1.Publication_Data{Data: v}
+		}
+		wantFrame := &heraldv1.ServerFrame{Body: &heraldv1.ServerFrame_Pub{Pub: want}}
+		b, _ := jsonOut.Marshal(wantFrame)
+		var viaProtojson heraldv1.ServerFrame
+		if err := protojson.Unmarshal(b, &viaProtojson); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(&decoded, &viaProtojson) {
+			t.Errorf("%s:\nhand-built %s\nprotojson  %s", pub.Channel, got, b)
+		}
+	}
+}
+
+// FuzzDecodeFrames feeds arbitrary messages to the frame decoder of both
+// subprotocols: it must never panic, and every frame it accepts must have an
+// id and a body and survive a round trip.
+func FuzzDecodeFrames(f *testing.F) {
+	seeds := []string{
+		`{"id":1,"connect":{"token":"eyJ","name":"x"}}`,
+		`{"id":2,"subscribe":{"channel":"chat:lobby","since":{"offset":"17","epoch":"ab"}}}` + "\n" + `{"id":3,"ping":{}}`,
+		`{"id":4,"publish":{"channel":"chat:a","data":{"x":[1,true,null]}}}`,
+		`{"id":5,"publish":{"channel":"chat:a","binary":"AAEC"}}`,
+		`{"id":6,"history":{"channel":"c","limit":10,"reverse":true}}`,
+		`{"id":7,"presence_stats":{"channel":"c"}}`,
+		`{"id":1}`, `{`, `[]`, "\n\n", `{"id":"x","ping":{}}`,
+	}
+	for _, s := range seeds {
+		f.Add([]byte(s), false)
+	}
+	for _, fr := range []*heraldv1.ClientFrame{
+		{Id: 1, Body: &heraldv1.ClientFrame_Connect{Connect: &heraldv1.ConnectFrame{Token: "t"}}},
+		{Id: 9, Body: &heraldv1.ClientFrame_Subscribe{Subscribe: &heraldv1.SubscribeFrame{Channel: "chat:x"}}},
+	} {
+		b, _ := proto.Marshal(fr)
+		f.Add(append([]byte{byte(len(b))}, b...), true)
+	}
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, true)
+	f.Fuzz(func(t *testing.T, msg []byte, binary bool) {
+		format := formatJSON
+		if binary {
+			format = formatProto
+		}
+		decodeFrames(format, msg, func(fr *heraldv1.ClientFrame, err *requestError) bool {
+			if err != nil {
+				if err.code != ErrBadFrame {
+					t.Fatalf("decode error with code %d", err.code)
+				}
+				return true
+			}
+			if fr.Id == 0 || fr.Body == nil {
+				t.Fatalf("accepted a frame without id or body: %v", fr)
+			}
+			var b []byte
+			if format == formatJSON {
+				b, _ = protojson.Marshal(fr)
+			} else {
+				b, _ = proto.Marshal(fr)
+				b = append(appendVarint(nil, uint64(len(b))), b...)
+			}
+			n := 0
+			decodeFrames(format, b, func(again *heraldv1.ClientFrame, err *requestError) bool {
+				if err != nil || !proto.Equal(fr, again) {
+					t.Fatalf("round trip of %v: %v, %v", fr, again, err)
+				}
+				n++
+				return true
+			})
+			if n != 1 {
+				t.Fatalf("round trip gave %d frames", n)
+			}
+			return true
+		})
+	})
+}
+
+func appendVarint(b []byte, v uint64) []byte {
+	for v >= 0x80 {
+		b = append(b, byte(v)|0x80)
+		v >>= 7
+	}
+	return append(b, byte(v))
+}
