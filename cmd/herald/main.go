@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/herald-io/herald/bench"
 )
 
 func main() {
@@ -30,6 +32,7 @@ Usage:
   herald bridge     [flags]   run a WebSocket bridge against a core (--core ADDR)
   herald publish    [flags] CHANNEL JSON   publish a JSON payload
   herald subscribe  [flags] CHANNEL        print a channel's publications as JSON lines
+  herald bench      MODE [flags]           load a running Herald: idle, fanout, channels, publish
   herald version
 
 Run "herald COMMAND --help" for the flags of a command.
@@ -48,6 +51,8 @@ func run(ctx context.Context, args []string) error {
 		return publish(ctx, rest, os.Stdout)
 	case "subscribe":
 		return subscribe(ctx, rest, os.Stdout)
+	case "bench":
+		return bench.Main(ctx, rest)
 	case "version":
 		fmt.Println(version())
 		return nil

@@ -1,0 +1,106 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"strconv"
+)
+
+// The fast path of the client read loop: a message is split on "\n" into
+// frames; a frame that starts with pubPrefix (the bridge writes publication
+// pushes that way) is a publication, and its send time is the integer after
+// the first `"t":`. Channel, offset and epoch come before the payload and
+// can never contain `"t":` (channel names have no quotes; offset and epoch
+// are values, not keys), so the first match is the payload's.
+var (
+	pubPrefix   = []byte(`{"pub":`)
+	joinPrefix  = []byte(`{"join":`)
+	leavePrefix = []byte(`{"leave":`)
+	tKey        = []byte(`"t":`)
+)
+
+// isPresenceEvent reports whether frame is a join or leave push, which the
+// read loop counts without decoding: in a namespace with join_leave on,
+// connecting N subscribers pushes O(N²) of them.
+func isPresenceEvent(frame []byte) bool {
+	return bytes.HasPrefix(frame, joinPrefix) || bytes.HasPrefix(frame, leavePrefix)
+}
+
+// cutFrame returns msg's first frame and the rest after the "\n".
+func cutFrame(msg []byte) (frame, rest []byte) {
+	if i := bytes.IndexByte(msg, '\n'); i >= 0 {
+		return msg[:i], msg[i+1:]
+	}
+	return msg, nil
+}
+
+// parseT returns the non-negative integer that follows the first `"t":` in
+// frame, without allocating. ok is false when there is none or it overflows
+// int64.
+func parseT(frame []byte) (t int64, ok bool) {
+	i := bytes.Index(frame, tKey)
+	if i < 0 {
+		return 0, false
+	}
+	i += len(tKey)
+	for i < len(frame) && frame[i] == ' ' {
+		i++
+	}
+	start := i
+	for ; i < len(frame); i++ {
+		c := frame[i]
+		if c < '0' || c > '9' {
+			break
+		}
+		d := int64(c - '0')
+		if t > (math.MaxInt64-d)/10 {
+			return 0, false
+		}
+		t = t*10 + d
+	}
+	return t, i > start
+}
+
+// appendPayload appends the bench's JSON payload, {"t":<unix ns>,"p":"xxx"},
+// padded with x to size bytes where size allows.
+func appendPayload(b []byte, t int64, size int) []byte {
+	start := len(b)
+	b = append(b, `{"t":`...)
+	b = strconv.AppendInt(b, t, 10)
+	const tail = `,"p":""}`
+	pad := size - (len(b) - start) - len(tail)
+	if pad < 0 {
+		return append(b, '}')
+	}
+	b = append(b, `,"p":"`...)
+	for range pad {
+		b = append(b, 'x')
+	}
+	return append(b, `"}`...)
+}
+
+// serverFrame is the part of a ServerFrame that the slow path reads: replies
+// to connect and subscribe, and the pushes that tell a client it lost
+// something.
+type serverFrame struct {
+	ID    uint32 `json:"id"`
+	Error *struct {
+		Code    uint32 `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+	Connect    json.RawMessage `json:"connect"`
+	Subscribe  json.RawMessage `json:"subscribe"`
+	Subscribed *struct {
+		Channel string `json:"channel"`
+	} `json:"subscribed"`
+	Unsubscribed *struct {
+		Channel string `json:"channel"`
+		Reason  string `json:"reason"`
+	} `json:"unsubscribed"`
+	Disconnect *struct {
+		Code   uint32 `json:"code"`
+		Reason string `json:"reason"`
+	} `json:"disconnect"`
+	Pub json.RawMessage `json:"pub"`
+}

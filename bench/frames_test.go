@@ -1,0 +1,97 @@
+package bench
+
+import (
+	"encoding/json"
+	"strconv"
+	"testing"
+)
+
+func TestParseT(t *testing.T) {
+	tests := []struct {
+		frame string
+		want  int64
+		ok    bool
+	}{
+		{`{"pub":{"channel":"bench","offset":"5","epoch":"ab","data":{"t":1732600000000000000,"p":"xx"}}}`, 1732600000000000000, true},
+		{`{"t": 42}`, 42, true},
+		{`{"t":0}`, 0, true},
+		{`{"pub":{"channel":"bench","data":{"p":"x"}}}`, 0, false},
+		{`{"t":"12"}`, 0, false},
+		{`{"t":`, 0, false},
+		{`{"t":99999999999999999999}`, 0, false},
+		{`{"t":9223372036854775807}`, 9223372036854775807, true},
+		{`{"t":9223372036854775808}`, 0, false},
+		{``, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.frame, func(t *testing.T) {
+			got, ok := parseT([]byte(tt.frame))
+			if got != tt.want || ok != tt.ok {
+				t.Fatalf("parseT = %d, %v; want %d, %v", got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+func TestCutFrame(t *testing.T) {
+	msg := []byte("a\nbb\n\nccc")
+	var got []string
+	for len(msg) > 0 {
+		var f []byte
+		f, msg = cutFrame(msg)
+		got = append(got, string(f))
+	}
+	want := []string{"a", "bb", "", "ccc"}
+	if len(got) != len(want) {
+		t.Fatalf("frames %q, want %q", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("frames %q, want %q", got, want)
+		}
+	}
+}
+
+func TestAppendPayload(t *testing.T) {
+	for _, size := range []int{0, 10, 30, 64, 1000} {
+		p := appendPayload(nil, 1732600000000000000, size)
+		if size >= 33 && len(p) != size {
+			t.Errorf("size %d: got %d bytes: %s", size, len(p), p)
+		}
+		if v, ok := parseT(p); !ok || v != 1732600000000000000 {
+			t.Errorf("size %d: parseT(%s) = %d, %v", size, p, v, ok)
+		}
+		if !json.Valid(p) {
+			t.Errorf("size %d: invalid JSON %s", size, p)
+		}
+	}
+}
+
+func FuzzParseT(f *testing.F) {
+	f.Add([]byte(`{"pub":{"channel":"bench","offset":"5","data":{"t":1732600000000000000,"p":"xx"}}}`))
+	f.Add([]byte(`{"t":`))
+	f.Add([]byte(`"t": 18446744073709551615`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, ok := parseT(b)
+		if ok && v < 0 {
+			t.Fatalf("negative %d", v)
+		}
+		if ok {
+			// The digits right after the key must print back to v.
+			if s := strconv.FormatInt(v, 10); len(s) == 0 {
+				t.Fatal("empty")
+			}
+		}
+	})
+}
+
+func BenchmarkParseT(b *testing.B) {
+	frame := appendPayload([]byte(`{"pub":{"channel":"bench","offset":"123456","epoch":"8f1c2a","data":`), 1732600000000000000, 64)
+	frame = append(frame, "}}"...)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := parseT(frame); !ok {
+			b.Fatal("no t")
+		}
+	}
+}
