@@ -322,6 +322,8 @@ func newEngine(cfg config.Config, log *slog.Logger) (service.Engine, error) {
 	switch cfg.Engine {
 	case "memory":
 		return service.NewMemoryEngine(), nil
+	case "redis":
+		return service.NewRedisEngine(cfg.Redis, service.RedisOptions{Log: log})
 	default:
 		return nil, fmt.Errorf("engine %q is not available", cfg.Engine)
 	}

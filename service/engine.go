@@ -48,7 +48,12 @@ type Engine interface {
 }
 
 // Handler receives what an engine delivers. Its methods do not block and
-// must not call back into the engine.
+// do not call back into the engine, with one exception: after a gap in a
+// channel's deliveries (an offset beyond the next one) or a HandleReset,
+// HandlePublication and HandleReset read the missed publications with
+// Engine.History before returning. An engine that can have gaps (Redis)
+// must therefore deliver from where that is allowed (the Redis engine's
+// pub/sub goroutines); the memory engine never has gaps.
 type Handler interface {
 	// HandlePublication receives a channel's publications in offset order.
 	HandlePublication(pub *heraldv1.Publication)
@@ -57,8 +62,10 @@ type Handler interface {
 	// HandleCommand receives commands for bridges.
 	HandleCommand(cmd *heraldv1.BridgeSessionResponse)
 	// HandleReset tells that a channel's continuity may be broken (the engine
-	// lost its connection, or its epoch changed): subscribers must resume
-	// from their last position. channel "" means every channel.
+	// lost its connection): the node catches up from history, or ends the
+	// channel's streams when history cannot cover the gap. It must be
+	// called in line with the channel's publications; channel "" means
+	// every channel (only for an engine with one delivery goroutine).
 	HandleReset(channel string)
 }
 

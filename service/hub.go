@@ -2,9 +2,11 @@ package service
 
 import (
 	"context"
+	"errors"
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"google.golang.org/grpc/codes"
@@ -16,7 +18,16 @@ import (
 // bounded queue, and one that is full is cut off.
 //
 // Lock order: shard.mu is taken inside engine channel locks (delivery runs
-// under them) and never the other way round.
+// under them) and never the other way round. The hub calls into the engine
+// (Subscribe, Unsubscribe, History) only without holding shard.mu.
+//
+// Continuity: per channel the hub remembers the last publication it fanned
+// out. When the engine delivers a publication after a gap (its offset is
+// beyond last+1 in the same epoch), or tells HandleReset after losing its
+// connection, the hub reads what it missed from History and fans it out in
+// order first, so streams continue without a seam. Only when the epoch
+// changed or history no longer reaches back does it end the channel's
+// streams with ABORTED (they resume with since and learn recovered=false).
 type hub struct {
 	seed   maphash.Seed
 	shards [64]hubShard
@@ -38,6 +49,14 @@ type hubChannel struct {
 	subs  map[*subscriber]struct{}
 	ready chan struct{}
 	err   error
+
+	// last is the last publication fanned out, or the channel's position
+	// when its engine subscription began (a Publication with only Channel,
+	// Offset and Epoch set); nil while unknown. Only the engine's delivery
+	// of this channel stores into it (deliveries of one channel are
+	// sequential by the Engine contract), apart from add's one
+	// CompareAndSwap from nil.
+	last atomic.Pointer[heraldv1.Publication]
 }
 
 // subscriber is one Subscribe stream.
@@ -95,6 +114,14 @@ func (h *hub) add(ctx context.Context, s *subscriber) error {
 	h.streams.Add(1)
 	if first {
 		hc.err = h.engine.Subscribe(ctx, s.channel)
+		if hc.err == nil {
+			// The position after the subscription is in place: what the
+			// engine delivers next continues from it, and every subscriber
+			// reads its own position after this, so none is behind it.
+			if res, err := h.engine.History(ctx, s.channel, HistoryQuery{}); err == nil && res.Position != nil {
+				hc.last.CompareAndSwap(nil, positionPub(s.channel, res.Position))
+			}
+		}
 		close(hc.ready)
 	}
 	select {
@@ -141,9 +168,119 @@ func (h *hub) remove(s *subscriber) {
 
 var errSlowSubscriber = status.Error(codes.ResourceExhausted, "subscriber too slow: its queue of pending events is full; resubscribe from the last position you received")
 
+// positionPub stands for a position where the hub remembers the last
+// publication of a channel.
+func positionPub(channel string, pos *heraldv1.StreamPosition) *heraldv1.Publication {
+	return &heraldv1.Publication{Channel: channel, Offset: pos.Offset, Epoch: pos.Epoch}
+}
+
 // HandlePublication fans a publication out to the channel's subscribers.
+// The next publication of the last one fanned out takes the fast path: one
+// compare, no lock beyond the shard's read lock, no allocation. Anything
+// else is a duplicate (dropped) or follows a gap (see catchUp).
 func (h *hub) HandlePublication(pub *heraldv1.Publication) {
-	h.fanout(pub.Channel, event{pub: pub}, false)
+	sh := h.shard(pub.Channel)
+	sh.mu.RLock()
+	hc := sh.chans[pub.Channel]
+	if hc == nil {
+		sh.mu.RUnlock()
+		return
+	}
+	last := hc.last.Load()
+	if last == nil || pub.Epoch == last.Epoch && pub.Offset == last.Offset+1 {
+		hc.last.Store(pub)
+		hc.send(event{pub: pub}, false)
+		sh.mu.RUnlock()
+		return
+	}
+	sh.mu.RUnlock()
+	if pub.Epoch == last.Epoch && pub.Offset <= last.Offset {
+		return // fanned out already (by a catch-up from history)
+	}
+	h.catchUp(pub.Channel, hc, pub)
+}
+
+// catchUpTimeout bounds the history reads of one catch-up.
+const catchUpTimeout = 3 * time.Second
+
+var errEpochChanged = status.Error(codes.Aborted, "the channel's epoch changed (history was lost); resubscribe from the last position you received")
+
+// catchUp restores a channel's continuity after a gap in the engine's
+// deliveries (pub is what came after the gap) or a reset (pub is nil): it
+// reads what this node missed from history and fans it out in order. When
+// the epoch changed, or history no longer reaches back to the last
+// publication fanned out, or history cannot be read, it ends the channel's
+// streams with ABORTED instead.
+//
+// It runs within the engine's delivery of the channel and may block on a
+// history read: engines whose deliveries can have gaps (Redis) allow that
+// from their delivery goroutines. The memory engine never has gaps.
+func (h *hub) catchUp(channel string, hc *hubChannel, pub *heraldv1.Publication) {
+	sh := h.shard(channel)
+	last := hc.last.Load()
+	if last == nil && pub == nil {
+		h.abort(channel, hc, errReset, nil)
+		return
+	}
+	if last == nil || pub != nil && pub.Epoch != last.Epoch {
+		// Nothing to catch up from, or a new epoch: streams in another
+		// epoch end themselves (ABORTED) when they see it, those that
+		// already resumed in it carry on.
+		hc.last.Store(pub)
+		sh.mu.RLock()
+		hc.send(event{pub: pub}, false)
+		sh.mu.RUnlock()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), catchUpTimeout)
+	defer cancel()
+	from := &heraldv1.StreamPosition{Offset: last.Offset, Epoch: last.Epoch}
+	const page = 1000
+	for {
+		res, err := h.engine.History(ctx, channel, HistoryQuery{Since: from, Limit: page})
+		switch {
+		case errors.Is(err, ErrEpochMismatch) && res.Position != nil:
+			h.abort(channel, hc, errEpochChanged, positionPub(channel, res.Position))
+			return
+		case err != nil:
+			h.abort(channel, hc, errReset, nil)
+			return
+		}
+		top := res.Position.Offset
+		switch {
+		case pub != nil && top < pub.Offset:
+			// History is behind what was delivered (a lagging replica?).
+			h.abort(channel, hc, errReset, pub)
+			return
+		case from.Offset >= top:
+			return // nothing missed
+		case res.Oldest == 0 || res.Oldest > from.Offset+1 || len(res.Publications) == 0:
+			h.abort(channel, hc, errReset, positionPub(channel, res.Position))
+			return
+		}
+		sh.mu.RLock()
+		for _, p := range res.Publications {
+			hc.last.Store(p)
+			hc.send(event{pub: p}, false)
+		}
+		sh.mu.RUnlock()
+		from.Offset = res.Publications[len(res.Publications)-1].Offset
+		if from.Offset >= top {
+			return
+		}
+	}
+}
+
+// abort ends the streams of a channel with err, and remembers last (nil:
+// unknown) as the position that later deliveries continue from.
+func (h *hub) abort(channel string, hc *hubChannel, err error, last *heraldv1.Publication) {
+	hc.last.Store(last)
+	sh := h.shard(channel)
+	sh.mu.RLock()
+	for s := range hc.subs {
+		s.stop(err)
+	}
+	sh.mu.RUnlock()
 }
 
 // HandlePresence fans a join or leave out to subscribers that want them.
@@ -155,10 +292,15 @@ func (h *hub) fanout(channel string, ev event, presence bool) {
 	sh := h.shard(channel)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	hc := sh.chans[channel]
-	if hc == nil {
-		return
+	if hc := sh.chans[channel]; hc != nil {
+		hc.send(ev, presence)
 	}
+}
+
+// send queues ev to the channel's subscribers (presence events only to
+// those that asked), cutting off any whose queue is full. The shard's mu
+// must be held (read).
+func (hc *hubChannel) send(ev event, presence bool) {
 	for s := range hc.subs {
 		if presence && !s.presenceEvents {
 			continue
@@ -173,21 +315,36 @@ func (h *hub) fanout(channel string, ev event, presence bool) {
 
 var errReset = status.Error(codes.Aborted, "the node lost continuity of this channel; resubscribe from the last position you received")
 
-// HandleReset ends the subscribers of a channel (all channels for ""), who
-// resume from their last position and learn whether anything was lost.
+// HandleReset catches a channel (every channel for "") up from history
+// after the engine lost continuity; see catchUp. Like HandlePublication it
+// must run within the engine's delivery of the channel ("" within all of
+// them), since it fans out.
 func (h *hub) HandleReset(channel string) {
+	if channel != "" {
+		sh := h.shard(channel)
+		sh.mu.RLock()
+		hc := sh.chans[channel]
+		sh.mu.RUnlock()
+		if hc != nil {
+			h.catchUp(channel, hc, nil)
+		}
+		return
+	}
+	type named struct {
+		name string
+		hc   *hubChannel
+	}
+	var all []named
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.RLock()
 		for name, hc := range sh.chans {
-			if channel != "" && name != channel {
-				continue
-			}
-			for s := range hc.subs {
-				s.stop(errReset)
-			}
+			all = append(all, named{name, hc})
 		}
 		sh.mu.RUnlock()
+	}
+	for _, c := range all {
+		h.catchUp(c.name, c.hc, nil)
 	}
 }
 

@@ -1,0 +1,66 @@
+-- Publish one publication of a channel, atomically: dedupe, offset, epoch,
+-- history, cross-node notification. Every key shares the channel's hash tag.
+--
+-- KEYS[1] meta hash {e = epoch, o = last offset}
+-- KEYS[2] history stream (entry ID "<offset>-0", field d = publication)
+-- KEYS[3] idempotency key (used when ARGV[6] ~= '0')
+-- ARGV[1] publication, protobuf, without offset and epoch
+-- ARGV[2] history size (0: keep none)
+-- ARGV[3] history TTL, ms (0: none)
+-- ARGV[4] meta TTL, ms (>= history TTL)
+-- ARGV[5] epoch to use if the channel has none (random, chosen by the caller)
+-- ARGV[6] dedupe window, ms ('0': no idempotency key)
+-- ARGV[7] pub/sub channel
+-- Returns {offset, epoch, duplicate (0 or 1)}.
+
+local meta, hist, dkey = KEYS[1], KEYS[2], KEYS[3]
+
+if ARGV[6] ~= '0' then
+  local d = redis.call('get', dkey)
+  if d then
+    local sp = string.find(d, ' ', 1, true)
+    return {tonumber(string.sub(d, 1, sp - 1)), string.sub(d, sp + 1), 1}
+  end
+end
+
+local epoch = redis.call('hget', meta, 'e')
+if not epoch then
+  -- The channel's state is gone (expired, flushed, a new Redis): a new
+  -- epoch, and no history left over from an older one.
+  epoch = ARGV[5]
+  redis.call('del', hist)
+  redis.call('hset', meta, 'e', epoch)
+end
+local offset = redis.call('hincrby', meta, 'o', 1)
+redis.call('pexpire', meta, ARGV[4])
+
+-- Append offset (field 2, varint) and epoch (field 3, bytes) to the
+-- protobuf: a later field wins, so the result decodes as the full
+-- publication.
+local function varint(n)
+  local t = {}
+  while n >= 128 do
+    t[#t + 1] = string.char(n % 128 + 128)
+    n = math.floor(n / 128)
+  end
+  t[#t + 1] = string.char(n)
+  return table.concat(t)
+end
+local data = ARGV[1] .. '\16' .. varint(offset) .. '\26' .. varint(#epoch) .. epoch
+
+local size = tonumber(ARGV[2])
+if size > 0 then
+  redis.call('xadd', hist, 'MAXLEN', size, string.format('%d-0', offset), 'd', data)
+  if ARGV[3] ~= '0' then
+    redis.call('pexpire', hist, ARGV[3])
+  end
+else
+  redis.call('del', hist)
+end
+
+if ARGV[6] ~= '0' then
+  redis.call('set', dkey, string.format('%d ', offset) .. epoch, 'PX', ARGV[6])
+end
+
+redis.call('spublish', ARGV[7], 'p' .. data)
+return {offset, epoch, 0}
