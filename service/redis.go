@@ -142,6 +142,18 @@ var (
 	presenceGetScript = redis.NewScript(presenceGetLua)
 )
 
+// redisLogger sends go-redis's own messages (dial failures while Redis is
+// down, mostly) to slog at debug level: the engine reports outages itself,
+// through errors, readiness and warnings.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.Debug("go-redis: "+fmt.Sprintf(format, v...), "component", "redis")
+}
+
+// go-redis has one process-wide logger: the first engine's logger wins.
+var redisLogOnce sync.Once
+
 // NewRedisEngine returns the Redis engine for cfg. It does not connect:
 // a node starts while Redis is down, reports not ready, and recovers when
 // Redis is back.
@@ -173,6 +185,7 @@ func NewRedisEngine(cfg config.Redis, opts RedisOptions) (Engine, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	redisLogOnce.Do(func() { redis.SetLogger(redisLogger{opts.Log}) })
 	ro := &redis.Options{
 		Addr:                  cfg.Addrs[0],
 		Password:              cfg.Password,

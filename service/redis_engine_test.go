@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
 	"strconv"
 	"sync"
 	"testing"
@@ -14,75 +11,8 @@ import (
 
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
-	"github.com/redis/go-redis/v9"
+	"github.com/herald-io/herald/internal/redistest"
 )
-
-// RedisServer is a redis-server process started for a test on a free
-// loopback port, without persistence. It is killed by t.Cleanup.
-type RedisServer struct {
-	t    testing.TB
-	Addr string
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-}
-
-// StartRedisForTest starts redis-server, or skips the test when it is not
-// installed (fails instead with HERALD_REQUIRE_REDIS=1).
-func StartRedisForTest(t testing.TB) *RedisServer {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("HERALD_REQUIRE_REDIS") == "1" {
-			t.Fatalf("redis-server is not on PATH and HERALD_REQUIRE_REDIS=1")
-		}
-		t.Skip("redis-server is not on PATH (apt-get install redis-server); set HERALD_REQUIRE_REDIS=1 to fail instead")
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	_ = lis.Close()
-	r := &RedisServer{t: t, Addr: addr}
-	r.Start()
-	t.Cleanup(r.Stop)
-	return r
-}
-
-// Start starts the server (again) on its address and waits until it
-// answers PING.
-func (r *RedisServer) Start() {
-	r.t.Helper()
-	_, port, _ := net.SplitHostPort(r.Addr)
-	cmd := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning")
-	if err := cmd.Start(); err != nil {
-		r.t.Fatalf("redis-server: %v", err)
-	}
-	r.mu.Lock()
-	r.cmd = cmd
-	r.mu.Unlock()
-	c := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
-			r.t.Fatalf("redis-server on %s did not answer PING", r.Addr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// Stop kills the server and waits for it to exit.
-func (r *RedisServer) Stop() {
-	r.mu.Lock()
-	cmd := r.cmd
-	r.cmd = nil
-	r.mu.Unlock()
-	if cmd != nil {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}
-}
 
 // SetRedisTimingForTest shortens the Redis engine's presence timing for
 // engines created afterwards; the returned function restores it.
@@ -180,7 +110,7 @@ func TestEngineContract(t *testing.T) {
 			return e
 		},
 		"redis": func(t *testing.T, h Handler) Engine {
-			return testRedisEngine(t, StartRedisForTest(t).Addr, h)
+			return testRedisEngine(t, redistest.Start(t).Addr, h)
 		},
 	}
 	for name, newEngine := range engines {
@@ -347,7 +277,7 @@ func TestEngineContract(t *testing.T) {
 // Unsubscribe of one channel never leave it unsubscribed while a Subscribe
 // is not undone.
 func TestRedisSubscribeRefcount(t *testing.T) {
-	srv := StartRedisForTest(t)
+	srv := redistest.Start(t)
 	rec := &recorder{}
 	e := testRedisEngine(t, srv.Addr, rec)
 	ctx := context.Background()
@@ -390,7 +320,7 @@ func TestRedisSubscribeRefcount(t *testing.T) {
 // TestRedisDown checks that calls fail quickly with ErrUnavailable while
 // Redis is down, and work again once it is back.
 func TestRedisDown(t *testing.T) {
-	srv := StartRedisForTest(t)
+	srv := redistest.Start(t)
 	rec := &recorder{}
 	e := testRedisEngine(t, srv.Addr, rec)
 	ctx := context.Background()
@@ -445,7 +375,7 @@ func BenchmarkPublish(b *testing.B) {
 				_ = e.Start(context.Background(), nopHandler{})
 				b.Cleanup(func() { _ = e.Close() })
 			} else {
-				e = testRedisEngine(b, StartRedisForTest(b).Addr, nopHandler{})
+				e = testRedisEngine(b, redistest.Start(b).Addr, nopHandler{})
 			}
 			ctx := context.Background()
 			for i := 0; i < 16; i++ {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/herald-io/herald/config"
+	"github.com/herald-io/herald/internal/redistest"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"github.com/herald-io/herald/node"
 	"github.com/herald-io/herald/service"
@@ -25,7 +26,7 @@ import (
 // redisCluster is several Herald nodes (core mode) on one redis-server,
 // each with a gRPC client.
 type redisCluster struct {
-	redis   *service.RedisServer
+	redis   *redistest.Server
 	prefix  string
 	nodes   []*node.Node
 	clients []heraldv1.HeraldServiceClient
@@ -35,7 +36,7 @@ var clusterSeq atomic.Int64
 
 func startRedisCluster(t *testing.T, n int) *redisCluster {
 	t.Helper()
-	srv := service.StartRedisForTest(t)
+	srv := redistest.Start(t)
 	c := &redisCluster{redis: srv, prefix: fmt.Sprintf("herald-test-%d-%d", time.Now().UnixNano(), clusterSeq.Add(1))}
 	for i := 0; i < n; i++ {
 		c.add(t)
