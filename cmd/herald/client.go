@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"google.golang.org/grpc"
@@ -103,7 +104,7 @@ func subscribe(ctx context.Context, args []string, stdout io.Writer) error {
 	since := fs.String("since", "", "resume after a position, as OFFSET@EPOCH (e.g. 42@3f2a9c1b)")
 	presence := fs.Bool("presence", false, "also print join and leave events")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: herald subscribe [flags] CHANNEL\n\nPrints one JSON object per event until interrupted.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: herald subscribe [flags] CHANNEL\n\nPrints one JSON object per event until interrupted. When the server ends\nthe stream (draining, continuity lost, too slow), it resumes from the last\nposition printed.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -127,17 +128,52 @@ func subscribe(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer closeConn()
+	// A stream the server ends for a reason a resume can fix (node
+	// draining, continuity lost, too slow, unreachable) is resumed from the
+	// last position printed; the next `subscribed` line says whether the
+	// gap was recovered.
+	delay := 250 * time.Millisecond
+	for {
+		err := tail(ctx, client, req, stdout)
+		if ctx.Err() != nil {
+			return nil
+		}
+		switch status.Code(err) {
+		case codes.Aborted, codes.Unavailable, codes.ResourceExhausted:
+		default:
+			return statusErr(err)
+		}
+		fmt.Fprintf(os.Stderr, "herald: %v; resuming in %v\n", statusErr(err), delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// tail prints one subscription's events until it ends, keeping req.Since
+// at the last publication printed.
+func tail(ctx context.Context, client heraldv1.HeraldServiceClient, req *heraldv1.SubscribeRequest, stdout io.Writer) error {
 	stream, err := client.Subscribe(ctx, req)
 	if err != nil {
-		return statusErr(err)
+		return err
 	}
 	for {
 		ev, err := stream.Recv()
 		if err != nil {
-			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || ctx.Err() != nil {
-				return nil
+			if errors.Is(err, io.EOF) {
+				return status.Error(codes.Unavailable, "stream ended")
 			}
-			return statusErr(err)
+			return err
+		}
+		switch {
+		case ev.GetSubscribed() != nil && req.Since == nil:
+			req.Since = ev.GetSubscribed().GetPosition()
+		case ev.GetPublication() != nil:
+			p := ev.GetPublication()
+			req.Since = &heraldv1.StreamPosition{Offset: p.Offset, Epoch: p.Epoch}
 		}
 		out, _ := printJSON.Marshal(ev)
 		fmt.Fprintln(stdout, string(out))

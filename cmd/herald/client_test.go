@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -78,5 +79,45 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestSubscribeResumesWhenTheNodeRestarts(t *testing.T) {
+	cfg := config.Default()
+	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	n, err := node.Start(context.Background(), cfg, node.Core, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.GRPCAddr = n.GRPCAddr.String()
+	addr := "--addr=" + cfg.GRPCAddr
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- subscribe(ctx, []string{addr, "news"}, &out) }()
+	waitFor(t, func() bool { return strings.Count(out.String(), `"subscribed"`) == 1 })
+	if err := publish(context.Background(), []string{addr, "news", `"before"`}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return strings.Contains(out.String(), `"before"`) })
+
+	// The node goes away (its stream ends UNAVAILABLE) and a new one takes
+	// its address: the command resubscribes by itself.
+	_ = n.Shutdown(context.Background())
+	n2, err := node.Start(context.Background(), cfg, node.Core, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n2.Shutdown(context.Background()) })
+	waitFor(t, func() bool { return strings.Count(out.String(), `"subscribed"`) == 2 })
+	if err := publish(context.Background(), []string{addr, "news", `"after"`}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return strings.Contains(out.String(), `"after"`) })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
