@@ -49,7 +49,33 @@ type Config struct {
 	LogLevel string `yaml:"log_level" json:"log_level"`
 	// LogFormat is text or json. Default text.
 	LogFormat string `yaml:"log_format" json:"log_format"`
+	// TLS serves the HTTP (and WebSocket) and gRPC listeners over TLS.
+	TLS TLS `yaml:"tls" json:"tls"`
+	// PprofAddr, when set, serves net/http/pprof on its own listener; it
+	// must be a loopback address. Default empty: off.
+	PprofAddr string `yaml:"pprof_addr" json:"pprof_addr"`
+	// DrainDelay is how long a node keeps serving with readiness off after
+	// SIGTERM before it starts closing connections, so that load balancers
+	// stop sending it new ones. It counts against ShutdownTimeout. Default 0.
+	DrainDelay Duration `yaml:"drain_delay" json:"drain_delay"`
 }
+
+// TLS configures the node's listeners. One certificate serves both the
+// HTTP and the gRPC listener; it is re-read when its files change, so a
+// renewed certificate is served without a restart.
+type TLS struct {
+	// CertFile and KeyFile are PEM files of the certificate (with its
+	// chain) and its private key. Both or neither.
+	CertFile string `yaml:"cert_file" json:"cert_file"`
+	KeyFile  string `yaml:"key_file" json:"key_file"`
+	// ClientCAFile, when set, makes the gRPC listener require client
+	// certificates signed by these CAs (mTLS for backends and bridges).
+	// The HTTP listener, which browsers use, does not ask for one.
+	ClientCAFile string `yaml:"client_ca_file" json:"client_ca_file"`
+}
+
+// Enabled reports whether the listeners use TLS.
+func (t TLS) Enabled() bool { return t.CertFile != "" }
 
 // APIKey is one backend credential.
 type APIKey struct {
@@ -65,6 +91,14 @@ type APIKey struct {
 	//   admin                  everything, including Disconnect,
 	//                          Unsubscribe, Channels and Info
 	Scopes []string `yaml:"scopes" json:"scopes"`
+	// PublishRate is how many publications per second the key may make on
+	// one node, over all its calls (a Broadcast counts one per channel);
+	// beyond it publishes fail with RESOURCE_EXHAUSTED. 0 (the default) is
+	// unlimited.
+	PublishRate float64 `yaml:"publish_rate" json:"publish_rate"`
+	// PublishBurst is the token bucket's size. Default: PublishRate, at
+	// least 1.
+	PublishBurst int `yaml:"publish_burst" json:"publish_burst"`
 }
 
 // ValidScope reports whether s is a scope an API key may have.
@@ -170,6 +204,40 @@ type Bridge struct {
 	// RequestRate is requests per second allowed per connection (burst 4x).
 	// Default 50.
 	RequestRate float64 `yaml:"request_rate" json:"request_rate"`
+	// MaxConnections bounds the WebSocket connections of this bridge; an
+	// upgrade beyond it is refused with HTTP 503 and Retry-After. 0 is
+	// unlimited. Default 100000.
+	MaxConnections int `yaml:"max_connections" json:"max_connections"`
+	// MaxConnsPerIP bounds connections from one remote IP address (the TCP
+	// peer); beyond it, HTTP 429 with Retry-After. 0 (the default) is
+	// unlimited: many users may share one NAT.
+	MaxConnsPerIP int `yaml:"max_conns_per_ip" json:"max_conns_per_ip"`
+	// AcceptRate is how many WebSocket upgrades per second the bridge
+	// accepts (a token bucket of AcceptBurst), to absorb reconnect storms;
+	// beyond it, HTTP 503 with Retry-After. 0 (the default) is unlimited.
+	AcceptRate float64 `yaml:"accept_rate" json:"accept_rate"`
+	// AcceptBurst is the accept bucket's size. Default: 2x AcceptRate.
+	AcceptBurst int `yaml:"accept_burst" json:"accept_burst"`
+	// UserPublishRate is how many publications per second one user may
+	// make from browsers, over all of the user's connections to this
+	// bridge (burst 2x); beyond it, error 108. Anonymous connections are
+	// limited each on its own. 0 (the default) is unlimited.
+	UserPublishRate float64 `yaml:"user_publish_rate" json:"user_publish_rate"`
+	// CoreTLS dials the core (herald bridge) over TLS, verified against
+	// CoreCAFile, or the system roots when that is empty.
+	CoreTLS bool `yaml:"core_tls" json:"core_tls"`
+	// CoreCAFile is a PEM file of CAs that sign the core's certificate.
+	// Setting it implies CoreTLS.
+	CoreCAFile string `yaml:"core_ca_file" json:"core_ca_file"`
+	// CoreCertFile and CoreKeyFile are the bridge's client certificate,
+	// for a core that requires mTLS. Setting them implies CoreTLS.
+	CoreCertFile string `yaml:"core_cert_file" json:"core_cert_file"`
+	CoreKeyFile  string `yaml:"core_key_file" json:"core_key_file"`
+}
+
+// CoreTLSEnabled reports whether the bridge dials its core over TLS.
+func (b Bridge) CoreTLSEnabled() bool {
+	return b.CoreTLS || b.CoreCAFile != "" || b.CoreCertFile != ""
 }
 
 // Duration is a time.Duration written as "1m30s" in files.
@@ -221,6 +289,7 @@ func Default() Config {
 			QueueBytes:      1 << 20,
 			QueueFrames:     4096,
 			RequestRate:     50,
+			MaxConnections:  100000,
 		},
 	}
 }
@@ -321,6 +390,20 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	integer(&c.Bridge.QueueBytes, "queue-bytes", "unsent bytes before a connection is a slow consumer")
 	integer(&c.Bridge.QueueFrames, "queue-frames", "unsent frames before a connection is a slow consumer")
 	fs.Float64Var(&c.Bridge.RequestRate, "request-rate", c.Bridge.RequestRate, "requests per second per connection ($HERALD_REQUEST_RATE)")
+	integer(&c.Bridge.MaxConnections, "max-connections", "WebSocket connections per bridge (0: unlimited)")
+	integer(&c.Bridge.MaxConnsPerIP, "max-conns-per-ip", "WebSocket connections per remote IP (0: unlimited)")
+	fs.Float64Var(&c.Bridge.AcceptRate, "accept-rate", c.Bridge.AcceptRate, "WebSocket upgrades accepted per second (0: unlimited) ($HERALD_ACCEPT_RATE)")
+	integer(&c.Bridge.AcceptBurst, "accept-burst", "burst of the accept rate (default 2x accept-rate)")
+	fs.Float64Var(&c.Bridge.UserPublishRate, "user-publish-rate", c.Bridge.UserPublishRate, "browser publications per second per user (0: unlimited) ($HERALD_USER_PUBLISH_RATE)")
+	boolean(&c.Bridge.CoreTLS, "core-tls", "dial the core over TLS (herald bridge)")
+	str(&c.Bridge.CoreCAFile, "core-ca-file", "PEM CAs verifying the core's certificate (implies --core-tls)")
+	str(&c.Bridge.CoreCertFile, "core-cert-file", "client certificate for a core requiring mTLS")
+	str(&c.Bridge.CoreKeyFile, "core-key-file", "key of --core-cert-file")
+	str(&c.TLS.CertFile, "tls-cert-file", "PEM certificate of the HTTP and gRPC listeners (enables TLS; reloaded when it changes)")
+	str(&c.TLS.KeyFile, "tls-key-file", "PEM private key of --tls-cert-file")
+	str(&c.TLS.ClientCAFile, "tls-client-ca-file", "PEM CAs; the gRPC listener then requires client certificates (mTLS)")
+	str(&c.PprofAddr, "pprof-addr", "serve net/http/pprof on this loopback address (default off)")
+	dur(&c.DrainDelay, "drain-delay", "how long to keep serving with readiness off after SIGTERM")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "deadline of a graceful shutdown")
 	str(&c.LogLevel, "log-level", "debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "text or json")
@@ -395,6 +478,9 @@ func (c *Config) Validate() error {
 				bad("api_keys[%d] (%s): unknown scope %q (want publish, publish:<ns>, read, read:<ns>, bridge or admin)", i, k.Name, sc)
 			}
 		}
+		if k.PublishRate < 0 || k.PublishBurst < 0 {
+			bad("api_keys[%d] (%s): publish_rate and publish_burst must not be negative", i, k.Name)
+		}
 		if seenKey[k.Key] {
 			bad("api_keys[%d] (%s): duplicate key", i, k.Name)
 		}
@@ -442,6 +528,26 @@ func (c *Config) Validate() error {
 	b := c.Bridge
 	if b.MaxFrame <= 0 || b.MaxChannels <= 0 || b.MaxConnsPerUser <= 0 || b.QueueBytes <= 0 || b.QueueFrames <= 0 || b.RequestRate <= 0 || b.PingInterval <= 0 {
 		bad("bridge: max_frame, max_channels, max_conns_per_user, queue_bytes, queue_frames, request_rate and ping_interval must be positive")
+	}
+	if b.MaxConnections < 0 || b.MaxConnsPerIP < 0 || b.AcceptRate < 0 || b.AcceptBurst < 0 || b.UserPublishRate < 0 {
+		bad("bridge: max_connections, max_conns_per_ip, accept_rate, accept_burst and user_publish_rate must not be negative (0 is unlimited)")
+	}
+	if (b.CoreCertFile == "") != (b.CoreKeyFile == "") {
+		bad("bridge: core_cert_file and core_key_file go together")
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("tls: cert_file and key_file go together")
+	}
+	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
+		bad("tls.client_ca_file needs tls.cert_file and tls.key_file")
+	}
+	if c.PprofAddr != "" && !Loopback(c.PprofAddr) {
+		bad("pprof_addr %q: must be a loopback address (reach it with ssh or kubectl port-forward)", c.PprofAddr)
+	}
+	if c.DrainDelay < 0 || c.ShutdownTimeout <= 0 {
+		bad("shutdown_timeout must be positive and drain_delay not negative")
+	} else if c.DrainDelay >= c.ShutdownTimeout {
+		bad("drain_delay (%v) must be shorter than shutdown_timeout (%v)", c.DrainDelay.D(), c.ShutdownTimeout.D())
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -60,6 +60,17 @@ func TestValidate(t *testing.T) {
 		{"short key", "api_keys:\n- name: k\n  key: short\n", "16 characters"},
 		{"bad duration", "shutdown_timeout: soon", "invalid duration"},
 		{"bad addr", "grpc_addr: nope", "grpc_addr"},
+		{"tls", "tls:\n  cert_file: c.pem\n  key_file: k.pem\n  client_ca_file: ca.pem\n", ""},
+		{"tls cert without key", "tls:\n  cert_file: c.pem\n", "go together"},
+		{"client ca without cert", "tls:\n  client_ca_file: ca.pem\n", "needs tls.cert_file"},
+		{"core cert without key", "bridge:\n  core_cert_file: c.pem\n", "core_key_file"},
+		{"pprof loopback", "pprof_addr: 127.0.0.1:6060", ""},
+		{"pprof public", "pprof_addr: 0.0.0.0:6060", "loopback"},
+		{"limits", "bridge:\n  max_connections: 10\n  max_conns_per_ip: 2\n  accept_rate: 100\n  user_publish_rate: 5\n", ""},
+		{"negative limit", "bridge:\n  accept_rate: -1\n", "must not be negative"},
+		{"key rate", "api_keys:\n- name: k\n  key: 0123456789abcdef\n  publish_rate: 10\n", ""},
+		{"negative key rate", "api_keys:\n- name: k\n  key: 0123456789abcdef\n  publish_rate: -1\n", "publish_rate"},
+		{"drain delay too long", "drain_delay: 20s\nshutdown_timeout: 10s\n", "drain_delay"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := Default()
@@ -74,6 +85,32 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("err = %v, want one mentioning %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestOperationsFlags(t *testing.T) {
+	cfg := Default()
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	cfg.Flags(fs)
+	env := map[string]string{"HERALD_ACCEPT_RATE": "50", "HERALD_TLS_CERT_FILE": "c.pem"}
+	if err := ApplyEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--tls-key-file", "k.pem", "--pprof-addr", "127.0.0.1:6060", "--max-connections", "7",
+		"--max-conns-per-ip", "3", "--user-publish-rate", "2.5", "--core-ca-file", "ca.pem", "--drain-delay", "1s"}
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	b := cfg.Bridge
+	if !cfg.TLS.Enabled() || cfg.TLS.KeyFile != "k.pem" || cfg.PprofAddr != "127.0.0.1:6060" || b.AcceptRate != 50 ||
+		b.MaxConnections != 7 || b.MaxConnsPerIP != 3 || b.UserPublishRate != 2.5 || !b.CoreTLSEnabled() || cfg.DrainDelay.D() != time.Second {
+		t.Fatalf("got %+v tls %+v pprof %q drain %v", b, cfg.TLS, cfg.PprofAddr, cfg.DrainDelay.D())
+	}
+	if d := Default(); d.Bridge.MaxConnections != 100000 || d.Bridge.AcceptRate != 0 || d.PprofAddr != "" || d.TLS.Enabled() {
+		t.Fatalf("defaults changed: %+v", d.Bridge)
 	}
 }
 

@@ -5,13 +5,17 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	herald "github.com/herald-io/herald"
@@ -22,9 +26,13 @@ import (
 	"github.com/herald-io/herald/wsbridge"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/encoding/protojson"
 )
@@ -47,21 +55,31 @@ type Node struct {
 	log  *slog.Logger
 	mode Mode
 
-	// GRPCAddr and HTTPAddr are the bound addresses (useful with port 0).
-	GRPCAddr net.Addr
-	HTTPAddr net.Addr
+	// GRPCAddr and HTTPAddr are the bound addresses (useful with port 0);
+	// PprofAddr is nil unless pprof_addr is set.
+	GRPCAddr  net.Addr
+	HTTPAddr  net.Addr
+	PprofAddr net.Addr
 
 	core    *service.Server
 	engine  service.Engine
-	grpc    *grpc.Server
+	grpc    *grpc.Server // the gRPC listener's
+	grpcIn  *grpc.Server // the in-process link's (bridge, REST gateway)
 	health  *health.Server
 	http    *http.Server
+	pprof   *http.Server
 	inproc  *bufconn.Listener
 	conn    *grpc.ClientConn // to the core: in-process, or remote in bridge mode
 	bridge  *wsbridge.Bridge // nil in core mode
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	stopped sync.Once
+
+	// Readiness and drain. unready: the drain began (readiness off);
+	// draining: publishes are refused; inflight: publishes received and
+	// not yet acknowledged; engineUp: the last engine Ping succeeded.
+	unready, draining, engineUp atomic.Bool
+	inflight                    atomic.Int64
 }
 
 // Core returns the node's core server (nil in bridge mode).
@@ -85,8 +103,20 @@ func (n *Node) dialCore() error {
 	if cfg.Bridge.Core == "" {
 		return errors.New("bridge mode needs the core's gRPC address: set bridge.core (or --core)")
 	}
+	creds := insecure.NewCredentials()
+	if cfg.Bridge.CoreTLSEnabled() {
+		host, _, err := net.SplitHostPort(cfg.Bridge.Core)
+		if err != nil {
+			return fmt.Errorf("bridge.core %q: %w", cfg.Bridge.Core, err)
+		}
+		tc, err := coreTLS(cfg.Bridge, host)
+		if err != nil {
+			return err
+		}
+		creds = credentials.NewTLS(tc)
+	}
 	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.Limits.MaxGRPCMessage), grpc.MaxCallSendMsgSize(cfg.Limits.MaxGRPCMessage)),
 	}
 	if cfg.Bridge.CoreAPIKey != "" {
@@ -128,6 +158,11 @@ func Start(ctx context.Context, cfg config.Config, mode Mode, log *slog.Logger) 
 
 func (n *Node) start(ctx context.Context) error {
 	cfg := n.cfg
+	httpTLS, grpcTLS, err := serverTLS(cfg.TLS, n.log)
+	if err != nil {
+		return err
+	}
+	n.engineUp.Store(true)
 	if n.mode != BridgeOnly {
 		engine, err := newEngine(cfg, n.log)
 		if err != nil {
@@ -138,7 +173,16 @@ func (n *Node) start(ctx context.Context) error {
 		if err := n.core.Start(ctx); err != nil {
 			return fmt.Errorf("engine: %w", err)
 		}
-		n.grpc = service.NewGRPCServer(cfg, n.core, n.health)
+		// Two servers of the same services: at a drain the listener's is
+		// stopped while the in-process one still carries the bridge's
+		// streams, so that browsers get every acknowledged publication.
+		drain := []grpc.ServerOption{grpc.ChainUnaryInterceptor(n.drainUnary), grpc.ChainStreamInterceptor(n.drainStream)}
+		ext := drain
+		if grpcTLS != nil {
+			ext = append(ext, grpc.Creds(credentials.NewTLS(grpcTLS)))
+		}
+		n.grpc = service.NewGRPCServer(cfg, n.core, n.health, ext...)
+		n.grpcIn = service.NewGRPCServer(cfg, n.core, n.health, drain...)
 		lis, err := net.Listen("tcp", cfg.GRPCAddr)
 		if err != nil {
 			return fmt.Errorf("grpc listener: %w", err)
@@ -146,7 +190,7 @@ func (n *Node) start(ctx context.Context) error {
 		n.GRPCAddr = lis.Addr()
 		n.inproc = bufconn.Listen(1 << 20)
 		n.goServe("grpc", func() error { return n.grpc.Serve(lis) })
-		n.goServe("grpc-inproc", func() error { return n.grpc.Serve(n.inproc) })
+		n.goServe("grpc-inproc", func() error { return n.grpcIn.Serve(n.inproc) })
 		conn, err := grpc.NewClient("passthrough:///inproc",
 			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return n.inproc.DialContext(ctx) }),
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -156,8 +200,8 @@ func (n *Node) start(ctx context.Context) error {
 			return err
 		}
 		n.conn = conn
-		n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-		n.health.SetServingStatus(heraldv1.HeraldService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+		n.setServing()
+		n.goServe("readiness", func() error { n.pollEngine(ctx, engineInterval); return nil })
 	}
 
 	if n.mode == BridgeOnly {
@@ -190,7 +234,7 @@ func (n *Node) start(ctx context.Context) error {
 		if err := heraldv1.RegisterHeraldServiceHandler(ctx, gw, n.conn); err != nil {
 			return err
 		}
-		mux.Handle("/v1/", gw)
+		mux.Handle("/v1/", utf8Only(gw))
 		mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write(herald.OpenAPI)
@@ -213,9 +257,20 @@ func (n *Node) start(ctx context.Context) error {
 		return fmt.Errorf("http listener: %w", err)
 	}
 	n.HTTPAddr = lis.Addr()
+	if httpTLS != nil {
+		lis = tls.NewListener(lis, httpTLS)
+	}
 	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	n.goServe("http", func() error { return n.http.Serve(lis) })
-	n.log.Info("herald started", "grpc", addrString(n.GRPCAddr), "http", addrString(n.HTTPAddr), "engine", cfg.Engine, "mode", n.modeName())
+	if cfg.PprofAddr != "" {
+		if err := n.startPprof(cfg.PprofAddr); err != nil {
+			return err
+		}
+	}
+	n.log.Info("herald started", "grpc", addrString(n.GRPCAddr), "http", addrString(n.HTTPAddr), "engine", cfg.Engine, "mode", n.modeName(), "tls", httpTLS != nil, "mtls", cfg.TLS.ClientCAFile != "")
+	if n.mode == BridgeOnly {
+		metricReady.Set(1)
+	}
 	if len(cfg.APIKeys) == 0 && n.mode != BridgeOnly {
 		n.log.Warn("no API keys configured: any local process may publish; listening on loopback only")
 	}
@@ -233,18 +288,160 @@ func (n *Node) modeName() string {
 	return [...]string{"serve", "core", "bridge"}[n.mode]
 }
 
-// ready answers 200 while the node can serve, 503 while its engine is
-// unreachable or it is draining.
+// ready answers 200 while the node can serve, 503 while it is draining,
+// its engine does not answer a Ping, or (bridge mode) its core is
+// unreachable. The gRPC health status follows the engine every
+// engineInterval; /readyz pings it at once.
 func (n *Node) ready(w http.ResponseWriter, r *http.Request) {
-	if n.engine != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := n.engine.Ping(ctx); err != nil {
-			http.Error(w, "engine unavailable", http.StatusServiceUnavailable)
+	var pingErr error
+	if n.engine != nil && !n.unready.Load() {
+		ctx, cancel := context.WithTimeout(r.Context(), engineInterval)
+		pingErr = n.engine.Ping(ctx)
+		cancel()
+	}
+	switch {
+	case n.unready.Load():
+		http.Error(w, "draining", http.StatusServiceUnavailable)
+	case pingErr != nil:
+		http.Error(w, "engine unavailable", http.StatusServiceUnavailable)
+	case n.mode == BridgeOnly && n.conn.GetState() == connectivity.TransientFailure:
+		http.Error(w, "core unavailable", http.StatusServiceUnavailable)
+	default:
+		_, _ = w.Write([]byte("ready\n"))
+	}
+}
+
+// engineInterval is how often readiness pings the engine.
+const engineInterval = 2 * time.Second
+
+// pollEngine pings the engine every interval until ctx ends, keeping
+// engineUp and the gRPC health status current.
+func (n *Node) pollEngine(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
 			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, interval)
+		err := n.engine.Ping(pctx)
+		cancel()
+		if up := err == nil; n.engineUp.Swap(up) != up {
+			if up {
+				n.log.Info("engine reachable again; ready")
+			} else if ctx.Err() == nil {
+				n.log.Error("engine unreachable; not ready", "err", err)
+			}
+			n.setServing()
 		}
 	}
-	_, _ = w.Write([]byte("ready\n"))
+}
+
+// setServing sets the gRPC health status from engineUp. During a drain the
+// health server is shut down and ignores it: NOT_SERVING stays.
+func (n *Node) setServing() {
+	if n.unready.Load() {
+		return
+	}
+	st := healthpb.HealthCheckResponse_SERVING
+	if !n.engineUp.Load() {
+		st = healthpb.HealthCheckResponse_NOT_SERVING
+		metricReady.Set(0)
+	} else {
+		metricReady.Set(1)
+	}
+	n.health.SetServingStatus("", st)
+	n.health.SetServingStatus(heraldv1.HeraldService_ServiceDesc.ServiceName, st)
+}
+
+// startPprof serves net/http/pprof on its own listener.
+func (n *Node) startPprof(addr string) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("pprof listener: %w", err)
+	}
+	n.PprofAddr = lis.Addr()
+	n.pprof = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	n.goServe("pprof", func() error { return n.pprof.Serve(lis) })
+	n.log.Info("pprof enabled", "addr", lis.Addr().String())
+	return nil
+}
+
+// errDraining refuses publishes on a draining node.
+var errDraining = status.Error(codes.Unavailable, "node is draining; publish to another node")
+
+func isPublish(method string) bool {
+	switch method {
+	case heraldv1.HeraldService_Publish_FullMethodName, heraldv1.HeraldService_Broadcast_FullMethodName, heraldv1.HeraldService_PublishStream_FullMethodName:
+		return true
+	}
+	return false
+}
+
+// drainUnary refuses Publish and Broadcast once the node drains, and
+// counts those in flight so that the drain can wait for them.
+func (n *Node) drainUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if !isPublish(info.FullMethod) {
+		return h(ctx, req)
+	}
+	n.inflight.Add(1)
+	defer n.inflight.Add(-1)
+	if n.draining.Load() {
+		return nil, errDraining
+	}
+	return h(ctx, req)
+}
+
+// drainStream ends a PublishStream at its first request after the drain
+// began (UNAVAILABLE, after the acknowledgements of everything before it),
+// and counts requests received and not yet acknowledged.
+func (n *Node) drainStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if !isPublish(info.FullMethod) {
+		return h(srv, ss)
+	}
+	if n.draining.Load() {
+		return errDraining
+	}
+	ds := &drainStream{ServerStream: ss, n: n}
+	defer func() { n.inflight.Add(-ds.pending.Load()) }() // acks never sent
+	return h(srv, ds)
+}
+
+type drainStream struct {
+	grpc.ServerStream
+	n       *Node
+	pending atomic.Int64
+}
+
+func (s *drainStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	// Count, then check: the drain sets draining, then waits for
+	// inflight to reach 0; one of the two sees the other.
+	s.pending.Add(1)
+	s.n.inflight.Add(1)
+	if s.n.draining.Load() {
+		s.pending.Add(-1)
+		s.n.inflight.Add(-1)
+		return errDraining
+	}
+	return nil
+}
+
+func (s *drainStream) SendMsg(m any) error {
+	err := s.ServerStream.SendMsg(m)
+	s.pending.Add(-1)
+	s.n.inflight.Add(-1)
+	return err
 }
 
 func (n *Node) goServe(name string, serve func() error) {
@@ -257,14 +454,36 @@ func (n *Node) goServe(name string, serve func() error) {
 	}()
 }
 
-// Shutdown drains the node: health turns NOT_SERVING, subscribers are told
-// to resume elsewhere, in-flight calls finish, and listeners close. After
-// ctx's deadline, remaining calls are cut. It is safe to call twice.
+// Shutdown drains the node, in this order: readiness turns off (/readyz
+// 503, gRPC health NOT_SERVING) and, for drain_delay, the node keeps
+// serving so that load balancers move away; new WebSocket upgrades and new
+// publishes are refused (UNAVAILABLE), and publishes in flight finish and
+// are acknowledged; the bridge fans out what the core accepted, then tells
+// browsers to reconnect elsewhere (4006 with a jittered delay); upstream
+// and Subscribe streams end; listeners close. After ctx's deadline,
+// whatever remains is cut. It is safe to call twice.
 func (n *Node) Shutdown(ctx context.Context) error {
 	var err error
 	n.stopped.Do(func() {
+		n.unready.Store(true)
+		metricReady.Set(0)
 		n.health.Shutdown()
+		n.log.Info("draining", "drain_delay", n.cfg.DrainDelay.D())
+		if d := n.cfg.DrainDelay.D(); d > 0 {
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+			}
+		}
 		if n.bridge != nil {
+			n.bridge.StopAccepting()
+		}
+		n.draining.Store(true)
+		waitFor(ctx, func() bool { return n.inflight.Load() <= 0 })
+		if n.bridge != nil {
+			if n.core != nil {
+				n.bridge.CatchUp(ctx)
+			}
 			// Before the core: browsers are told to reconnect (4006) and
 			// the bridge's presence leaves reach the core.
 			if e := n.bridge.Shutdown(ctx); e != nil {
@@ -281,14 +500,23 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			}
 		}
 		if n.grpc != nil {
+			// What can still be open: unary calls, and PublishStreams
+			// that sent nothing since the drain began (they would wait
+			// forever); give them a moment, then cut.
+			gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			done := make(chan struct{})
 			go func() { n.grpc.GracefulStop(); close(done) }()
 			select {
 			case <-done:
-			case <-ctx.Done():
+			case <-gctx.Done():
 				n.grpc.Stop()
 				<-done
 			}
+			cancel()
+			n.grpcIn.Stop()
+		}
+		if n.pprof != nil {
+			_ = n.pprof.Close()
 		}
 		n.cancel()
 		n.closeAll()
@@ -296,6 +524,39 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		n.log.Info("herald stopped")
 	})
 	return err
+}
+
+// utf8Only answers 400 to requests whose path or query is not UTF-8: the
+// gateway would pass such strings into protobuf string fields, which cannot
+// be marshalled, and answer 500. (Found by FuzzRESTPublish.)
+func utf8Only(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ok := utf8.ValidString(r.URL.Path)
+		for k, vs := range r.URL.Query() {
+			ok = ok && utf8.ValidString(k)
+			for _, v := range vs {
+				ok = ok && utf8.ValidString(v)
+			}
+		}
+		if !ok {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte(`{"code":3,"message":"the path and query must be UTF-8","details":[]}`))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// waitFor polls cond until it holds or ctx ends.
+func waitFor(ctx context.Context, cond func() bool) {
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
 }
 
 func (n *Node) closeAll() {
@@ -310,8 +571,14 @@ func (n *Node) closeAll() {
 	if n.grpc != nil {
 		n.grpc.Stop()
 	}
+	if n.grpcIn != nil {
+		n.grpcIn.Stop()
+	}
 	if n.http != nil {
 		_ = n.http.Close()
+	}
+	if n.pprof != nil {
+		_ = n.pprof.Close()
 	}
 	if n.engine != nil {
 		_ = n.engine.Close()

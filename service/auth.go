@@ -3,9 +3,12 @@ package service
 import (
 	"context"
 	"crypto/subtle"
+	"math"
 	"strings"
+	"sync"
 
 	"github.com/herald-io/herald/config"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -29,12 +32,20 @@ type grant struct {
 	bridge  bool
 	publish map[string]bool // namespace → allowed; "*" any
 	read    map[string]bool
+	rate    *rate.Limiter // publications; nil: unlimited
 }
 
 func newGrant(k config.APIKey) *grant {
 	g := &grant{name: k.Name, publish: map[string]bool{}, read: map[string]bool{}}
 	if len(k.Scopes) == 0 {
 		g.admin = true
+	}
+	if k.PublishRate > 0 {
+		burst := k.PublishBurst
+		if burst <= 0 {
+			burst = max(1, int(math.Ceil(k.PublishRate)))
+		}
+		g.rate = rate.NewLimiter(rate.Limit(k.PublishRate), burst)
 	}
 	for _, sc := range k.Scopes {
 		verb, ns, scoped := strings.Cut(sc, ":")
@@ -82,6 +93,10 @@ func authorize(ctx context.Context, p permission, channel string) error {
 	}
 	ns := NamespaceOf(channel)
 	if g.allows(p, ns) {
+		if p == permPublish && g.rate != nil && !g.rate.Allow() {
+			metricKeyRateLimited.WithLabelValues(g.name).Inc()
+			return status.Errorf(codes.ResourceExhausted, "API key %q is over its publish rate of %g per second; retry later", g.name, float64(g.rate.Limit()))
+		}
 		return nil
 	}
 	what := [...]string{"publish to namespace " + quote(ns), "read namespace " + quote(ns), "act as a bridge", "use admin calls"}[p]
@@ -96,6 +111,29 @@ func quote(ns string) string { return `"` + ns + `"` }
 type keyAuth struct {
 	keys   [][]byte
 	grants []*grant
+}
+
+// keyAuths holds the keyAuth of each Server: a node serves the same core on
+// two gRPC servers (its listener and the in-process link of the REST
+// gateway and bridge), and a key's publish rate must hold across both.
+var keyAuths struct {
+	mu sync.Mutex
+	m  map[*Server]*keyAuth
+}
+
+// keyAuthFor returns s's keyAuth, made from keys on first use.
+func keyAuthFor(s *Server, keys []config.APIKey) *keyAuth {
+	keyAuths.mu.Lock()
+	defer keyAuths.mu.Unlock()
+	if keyAuths.m == nil {
+		keyAuths.m = make(map[*Server]*keyAuth)
+	}
+	a := keyAuths.m[s]
+	if a == nil {
+		a = newKeyAuth(keys)
+		keyAuths.m[s] = a
+	}
+	return a
 }
 
 func newKeyAuth(keys []config.APIKey) *keyAuth {

@@ -58,6 +58,8 @@ func codeName(err error) string {
 		return "canceled"
 	case codes.NotFound:
 		return "not_found"
+	case codes.Aborted:
+		return "aborted"
 	default:
 		return "internal"
 	}

@@ -20,7 +20,7 @@ import (
 // service (reporting hs) and server reflection, with API-key
 // authentication, message size limits and keepalive settings from cfg.
 func NewGRPCServer(cfg config.Config, s *Server, hs *health.Server, extra ...grpc.ServerOption) *grpc.Server {
-	auth := newKeyAuth(cfg.APIKeys)
+	auth := keyAuthFor(s, cfg.APIKeys)
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxGRPCMessage),
 		grpc.MaxSendMsgSize(cfg.Limits.MaxGRPCMessage),

@@ -59,14 +59,18 @@ type hubChannel struct {
 	last atomic.Pointer[heraldv1.Publication]
 }
 
-// subscriber is one Subscribe stream.
+// subscriber is one Subscribe stream, or one subscription of a
+// SubscribeMany stream (mux set). A Subscribe stream has its own queue and
+// done channel; a SubscribeMany subscription has neither, and its events
+// and its end go to its stream's shared queue (see multiplex.go).
 type subscriber struct {
 	channel        string
 	presenceEvents bool
 	queue          chan event
 	done           chan struct{} // closed by stop
 	once           sync.Once
-	err            error // why the subscriber was stopped; set before done closes
+	err            error   // why the subscriber was stopped; set before done closes
+	mux            *muxSub // set for a SubscribeMany subscription
 }
 
 // event is a publication or a presence event.
@@ -93,8 +97,26 @@ func (h *hub) shard(channel string) *hubShard {
 func (s *subscriber) stop(err error) {
 	s.once.Do(func() {
 		s.err = err
+		if s.mux != nil {
+			s.mux.stopped()
+			return
+		}
 		close(s.done)
 	})
+}
+
+// deliver queues ev without blocking; a subscriber that cannot take it is
+// cut off (Subscribe) or ends its whole stream (SubscribeMany).
+func (s *subscriber) deliver(ev event) {
+	if s.mux != nil {
+		s.mux.deliver(ev)
+		return
+	}
+	select {
+	case s.queue <- ev:
+	default:
+		s.stop(errSlowSubscriber)
+	}
 }
 
 // add registers a subscriber and, for the channel's first local one, makes
@@ -305,11 +327,7 @@ func (hc *hubChannel) send(ev event, presence bool) {
 		if presence && !s.presenceEvents {
 			continue
 		}
-		select {
-		case s.queue <- ev:
-		default:
-			s.stop(errSlowSubscriber)
-		}
+		s.deliver(ev)
 	}
 }
 

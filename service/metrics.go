@@ -32,16 +32,20 @@ var (
 	}, []string{"engine", "op"})
 	metricStreams = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "herald_grpc_subscribe_streams",
-		Help: "Open gRPC Subscribe streams (a bridge holds one per channel).",
+		Help: "Open gRPC subscriptions: Subscribe streams and SubscribeMany subscriptions (a bridge holds one per channel).",
 	})
 	metricStreamEnds = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "herald_grpc_subscribe_ends_total",
-		Help: "Subscribe streams ended by the server, by reason (slow, reset, shutdown).",
+		Help: "Subscribe streams, SubscribeMany streams and SubscribeMany subscriptions ended by the server, by reason (slow, reset, shutdown).",
 	}, []string{"reason"})
 	metricBridges = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "herald_bridge_sessions",
 		Help: "Bridges attached to this node through BridgeSession.",
 	})
+	metricKeyRateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_publish_rate_limited_total",
+		Help: "Publishes refused because their API key was over its publish_rate, by key name.",
+	}, []string{"key"})
 	metricBuildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "herald_build_info",
 		Help: "Always 1; labels tell the version and Go version.",
@@ -50,6 +54,6 @@ var (
 
 func init() {
 	prometheus.MustRegister(metricPublications, metricPublishErrors, metricPublishDuplicates,
-		metricEngineDuration, metricEngineErrors, metricStreams, metricStreamEnds, metricBridges, metricBuildInfo)
+		metricEngineDuration, metricEngineErrors, metricStreams, metricStreamEnds, metricBridges, metricKeyRateLimited, metricBuildInfo)
 	metricBuildInfo.WithLabelValues(Version, runtime.Version()).Set(1)
 }

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/herald-io/herald/config"
-	"github.com/herald-io/herald/internal/redistest"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/internal/redistest"
 	"github.com/herald-io/herald/node"
 	"github.com/herald-io/herald/service"
 	"github.com/redis/go-redis/v9"

@@ -53,6 +53,7 @@ type Server struct {
 	clients  atomic.Int64 // presence entries held by attached bridges
 
 	closing atomic.Bool
+	muxes   muxSet // open SubscribeMany streams
 
 	publishDuration     prometheus.Observer
 	publishEngineErrors prometheus.Counter
@@ -93,14 +94,18 @@ func (s *Server) Node() string { return s.node }
 // Engine returns the server's engine.
 func (s *Server) Engine() Engine { return s.engine }
 
-// Close ends every open Subscribe stream and bridge session with
-// UNAVAILABLE, so that clients resume elsewhere. It is idempotent; call it
-// before grpc.Server.GracefulStop, which waits for streams to end.
+var errShutdown = status.Error(codes.Unavailable, "node shutting down; resubscribe from the last position you received")
+
+// Close ends every open Subscribe and SubscribeMany stream and bridge
+// session with UNAVAILABLE, so that clients resume elsewhere. It is
+// idempotent; call it before grpc.Server.GracefulStop, which waits for
+// streams to end.
 func (s *Server) Close() {
 	if !s.closing.CompareAndSwap(false, true) {
 		return
 	}
-	s.hub.stopAll(status.Error(codes.Unavailable, "node shutting down; resubscribe from the last position you received"))
+	s.muxes.endAll(errShutdown)
+	s.hub.stopAll(errShutdown)
 	s.mu.Lock()
 	for b := range s.sessions {
 		b.stop(status.Error(codes.Unavailable, "node shutting down"))
@@ -201,7 +206,7 @@ func (s *Server) publish(ctx context.Context, channel string, p payload, key str
 	if err := authorize(ctx, permPublish, channel); err != nil {
 		return nil, err
 	}
-	pub := &heraldv1.Publication{Channel: channel, Tags: tags, Publisher: from}
+	pub := &heraldv1.Publication{Channel: channel, Tags: tags, Publisher: from, TimeUnixMs: time.Now().UnixMilli()}
 	p.set(pub)
 	start := time.Now()
 	res, err := s.engine.Publish(ctx, pub, PublishOptions{
@@ -344,7 +349,7 @@ func forFormat(pub *heraldv1.Publication, f heraldv1.PayloadFormat) *heraldv1.Pu
 	return &heraldv1.Publication{
 		Channel: pub.Channel, Offset: pub.Offset, Epoch: pub.Epoch,
 		Payload: &heraldv1.Publication_Data{Data: v},
-		Tags:    pub.Tags, Publisher: pub.Publisher,
+		Tags:    pub.Tags, Publisher: pub.Publisher, TimeUnixMs: pub.TimeUnixMs,
 	}
 }
 

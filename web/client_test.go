@@ -168,6 +168,30 @@ const clientProtocolScript = `(async () => {
   sockets[7].push({ id: ping.id, pong: {} });
   eq(h4.state, "connected", "pong answered");
   h4.disconnect();
+
+  // Personal channel resume: after a drop, a reconnect of the same user
+  // (the token's sub) sends personal_since; the replayed duplicate is
+  // dropped; a token for another user sends none.
+  const jwt = (sub) => "h." + btoa(JSON.stringify({ sub })).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_") + ".s";
+  const tokens = [jwt("u"), jwt("u"), jwt("v")];
+  const h5 = new Herald("ws://fake/ws", { WebSocket: FakeWS, getToken: async () => tokens.shift(), minReconnectDelay: 1 });
+  const mine = [];
+  h5.on("subscribed", (c) => mine.push("s:" + c.position.offset + ":" + c.recovered + ":" + c.resubscribed));
+  h5.on("publication", (p) => mine.push(p.offset));
+  h5.connect();
+  const c8 = await connect(8);
+  eq(c8.connect.personal_since, undefined, "no personal_since at first");
+  const ppub = (offset) => ({ pub: { channel: "user:u", offset: String(offset), epoch: "p", data: {} } });
+  sockets[8].push({ subscribed: { channel: "user:u", position: { offset: "2", epoch: "p" }, recoverable: true } }, ppub(2), ppub(3));
+  sockets[8].drop(1006);
+  const c9 = await connect(9);
+  eq(c9.connect.personal_since, { offset: "3", epoch: "p" }, "personal_since on reconnect");
+  sockets[9].push({ subscribed: { channel: "user:u", position: { offset: "5", epoch: "p" }, recovered: true, recoverable: true } }, ppub(3), ppub(4), ppub(5));
+  eq(mine, ["s:2:false:false", 3, "s:5:true:true", 4, 5], "personal recovered, each once");
+  sockets[9].drop(1006);
+  const c10 = await connect(10);
+  eq(c10.connect.personal_since, undefined, "no personal_since for another user");
+  h5.disconnect();
   return true;
 })()`
 

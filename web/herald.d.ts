@@ -134,9 +134,19 @@ export interface HeraldEvents {
   disconnected: DisconnectContext;
   state: { state: State } & Partial<ConnectedContext & DisconnectContext>;
   error: ErrorContext;
-  /** Publications of server-side subscriptions (the personal channel). */
+  /**
+   * Publications of server-side subscriptions (the personal channel
+   * `user:<id>`), in order and without duplicates: the client remembers the
+   * personal channel's last position and, when it reconnects as the same
+   * user (the token's `sub`), sends it as `personal_since` so that what was
+   * published meanwhile is replayed.
+   */
   publication: Publication;
-  /** A server-side subscription began. */
+  /**
+   * A server-side subscription began. For the personal channel after a
+   * reconnect, `recovered` tells whether every missed publication follows;
+   * `resubscribed && !recovered` means some may be lost: refetch the state.
+   */
   subscribed: SubscribedContext;
   /** A server-side subscription ended. */
   unsubscribed: UnsubscribedContext;

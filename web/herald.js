@@ -157,6 +157,15 @@ export class Herald extends Emitter {
   #subs = new Map();
   /** Channels the server subscribed this connection to (the personal channel). */
   #serverSubs = new Set();
+  /**
+   * The personal channel's last seen position, kept across reconnects: a
+   * reconnect of the same user sends it as `personal_since`, and the server
+   * replays what was published to `user:<id>` while the socket was down.
+   * @type {{user: string, last: import("./herald").StreamPosition | null, recoverable: boolean} | null}
+   */
+  #personal = null;
+  /** Whether the current connect frame carried personal_since. */
+  #personalResumed = false;
   /** @type {Array<{resolve: () => void, reject: (e: HeraldError) => void}>} */
   #waiters = [];
   #attempt = 0;
@@ -402,11 +411,25 @@ export class Herald extends Emitter {
   #handshake(gen, token) {
     this.#lastRecv = Date.now();
     this.#nextId = 1;
-    this.#request("connect", { token, name: this.#opts.name }).then(
+    /** @type {any} */
+    const body = { token, name: this.#opts.name };
+    const p = this.#personal;
+    // Resume the personal channel only for the same user: the token's
+    // subject must match the user of the previous connection.
+    this.#personalResumed = false;
+    if (p && p.last?.epoch && p.recoverable && tokenSubject(token) === p.user) {
+      body.personal_since = fromPosition(p.last);
+      this.#personalResumed = true;
+    }
+    this.#request("connect", body).then(
       (res) => {
         if (gen !== this.#gen) return;
         this.client = res.client ?? "";
         this.user = res.user ?? "";
+        if (this.#personal?.user !== this.user) {
+          this.#personal = this.user ? { user: this.user, last: null, recoverable: false } : null;
+          this.#personalResumed = false;
+        }
         this.#attempt = 0;
         this.#startPing(gen, res.ping_interval ?? 0);
         this.#scheduleRefresh(gen, res.expires_in ?? 0);
@@ -578,7 +601,7 @@ export class Herald extends Emitter {
     if (frame.pub) {
       const sub = this.#subs.get(frame.pub.channel);
       if (sub) sub._publication(frame.pub);
-      else if (this.#serverSubs.has(frame.pub.channel)) this._emit("publication", toPublication(frame.pub));
+      else if (this.#serverSubs.has(frame.pub.channel)) this.#serverPublication(frame.pub);
     } else if (frame.join || frame.leave) {
       const kind = frame.join ? "join" : "leave";
       const ev = frame[kind];
@@ -602,13 +625,44 @@ export class Herald extends Emitter {
       if (sub) {
         sub._subscribed(s);
       } else {
+        const position = toPosition(s.position);
+        let recovered = false;
+        let resubscribed = this.#serverSubs.has(s.channel);
+        const p = this.#personal;
+        if (p && s.channel === "user:" + p.user) {
+          // The first `subscribed` of a connection answers personal_since;
+          // a later one (upstream loss mid-connection) carries
+          // recovered=false and the position to continue from.
+          recovered = !resubscribed && this.#personalResumed && !!s.recovered;
+          resubscribed = resubscribed || p.last !== null;
+          p.recoverable = !!s.recoverable;
+          // After a recovered resume the missed publications follow, each
+          // past p.last; otherwise the stream continues after position.
+          if (!recovered) p.last = position;
+        }
         this.#serverSubs.add(s.channel);
-        this._emit("subscribed", { channel: s.channel, position: toPosition(s.position), recovered: false, recoverable: !!s.recoverable, resubscribed: false });
+        this._emit("subscribed", { channel: s.channel, position, recovered, recoverable: !!s.recoverable, resubscribed });
       }
     } else if (frame.disconnect) {
       const d = frame.disconnect;
       this.#advice = { code: d.code ?? 0, reason: d.reason ?? "", reconnect: !!d.reconnect, delay: d.reconnect_delay_ms ?? 0 };
     }
+  }
+
+  /**
+   * Delivers a publication of a server-side subscription, skipping one at
+   * or below the personal channel's last seen offset (a resume's replay).
+   * @param {any} frame Publication frame
+   */
+  #serverPublication(frame) {
+    const pub = toPublication(frame);
+    const p = this.#personal;
+    if (p && pub.channel === "user:" + p.user && pub.offset > 0) {
+      const last = p.last;
+      if (last && pub.epoch === last.epoch && pub.offset <= last.offset) return;
+      p.last = { offset: pub.offset, epoch: pub.epoch };
+    }
+    this._emit("publication", pub);
   }
 
   /** @param {Subscription} sub */
@@ -916,6 +970,24 @@ function resolveURL(url) {
  */
 function toPosition(p) {
   return { offset: Number(p?.offset ?? 0), epoch: p?.epoch ?? "" };
+}
+
+/**
+ * The subject of a JWT, or "" when the token is not a readable JWT. It is
+ * only compared with the previous user, never trusted: the server verifies.
+ * @param {string} token
+ * @returns {string}
+ */
+function tokenSubject(token) {
+  try {
+    const part = (token ?? "").split(".")[1];
+    if (!part) return "";
+    const b64 = part.replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(new TextDecoder().decode(base64ToBytes(b64 + "=".repeat((4 - (b64.length % 4)) % 4))));
+    return typeof claims?.sub === "string" ? claims.sub : "";
+  } catch {
+    return "";
+  }
 }
 
 /** @param {import("./herald").StreamPosition} p */

@@ -63,6 +63,7 @@ type Bridge struct {
 	conns   [32]connShard
 	hub     hub
 	session *session
+	lim     *limits
 
 	closing  atomic.Bool
 	shutOnce sync.Once
@@ -130,7 +131,7 @@ func New(cfg config.Config, core grpc.ClientConnInterface, opts Options) (*Bridg
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.upgrader = websocket.Upgrader{
-		ReadBufferSize:   1024,
+		ReadBufferSize:   256, // client frames are small; a larger message is read past the buffer
 		WriteBufferSize:  16 << 10,
 		WriteBufferPool:  &writeBufferPool,
 		Subprotocols:     []string{SubprotocolJSON, SubprotocolProto},
@@ -143,6 +144,8 @@ func New(cfg config.Config, core grpc.ClientConnInterface, opts Options) (*Bridg
 	}
 	b.hub.init(b)
 	b.session = newSession(b)
+	b.lim = newLimits(cfg.Bridge)
+	trackBridge(b)
 	b.goFunc(func() { b.session.run(b.ctx) })
 	b.goFunc(b.heartbeat)
 	return b, nil
@@ -193,17 +196,29 @@ func originChecker(allowed []string) func(*http.Request) bool {
 // buffers and the handler's stack are not kept for the connection's life.
 func (b *Bridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if b.closing.Load() {
-		http.Error(w, "bridge shutting down", http.StatusServiceUnavailable)
+		refuse(w, "shutting_down", http.StatusServiceUnavailable, retryStorm, "bridge shutting down; reconnect to another node")
+		return
+	}
+	// Limits are checked before the upgrade: a refusal costs one response.
+	release, ok := b.lim.admit(w, r)
+	if !ok {
 		return
 	}
 	ws, err := b.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		release()
 		return // the upgrader has answered (403 for a refused origin, 400...)
 	}
 	b.nAccepted.Add(1)
 	c := newConn(b, ws)
+	wsConns[c.format].Add(1)
+	b.log.Debug("connection opened", "conn", c.id, "remote", r.RemoteAddr, "subprotocol", subprotocolNames[c.format])
 	b.wg.Add(1)
-	go c.readLoop()
+	go func() {
+		c.readLoop()
+		wsConns[c.format].Add(-1)
+		release()
+	}()
 }
 
 func (b *Bridge) shard(key string) *connShard {
@@ -350,6 +365,7 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 		b.session.flushFinal()
 		b.cancel()
 		b.wg.Wait()
+		untrackBridge(b)
 	})
 	return err
 }

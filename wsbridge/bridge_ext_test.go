@@ -377,3 +377,76 @@ func TestRecovery(t *testing.T) {
 		t.Fatalf("got %v", p)
 	}
 }
+
+// TestPersonalResume drops a user's connection, publishes to user:U over
+// gRPC, and reconnects with personal_since: the `subscribed` push says
+// recovered and exactly the missed publications follow, in order, then
+// live ones; with the upstream of user:U kept open by another tab and
+// with it closed; and a position of another epoch gets recovered=false.
+func TestPersonalResume(t *testing.T) {
+	n := startNode(t, testConfig(), node.Serve)
+	be := backend(t, n, "")
+	connectSince := func(sp, user string, since *heraldv1.StreamPosition) (*client, *heraldv1.SubscribedFrame) {
+		t.Helper()
+		c, _, err := dial(t, n, sp, nil)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		r := c.request(&heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_Connect{Connect: &heraldv1.ConnectFrame{Token: token(t, user, time.Minute, nil), PersonalSince: since}}})
+		if r.GetConnect() == nil {
+			t.Fatalf("connect: got %v", r)
+		}
+		s := c.waitFor("personal subscribed", func(f *heraldv1.ServerFrame) bool { return f.GetSubscribed().GetChannel() == "user:"+user })
+		return c, s.GetSubscribed()
+	}
+	for _, tc := range []struct {
+		name, sp string
+		keeper   bool // another tab of the user keeps the upstream open
+	}{
+		{"json", "herald.json", false},
+		{"proto", "herald.proto", false},
+		{"json-kept", "herald.json", true},
+		{"proto-kept", "herald.proto", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			user := "pr-" + tc.name
+			ch := "user:" + user
+			if tc.keeper {
+				connectSince("", user, nil)
+			}
+			c, s := connectSince(tc.sp, user, nil)
+			if s.Recovered {
+				t.Fatalf("first connect without personal_since says recovered: %v", s)
+			}
+			last := publish(t, be, ch, `"before"`)
+			if p := c.nextPub(ch); p.Offset != last.Offset {
+				t.Fatalf("got %v", p)
+			}
+			_ = c.ws.Close()
+			var want []uint64
+			for i := 0; i < 5; i++ {
+				want = append(want, publish(t, be, ch, fmt.Sprintf(`{"missed":%d}`, i)).Offset)
+			}
+			c, s = connectSince(tc.sp, user, last)
+			if !s.Recovered || !s.Recoverable {
+				t.Fatalf("not recovered: %v", s)
+			}
+			want = append(want, publish(t, be, ch, `"after"`).Offset)
+			for _, o := range want {
+				if p := c.nextPub(ch); p.Offset != o {
+					t.Fatalf("got offset %d, want %d", p.Offset, o)
+				}
+			}
+			for _, f := range c.buf {
+				if f.GetPub() != nil {
+					t.Fatalf("duplicate or extra: %v", f)
+				}
+			}
+			// A position of another epoch cannot be recovered.
+			_, s = connectSince(tc.sp, user, &heraldv1.StreamPosition{Offset: 1, Epoch: "other"})
+			if s.Recovered || s.Position.GetOffset() != want[len(want)-1] {
+				t.Fatalf("wrong epoch: %v", s)
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package wsbridge
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -107,8 +108,14 @@ type requestError struct {
 func (e *requestError) Error() string { return fmt.Sprintf("%d: %s", e.code, e.msg) }
 
 func reqErr(code ErrorCode, format string, args ...any) *requestError {
-	return &requestError{code: code, msg: fmt.Sprintf(format, args...)}
+	return &requestError{code: code, msg: validUTF8(fmt.Sprintf(format, args...))}
 }
+
+// validUTF8 replaces invalid UTF-8 in a message for the client: decoder
+// errors quote the client's bytes, and a frame or close reason that is not
+// UTF-8 cannot be encoded (protobuf strings, JSON) or is refused by the
+// client's WebSocket (close frames).
+func validUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 
 func (c ErrorCode) temporary() bool {
 	for _, e := range errorCodes {

@@ -1,7 +1,10 @@
 package wsbridge
 
 import (
+	"encoding/binary"
 	"errors"
+	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,7 +27,8 @@ type conn struct {
 	id     string
 
 	// Set by the reader at connect; read by other goroutines only after
-	// authed is true (user, info never change after that).
+	// authed is true (user never changes after that). info is built by
+	// clientInfo on the first subscription to a presence namespace.
 	user      string
 	info      *heraldv1.ClientInfo
 	userAdded bool
@@ -37,18 +41,21 @@ type conn struct {
 	badCount int
 	expTimer *time.Timer
 
-	lastSeen  atomic.Int64 // unix nanos of the last pong or message
-	awaitPong atomic.Bool
+	lastSeen   atomic.Int64 // unix nanos of the last pong or message
+	awaitPong  atomic.Bool
+	writeSince atomic.Int64 // unix nanos when the current socket write began; 0: none
+	writeFn    func()       // c.writeLoop, made once
 
 	subMu sync.Mutex
-	subs  map[string]*channel // channels this connection is subscribed to
+	subs  []*channel // channels this connection is subscribed to; few, so a slice (a map costs ~250 bytes)
 
 	mu        sync.Mutex // guards the fields below; held briefly, never while taking another lock
 	queue     [][]byte   // frames to send; shared bytes, never modified
 	qbytes    int
-	writing   bool // a writer goroutine is running
-	ping      bool // the writer must send a ping
-	closing   bool // no more frames are accepted; the writer sends a close after the queue
+	writing   bool   // a writer goroutine is running
+	ping      bool   // the writer must send a ping
+	pong      []byte // the writer must send a pong with this payload (non-nil)
+	closing   bool   // no more frames are accepted; the writer sends a close after the queue
 	closeCode CloseCode
 	closeMsg  string
 	dead      bool // the socket is closed
@@ -56,6 +63,7 @@ type conn struct {
 
 func newConn(b *Bridge, ws *websocket.Conn) *conn {
 	c := &conn{b: b, ws: ws, id: randomID(8)}
+	c.writeFn = c.writeLoop
 	if ws.Subprotocol() == SubprotocolProto {
 		c.format = formatProto
 	}
@@ -91,8 +99,7 @@ func (c *conn) enqueue(b []byte) {
 	c.writing = true
 	c.mu.Unlock()
 	if start {
-		c.b.wg.Add(1)
-		go c.writeLoop()
+		c.goWriter()
 	}
 }
 
@@ -106,6 +113,7 @@ func (c *conn) sendError(id uint32, e *requestError) { c.send(errorFrame(id, e))
 // sends a close message with code. The socket is cut closeGrace later
 // whether or not the client completed the close. Only the first call counts.
 func (c *conn) closeWith(code CloseCode, reason string, reconnect bool, delayMs uint32) {
+	reason = validUTF8(reason)
 	c.mu.Lock()
 	if c.closing || c.dead {
 		c.mu.Unlock()
@@ -123,9 +131,9 @@ func (c *conn) closeWith(code CloseCode, reason string, reconnect bool, delayMs 
 	start := !c.writing
 	c.writing = true
 	c.mu.Unlock()
+	c.onClose(code, reason)
 	if start {
-		c.b.wg.Add(1)
-		go c.writeLoop()
+		c.goWriter()
 	}
 	time.AfterFunc(closeGrace, c.kill)
 }
@@ -148,6 +156,10 @@ func (c *conn) isClosing() bool {
 // heartbeat runs each ping interval (under a registry lock: it must not
 // block). A connection that has not answered the previous ping is closed.
 func (c *conn) heartbeat() {
+	if c.stuckWrite(time.Now()) {
+		c.kill() // the write returns with an error and the reader ends
+		return
+	}
 	if c.awaitPong.Load() {
 		c.closeWith(CloseNoPong, "no pong within the ping interval", true, 0)
 		return
@@ -163,8 +175,7 @@ func (c *conn) heartbeat() {
 	c.writing = true
 	c.mu.Unlock()
 	if start {
-		c.b.wg.Add(1)
-		go c.writeLoop()
+		c.goWriter()
 	}
 }
 
@@ -179,15 +190,61 @@ type batch struct{ frames [][]byte }
 
 var batchPool = sync.Pool{New: func() any { return new(batch) }}
 
-var newline = []byte{'\n'}
+// outBuf is a writer's output buffer, pooled: the WebSocket frames of one
+// write are built in it.
+type outBuf struct{ b []byte }
 
-// writeLoop sends what is queued, packed into as few messages as it can,
-// until the queue is empty, and then ends.
+var outPool = sync.Pool{New: func() any { return &outBuf{b: make([]byte, 0, 4096)} }}
+
+// maxPooledOut bounds the output buffers kept in outPool.
+const maxPooledOut = 256 << 10
+
+// WebSocket opcodes (RFC 6455 section 5.2).
+const (
+	opText   = 1
+	opBinary = 2
+	opClose  = 8
+	opPing   = 9
+	opPong   = 10
+)
+
+// startWriter marks the writer running and reports whether it must be
+// started: c.mu must be held, and the caller calls goWriter after
+// unlocking.
+func (c *conn) startWriter() bool {
+	if c.writing {
+		return false
+	}
+	c.writing = true
+	return true
+}
+
+// goWriter runs writeLoop in a new goroutine. c.writeFn is made once per
+// connection, so starting the writer allocates nothing.
+func (c *conn) goWriter() {
+	c.b.wg.Add(1)
+	go c.writeFn()
+}
+
+// writeLoop sends what is queued, packed into as few messages and socket
+// writes as it can, until the queue is empty, and then ends.
+//
+// The writer frames messages itself and writes them to the socket in one
+// call per batch of up to maxMessage bytes: gorilla's NextWriter and
+// WriteMessage allocate per message (the writer object, the buffer pool's
+// interface boxing), and a write deadline per write costs a timer update.
+// A write stuck on a socket that does not drain is cut by the heartbeat
+// (stuckWrite) instead, or by closeGrace after a slow-consumer close.
 func (c *conn) writeLoop() {
 	defer c.b.wg.Done()
+	// Let what is already runnable go first: during a fan-out to many
+	// connections, the goroutines that receive the next publications from
+	// the core run before this batch leaves, so that under load several
+	// frames go out in each write instead of one write per frame.
+	runtime.Gosched()
 	for {
 		c.mu.Lock()
-		if c.dead || (len(c.queue) == 0 && !c.ping) {
+		if c.dead || (len(c.queue) == 0 && !c.ping && c.pong == nil) {
 			c.writing = false
 			if cap(c.queue) > 64 {
 				c.queue = nil // do not keep a burst's queue on an idle connection
@@ -199,25 +256,50 @@ func (c *conn) writeLoop() {
 		bt.frames = append(bt.frames[:0], c.queue...)
 		clear(c.queue)
 		c.queue, c.qbytes = c.queue[:0], 0
-		ping, closing := c.ping, c.closing
-		c.ping = false
+		ping, pong, closing := c.ping, c.pong, c.closing
+		c.ping, c.pong = false, nil
 		code, msg := c.closeCode, c.closeMsg
 		c.mu.Unlock()
 
-		deadline := time.Now().Add(writeWait)
-		var err error
+		ob := outPool.Get().(*outBuf)
+		out := ob.b[:0]
 		if ping {
-			err = c.ws.WriteControl(websocket.PingMessage, nil, deadline)
+			out = appendFrameHeader(out, opPing, 0)
 		}
-		if err == nil && len(bt.frames) > 0 {
-			_ = c.ws.SetWriteDeadline(deadline)
-			err = c.writeFrames(bt.frames)
+		if pong != nil {
+			out = appendFrameHeader(out, opPong, len(pong))
+			out = append(out, pong...)
+		}
+		var err error
+		for frames := bt.frames; len(frames) > 0 && err == nil; {
+			var n int
+			out, n = c.appendMessage(out, frames)
+			frames = frames[n:]
+			if len(frames) > 0 {
+				err = c.writeOut(out)
+				out = out[:0]
+			}
+		}
+		if len(bt.frames) > 0 {
+			metricFramesSent[c.format].Add(float64(len(bt.frames)))
 		}
 		clear(bt.frames)
 		bt.frames = bt.frames[:0]
 		batchPool.Put(bt)
+		if closing {
+			reason := closeReason(msg)
+			out = appendFrameHeader(out, opClose, 2+len(reason))
+			out = append(out, byte(code>>8), byte(code))
+			out = append(out, reason...)
+		}
+		if err == nil && len(out) > 0 {
+			err = c.writeOut(out)
+		}
+		if cap(out) <= maxPooledOut {
+			ob.b = out[:0]
+			outPool.Put(ob)
+		}
 		if err == nil && closing {
-			err = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(code), closeReason(msg)), deadline)
 			c.mu.Lock()
 			c.dead = true // nothing more is written; the reader waits for the client's close
 			c.mu.Unlock()
@@ -226,6 +308,66 @@ func (c *conn) writeLoop() {
 			c.kill()
 		}
 	}
+}
+
+// writeOut writes b to the socket, recording when the write began so that
+// the heartbeat can cut a write that does not end.
+func (c *conn) writeOut(b []byte) error {
+	c.writeSince.Store(time.Now().UnixNano())
+	_, err := c.ws.NetConn().Write(b)
+	c.writeSince.Store(0)
+	return err
+}
+
+// stuckWrite reports whether a socket write has been waiting longer than
+// writeWait.
+func (c *conn) stuckWrite(now time.Time) bool {
+	since := c.writeSince.Load()
+	return since != 0 && now.UnixNano()-since > int64(writeWait)
+}
+
+// appendMessage appends one WebSocket message packing frames from the
+// start of frames, as many as fit in maxMessage bytes (a larger frame goes
+// alone), and returns how many it took: JSON frames separated by "\n",
+// protobuf frames already length-prefixed.
+func (c *conn) appendMessage(out []byte, frames [][]byte) ([]byte, int) {
+	sep := 0
+	op := byte(opBinary)
+	if c.format == formatJSON {
+		sep, op = 1, opText
+	}
+	size, n := 0, 0
+	for ; n < len(frames); n++ {
+		l := len(frames[n])
+		if n > 0 {
+			l += sep
+			if size+l > maxMessage {
+				break
+			}
+		}
+		size += l
+	}
+	out = appendFrameHeader(out, op, size)
+	for i, f := range frames[:n] {
+		if i > 0 && sep > 0 {
+			out = append(out, '\n')
+		}
+		out = append(out, f...)
+	}
+	return out, n
+}
+
+// appendFrameHeader appends the header of an unmasked, final WebSocket
+// frame (server to client) with a payload of n bytes.
+func appendFrameHeader(b []byte, op byte, n int) []byte {
+	b = append(b, 0x80|op)
+	switch {
+	case n <= 125:
+		return append(b, byte(n))
+	case n <= 0xffff:
+		return append(b, 126, byte(n>>8), byte(n))
+	}
+	return binary.BigEndian.AppendUint64(append(b, 127), uint64(n))
 }
 
 // closeReason truncates a reason to what a close frame can carry.
@@ -241,40 +383,39 @@ func closeReason(s string) string {
 	return s
 }
 
-// writeFrames writes frames packed into messages of at most maxMessage
-// bytes (a larger frame goes alone): JSON frames separated by "\n",
-// protobuf frames already length-prefixed.
-func (c *conn) writeFrames(frames [][]byte) error {
-	for i := 0; i < len(frames); {
-		w, err := c.ws.NextWriter(c.messageType())
-		if err != nil {
-			return err
-		}
-		size := 0
-		for ; i < len(frames) && (size == 0 || size+len(frames[i]) < maxMessage); i++ {
-			if size > 0 && c.format == formatJSON {
-				if _, err := w.Write(newline); err != nil {
-					return err
-				}
-			}
-			if _, err := w.Write(frames[i]); err != nil {
-				return err
-			}
-			size += len(frames[i]) + 1
-		}
-		if err := w.Close(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // readLoop reads and handles the client's frames until the socket ends,
 // then cleans up. It runs in its own goroutine, started after the HTTP
 // handler has returned.
+//
+// An idle connection's reader waits in readMessages, so the stack in use
+// there must stay small: under ~1 KB, the reader fits Go's minimum 2 KB
+// stack, and the runtime's starting stack size (the average in use at the
+// last GC, plus a guard, rounded up) stays 2 KB for every new goroutine.
+// Gorilla's read path to the socket takes most of that budget, so the
+// loop waits in NextReader itself, one frame below the goroutine's entry:
+// no defers, setup and error handling in functions of their own, the
+// message read and handled in received, and handled by process in a
+// goroutine of its own. (Measured: one more frame of ~60 bytes between
+// the goroutine's entry and NextReader raises the starting size to 4 KB.)
 func (c *conn) readLoop() {
-	defer c.b.wg.Done()
-	defer c.cleanup()
+	c.readSetup()
+	var err error
+	for {
+		var r io.Reader
+		if _, r, err = c.ws.NextReader(); err != nil {
+			break
+		}
+		if err = c.received(r); err != nil {
+			break
+		}
+	}
+	c.readEnded(err)
+	c.cleanup()
+	c.b.wg.Done()
+}
+
+// readSetup registers the connection and installs the read handlers.
+func (c *conn) readSetup() {
 	c.b.register(c)
 	if c.b.closing.Load() {
 		c.closeWith(CloseShutdown, "server shutting down; reconnect", true, 1000)
@@ -282,24 +423,64 @@ func (c *conn) readLoop() {
 	c.ws.SetReadLimit(int64(c.b.cfg.MaxFrame))
 	_ = c.ws.SetReadDeadline(time.Now().Add(connectTimeout))
 	c.ws.SetPongHandler(func(string) error { c.alive(); return nil })
-	for {
-		_, msg, err := c.ws.ReadMessage()
-		if err != nil {
-			var ne interface{ Timeout() bool }
-			if !c.authed.Load() && errors.As(err, &ne) && ne.Timeout() {
-				// No connect in time: the read deadline is spent; say why
-				// and let the hard timer close the socket.
-				c.closeWith(CloseInvalidToken, "no connect frame within 10s", false, 0)
-				c.waitWriter(time.Second)
-			}
-			return
-		}
+	// Pongs go out through the writer, like every other write: gorilla's
+	// default handler would write from the reader with a deadline of its
+	// own, which would then cut the writer's later writes.
+	c.ws.SetPingHandler(func(data string) error {
 		c.alive()
-		if c.isClosing() {
-			continue
+		c.mu.Lock()
+		if c.closing {
+			c.mu.Unlock()
+			return nil
 		}
-		decodeFrames(c.format, msg, c.handle)
+		c.pong = append(make([]byte, 0, len(data)), data...)
+		start := c.startWriter()
+		c.mu.Unlock()
+		if start {
+			c.goWriter()
+		}
+		return nil
+	})
+}
+
+// readEnded handles the error that ended reading.
+func (c *conn) readEnded(err error) {
+	var ne interface{ Timeout() bool }
+	if !c.authed.Load() && errors.As(err, &ne) && ne.Timeout() {
+		// No connect in time: the read deadline is spent; say why and let
+		// the hard timer close the socket.
+		c.closeWith(CloseInvalidToken, "no connect frame within 10s", false, 0)
+		c.waitWriter(time.Second)
 	}
+}
+
+// received reads and handles one client message.
+func (c *conn) received(r io.Reader) error {
+	msg, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	c.alive()
+	if !c.isClosing() {
+		c.process(msg)
+	}
+	return nil
+}
+
+// process handles one client message in a goroutine of its own, and waits
+// for it. Connect (JWT verification) and requests (protojson, calls to the
+// core) need deep stacks; grown in the long-lived reader, a stack stays
+// grown for the connection's life, and because Go starts new goroutines
+// with the average stack size seen at the last GC, every new reader and
+// writer would start bigger too. Client messages are rare next to
+// deliveries, so a goroutine each costs little.
+func (c *conn) process(msg []byte) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		decodeFrames(c.format, msg, c.handle)
+	}()
+	<-done
 }
 
 // waitWriter waits, at most d, for the writer to have sent what is queued.
@@ -324,9 +505,9 @@ func (c *conn) cleanup() {
 	subs := c.subs
 	c.subs = nil
 	c.subMu.Unlock()
-	for name, ch := range subs {
+	for _, ch := range subs {
 		c.b.hub.leave(ch, c)
-		c.b.session.leave(name, c)
+		c.b.session.leave(ch.name, c)
 	}
 	c.b.unregister(c)
 }
@@ -368,6 +549,7 @@ func (c *conn) handle(fr *heraldv1.ClientFrame, derr *requestError) bool {
 			c.closeWith(CloseRateLimited, "request rate limit exceeded repeatedly", true, 1000)
 			return false
 		}
+		metricRateLimited.WithLabelValues("request_rate").Inc()
 		c.sendError(fr.Id, reqErr(ErrRateLimited, "too many requests: the limit is %g per second", c.b.cfg.RequestRate))
 		return true
 	}
@@ -417,6 +599,7 @@ func (c *conn) connect(reqID uint32, f *heraldv1.ConnectFrame) bool {
 	var id *identity
 	if f.Token == "" {
 		if !c.b.anonymous {
+			c.authFailed("missing_token", nil)
 			c.closeWith(CloseInvalidToken, "a token is required", false, 0)
 			return false
 		}
@@ -424,16 +607,17 @@ func (c *conn) connect(reqID uint32, f *heraldv1.ConnectFrame) bool {
 		var err error
 		id, err = c.b.verifier.verify(f.Token)
 		if errors.Is(err, jwt.ErrTokenExpired) {
+			c.authFailed("expired_token", nil)
 			c.closeWith(CloseTokenExpired, "token expired", true, 0)
 			return false
 		}
 		if err != nil {
+			c.authFailed("invalid_token", err)
 			c.closeWith(CloseInvalidToken, err.Error(), false, 0)
 			return false
 		}
 	}
 	c.ident = id
-	c.info = id.clientInfo(c.id)
 	if id != nil {
 		c.user = id.user
 		if !c.b.addUser(c) {
@@ -444,6 +628,7 @@ func (c *conn) connect(reqID uint32, f *heraldv1.ConnectFrame) bool {
 	}
 	c.limiter = rate.NewLimiter(rate.Limit(c.b.cfg.RequestRate), 4*int(max(c.b.cfg.RequestRate, 1)))
 	c.authed.Store(true)
+	c.authOK()
 	_ = c.ws.SetReadDeadline(time.Time{})
 	connected := &heraldv1.ConnectedFrame{
 		Client:       c.id,
@@ -454,12 +639,24 @@ func (c *conn) connect(reqID uint32, f *heraldv1.ConnectFrame) bool {
 	c.armExpiry(connected, nil)
 	c.send(&heraldv1.ServerFrame{Id: reqID, Body: &heraldv1.ServerFrame_Connect{Connect: connected}})
 	if c.user != "" {
-		if err := c.subscribe(0, "user:"+c.user, nil); err != nil {
+		// With personal_since, the `subscribed` push says whether what was
+		// published while the client was away is recovered, and it follows.
+		if err := c.subscribe(0, "user:"+c.user, f.PersonalSince); err != nil {
 			c.b.log.Warn("personal channel subscription failed", "user", c.user, "err", err)
 			c.sendError(0, fromStatus(err))
 		}
 	}
 	return true
+}
+
+// clientInfo returns the connection's presence identity, built on first
+// use: most connections never join a presence namespace. It is called by
+// request handling only (one message at a time), so it needs no lock.
+func (c *conn) clientInfo() *heraldv1.ClientInfo {
+	if c.info == nil {
+		c.info = c.ident.clientInfo(c.id)
+	}
+	return c.info
 }
 
 // armExpiry (re)starts the timer closing the connection when its token

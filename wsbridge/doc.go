@@ -16,7 +16,13 @@
 //     the connection has output queued. The queue is bounded in frames and
 //     bytes; over it the connection is closed as a slow consumer and no one
 //     else waits. The writer packs everything queued into as few WebSocket
-//     messages as it can.
+//     messages as it can, frames them itself in a pooled buffer and sends
+//     them in one socket write (no allocation per delivery); a write that
+//     does not end is cut by the heartbeat rather than by a deadline per
+//     write. The reader waits in gorilla's NextReader with a stack small
+//     enough for Go's 2 KB minimum and hands each message to a short-lived
+//     goroutine, so that deep request handling (JWT, protojson) never grows
+//     the stacks of idle connections.
 //   - One BridgeSession stream (session.go) reports presence to the core and
 //     receives Disconnect and Unsubscribe commands.
 //

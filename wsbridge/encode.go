@@ -200,6 +200,11 @@ func appendPubJSON(b []byte, pub *heraldv1.Publication) []byte {
 			b = append(b, v...)
 		}
 	}
+	if pub.TimeUnixMs != 0 {
+		b = append(b, `,"time_unix_ms":"`...)
+		b = strconv.AppendInt(b, pub.TimeUnixMs, 10)
+		b = append(b, '"')
+	}
 	return append(b, "}}"...)
 }
 

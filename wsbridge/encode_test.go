@@ -22,6 +22,8 @@ func TestPubJSONMatchesProtojson(t *testing.T) {
 		{Channel: "p", Payload: &heraldv1.Publication_RawJson{RawJson: []byte(`12.5`)},
 			Publisher: &heraldv1.ClientInfo{Client: "c1", User: "u", Info: structpb.NewStringValue("i")}},
 		{Channel: "empty", Payload: &heraldv1.Publication_Binary{Binary: []byte{}}},
+		{Channel: "time", Offset: 3, TimeUnixMs: 1767225600123, Payload: &heraldv1.Publication_RawJson{RawJson: []byte(`{}`)}},
+		{Channel: "oldtime", TimeUnixMs: -5, Payload: &heraldv1.Publication_RawJson{RawJson: []byte(`1`)}},
 	}
 	for _, pub := range pubs {
 		got := appendPubJSON(nil, pub)

@@ -91,6 +91,7 @@ func (h *hub) join(name string, ns *config.Namespace, c *conn) (*channel, *sub) 
 	ch.subs[c] = s
 	ch.mu.Unlock()
 	h.b.nSubs.Add(1)
+	wsSubs[c.format].Add(1)
 	return ch, s
 }
 
@@ -107,6 +108,7 @@ func (h *hub) leave(ch *channel, c *conn) {
 	}
 	delete(ch.subs, c)
 	h.b.nSubs.Add(-1)
+	wsSubs[c.format].Add(-1)
 	if len(ch.subs) == 0 && !ch.closed {
 		ch.closed = true
 		if sh.chans[ch.name] == ch {
@@ -150,6 +152,7 @@ func (ch *channel) run(ctx context.Context) {
 		if delivered {
 			backoff = minBackoff
 		}
+		metricUpstreamRestarts.Inc()
 		b.log.Debug("upstream subscription broke; resuming", "channel", ch.name, "err", err, "in", backoff)
 		t := time.NewTimer(backoff/2 + mrand.N(backoff/2+1))
 		select {
@@ -277,6 +280,7 @@ func (ch *channel) deliver(pub *heraldv1.Publication) {
 		}
 		ch.last, ch.epoch = pub.Offset, pub.Epoch
 	}
+	observeDelivery(pub)
 	ep := &encodedPub{pub: pub}
 	ch.fanout(ep)
 }

@@ -28,12 +28,12 @@ func (c *conn) subscribe(id uint32, name string, since *heraldv1.StreamPosition)
 	}
 	personal := c.user != "" && name == "user:"+c.user
 	c.subMu.Lock()
-	if _, ok := c.subs[name]; ok {
+	if c.subIndex(name) >= 0 {
 		c.subMu.Unlock()
 		return reqErr(ErrAlreadySubscribed, "already subscribed to %q", name)
 	}
 	n := len(c.subs)
-	if _, ok := c.subs["user:"+c.user]; ok && c.user != "" {
+	if c.user != "" && c.subIndex("user:"+c.user) >= 0 {
 		n-- // the personal channel does not count
 	}
 	if !personal && n >= c.b.cfg.MaxChannels {
@@ -41,16 +41,13 @@ func (c *conn) subscribe(id uint32, name string, since *heraldv1.StreamPosition)
 		return reqErr(ErrTooManyChannels, "too many channels: the limit is %d per connection", c.b.cfg.MaxChannels)
 	}
 	ch, s := c.b.hub.join(name, ns, c)
-	if c.subs == nil {
-		c.subs = make(map[string]*channel, 2)
-	}
-	c.subs[name] = ch
+	c.subs = append(c.subs, ch)
 	c.subMu.Unlock()
 
 	undo := func() {
 		c.subMu.Lock()
-		if c.subs[name] == ch {
-			delete(c.subs, name)
+		if i := c.subIndex(name); i >= 0 && c.subs[i] == ch {
+			c.removeSub(i)
 		}
 		c.subMu.Unlock()
 		c.b.hub.leave(ch, c)
@@ -182,6 +179,28 @@ func (c *conn) catchUp(ch *channel, s *sub, id uint32, since *heraldv1.StreamPos
 	return nil
 }
 
+// subIndex returns the index of a channel in c.subs, or -1. c.subMu must
+// be held.
+func (c *conn) subIndex(name string) int {
+	for i, ch := range c.subs {
+		if ch.name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// removeSub removes c.subs[i]. c.subMu must be held.
+func (c *conn) removeSub(i int) {
+	last := len(c.subs) - 1
+	c.subs[i] = c.subs[last]
+	c.subs[last] = nil
+	c.subs = c.subs[:last]
+	if len(c.subs) == 0 {
+		c.subs = nil
+	}
+}
+
 // unsubscribe ends a subscription at the client's request.
 func (c *conn) unsubscribe(name string) (*heraldv1.ServerFrame, error) {
 	if !c.dropSub(name) {
@@ -199,9 +218,12 @@ func (c *conn) serverUnsubscribe(name, reason string) {
 }
 
 func (c *conn) dropSub(name string) bool {
+	var ch *channel
 	c.subMu.Lock()
-	ch := c.subs[name]
-	delete(c.subs, name)
+	if i := c.subIndex(name); i >= 0 {
+		ch = c.subs[i]
+		c.removeSub(i)
+	}
 	c.subMu.Unlock()
 	if ch == nil {
 		return false
@@ -221,6 +243,9 @@ func (c *conn) publish(f *heraldv1.PublishFrame) (*heraldv1.ServerFrame, error) 
 	}
 	if !canPublish(c.ident, ns) {
 		return nil, reqErr(ErrPermissionDenied, "not allowed to publish to %q", f.Channel)
+	}
+	if err := c.b.lim.allowPublish(c); err != nil {
+		return nil, err
 	}
 	req := &heraldv1.PublishRequest{Channel: f.Channel, IdempotencyKey: f.IdempotencyKey}
 	switch p := f.Payload.(type) {

@@ -51,7 +51,7 @@ func (s *session) join(channel string, c *conn) {
 	}
 	k := memberKey{channel, c}
 	s.mu.Lock()
-	s.desired[k] = c.info
+	s.desired[k] = c.clientInfo()
 	s.dirty[k] = struct{}{}
 	s.mu.Unlock()
 	s.wake()

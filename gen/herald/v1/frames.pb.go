@@ -252,7 +252,13 @@ type ConnectFrame struct {
 	// A JWT; may be empty where anonymous connections are allowed.
 	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	// Optional client name and version, for logs.
-	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Resume the personal channel (`user:<id>`, subscribed without asking)
+	// after this position: the `subscribed` push then says whether the
+	// publications missed since then were recovered, and they follow it in
+	// order. Only meaningful for the same user as before; ignored for
+	// anonymous connections.
+	PersonalSince *StreamPosition `protobuf:"bytes,3,opt,name=personal_since,json=personalSince,proto3" json:"personal_since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -299,6 +305,13 @@ func (x *ConnectFrame) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *ConnectFrame) GetPersonalSince() *StreamPosition {
+	if x != nil {
+		return x.PersonalSince
+	}
+	return nil
 }
 
 // RefreshFrame replaces a connection's token.
@@ -1459,10 +1472,11 @@ const file_herald_v1_frames_proto_rawDesc = "" +
 	"\x0epresence_stats\x18\t \x01(\v2\x18.herald.v1.PresenceFrameH\x00R\rpresenceStats\x12*\n" +
 	"\x04ping\x18\n" +
 	" \x01(\v2\x14.herald.v1.PingFrameH\x00R\x04pingB\x06\n" +
-	"\x04body\"8\n" +
+	"\x04body\"z\n" +
 	"\fConnectFrame\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"$\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12@\n" +
+	"\x0epersonal_since\x18\x03 \x01(\v2\x19.herald.v1.StreamPositionR\rpersonalSince\"$\n" +
 	"\fRefreshFrame\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"[\n" +
 	"\x0eSubscribeFrame\x12\x18\n" +
@@ -1586,31 +1600,32 @@ var file_herald_v1_frames_proto_depIdxs = []int32{
 	7,  // 6: herald.v1.ClientFrame.presence:type_name -> herald.v1.PresenceFrame
 	7,  // 7: herald.v1.ClientFrame.presence_stats:type_name -> herald.v1.PresenceFrame
 	8,  // 8: herald.v1.ClientFrame.ping:type_name -> herald.v1.PingFrame
-	16, // 9: herald.v1.SubscribeFrame.since:type_name -> herald.v1.StreamPosition
-	17, // 10: herald.v1.PublishFrame.data:type_name -> google.protobuf.Value
-	16, // 11: herald.v1.HistoryFrame.since:type_name -> herald.v1.StreamPosition
-	10, // 12: herald.v1.ServerFrame.error:type_name -> herald.v1.ErrorFrame
-	11, // 13: herald.v1.ServerFrame.connect:type_name -> herald.v1.ConnectedFrame
-	12, // 14: herald.v1.ServerFrame.refresh:type_name -> herald.v1.RefreshedFrame
-	13, // 15: herald.v1.ServerFrame.subscribe:type_name -> herald.v1.SubscribedFrame
-	14, // 16: herald.v1.ServerFrame.unsubscribe:type_name -> herald.v1.UnsubscribedFrame
-	18, // 17: herald.v1.ServerFrame.publish:type_name -> herald.v1.PublishResponse
-	19, // 18: herald.v1.ServerFrame.history:type_name -> herald.v1.HistoryResponse
-	20, // 19: herald.v1.ServerFrame.presence:type_name -> herald.v1.PresenceResponse
-	21, // 20: herald.v1.ServerFrame.presence_stats:type_name -> herald.v1.PresenceStatsResponse
-	8,  // 21: herald.v1.ServerFrame.pong:type_name -> herald.v1.PingFrame
-	22, // 22: herald.v1.ServerFrame.pub:type_name -> herald.v1.Publication
-	23, // 23: herald.v1.ServerFrame.join:type_name -> herald.v1.PresenceEvent
-	23, // 24: herald.v1.ServerFrame.leave:type_name -> herald.v1.PresenceEvent
-	14, // 25: herald.v1.ServerFrame.unsubscribed:type_name -> herald.v1.UnsubscribedFrame
-	15, // 26: herald.v1.ServerFrame.disconnect:type_name -> herald.v1.DisconnectFrame
-	13, // 27: herald.v1.ServerFrame.subscribed:type_name -> herald.v1.SubscribedFrame
-	16, // 28: herald.v1.SubscribedFrame.position:type_name -> herald.v1.StreamPosition
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	16, // 9: herald.v1.ConnectFrame.personal_since:type_name -> herald.v1.StreamPosition
+	16, // 10: herald.v1.SubscribeFrame.since:type_name -> herald.v1.StreamPosition
+	17, // 11: herald.v1.PublishFrame.data:type_name -> google.protobuf.Value
+	16, // 12: herald.v1.HistoryFrame.since:type_name -> herald.v1.StreamPosition
+	10, // 13: herald.v1.ServerFrame.error:type_name -> herald.v1.ErrorFrame
+	11, // 14: herald.v1.ServerFrame.connect:type_name -> herald.v1.ConnectedFrame
+	12, // 15: herald.v1.ServerFrame.refresh:type_name -> herald.v1.RefreshedFrame
+	13, // 16: herald.v1.ServerFrame.subscribe:type_name -> herald.v1.SubscribedFrame
+	14, // 17: herald.v1.ServerFrame.unsubscribe:type_name -> herald.v1.UnsubscribedFrame
+	18, // 18: herald.v1.ServerFrame.publish:type_name -> herald.v1.PublishResponse
+	19, // 19: herald.v1.ServerFrame.history:type_name -> herald.v1.HistoryResponse
+	20, // 20: herald.v1.ServerFrame.presence:type_name -> herald.v1.PresenceResponse
+	21, // 21: herald.v1.ServerFrame.presence_stats:type_name -> herald.v1.PresenceStatsResponse
+	8,  // 22: herald.v1.ServerFrame.pong:type_name -> herald.v1.PingFrame
+	22, // 23: herald.v1.ServerFrame.pub:type_name -> herald.v1.Publication
+	23, // 24: herald.v1.ServerFrame.join:type_name -> herald.v1.PresenceEvent
+	23, // 25: herald.v1.ServerFrame.leave:type_name -> herald.v1.PresenceEvent
+	14, // 26: herald.v1.ServerFrame.unsubscribed:type_name -> herald.v1.UnsubscribedFrame
+	15, // 27: herald.v1.ServerFrame.disconnect:type_name -> herald.v1.DisconnectFrame
+	13, // 28: herald.v1.ServerFrame.subscribed:type_name -> herald.v1.SubscribedFrame
+	16, // 29: herald.v1.SubscribedFrame.position:type_name -> herald.v1.StreamPosition
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_frames_proto_init() }

@@ -154,7 +154,11 @@ type Publication struct {
 	// Tags set by the publisher, delivered as they were given.
 	Tags map[string]string `protobuf:"bytes,7,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// The client that published it, when a browser published.
-	Publisher     *ClientInfo `protobuf:"bytes,8,opt,name=publisher,proto3" json:"publisher,omitempty"`
+	Publisher *ClientInfo `protobuf:"bytes,8,opt,name=publisher,proto3" json:"publisher,omitempty"`
+	// When the node accepted the publication, in milliseconds since the Unix
+	// epoch (its clock); 0 when unknown. Bridges measure the
+	// publish-to-delivery latency with it.
+	TimeUnixMs    int64 `protobuf:"varint,9,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -256,6 +260,13 @@ func (x *Publication) GetPublisher() *ClientInfo {
 		return x.Publisher
 	}
 	return nil
+}
+
+func (x *Publication) GetTimeUnixMs() int64 {
+	if x != nil {
+		return x.TimeUnixMs
+	}
+	return 0
 }
 
 type isPublication_Payload interface {
@@ -1113,6 +1124,245 @@ func (*SubscribeResponse_Join) isSubscribeResponse_Event() {}
 
 func (*SubscribeResponse_Leave) isSubscribeResponse_Event() {}
 
+// SubscribeManyRequest opens or closes one subscription of a SubscribeMany
+// stream.
+type SubscribeManyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The subscription, named by the client; unique among the stream's open
+	// subscriptions (a subscribe with an id in use is refused with `ended`).
+	// Once a subscription has ended or been unsubscribed, its id may be used
+	// again.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// What to do; exactly one must be set.
+	//
+	// Types that are valid to be assigned to Action:
+	//
+	//	*SubscribeManyRequest_Subscribe
+	//	*SubscribeManyRequest_Unsubscribe
+	Action        isSubscribeManyRequest_Action `protobuf_oneof:"action"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeManyRequest) Reset() {
+	*x = SubscribeManyRequest{}
+	mi := &file_herald_v1_herald_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeManyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeManyRequest) ProtoMessage() {}
+
+func (x *SubscribeManyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeManyRequest.ProtoReflect.Descriptor instead.
+func (*SubscribeManyRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SubscribeManyRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *SubscribeManyRequest) GetAction() isSubscribeManyRequest_Action {
+	if x != nil {
+		return x.Action
+	}
+	return nil
+}
+
+func (x *SubscribeManyRequest) GetSubscribe() *SubscribeRequest {
+	if x != nil {
+		if x, ok := x.Action.(*SubscribeManyRequest_Subscribe); ok {
+			return x.Subscribe
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeManyRequest) GetUnsubscribe() *SubscribeManyUnsubscribe {
+	if x != nil {
+		if x, ok := x.Action.(*SubscribeManyRequest_Unsubscribe); ok {
+			return x.Unsubscribe
+		}
+	}
+	return nil
+}
+
+type isSubscribeManyRequest_Action interface {
+	isSubscribeManyRequest_Action()
+}
+
+type SubscribeManyRequest_Subscribe struct {
+	// Open the subscription, as Subscribe would.
+	Subscribe *SubscribeRequest `protobuf:"bytes,2,opt,name=subscribe,proto3,oneof"`
+}
+
+type SubscribeManyRequest_Unsubscribe struct {
+	// Close the subscription.
+	Unsubscribe *SubscribeManyUnsubscribe `protobuf:"bytes,3,opt,name=unsubscribe,proto3,oneof"`
+}
+
+func (*SubscribeManyRequest_Subscribe) isSubscribeManyRequest_Action() {}
+
+func (*SubscribeManyRequest_Unsubscribe) isSubscribeManyRequest_Action() {}
+
+// SubscribeManyUnsubscribe closes a subscription of a SubscribeMany stream.
+type SubscribeManyUnsubscribe struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeManyUnsubscribe) Reset() {
+	*x = SubscribeManyUnsubscribe{}
+	mi := &file_herald_v1_herald_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeManyUnsubscribe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeManyUnsubscribe) ProtoMessage() {}
+
+func (x *SubscribeManyUnsubscribe) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeManyUnsubscribe.ProtoReflect.Descriptor instead.
+func (*SubscribeManyUnsubscribe) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{13}
+}
+
+// SubscribeManyResponse is one event of one subscription of a SubscribeMany
+// stream.
+type SubscribeManyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The subscription the event belongs to.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// What happened.
+	//
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*SubscribeManyResponse_Event
+	//	*SubscribeManyResponse_Ended
+	Kind          isSubscribeManyResponse_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeManyResponse) Reset() {
+	*x = SubscribeManyResponse{}
+	mi := &file_herald_v1_herald_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeManyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeManyResponse) ProtoMessage() {}
+
+func (x *SubscribeManyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeManyResponse.ProtoReflect.Descriptor instead.
+func (*SubscribeManyResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SubscribeManyResponse) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *SubscribeManyResponse) GetKind() isSubscribeManyResponse_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *SubscribeManyResponse) GetEvent() *SubscribeResponse {
+	if x != nil {
+		if x, ok := x.Kind.(*SubscribeManyResponse_Event); ok {
+			return x.Event
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeManyResponse) GetEnded() *Error {
+	if x != nil {
+		if x, ok := x.Kind.(*SubscribeManyResponse_Ended); ok {
+			return x.Ended
+		}
+	}
+	return nil
+}
+
+type isSubscribeManyResponse_Kind interface {
+	isSubscribeManyResponse_Kind()
+}
+
+type SubscribeManyResponse_Event struct {
+	// An event as Subscribe streams it: `subscribed` first, then
+	// publications, joins and leaves.
+	Event *SubscribeResponse `protobuf:"bytes,2,opt,name=event,proto3,oneof"`
+}
+
+type SubscribeManyResponse_Ended struct {
+	// The subscription ended; no more events of this id follow. `code` is
+	// the reason, as Subscribe would end its stream: `aborted` (the node
+	// lost continuity or the epoch changed: resubscribe from the last
+	// position you saw), `permission_denied`, `invalid_argument`,
+	// `unavailable`, …
+	Ended *Error `protobuf:"bytes,3,opt,name=ended,proto3,oneof"`
+}
+
+func (*SubscribeManyResponse_Event) isSubscribeManyResponse_Kind() {}
+
+func (*SubscribeManyResponse_Ended) isSubscribeManyResponse_Kind() {}
+
 // Subscribed starts a subscription.
 type Subscribed struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1129,7 +1379,7 @@ type Subscribed struct {
 
 func (x *Subscribed) Reset() {
 	*x = Subscribed{}
-	mi := &file_herald_v1_herald_proto_msgTypes[12]
+	mi := &file_herald_v1_herald_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1141,7 +1391,7 @@ func (x *Subscribed) String() string {
 func (*Subscribed) ProtoMessage() {}
 
 func (x *Subscribed) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[12]
+	mi := &file_herald_v1_herald_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1154,7 +1404,7 @@ func (x *Subscribed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribed.ProtoReflect.Descriptor instead.
 func (*Subscribed) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{12}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Subscribed) GetPosition() *StreamPosition {
@@ -1184,7 +1434,7 @@ type PresenceEvent struct {
 
 func (x *PresenceEvent) Reset() {
 	*x = PresenceEvent{}
-	mi := &file_herald_v1_herald_proto_msgTypes[13]
+	mi := &file_herald_v1_herald_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1446,7 @@ func (x *PresenceEvent) String() string {
 func (*PresenceEvent) ProtoMessage() {}
 
 func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[13]
+	mi := &file_herald_v1_herald_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1459,7 @@ func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceEvent.ProtoReflect.Descriptor instead.
 func (*PresenceEvent) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{13}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PresenceEvent) GetChannel() string {
@@ -1248,7 +1498,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_herald_v1_herald_proto_msgTypes[14]
+	mi := &file_herald_v1_herald_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1510,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[14]
+	mi := &file_herald_v1_herald_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1523,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{14}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HistoryRequest) GetChannel() string {
@@ -1324,7 +1574,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_herald_v1_herald_proto_msgTypes[15]
+	mi := &file_herald_v1_herald_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1336,7 +1586,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[15]
+	mi := &file_herald_v1_herald_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1349,7 +1599,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{15}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HistoryResponse) GetPublications() []*Publication {
@@ -1377,7 +1627,7 @@ type PresenceRequest struct {
 
 func (x *PresenceRequest) Reset() {
 	*x = PresenceRequest{}
-	mi := &file_herald_v1_herald_proto_msgTypes[16]
+	mi := &file_herald_v1_herald_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1389,7 +1639,7 @@ func (x *PresenceRequest) String() string {
 func (*PresenceRequest) ProtoMessage() {}
 
 func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[16]
+	mi := &file_herald_v1_herald_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1402,7 +1652,7 @@ func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRequest.ProtoReflect.Descriptor instead.
 func (*PresenceRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{16}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PresenceRequest) GetChannel() string {
@@ -1423,7 +1673,7 @@ type PresenceResponse struct {
 
 func (x *PresenceResponse) Reset() {
 	*x = PresenceResponse{}
-	mi := &file_herald_v1_herald_proto_msgTypes[17]
+	mi := &file_herald_v1_herald_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +1685,7 @@ func (x *PresenceResponse) String() string {
 func (*PresenceResponse) ProtoMessage() {}
 
 func (x *PresenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[17]
+	mi := &file_herald_v1_herald_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +1698,7 @@ func (x *PresenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceResponse.ProtoReflect.Descriptor instead.
 func (*PresenceResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{17}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PresenceResponse) GetClients() []*ClientInfo {
@@ -1469,7 +1719,7 @@ type PresenceStatsRequest struct {
 
 func (x *PresenceStatsRequest) Reset() {
 	*x = PresenceStatsRequest{}
-	mi := &file_herald_v1_herald_proto_msgTypes[18]
+	mi := &file_herald_v1_herald_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1731,7 @@ func (x *PresenceStatsRequest) String() string {
 func (*PresenceStatsRequest) ProtoMessage() {}
 
 func (x *PresenceStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[18]
+	mi := &file_herald_v1_herald_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1744,7 @@ func (x *PresenceStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceStatsRequest.ProtoReflect.Descriptor instead.
 func (*PresenceStatsRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{18}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PresenceStatsRequest) GetChannel() string {
@@ -1517,7 +1767,7 @@ type PresenceStatsResponse struct {
 
 func (x *PresenceStatsResponse) Reset() {
 	*x = PresenceStatsResponse{}
-	mi := &file_herald_v1_herald_proto_msgTypes[19]
+	mi := &file_herald_v1_herald_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1779,7 @@ func (x *PresenceStatsResponse) String() string {
 func (*PresenceStatsResponse) ProtoMessage() {}
 
 func (x *PresenceStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[19]
+	mi := &file_herald_v1_herald_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1792,7 @@ func (x *PresenceStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceStatsResponse.ProtoReflect.Descriptor instead.
 func (*PresenceStatsResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{19}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PresenceStatsResponse) GetClients() uint32 {
@@ -1570,7 +1820,7 @@ type ChannelsRequest struct {
 
 func (x *ChannelsRequest) Reset() {
 	*x = ChannelsRequest{}
-	mi := &file_herald_v1_herald_proto_msgTypes[20]
+	mi := &file_herald_v1_herald_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +1832,7 @@ func (x *ChannelsRequest) String() string {
 func (*ChannelsRequest) ProtoMessage() {}
 
 func (x *ChannelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[20]
+	mi := &file_herald_v1_herald_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +1845,7 @@ func (x *ChannelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelsRequest.ProtoReflect.Descriptor instead.
 func (*ChannelsRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{20}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ChannelsRequest) GetPattern() string {
@@ -1616,7 +1866,7 @@ type ChannelsResponse struct {
 
 func (x *ChannelsResponse) Reset() {
 	*x = ChannelsResponse{}
-	mi := &file_herald_v1_herald_proto_msgTypes[21]
+	mi := &file_herald_v1_herald_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1628,7 +1878,7 @@ func (x *ChannelsResponse) String() string {
 func (*ChannelsResponse) ProtoMessage() {}
 
 func (x *ChannelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[21]
+	mi := &file_herald_v1_herald_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1641,7 +1891,7 @@ func (x *ChannelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelsResponse.ProtoReflect.Descriptor instead.
 func (*ChannelsResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{21}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ChannelsResponse) GetChannels() []*ChannelInfo {
@@ -1668,7 +1918,7 @@ type ChannelInfo struct {
 
 func (x *ChannelInfo) Reset() {
 	*x = ChannelInfo{}
-	mi := &file_herald_v1_herald_proto_msgTypes[22]
+	mi := &file_herald_v1_herald_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1680,7 +1930,7 @@ func (x *ChannelInfo) String() string {
 func (*ChannelInfo) ProtoMessage() {}
 
 func (x *ChannelInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[22]
+	mi := &file_herald_v1_herald_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1693,7 +1943,7 @@ func (x *ChannelInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelInfo.ProtoReflect.Descriptor instead.
 func (*ChannelInfo) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{22}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ChannelInfo) GetName() string {
@@ -1739,7 +1989,7 @@ type DisconnectRequest struct {
 
 func (x *DisconnectRequest) Reset() {
 	*x = DisconnectRequest{}
-	mi := &file_herald_v1_herald_proto_msgTypes[23]
+	mi := &file_herald_v1_herald_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1751,7 +2001,7 @@ func (x *DisconnectRequest) String() string {
 func (*DisconnectRequest) ProtoMessage() {}
 
 func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[23]
+	mi := &file_herald_v1_herald_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1764,7 +2014,7 @@ func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectRequest.ProtoReflect.Descriptor instead.
 func (*DisconnectRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{23}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DisconnectRequest) GetUser() string {
@@ -1798,7 +2048,7 @@ type DisconnectResponse struct {
 
 func (x *DisconnectResponse) Reset() {
 	*x = DisconnectResponse{}
-	mi := &file_herald_v1_herald_proto_msgTypes[24]
+	mi := &file_herald_v1_herald_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1810,7 +2060,7 @@ func (x *DisconnectResponse) String() string {
 func (*DisconnectResponse) ProtoMessage() {}
 
 func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[24]
+	mi := &file_herald_v1_herald_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1823,7 +2073,7 @@ func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectResponse.ProtoReflect.Descriptor instead.
 func (*DisconnectResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{24}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{27}
 }
 
 // UnsubscribeRequest removes a user from a channel.
@@ -1839,7 +2089,7 @@ type UnsubscribeRequest struct {
 
 func (x *UnsubscribeRequest) Reset() {
 	*x = UnsubscribeRequest{}
-	mi := &file_herald_v1_herald_proto_msgTypes[25]
+	mi := &file_herald_v1_herald_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1851,7 +2101,7 @@ func (x *UnsubscribeRequest) String() string {
 func (*UnsubscribeRequest) ProtoMessage() {}
 
 func (x *UnsubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[25]
+	mi := &file_herald_v1_herald_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1864,7 +2114,7 @@ func (x *UnsubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnsubscribeRequest.ProtoReflect.Descriptor instead.
 func (*UnsubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{25}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UnsubscribeRequest) GetUser() string {
@@ -1890,7 +2140,7 @@ type UnsubscribeResponse struct {
 
 func (x *UnsubscribeResponse) Reset() {
 	*x = UnsubscribeResponse{}
-	mi := &file_herald_v1_herald_proto_msgTypes[26]
+	mi := &file_herald_v1_herald_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1902,7 +2152,7 @@ func (x *UnsubscribeResponse) String() string {
 func (*UnsubscribeResponse) ProtoMessage() {}
 
 func (x *UnsubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[26]
+	mi := &file_herald_v1_herald_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1915,7 +2165,7 @@ func (x *UnsubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnsubscribeResponse.ProtoReflect.Descriptor instead.
 func (*UnsubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{26}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{29}
 }
 
 // InfoRequest asks about the node.
@@ -1927,7 +2177,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_herald_v1_herald_proto_msgTypes[27]
+	mi := &file_herald_v1_herald_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2189,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[27]
+	mi := &file_herald_v1_herald_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2202,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{27}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{30}
 }
 
 // InfoResponse describes the node.
@@ -1980,7 +2230,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_herald_v1_herald_proto_msgTypes[28]
+	mi := &file_herald_v1_herald_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1992,7 +2242,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[28]
+	mi := &file_herald_v1_herald_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2005,7 +2255,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{28}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *InfoResponse) GetNode() string {
@@ -2080,7 +2330,7 @@ type BridgeSessionRequest struct {
 
 func (x *BridgeSessionRequest) Reset() {
 	*x = BridgeSessionRequest{}
-	mi := &file_herald_v1_herald_proto_msgTypes[29]
+	mi := &file_herald_v1_herald_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2092,7 +2342,7 @@ func (x *BridgeSessionRequest) String() string {
 func (*BridgeSessionRequest) ProtoMessage() {}
 
 func (x *BridgeSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[29]
+	mi := &file_herald_v1_herald_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2105,7 +2355,7 @@ func (x *BridgeSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BridgeSessionRequest.ProtoReflect.Descriptor instead.
 func (*BridgeSessionRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{29}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *BridgeSessionRequest) GetMsg() isBridgeSessionRequest_Msg {
@@ -2162,7 +2412,7 @@ type BridgeHello struct {
 
 func (x *BridgeHello) Reset() {
 	*x = BridgeHello{}
-	mi := &file_herald_v1_herald_proto_msgTypes[30]
+	mi := &file_herald_v1_herald_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2174,7 +2424,7 @@ func (x *BridgeHello) String() string {
 func (*BridgeHello) ProtoMessage() {}
 
 func (x *BridgeHello) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[30]
+	mi := &file_herald_v1_herald_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2187,7 +2437,7 @@ func (x *BridgeHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BridgeHello.ProtoReflect.Descriptor instead.
 func (*BridgeHello) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{30}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *BridgeHello) GetBridge() string {
@@ -2210,7 +2460,7 @@ type PresenceUpdate struct {
 
 func (x *PresenceUpdate) Reset() {
 	*x = PresenceUpdate{}
-	mi := &file_herald_v1_herald_proto_msgTypes[31]
+	mi := &file_herald_v1_herald_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2222,7 +2472,7 @@ func (x *PresenceUpdate) String() string {
 func (*PresenceUpdate) ProtoMessage() {}
 
 func (x *PresenceUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[31]
+	mi := &file_herald_v1_herald_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2235,7 +2485,7 @@ func (x *PresenceUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceUpdate.ProtoReflect.Descriptor instead.
 func (*PresenceUpdate) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{31}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PresenceUpdate) GetJoins() []*PresenceEvent {
@@ -2268,7 +2518,7 @@ type BridgeSessionResponse struct {
 
 func (x *BridgeSessionResponse) Reset() {
 	*x = BridgeSessionResponse{}
-	mi := &file_herald_v1_herald_proto_msgTypes[32]
+	mi := &file_herald_v1_herald_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2280,7 +2530,7 @@ func (x *BridgeSessionResponse) String() string {
 func (*BridgeSessionResponse) ProtoMessage() {}
 
 func (x *BridgeSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[32]
+	mi := &file_herald_v1_herald_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2293,7 +2543,7 @@ func (x *BridgeSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BridgeSessionResponse.ProtoReflect.Descriptor instead.
 func (*BridgeSessionResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{32}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *BridgeSessionResponse) GetMsg() isBridgeSessionResponse_Msg {
@@ -2346,7 +2596,7 @@ const file_herald_v1_herald_proto_rawDesc = "" +
 	"\x16herald/v1/herald.proto\x12\therald.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\">\n" +
 	"\x0eStreamPosition\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\tR\x05epoch\"\xe9\x02\n" +
+	"\x05epoch\x18\x02 \x01(\tR\x05epoch\"\x8b\x03\n" +
 	"\vPublication\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x14\n" +
@@ -2355,7 +2605,9 @@ const file_herald_v1_herald_proto_rawDesc = "" +
 	"\x06binary\x18\x05 \x01(\fH\x00R\x06binary\x12\x1b\n" +
 	"\braw_json\x18\x06 \x01(\fH\x00R\arawJson\x124\n" +
 	"\x04tags\x18\a \x03(\v2 .herald.v1.Publication.TagsEntryR\x04tags\x123\n" +
-	"\tpublisher\x18\b \x01(\v2\x15.herald.v1.ClientInfoR\tpublisher\x1a7\n" +
+	"\tpublisher\x18\b \x01(\v2\x15.herald.v1.ClientInfoR\tpublisher\x12 \n" +
+	"\ftime_unix_ms\x18\t \x01(\x03R\n" +
+	"timeUnixMs\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
@@ -2415,7 +2667,18 @@ const file_herald_v1_herald_proto_rawDesc = "" +
 	"\vpublication\x18\x02 \x01(\v2\x16.herald.v1.PublicationH\x00R\vpublication\x12.\n" +
 	"\x04join\x18\x03 \x01(\v2\x18.herald.v1.PresenceEventH\x00R\x04join\x120\n" +
 	"\x05leave\x18\x04 \x01(\v2\x18.herald.v1.PresenceEventH\x00R\x05leaveB\a\n" +
-	"\x05event\"a\n" +
+	"\x05event\"\xb6\x01\n" +
+	"\x14SubscribeManyRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12;\n" +
+	"\tsubscribe\x18\x02 \x01(\v2\x1b.herald.v1.SubscribeRequestH\x00R\tsubscribe\x12G\n" +
+	"\vunsubscribe\x18\x03 \x01(\v2#.herald.v1.SubscribeManyUnsubscribeH\x00R\vunsubscribeB\b\n" +
+	"\x06action\"\x1a\n" +
+	"\x18SubscribeManyUnsubscribe\"\x8f\x01\n" +
+	"\x15SubscribeManyResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x124\n" +
+	"\x05event\x18\x02 \x01(\v2\x1c.herald.v1.SubscribeResponseH\x00R\x05event\x12(\n" +
+	"\x05ended\x18\x03 \x01(\v2\x10.herald.v1.ErrorH\x00R\x05endedB\x06\n" +
+	"\x04kind\"a\n" +
 	"\n" +
 	"Subscribed\x125\n" +
 	"\bposition\x18\x01 \x01(\v2\x19.herald.v1.StreamPositionR\bposition\x12\x1c\n" +
@@ -2486,12 +2749,14 @@ const file_herald_v1_herald_proto_rawDesc = "" +
 	"\x03msg*G\n" +
 	"\rPayloadFormat\x12\x1e\n" +
 	"\x1aPAYLOAD_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n" +
-	"\x12PAYLOAD_FORMAT_RAW\x10\x012\xee\t\n" +
+	"\x12PAYLOAD_FORMAT_RAW\x10\x012\xc6\n" +
+	"\n" +
 	"\rHeraldService\x12k\n" +
 	"\aPublish\x12\x19.herald.v1.PublishRequest\x1a\x1a.herald.v1.PublishResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/channels/{channel}/publish\x12V\n" +
 	"\rPublishStream\x12\x1f.herald.v1.PublishStreamRequest\x1a .herald.v1.PublishStreamResponse(\x010\x01\x12`\n" +
 	"\tBroadcast\x12\x1b.herald.v1.BroadcastRequest\x1a\x1c.herald.v1.BroadcastResponse\"\x18\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/v1/broadcast\x12r\n" +
-	"\tSubscribe\x12\x1b.herald.v1.SubscribeRequest\x1a\x1c.herald.v1.SubscribeResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/channels/{channel}/subscribe0\x01\x12h\n" +
+	"\tSubscribe\x12\x1b.herald.v1.SubscribeRequest\x1a\x1c.herald.v1.SubscribeResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/channels/{channel}/subscribe0\x01\x12V\n" +
+	"\rSubscribeMany\x12\x1f.herald.v1.SubscribeManyRequest\x1a .herald.v1.SubscribeManyResponse(\x010\x01\x12h\n" +
 	"\aHistory\x12\x19.herald.v1.HistoryRequest\x1a\x1a.herald.v1.HistoryResponse\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/channels/{channel}/history\x12l\n" +
 	"\bPresence\x12\x1a.herald.v1.PresenceRequest\x1a\x1b.herald.v1.PresenceResponse\"'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/channels/{channel}/presence\x12\x81\x01\n" +
 	"\rPresenceStats\x12\x1f.herald.v1.PresenceStatsRequest\x1a .herald.v1.PresenceStatsResponse\"-\x82\xd3\xe4\x93\x02'\x12%/v1/channels/{channel}/presence/stats\x12Y\n" +
@@ -2516,111 +2781,120 @@ func file_herald_v1_herald_proto_rawDescGZIP() []byte {
 }
 
 var file_herald_v1_herald_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_herald_v1_herald_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_herald_v1_herald_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_herald_v1_herald_proto_goTypes = []any{
-	(PayloadFormat)(0),            // 0: herald.v1.PayloadFormat
-	(*StreamPosition)(nil),        // 1: herald.v1.StreamPosition
-	(*Publication)(nil),           // 2: herald.v1.Publication
-	(*ClientInfo)(nil),            // 3: herald.v1.ClientInfo
-	(*PublishRequest)(nil),        // 4: herald.v1.PublishRequest
-	(*PublishResponse)(nil),       // 5: herald.v1.PublishResponse
-	(*PublishStreamRequest)(nil),  // 6: herald.v1.PublishStreamRequest
-	(*PublishStreamResponse)(nil), // 7: herald.v1.PublishStreamResponse
-	(*Error)(nil),                 // 8: herald.v1.Error
-	(*BroadcastRequest)(nil),      // 9: herald.v1.BroadcastRequest
-	(*BroadcastResponse)(nil),     // 10: herald.v1.BroadcastResponse
-	(*SubscribeRequest)(nil),      // 11: herald.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),     // 12: herald.v1.SubscribeResponse
-	(*Subscribed)(nil),            // 13: herald.v1.Subscribed
-	(*PresenceEvent)(nil),         // 14: herald.v1.PresenceEvent
-	(*HistoryRequest)(nil),        // 15: herald.v1.HistoryRequest
-	(*HistoryResponse)(nil),       // 16: herald.v1.HistoryResponse
-	(*PresenceRequest)(nil),       // 17: herald.v1.PresenceRequest
-	(*PresenceResponse)(nil),      // 18: herald.v1.PresenceResponse
-	(*PresenceStatsRequest)(nil),  // 19: herald.v1.PresenceStatsRequest
-	(*PresenceStatsResponse)(nil), // 20: herald.v1.PresenceStatsResponse
-	(*ChannelsRequest)(nil),       // 21: herald.v1.ChannelsRequest
-	(*ChannelsResponse)(nil),      // 22: herald.v1.ChannelsResponse
-	(*ChannelInfo)(nil),           // 23: herald.v1.ChannelInfo
-	(*DisconnectRequest)(nil),     // 24: herald.v1.DisconnectRequest
-	(*DisconnectResponse)(nil),    // 25: herald.v1.DisconnectResponse
-	(*UnsubscribeRequest)(nil),    // 26: herald.v1.UnsubscribeRequest
-	(*UnsubscribeResponse)(nil),   // 27: herald.v1.UnsubscribeResponse
-	(*InfoRequest)(nil),           // 28: herald.v1.InfoRequest
-	(*InfoResponse)(nil),          // 29: herald.v1.InfoResponse
-	(*BridgeSessionRequest)(nil),  // 30: herald.v1.BridgeSessionRequest
-	(*BridgeHello)(nil),           // 31: herald.v1.BridgeHello
-	(*PresenceUpdate)(nil),        // 32: herald.v1.PresenceUpdate
-	(*BridgeSessionResponse)(nil), // 33: herald.v1.BridgeSessionResponse
-	nil,                           // 34: herald.v1.Publication.TagsEntry
-	nil,                           // 35: herald.v1.PublishRequest.TagsEntry
-	nil,                           // 36: herald.v1.BroadcastRequest.TagsEntry
-	(*structpb.Value)(nil),        // 37: google.protobuf.Value
+	(PayloadFormat)(0),               // 0: herald.v1.PayloadFormat
+	(*StreamPosition)(nil),           // 1: herald.v1.StreamPosition
+	(*Publication)(nil),              // 2: herald.v1.Publication
+	(*ClientInfo)(nil),               // 3: herald.v1.ClientInfo
+	(*PublishRequest)(nil),           // 4: herald.v1.PublishRequest
+	(*PublishResponse)(nil),          // 5: herald.v1.PublishResponse
+	(*PublishStreamRequest)(nil),     // 6: herald.v1.PublishStreamRequest
+	(*PublishStreamResponse)(nil),    // 7: herald.v1.PublishStreamResponse
+	(*Error)(nil),                    // 8: herald.v1.Error
+	(*BroadcastRequest)(nil),         // 9: herald.v1.BroadcastRequest
+	(*BroadcastResponse)(nil),        // 10: herald.v1.BroadcastResponse
+	(*SubscribeRequest)(nil),         // 11: herald.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),        // 12: herald.v1.SubscribeResponse
+	(*SubscribeManyRequest)(nil),     // 13: herald.v1.SubscribeManyRequest
+	(*SubscribeManyUnsubscribe)(nil), // 14: herald.v1.SubscribeManyUnsubscribe
+	(*SubscribeManyResponse)(nil),    // 15: herald.v1.SubscribeManyResponse
+	(*Subscribed)(nil),               // 16: herald.v1.Subscribed
+	(*PresenceEvent)(nil),            // 17: herald.v1.PresenceEvent
+	(*HistoryRequest)(nil),           // 18: herald.v1.HistoryRequest
+	(*HistoryResponse)(nil),          // 19: herald.v1.HistoryResponse
+	(*PresenceRequest)(nil),          // 20: herald.v1.PresenceRequest
+	(*PresenceResponse)(nil),         // 21: herald.v1.PresenceResponse
+	(*PresenceStatsRequest)(nil),     // 22: herald.v1.PresenceStatsRequest
+	(*PresenceStatsResponse)(nil),    // 23: herald.v1.PresenceStatsResponse
+	(*ChannelsRequest)(nil),          // 24: herald.v1.ChannelsRequest
+	(*ChannelsResponse)(nil),         // 25: herald.v1.ChannelsResponse
+	(*ChannelInfo)(nil),              // 26: herald.v1.ChannelInfo
+	(*DisconnectRequest)(nil),        // 27: herald.v1.DisconnectRequest
+	(*DisconnectResponse)(nil),       // 28: herald.v1.DisconnectResponse
+	(*UnsubscribeRequest)(nil),       // 29: herald.v1.UnsubscribeRequest
+	(*UnsubscribeResponse)(nil),      // 30: herald.v1.UnsubscribeResponse
+	(*InfoRequest)(nil),              // 31: herald.v1.InfoRequest
+	(*InfoResponse)(nil),             // 32: herald.v1.InfoResponse
+	(*BridgeSessionRequest)(nil),     // 33: herald.v1.BridgeSessionRequest
+	(*BridgeHello)(nil),              // 34: herald.v1.BridgeHello
+	(*PresenceUpdate)(nil),           // 35: herald.v1.PresenceUpdate
+	(*BridgeSessionResponse)(nil),    // 36: herald.v1.BridgeSessionResponse
+	nil,                              // 37: herald.v1.Publication.TagsEntry
+	nil,                              // 38: herald.v1.PublishRequest.TagsEntry
+	nil,                              // 39: herald.v1.BroadcastRequest.TagsEntry
+	(*structpb.Value)(nil),           // 40: google.protobuf.Value
 }
 var file_herald_v1_herald_proto_depIdxs = []int32{
-	37, // 0: herald.v1.Publication.data:type_name -> google.protobuf.Value
-	34, // 1: herald.v1.Publication.tags:type_name -> herald.v1.Publication.TagsEntry
+	40, // 0: herald.v1.Publication.data:type_name -> google.protobuf.Value
+	37, // 1: herald.v1.Publication.tags:type_name -> herald.v1.Publication.TagsEntry
 	3,  // 2: herald.v1.Publication.publisher:type_name -> herald.v1.ClientInfo
-	37, // 3: herald.v1.ClientInfo.info:type_name -> google.protobuf.Value
-	37, // 4: herald.v1.PublishRequest.data:type_name -> google.protobuf.Value
-	35, // 5: herald.v1.PublishRequest.tags:type_name -> herald.v1.PublishRequest.TagsEntry
+	40, // 3: herald.v1.ClientInfo.info:type_name -> google.protobuf.Value
+	40, // 4: herald.v1.PublishRequest.data:type_name -> google.protobuf.Value
+	38, // 5: herald.v1.PublishRequest.tags:type_name -> herald.v1.PublishRequest.TagsEntry
 	1,  // 6: herald.v1.PublishResponse.position:type_name -> herald.v1.StreamPosition
 	4,  // 7: herald.v1.PublishStreamRequest.publish:type_name -> herald.v1.PublishRequest
 	5,  // 8: herald.v1.PublishStreamResponse.ok:type_name -> herald.v1.PublishResponse
 	8,  // 9: herald.v1.PublishStreamResponse.error:type_name -> herald.v1.Error
-	37, // 10: herald.v1.BroadcastRequest.data:type_name -> google.protobuf.Value
-	36, // 11: herald.v1.BroadcastRequest.tags:type_name -> herald.v1.BroadcastRequest.TagsEntry
+	40, // 10: herald.v1.BroadcastRequest.data:type_name -> google.protobuf.Value
+	39, // 11: herald.v1.BroadcastRequest.tags:type_name -> herald.v1.BroadcastRequest.TagsEntry
 	7,  // 12: herald.v1.BroadcastResponse.results:type_name -> herald.v1.PublishStreamResponse
 	1,  // 13: herald.v1.SubscribeRequest.since:type_name -> herald.v1.StreamPosition
 	0,  // 14: herald.v1.SubscribeRequest.payload_format:type_name -> herald.v1.PayloadFormat
-	13, // 15: herald.v1.SubscribeResponse.subscribed:type_name -> herald.v1.Subscribed
+	16, // 15: herald.v1.SubscribeResponse.subscribed:type_name -> herald.v1.Subscribed
 	2,  // 16: herald.v1.SubscribeResponse.publication:type_name -> herald.v1.Publication
-	14, // 17: herald.v1.SubscribeResponse.join:type_name -> herald.v1.PresenceEvent
-	14, // 18: herald.v1.SubscribeResponse.leave:type_name -> herald.v1.PresenceEvent
-	1,  // 19: herald.v1.Subscribed.position:type_name -> herald.v1.StreamPosition
-	3,  // 20: herald.v1.PresenceEvent.client:type_name -> herald.v1.ClientInfo
-	1,  // 21: herald.v1.HistoryRequest.since:type_name -> herald.v1.StreamPosition
-	0,  // 22: herald.v1.HistoryRequest.payload_format:type_name -> herald.v1.PayloadFormat
-	2,  // 23: herald.v1.HistoryResponse.publications:type_name -> herald.v1.Publication
-	1,  // 24: herald.v1.HistoryResponse.position:type_name -> herald.v1.StreamPosition
-	3,  // 25: herald.v1.PresenceResponse.clients:type_name -> herald.v1.ClientInfo
-	23, // 26: herald.v1.ChannelsResponse.channels:type_name -> herald.v1.ChannelInfo
-	1,  // 27: herald.v1.ChannelInfo.position:type_name -> herald.v1.StreamPosition
-	31, // 28: herald.v1.BridgeSessionRequest.hello:type_name -> herald.v1.BridgeHello
-	32, // 29: herald.v1.BridgeSessionRequest.presence:type_name -> herald.v1.PresenceUpdate
-	14, // 30: herald.v1.PresenceUpdate.joins:type_name -> herald.v1.PresenceEvent
-	14, // 31: herald.v1.PresenceUpdate.leaves:type_name -> herald.v1.PresenceEvent
-	24, // 32: herald.v1.BridgeSessionResponse.disconnect:type_name -> herald.v1.DisconnectRequest
-	26, // 33: herald.v1.BridgeSessionResponse.unsubscribe:type_name -> herald.v1.UnsubscribeRequest
-	4,  // 34: herald.v1.HeraldService.Publish:input_type -> herald.v1.PublishRequest
-	6,  // 35: herald.v1.HeraldService.PublishStream:input_type -> herald.v1.PublishStreamRequest
-	9,  // 36: herald.v1.HeraldService.Broadcast:input_type -> herald.v1.BroadcastRequest
-	11, // 37: herald.v1.HeraldService.Subscribe:input_type -> herald.v1.SubscribeRequest
-	15, // 38: herald.v1.HeraldService.History:input_type -> herald.v1.HistoryRequest
-	17, // 39: herald.v1.HeraldService.Presence:input_type -> herald.v1.PresenceRequest
-	19, // 40: herald.v1.HeraldService.PresenceStats:input_type -> herald.v1.PresenceStatsRequest
-	21, // 41: herald.v1.HeraldService.Channels:input_type -> herald.v1.ChannelsRequest
-	24, // 42: herald.v1.HeraldService.Disconnect:input_type -> herald.v1.DisconnectRequest
-	26, // 43: herald.v1.HeraldService.Unsubscribe:input_type -> herald.v1.UnsubscribeRequest
-	28, // 44: herald.v1.HeraldService.Info:input_type -> herald.v1.InfoRequest
-	30, // 45: herald.v1.HeraldService.BridgeSession:input_type -> herald.v1.BridgeSessionRequest
-	5,  // 46: herald.v1.HeraldService.Publish:output_type -> herald.v1.PublishResponse
-	7,  // 47: herald.v1.HeraldService.PublishStream:output_type -> herald.v1.PublishStreamResponse
-	10, // 48: herald.v1.HeraldService.Broadcast:output_type -> herald.v1.BroadcastResponse
-	12, // 49: herald.v1.HeraldService.Subscribe:output_type -> herald.v1.SubscribeResponse
-	16, // 50: herald.v1.HeraldService.History:output_type -> herald.v1.HistoryResponse
-	18, // 51: herald.v1.HeraldService.Presence:output_type -> herald.v1.PresenceResponse
-	20, // 52: herald.v1.HeraldService.PresenceStats:output_type -> herald.v1.PresenceStatsResponse
-	22, // 53: herald.v1.HeraldService.Channels:output_type -> herald.v1.ChannelsResponse
-	25, // 54: herald.v1.HeraldService.Disconnect:output_type -> herald.v1.DisconnectResponse
-	27, // 55: herald.v1.HeraldService.Unsubscribe:output_type -> herald.v1.UnsubscribeResponse
-	29, // 56: herald.v1.HeraldService.Info:output_type -> herald.v1.InfoResponse
-	33, // 57: herald.v1.HeraldService.BridgeSession:output_type -> herald.v1.BridgeSessionResponse
-	46, // [46:58] is the sub-list for method output_type
-	34, // [34:46] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	17, // 17: herald.v1.SubscribeResponse.join:type_name -> herald.v1.PresenceEvent
+	17, // 18: herald.v1.SubscribeResponse.leave:type_name -> herald.v1.PresenceEvent
+	11, // 19: herald.v1.SubscribeManyRequest.subscribe:type_name -> herald.v1.SubscribeRequest
+	14, // 20: herald.v1.SubscribeManyRequest.unsubscribe:type_name -> herald.v1.SubscribeManyUnsubscribe
+	12, // 21: herald.v1.SubscribeManyResponse.event:type_name -> herald.v1.SubscribeResponse
+	8,  // 22: herald.v1.SubscribeManyResponse.ended:type_name -> herald.v1.Error
+	1,  // 23: herald.v1.Subscribed.position:type_name -> herald.v1.StreamPosition
+	3,  // 24: herald.v1.PresenceEvent.client:type_name -> herald.v1.ClientInfo
+	1,  // 25: herald.v1.HistoryRequest.since:type_name -> herald.v1.StreamPosition
+	0,  // 26: herald.v1.HistoryRequest.payload_format:type_name -> herald.v1.PayloadFormat
+	2,  // 27: herald.v1.HistoryResponse.publications:type_name -> herald.v1.Publication
+	1,  // 28: herald.v1.HistoryResponse.position:type_name -> herald.v1.StreamPosition
+	3,  // 29: herald.v1.PresenceResponse.clients:type_name -> herald.v1.ClientInfo
+	26, // 30: herald.v1.ChannelsResponse.channels:type_name -> herald.v1.ChannelInfo
+	1,  // 31: herald.v1.ChannelInfo.position:type_name -> herald.v1.StreamPosition
+	34, // 32: herald.v1.BridgeSessionRequest.hello:type_name -> herald.v1.BridgeHello
+	35, // 33: herald.v1.BridgeSessionRequest.presence:type_name -> herald.v1.PresenceUpdate
+	17, // 34: herald.v1.PresenceUpdate.joins:type_name -> herald.v1.PresenceEvent
+	17, // 35: herald.v1.PresenceUpdate.leaves:type_name -> herald.v1.PresenceEvent
+	27, // 36: herald.v1.BridgeSessionResponse.disconnect:type_name -> herald.v1.DisconnectRequest
+	29, // 37: herald.v1.BridgeSessionResponse.unsubscribe:type_name -> herald.v1.UnsubscribeRequest
+	4,  // 38: herald.v1.HeraldService.Publish:input_type -> herald.v1.PublishRequest
+	6,  // 39: herald.v1.HeraldService.PublishStream:input_type -> herald.v1.PublishStreamRequest
+	9,  // 40: herald.v1.HeraldService.Broadcast:input_type -> herald.v1.BroadcastRequest
+	11, // 41: herald.v1.HeraldService.Subscribe:input_type -> herald.v1.SubscribeRequest
+	13, // 42: herald.v1.HeraldService.SubscribeMany:input_type -> herald.v1.SubscribeManyRequest
+	18, // 43: herald.v1.HeraldService.History:input_type -> herald.v1.HistoryRequest
+	20, // 44: herald.v1.HeraldService.Presence:input_type -> herald.v1.PresenceRequest
+	22, // 45: herald.v1.HeraldService.PresenceStats:input_type -> herald.v1.PresenceStatsRequest
+	24, // 46: herald.v1.HeraldService.Channels:input_type -> herald.v1.ChannelsRequest
+	27, // 47: herald.v1.HeraldService.Disconnect:input_type -> herald.v1.DisconnectRequest
+	29, // 48: herald.v1.HeraldService.Unsubscribe:input_type -> herald.v1.UnsubscribeRequest
+	31, // 49: herald.v1.HeraldService.Info:input_type -> herald.v1.InfoRequest
+	33, // 50: herald.v1.HeraldService.BridgeSession:input_type -> herald.v1.BridgeSessionRequest
+	5,  // 51: herald.v1.HeraldService.Publish:output_type -> herald.v1.PublishResponse
+	7,  // 52: herald.v1.HeraldService.PublishStream:output_type -> herald.v1.PublishStreamResponse
+	10, // 53: herald.v1.HeraldService.Broadcast:output_type -> herald.v1.BroadcastResponse
+	12, // 54: herald.v1.HeraldService.Subscribe:output_type -> herald.v1.SubscribeResponse
+	15, // 55: herald.v1.HeraldService.SubscribeMany:output_type -> herald.v1.SubscribeManyResponse
+	19, // 56: herald.v1.HeraldService.History:output_type -> herald.v1.HistoryResponse
+	21, // 57: herald.v1.HeraldService.Presence:output_type -> herald.v1.PresenceResponse
+	23, // 58: herald.v1.HeraldService.PresenceStats:output_type -> herald.v1.PresenceStatsResponse
+	25, // 59: herald.v1.HeraldService.Channels:output_type -> herald.v1.ChannelsResponse
+	28, // 60: herald.v1.HeraldService.Disconnect:output_type -> herald.v1.DisconnectResponse
+	30, // 61: herald.v1.HeraldService.Unsubscribe:output_type -> herald.v1.UnsubscribeResponse
+	32, // 62: herald.v1.HeraldService.Info:output_type -> herald.v1.InfoResponse
+	36, // 63: herald.v1.HeraldService.BridgeSession:output_type -> herald.v1.BridgeSessionResponse
+	51, // [51:64] is the sub-list for method output_type
+	38, // [38:51] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_herald_proto_init() }
@@ -2653,11 +2927,19 @@ func file_herald_v1_herald_proto_init() {
 		(*SubscribeResponse_Join)(nil),
 		(*SubscribeResponse_Leave)(nil),
 	}
-	file_herald_v1_herald_proto_msgTypes[29].OneofWrappers = []any{
+	file_herald_v1_herald_proto_msgTypes[12].OneofWrappers = []any{
+		(*SubscribeManyRequest_Subscribe)(nil),
+		(*SubscribeManyRequest_Unsubscribe)(nil),
+	}
+	file_herald_v1_herald_proto_msgTypes[14].OneofWrappers = []any{
+		(*SubscribeManyResponse_Event)(nil),
+		(*SubscribeManyResponse_Ended)(nil),
+	}
+	file_herald_v1_herald_proto_msgTypes[32].OneofWrappers = []any{
 		(*BridgeSessionRequest_Hello)(nil),
 		(*BridgeSessionRequest_Presence)(nil),
 	}
-	file_herald_v1_herald_proto_msgTypes[32].OneofWrappers = []any{
+	file_herald_v1_herald_proto_msgTypes[35].OneofWrappers = []any{
 		(*BridgeSessionResponse_Disconnect)(nil),
 		(*BridgeSessionResponse_Unsubscribe)(nil),
 	}
@@ -2667,7 +2949,7 @@ func file_herald_v1_herald_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_herald_proto_rawDesc), len(file_herald_v1_herald_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   36,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

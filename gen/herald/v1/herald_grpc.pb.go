@@ -27,6 +27,7 @@ const (
 	HeraldService_PublishStream_FullMethodName = "/herald.v1.HeraldService/PublishStream"
 	HeraldService_Broadcast_FullMethodName     = "/herald.v1.HeraldService/Broadcast"
 	HeraldService_Subscribe_FullMethodName     = "/herald.v1.HeraldService/Subscribe"
+	HeraldService_SubscribeMany_FullMethodName = "/herald.v1.HeraldService/SubscribeMany"
 	HeraldService_History_FullMethodName       = "/herald.v1.HeraldService/History"
 	HeraldService_Presence_FullMethodName      = "/herald.v1.HeraldService/Presence"
 	HeraldService_PresenceStats_FullMethodName = "/herald.v1.HeraldService/PresenceStats"
@@ -73,6 +74,28 @@ type HeraldServiceClient interface {
 	// the node can no longer guarantee ends with ABORTED: resubscribe from the
 	// last position you saw.
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
+	// SubscribeMany carries many subscriptions on one stream: a bridge opens
+	// one per core and subscribes to every channel it needs on it, instead of
+	// one Subscribe stream per channel. The client names each subscription
+	// with an id of its choice (unique among its open subscriptions on the
+	// stream) and sends `subscribe` to open it and `unsubscribe` to close it;
+	// every response carries the id of the subscription it belongs to.
+	//
+	// Each subscription has the guarantees of Subscribe: its first event is
+	// `subscribed`; with `since`, the publications after that position follow
+	// in order, then live ones, with no gap and no duplicate, or `subscribed`
+	// says `recovered: false`. A subscription is checked like Subscribe (read
+	// permission in the channel's namespace); a refused or failed subscribe,
+	// and a subscription whose continuity the node can no longer guarantee,
+	// get `ended` with the reason (`aborted`: resubscribe from the last
+	// position you saw), and the stream carries on. After `unsubscribe` no
+	// event of that id follows, apart from those already on their way.
+	//
+	// Events of all subscriptions share one bounded queue per stream: a client
+	// that falls too far behind has the whole stream ended with
+	// RESOURCE_EXHAUSTED, and resubscribes every channel from its last
+	// position. Node shutdown ends the stream with UNAVAILABLE.
+	SubscribeMany(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubscribeManyRequest, SubscribeManyResponse], error)
 	// History returns a page of a channel's retained publications and the
 	// channel's current position.
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
@@ -158,6 +181,19 @@ func (c *heraldServiceClient) Subscribe(ctx context.Context, in *SubscribeReques
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type HeraldService_SubscribeClient = grpc.ServerStreamingClient[SubscribeResponse]
 
+func (c *heraldServiceClient) SubscribeMany(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubscribeManyRequest, SubscribeManyResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &HeraldService_ServiceDesc.Streams[2], HeraldService_SubscribeMany_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SubscribeManyRequest, SubscribeManyResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type HeraldService_SubscribeManyClient = grpc.BidiStreamingClient[SubscribeManyRequest, SubscribeManyResponse]
+
 func (c *heraldServiceClient) History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(HistoryResponse)
@@ -230,7 +266,7 @@ func (c *heraldServiceClient) Info(ctx context.Context, in *InfoRequest, opts ..
 
 func (c *heraldServiceClient) BridgeSession(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[BridgeSessionRequest, BridgeSessionResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &HeraldService_ServiceDesc.Streams[2], HeraldService_BridgeSession_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &HeraldService_ServiceDesc.Streams[3], HeraldService_BridgeSession_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -277,6 +313,28 @@ type HeraldServiceServer interface {
 	// the node can no longer guarantee ends with ABORTED: resubscribe from the
 	// last position you saw.
 	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
+	// SubscribeMany carries many subscriptions on one stream: a bridge opens
+	// one per core and subscribes to every channel it needs on it, instead of
+	// one Subscribe stream per channel. The client names each subscription
+	// with an id of its choice (unique among its open subscriptions on the
+	// stream) and sends `subscribe` to open it and `unsubscribe` to close it;
+	// every response carries the id of the subscription it belongs to.
+	//
+	// Each subscription has the guarantees of Subscribe: its first event is
+	// `subscribed`; with `since`, the publications after that position follow
+	// in order, then live ones, with no gap and no duplicate, or `subscribed`
+	// says `recovered: false`. A subscription is checked like Subscribe (read
+	// permission in the channel's namespace); a refused or failed subscribe,
+	// and a subscription whose continuity the node can no longer guarantee,
+	// get `ended` with the reason (`aborted`: resubscribe from the last
+	// position you saw), and the stream carries on. After `unsubscribe` no
+	// event of that id follows, apart from those already on their way.
+	//
+	// Events of all subscriptions share one bounded queue per stream: a client
+	// that falls too far behind has the whole stream ended with
+	// RESOURCE_EXHAUSTED, and resubscribes every channel from its last
+	// position. Node shutdown ends the stream with UNAVAILABLE.
+	SubscribeMany(grpc.BidiStreamingServer[SubscribeManyRequest, SubscribeManyResponse]) error
 	// History returns a page of a channel's retained publications and the
 	// channel's current position.
 	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
@@ -321,6 +379,9 @@ func (UnimplementedHeraldServiceServer) Broadcast(context.Context, *BroadcastReq
 }
 func (UnimplementedHeraldServiceServer) Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error {
 	return status.Error(codes.Unimplemented, "method Subscribe not implemented")
+}
+func (UnimplementedHeraldServiceServer) SubscribeMany(grpc.BidiStreamingServer[SubscribeManyRequest, SubscribeManyResponse]) error {
+	return status.Error(codes.Unimplemented, "method SubscribeMany not implemented")
 }
 func (UnimplementedHeraldServiceServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method History not implemented")
@@ -420,6 +481,13 @@ func _HeraldService_Subscribe_Handler(srv interface{}, stream grpc.ServerStream)
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type HeraldService_SubscribeServer = grpc.ServerStreamingServer[SubscribeResponse]
+
+func _HeraldService_SubscribeMany_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(HeraldServiceServer).SubscribeMany(&grpc.GenericServerStream[SubscribeManyRequest, SubscribeManyResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type HeraldService_SubscribeManyServer = grpc.BidiStreamingServer[SubscribeManyRequest, SubscribeManyResponse]
 
 func _HeraldService_History_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(HistoryRequest)
@@ -609,6 +677,12 @@ var HeraldService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Subscribe",
 			Handler:       _HeraldService_Subscribe_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "SubscribeMany",
+			Handler:       _HeraldService_SubscribeMany_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 		{
 			StreamName:    "BridgeSession",
