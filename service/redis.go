@@ -294,10 +294,11 @@ func (e *redisEngine) metaTTL(historyTTL time.Duration) time.Duration {
 	return max(e.opts.MetaTTL, historyTTL)
 }
 
-func (e *redisEngine) Publish(ctx context.Context, pub *heraldv1.Publication, opts PublishOptions) (PublishResult, error) {
+// publishArgs returns the keys and arguments of the publish script.
+func (e *redisEngine) publishArgs(pub *heraldv1.Publication, opts PublishOptions) ([]string, []any, error) {
 	data, err := proto.Marshal(pub)
 	if err != nil {
-		return PublishResult{}, err
+		return nil, nil, err
 	}
 	ch := pub.Channel
 	keys := []string{e.key(ch, "m"), e.key(ch, "h"), e.key(ch, "d:")}
@@ -306,13 +307,12 @@ func (e *redisEngine) Publish(ctx context.Context, pub *heraldv1.Publication, op
 		keys[2] = e.key(ch, "d:"+opts.IdempotencyKey)
 		window = strconv.FormatInt(ms(opts.DedupeWindow), 10)
 	}
-	res, err := publishScript.Run(ctx, e.client, keys,
-		data, opts.HistorySize, ms(opts.HistoryTTL), ms(e.metaTTL(opts.HistoryTTL)),
-		newEpoch(), window, e.key(ch, "s"),
-	).Slice()
-	if err != nil {
-		return PublishResult{}, e.fail(ctx, "publish", err)
-	}
+	return keys, []any{data, opts.HistorySize, ms(opts.HistoryTTL), ms(e.metaTTL(opts.HistoryTTL)),
+		newEpoch(), window, e.key(ch, "s")}, nil
+}
+
+// published applies the script's reply to pub.
+func (e *redisEngine) published(ctx context.Context, pub *heraldv1.Publication, opts PublishOptions, res []any) (PublishResult, error) {
 	offset, epoch, dup, err := publishReply(res)
 	if err != nil {
 		return PublishResult{}, e.fail(ctx, "publish", err)
@@ -320,8 +320,63 @@ func (e *redisEngine) Publish(ctx context.Context, pub *heraldv1.Publication, op
 	if !dup {
 		pub.Offset, pub.Epoch = offset, epoch
 	}
-	e.register(ctx, ch, e.metaTTL(opts.HistoryTTL))
+	e.register(ctx, pub.Channel, e.metaTTL(opts.HistoryTTL))
 	return PublishResult{Position: &heraldv1.StreamPosition{Offset: offset, Epoch: epoch}, Duplicate: dup}, nil
+}
+
+func (e *redisEngine) Publish(ctx context.Context, pub *heraldv1.Publication, opts PublishOptions) (PublishResult, error) {
+	keys, args, err := e.publishArgs(pub, opts)
+	if err != nil {
+		return PublishResult{}, err
+	}
+	res, err := publishScript.Run(ctx, e.client, keys, args...).Slice()
+	if err != nil {
+		return PublishResult{}, e.fail(ctx, "publish", err)
+	}
+	return e.published(ctx, pub, opts, res)
+}
+
+// PublishBatch publishes pubs in order in one round trip: the publish
+// script pipelined once per publication. Redis runs them one after the
+// other, so offsets follow the order of pubs within each channel. Every
+// result comes with its own error.
+func (e *redisEngine) PublishBatch(ctx context.Context, pubs []*heraldv1.Publication, opts []PublishOptions) ([]PublishResult, []error) {
+	results := make([]PublishResult, len(pubs))
+	errs := make([]error, len(pubs))
+	cmds := make([]*redis.Cmd, len(pubs))
+	pipe := e.client.Pipeline()
+	for i, pub := range pubs {
+		keys, args, err := e.publishArgs(pub, opts[i])
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		cmds[i] = publishScript.EvalSha(ctx, pipe, keys, args...)
+	}
+	_, _ = pipe.Exec(ctx)
+	for i, cmd := range cmds {
+		if cmd == nil {
+			continue
+		}
+		res, err := cmd.Slice()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// Redis does not have the script (first use, or it restarted),
+			// so neither this publication nor any after it ran. Publish
+			// them one by one, in order; Run loads the script.
+			for j := i; j < len(pubs); j++ {
+				if cmds[j] != nil {
+					results[j], errs[j] = e.Publish(ctx, pubs[j], opts[j])
+				}
+			}
+			return results, errs
+		}
+		if err != nil {
+			errs[i] = e.fail(ctx, "publish", err)
+			continue
+		}
+		results[i], errs[i] = e.published(ctx, pubs[i], opts[i], res)
+	}
+	return results, errs
 }
 
 func publishReply(res []any) (offset uint64, epoch string, dup bool, err error) {

@@ -425,3 +425,69 @@ func TestRedisRestart(t *testing.T) {
 		t.Fatalf("resumed stream after restart: %v, want %v", p, pos)
 	}
 }
+
+// TestRedisPublishStreamBatches sends a PublishStream through the Redis
+// engine's pipelined batches (the first batch also meets a Redis that has
+// not loaded the script yet): acknowledgements come in request order with
+// per-channel offsets in that order, a bad request in the middle of a batch
+// is refused alone, and a subscriber on another node sees each channel in
+// acknowledgement order.
+func TestRedisPublishStreamBatches(t *testing.T) {
+	c := startRedisCluster(t, 2)
+	subs := []*sub{
+		c.server(1).subscribe(t, &heraldv1.SubscribeRequest{Channel: "room:b0"}),
+		c.server(1).subscribe(t, &heraldv1.SubscribeRequest{Channel: "room:b1"}),
+	}
+	stream, err := c.clients[0].PublishStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 3000
+	go func() {
+		for i := 0; i < n; i++ {
+			ch := fmt.Sprintf("room:b%d", i%2)
+			if i%500 == 499 {
+				ch = "bad channel"
+			}
+			req := &heraldv1.PublishStreamRequest{Sequence: uint64(i), Publish: &heraldv1.PublishRequest{Channel: ch, Payload: jsonPayload(fmt.Sprint(i))}}
+			if err := stream.Send(req); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+		_ = stream.CloseSend()
+	}()
+	want := map[string][]string{} // channel → payloads in ack order
+	last := map[string]uint64{}
+	for i := 0; i < n; i++ {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Sequence != uint64(i) {
+			t.Fatalf("ack %d has sequence %d", i, resp.Sequence)
+		}
+		if i%500 == 499 {
+			if resp.GetError().GetCode() != "invalid_argument" {
+				t.Fatalf("ack %d: %v, want invalid_argument", i, resp)
+			}
+			continue
+		}
+		ch := fmt.Sprintf("room:b%d", i%2)
+		off := resp.GetOk().GetPosition().GetOffset()
+		if off != last[ch]+1 {
+			t.Fatalf("ack %d on %s: offset %d after %d", i, ch, off, last[ch])
+		}
+		last[ch] = off
+		want[ch] = append(want[ch], fmt.Sprint(i))
+	}
+	for k, s := range subs {
+		ch := fmt.Sprintf("room:b%d", k)
+		for j, body := range want[ch] {
+			p := s.next(t)
+			if p.Offset != uint64(j+1) || string(p.GetRawJson()) != body {
+				t.Fatalf("%s: got offset %d %s, want %d %s", ch, p.Offset, p.GetRawJson(), j+1, body)
+			}
+		}
+	}
+}

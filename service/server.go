@@ -197,25 +197,35 @@ func validateMeta(key string, tags map[string]string) error {
 	return nil
 }
 
-// publish is the one path of every publication, from any API.
-func (s *Server) publish(ctx context.Context, channel string, p payload, key string, tags map[string]string, from *heraldv1.ClientInfo) (*heraldv1.PublishResponse, error) {
+// prepared is a validated, authorized publication ready for the engine.
+type prepared struct {
+	pub  *heraldv1.Publication
+	opts PublishOptions
+	ns   string
+}
+
+// prepare checks a publication and builds it; with finish, it is the one
+// path of every publication, from any API.
+func (s *Server) prepare(ctx context.Context, channel string, p payload, key string, tags map[string]string, from *heraldv1.ClientInfo) (prepared, error) {
 	ns, err := s.ns.lookup(channel)
 	if err != nil {
-		return nil, invalid(err)
+		return prepared{}, invalid(err)
 	}
 	if err := authorize(ctx, permPublish, channel); err != nil {
-		return nil, err
+		return prepared{}, err
 	}
 	pub := &heraldv1.Publication{Channel: channel, Tags: tags, Publisher: from, TimeUnixMs: time.Now().UnixMilli()}
 	p.set(pub)
-	start := time.Now()
-	res, err := s.engine.Publish(ctx, pub, PublishOptions{
+	return prepared{pub: pub, ns: ns.Name, opts: PublishOptions{
 		HistorySize:    ns.HistorySize,
 		HistoryTTL:     ns.HistoryTTL.D(),
 		IdempotencyKey: key,
 		DedupeWindow:   s.cfg.Limits.DedupeWindow.D(),
-	})
-	s.publishDuration.Observe(time.Since(start).Seconds())
+	}}, nil
+}
+
+// finish turns the engine's answer into the client's, counting it.
+func (s *Server) finish(pr prepared, res PublishResult, err error) (*heraldv1.PublishResponse, error) {
 	if err != nil {
 		s.publishEngineErrors.Inc()
 		return nil, toStatus(s.log, err)
@@ -223,9 +233,36 @@ func (s *Server) publish(ctx context.Context, channel string, p payload, key str
 	if res.Duplicate {
 		metricPublishDuplicates.Inc()
 	} else {
-		metricPublications.WithLabelValues(ns.Name).Inc()
+		metricPublications.WithLabelValues(pr.ns).Inc()
 	}
 	return &heraldv1.PublishResponse{Position: res.Position, Duplicate: res.Duplicate}, nil
+}
+
+func (s *Server) publish(ctx context.Context, channel string, p payload, key string, tags map[string]string, from *heraldv1.ClientInfo) (*heraldv1.PublishResponse, error) {
+	pr, err := s.prepare(ctx, channel, p, key, tags, from)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	res, err := s.engine.Publish(ctx, pr.pub, pr.opts)
+	s.publishDuration.Observe(time.Since(start).Seconds())
+	return s.finish(pr, res, err)
+}
+
+// prepareRequest validates a PublishRequest's payload and metadata, then
+// prepares it.
+func (s *Server) prepareRequest(ctx context.Context, req *heraldv1.PublishRequest) (prepared, error) {
+	if req == nil {
+		return prepared{}, status.Error(codes.InvalidArgument, "publish is required")
+	}
+	if err := validateMeta(req.IdempotencyKey, req.Tags); err != nil {
+		return prepared{}, invalid(err)
+	}
+	p, err := s.toPayload(req.GetData(), req.GetBinary(), req.GetRawJson(), req.Payload != nil)
+	if err != nil {
+		return prepared{}, invalid(err)
+	}
+	return s.prepare(ctx, req.Channel, p, req.IdempotencyKey, req.Tags, nil)
 }
 
 func (s *Server) publishRequest(ctx context.Context, req *heraldv1.PublishRequest) (resp *heraldv1.PublishResponse, err error) {
@@ -234,14 +271,14 @@ func (s *Server) publishRequest(ctx context.Context, req *heraldv1.PublishReques
 			metricPublishErrors.WithLabelValues(codeName(err)).Inc()
 		}
 	}()
-	if err := validateMeta(req.IdempotencyKey, req.Tags); err != nil {
-		return nil, invalid(err)
-	}
-	p, err := s.toPayload(req.GetData(), req.GetBinary(), req.GetRawJson(), req.Payload != nil)
+	pr, err := s.prepareRequest(ctx, req)
 	if err != nil {
-		return nil, invalid(err)
+		return nil, err
 	}
-	return s.publish(ctx, req.Channel, p, req.IdempotencyKey, req.Tags, nil)
+	start := time.Now()
+	res, err := s.engine.Publish(ctx, pr.pub, pr.opts)
+	s.publishDuration.Observe(time.Since(start).Seconds())
+	return s.finish(pr, res, err)
 }
 
 // Publish implements HeraldService.Publish.
@@ -250,55 +287,138 @@ func (s *Server) Publish(ctx context.Context, req *heraldv1.PublishRequest) (*he
 }
 
 // PublishStream implements HeraldService.PublishStream. Requests are
-// published in the order they arrive; their acknowledgements go out in the
-// same order from a second goroutine, so that reading the next request never
-// waits for the previous acknowledgement's write.
+// published in the order they arrive and acknowledged in that order. A
+// reader goroutine receives them; the handler takes whatever has arrived
+// (up to maxBatch) and, on an engine that can (Redis), publishes it in one
+// round trip; a third goroutine writes the acknowledgements, so that neither
+// reading nor writing waits for the engine.
 func (s *Server) PublishStream(stream grpc.BidiStreamingServer[heraldv1.PublishStreamRequest, heraldv1.PublishStreamResponse]) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	acks := make(chan *heraldv1.PublishStreamResponse, 256)
+	reqs := make(chan *heraldv1.PublishStreamRequest, maxBatch)
+	recvErr := make(chan error, 1)
+	go func() {
+		defer close(reqs)
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				if err != io.EOF {
+					recvErr <- err
+				}
+				return
+			}
+			select {
+			case reqs <- req:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	acks := make(chan *heraldv1.PublishStreamResponse, maxBatch)
 	sendErr := make(chan error, 1)
 	go func() {
 		for resp := range acks {
 			if err := stream.Send(resp); err != nil {
 				sendErr <- err
 				cancel()
-				for range acks { // let the reader finish
+				for range acks { // let the publisher finish
 				}
 				return
 			}
 		}
 		sendErr <- nil
 	}()
-	err := s.publishStreamRecv(ctx, stream, acks)
+	err := s.publishBatches(ctx, reqs, acks)
 	close(acks)
 	if serr := <-sendErr; err == nil {
 		err = serr
 	}
+	if err == nil {
+		select {
+		case err = <-recvErr:
+		default:
+		}
+	}
 	return err
 }
 
-func (s *Server) publishStreamRecv(ctx context.Context, stream grpc.BidiStreamingServer[heraldv1.PublishStreamRequest, heraldv1.PublishStreamResponse], acks chan<- *heraldv1.PublishStreamResponse) error {
+// maxBatch bounds how many PublishStream requests go to the engine at once.
+const maxBatch = 256
+
+// batchPublisher is an engine that can publish many publications in one
+// round trip, in order (the Redis engine pipelines its script).
+type batchPublisher interface {
+	PublishBatch(ctx context.Context, pubs []*heraldv1.Publication, opts []PublishOptions) ([]PublishResult, []error)
+}
+
+// publishBatches publishes what arrives on reqs, in order, and queues one
+// acknowledgement per request on acks.
+func (s *Server) publishBatches(ctx context.Context, reqs <-chan *heraldv1.PublishStreamRequest, acks chan<- *heraldv1.PublishStreamResponse) error {
+	batcher, _ := s.engine.(batchPublisher)
+	batch := make([]*heraldv1.PublishStreamRequest, 0, maxBatch)
+	preps := make([]prepared, maxBatch)
+	errs := make([]error, maxBatch)
+	var pubs []*heraldv1.Publication
+	var opts []PublishOptions
+	var idx []int
 	for {
-		req, err := stream.Recv()
-		if err == io.EOF {
+		req, ok := <-reqs
+		if !ok {
 			return nil
 		}
-		if err != nil {
-			return err
+		batch = append(batch[:0], req)
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case req, ok := <-reqs:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, req)
+			default:
+				break fill
+			}
 		}
-		resp := &heraldv1.PublishStreamResponse{Sequence: req.Sequence}
-		if req.Publish == nil {
-			resp.Result = &heraldv1.PublishStreamResponse_Error{Error: &heraldv1.Error{Code: "invalid_argument", Message: "publish is required"}}
-		} else if r, err := s.publishRequest(ctx, req.Publish); err != nil {
-			resp.Result = &heraldv1.PublishStreamResponse_Error{Error: statusError(err)}
+		pubs, opts, idx = pubs[:0], opts[:0], idx[:0]
+		for i, req := range batch {
+			preps[i], errs[i] = s.prepareRequest(ctx, req.Publish)
+			if errs[i] == nil {
+				pubs, opts, idx = append(pubs, preps[i].pub), append(opts, preps[i].opts), append(idx, i)
+			}
+		}
+		results := make([]PublishResult, len(pubs))
+		engineErrs := make([]error, len(pubs))
+		start := time.Now()
+		if batcher != nil && len(pubs) > 1 {
+			results, engineErrs = batcher.PublishBatch(ctx, pubs, opts)
 		} else {
-			resp.Result = &heraldv1.PublishStreamResponse_Ok{Ok: r}
+			for j := range pubs {
+				results[j], engineErrs[j] = s.engine.Publish(ctx, pubs[j], opts[j])
+			}
 		}
-		select {
-		case acks <- resp:
-		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
+		if len(pubs) > 0 {
+			s.publishDuration.Observe(time.Since(start).Seconds() / float64(len(pubs)))
+		}
+		j := 0
+		for i, req := range batch {
+			resp := &heraldv1.PublishStreamResponse{Sequence: req.Sequence}
+			var ok *heraldv1.PublishResponse
+			err := errs[i]
+			if err == nil {
+				ok, err = s.finish(preps[i], results[j], engineErrs[j])
+				j++
+			}
+			if err != nil {
+				metricPublishErrors.WithLabelValues(codeName(err)).Inc()
+				resp.Result = &heraldv1.PublishStreamResponse_Error{Error: statusError(err)}
+			} else {
+				resp.Result = &heraldv1.PublishStreamResponse_Ok{Ok: ok}
+			}
+			select {
+			case acks <- resp:
+			case <-ctx.Done():
+				return status.FromContextError(ctx.Err()).Err()
+			}
 		}
 	}
 }
