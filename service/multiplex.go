@@ -50,6 +50,7 @@ type muxStream struct {
 	limit int
 	wake  chan struct{} // capacity 1: the queue went from empty to not empty
 	prep  chan struct{} // semaphore of subscribes being prepared
+	held  int           // events held by subscriptions being prepared; owned by the sender
 
 	mu    sync.Mutex // guards below
 	queue []muxEvent
@@ -209,16 +210,17 @@ func (m *muxStream) closeAll() {
 	}
 }
 
-// push appends to the shared queue. Deliveries count against the limit;
-// control events (ready, stop, unsubscribe: at most a few per
-// subscription) always go in, so that no subscription is left hanging.
+// push appends to the shared queue. Every kind of event counts against
+// the limit (a client that subscribes and unsubscribes without reading
+// fills it too); over it the whole stream ends, so no subscription is left
+// waiting for a lost event.
 func (m *muxStream) push(e muxEvent) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.err != nil {
 		return
 	}
-	if e.kind == muxDeliver && len(m.queue) >= m.limit {
+	if len(m.queue) >= m.limit {
 		m.endLocked(errSlowMux)
 		return
 	}
@@ -413,10 +415,11 @@ func (m *muxStream) handle(stream grpc.BidiStreamingServer[heraldv1.SubscribeMan
 	case muxDeliver:
 		switch ms.state {
 		case muxPreparing:
-			if len(ms.held) >= m.limit {
+			if m.held >= m.limit {
 				return errSlowMux
 			}
 			ms.held = append(ms.held, e.ev)
+			m.held++
 		case muxLive:
 			return m.forward(stream, ms, e.ev)
 		}
@@ -441,6 +444,7 @@ func (m *muxStream) handle(stream grpc.BidiStreamingServer[heraldv1.SubscribeMan
 		ms.state, ms.replay, ms.pos = muxLive, nil, nil
 		held := ms.held
 		ms.held = nil
+		m.held -= len(held)
 		for _, ev := range held {
 			if err := m.forward(stream, ms, ev); err != nil || ms.state != muxLive {
 				return err
@@ -453,7 +457,7 @@ func (m *muxStream) handle(stream grpc.BidiStreamingServer[heraldv1.SubscribeMan
 		metricStreamEnds.WithLabelValues(endReason(ms.sub.err)).Inc()
 		return m.ended(stream, ms, ms.sub.err)
 	case muxUnsub:
-		ms.state, ms.held = muxDead, nil
+		m.drop(ms)
 	}
 	return nil
 }
@@ -492,7 +496,7 @@ func (m *muxStream) sendEvent(stream grpc.BidiStreamingServer[heraldv1.Subscribe
 // the stream's open subscriptions (its id is free again) and out of the
 // hub.
 func (m *muxStream) ended(stream grpc.BidiStreamingServer[heraldv1.SubscribeManyRequest, heraldv1.SubscribeManyResponse], ms *muxSub, err error) error {
-	ms.state, ms.held = muxDead, nil
+	m.drop(ms)
 	m.mu.Lock()
 	if m.subs[ms.id] == ms {
 		delete(m.subs, ms.id)
@@ -503,4 +507,11 @@ func (m *muxStream) ended(stream grpc.BidiStreamingServer[heraldv1.SubscribeMany
 		err = status.Error(codes.Canceled, "canceled")
 	}
 	return stream.Send(&heraldv1.SubscribeManyResponse{Id: ms.id, Kind: &heraldv1.SubscribeManyResponse_Ended{Ended: statusError(err)}})
+}
+
+// drop marks a subscription dead for the sender: what is still queued for
+// it is dropped, and what it held is released.
+func (m *muxStream) drop(ms *muxSub) {
+	m.held -= len(ms.held)
+	ms.state, ms.held = muxDead, nil
 }

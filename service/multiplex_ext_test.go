@@ -412,3 +412,29 @@ func TestSubscribeManyCloseEndsWithUnavailable(t *testing.T) {
 		}
 	}
 }
+
+func TestSubscribeManyAbortEndsOneSubscription(t *testing.T) {
+	ts := startServer(t, testConfig(t, nil))
+	m := ts.subscribeMany(t, nil)
+	m.subscribe(t, 1, &heraldv1.SubscribeRequest{Channel: "room:lost"})
+	m.subscribe(t, 2, &heraldv1.SubscribeRequest{Channel: "room:kept"})
+	st := newMuxState()
+	for len(st.subscribed) < 2 {
+		st.apply(t, m.recv(t))
+	}
+	// A publication of another epoch: the node can no longer continue
+	// room:lost for a subscription in the old one.
+	ts.core.HandlePublication(&heraldv1.Publication{Channel: "room:lost", Offset: 1, Epoch: "another", Payload: &heraldv1.Publication_RawJson{RawJson: []byte(`1`)}})
+	if resp := m.recv(t); resp.Id != 1 || resp.GetEnded().GetCode() != "aborted" {
+		t.Fatalf("got %v, want id 1 ended with aborted", resp)
+	}
+	ts.publish(t, "room:kept", "1")
+	if resp := m.recv(t); resp.Id != 2 || resp.GetEvent().GetPublication().GetOffset() != 1 {
+		t.Fatalf("got %v, want id 2's publication", resp)
+	}
+	// Resubscribing from the last position works on the same stream.
+	m.subscribe(t, 1, &heraldv1.SubscribeRequest{Channel: "room:lost", Since: st.subscribed[1].Position})
+	if resp := m.recv(t); resp.Id != 1 || resp.GetEvent().GetSubscribed() == nil {
+		t.Fatalf("got %v, want id 1 subscribed again", resp)
+	}
+}

@@ -7,10 +7,16 @@
 //
 // # Structure
 //
-//   - A [Bridge] holds, per channel, one upstream gRPC Subscribe stream
-//     however many local connections watch the channel (hub.go), and
-//     fans out locally: each publication is encoded once per subprotocol
-//     and the same bytes are queued to every subscriber (encode.go).
+//   - A [Bridge] holds, per channel, one upstream subscription however
+//     many local connections watch the channel (hub.go), and fans out
+//     locally. Every channel's subscription rides the bridge's one
+//     SubscribeMany stream to the core, by id: no goroutine, HTTP/2
+//     stream or core-side queue per channel. One goroutine receives on
+//     the stream and delivers to the channels; when the stream breaks it
+//     reopens it with backoff and resubscribes every channel from the
+//     last offset delivered. Each publication is encoded once per
+//     subprotocol and the same bytes are queued to every subscriber
+//     (encode.go).
 //   - Each connection (conn.go) has one reader goroutine, started after the
 //     HTTP handler returns, and a writer goroutine that exists only while
 //     the connection has output queued. The queue is bounded in frames and
@@ -28,7 +34,8 @@
 //
 // # Lock order
 //
-// hub shard mu → channel mu → conn mu. registry shard mu → conn mu.
+// hub shard mu → upstream mu → channel mu → conn mu. registry shard mu →
+// conn mu.
 // conn.subMu is taken alone or before hub locks, never inside them.
 // Nothing that holds conn.mu takes another lock.
 package wsbridge

@@ -33,7 +33,7 @@ func TestSlowConsumer(t *testing.T) {
 	payload := `"` + strings.Repeat("x", 4000) + `"`
 	// The fast client reads everything as it comes, in its own goroutine;
 	// the slow one reads nothing until the bridge has given up on it.
-	var target atomic.Uint64
+	var target, fastGot atomic.Uint64
 	target.Store(1 << 62)
 	fastErr := make(chan error, 1)
 	go func() {
@@ -55,6 +55,7 @@ func TestSlowConsumer(t *testing.T) {
 				msg = msg[k+int(l):]
 				if p := fr.GetPub(); p != nil {
 					got++
+					fastGot.Store(got)
 					if p.Offset != got {
 						fastErr <- fmt.Errorf("fast client: offset %d, want %d", p.Offset, got)
 						return
@@ -67,15 +68,26 @@ func TestSlowConsumer(t *testing.T) {
 			}
 		}
 	}()
+	// The publisher keeps within 8 publications (32 KB, half of
+	// queue_bytes) of the fast client, so that a test machine busy enough
+	// to deschedule the fast client's reader does not make it a slow
+	// consumer too: the test is about the one that does not read at all.
 	var last uint64
+	pace := func() {
+		for deadline := time.Now().Add(10 * time.Second); last > fastGot.Load()+8 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}
 	for i := 0; i < 20000 && n.Bridge().Stats().SlowConsumers == 0; i++ {
 		last = publish(t, be, "chat:firehose", payload).Offset
+		pace()
 	}
 	if n.Bridge().Stats().SlowConsumers != 1 {
 		t.Fatalf("slow consumers: %d", n.Bridge().Stats().SlowConsumers)
 	}
 	for i := 0; i < 100; i++ {
 		last = publish(t, be, "chat:firehose", payload).Offset
+		pace()
 	}
 	target.Store(last)
 	if err := <-fastErr; err != nil {

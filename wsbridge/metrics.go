@@ -48,7 +48,7 @@ var (
 	}, []string{"limit"})
 	metricUpstreamRestarts = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "herald_ws_upstream_restarts_total",
-		Help: "Upstream Subscribe streams to the core that broke and were resumed.",
+		Help: "Upstream resumes: the bridge's SubscribeMany stream to the core broke and was reopened, or the core ended one channel's subscription on it and the channel resubscribed.",
 	})
 	metricDeliveryLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "herald_delivery_latency_seconds",
@@ -103,7 +103,7 @@ func init() {
 		metricUpstreamRestarts, metricDeliveryLatency,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "herald_ws_channels",
-			Help: "Channels with an upstream Subscribe stream to the core (one per channel per bridge).",
+			Help: "Channels with an upstream subscription to the core (one per channel per bridge, all on one SubscribeMany stream).",
 		}, func() float64 {
 			var n int64
 			eachBridge(func(b *Bridge) { n += b.nChannels.Load() })
