@@ -2,18 +2,9 @@ package node_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/internal/tlstest"
 	"github.com/herald-io/herald/node"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -28,103 +20,17 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// testCA is a CA that issues certificates for tests.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newCA(t *testing.T) *testCA {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "herald test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue writes a certificate (server and client use) for 127.0.0.1 and
-// localhost with the given serial to certFile and keyFile.
-func (ca *testCA) issue(t *testing.T, serial int64, name, certFile, keyFile string) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalPKCS8PrivateKey(key)
-	// Write to temporary names and rename, as a certificate manager does.
-	write := func(path string, b []byte) {
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}))
-	write(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-}
-
-type tlsFiles struct {
-	dir, caFile, cert, key, clientCert, clientKey string
-	ca                                            *testCA
-}
-
-func newTLSFiles(t *testing.T) *tlsFiles {
-	dir := t.TempDir()
-	f := &tlsFiles{dir: dir, ca: newCA(t), caFile: filepath.Join(dir, "ca.pem"),
-		cert: filepath.Join(dir, "server.pem"), key: filepath.Join(dir, "server-key.pem"),
-		clientCert: filepath.Join(dir, "client.pem"), clientKey: filepath.Join(dir, "client-key.pem")}
-	if err := os.WriteFile(f.caFile, f.ca.pem, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f.ca.issue(t, 2, "server", f.cert, f.key)
-	f.ca.issue(t, 3, "backend", f.clientCert, f.clientKey)
-	return f
-}
-
-func (f *tlsFiles) clientTLS(t *testing.T, withCert bool) *tls.Config {
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(f.ca.pem)
-	c := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
-	if withCert {
-		cert, err := tls.LoadX509KeyPair(f.clientCert, f.clientKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
-	return c
-}
-
 // TestTLS runs a node with TLS on both listeners and mTLS on gRPC: a
 // backend with a client certificate publishes over gRPC, one without is
 // refused, HTTPS and WSS work without a client certificate, and a
 // certificate replaced on disk is served from the next handshake on.
 func TestTLS(t *testing.T) {
-	f := newTLSFiles(t)
+	f := tlstest.NewFiles(t)
 	n := startNode(t, func(c *config.Config) {
-		c.TLS = config.TLS{CertFile: f.cert, KeyFile: f.key, ClientCAFile: f.caFile}
+		c.TLS = config.TLS{CertFile: f.Cert, KeyFile: f.Key, ClientCAFile: f.CAFile}
 	})
 	dialGRPC := func(withCert bool) *grpc.ClientConn {
-		cc, err := grpc.NewClient(n.GRPCAddr.String(), grpc.WithTransportCredentials(credentials.NewTLS(f.clientTLS(t, withCert))))
+		cc, err := grpc.NewClient(n.GRPCAddr.String(), grpc.WithTransportCredentials(credentials.NewTLS(f.ClientTLS(t, withCert))))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -145,7 +51,7 @@ func TestTLS(t *testing.T) {
 	}
 
 	// HTTPS and WSS, no client certificate needed.
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: f.clientTLS(t, false)}}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: f.ClientTLS(t, false)}}
 	resp, err := hc.Get("https://" + n.HTTPAddr.String() + "/healthz")
 	if err != nil {
 		t.Fatalf("https: %v", err)
@@ -154,7 +60,7 @@ func TestTLS(t *testing.T) {
 	if resp.TLS == nil || resp.TLS.PeerCertificates[0].SerialNumber.Int64() != 2 {
 		t.Fatalf("https: state %+v", resp.TLS)
 	}
-	d := websocket.Dialer{TLSClientConfig: f.clientTLS(t, false), Subprotocols: []string{"herald.json"}}
+	d := websocket.Dialer{TLSClientConfig: f.ClientTLS(t, false), Subprotocols: []string{"herald.json"}}
 	ws, _, err := d.Dial("wss://"+n.HTTPAddr.String()+"/ws", nil)
 	if err != nil {
 		t.Fatalf("wss: %v", err)
@@ -169,11 +75,11 @@ func TestTLS(t *testing.T) {
 	_ = ws.Close()
 
 	// Reload: a new certificate (serial 9) is served without a restart.
-	f.ca.issue(t, 9, "server-renewed", f.cert, f.key)
+	f.CA.Issue(t, 9, "server-renewed", f.Cert, f.Key)
 	future := time.Now().Add(time.Minute) // mtime must change even on coarse clocks
-	_ = os.Chtimes(f.cert, future, future)
-	_ = os.Chtimes(f.key, future, future)
-	conn, err := tls.Dial("tcp", n.HTTPAddr.String(), f.clientTLS(t, false))
+	_ = os.Chtimes(f.Cert, future, future)
+	_ = os.Chtimes(f.Key, future, future)
+	conn, err := tls.Dial("tcp", n.HTTPAddr.String(), f.ClientTLS(t, false))
 	if err != nil {
 		t.Fatalf("after reload: %v", err)
 	}
@@ -187,15 +93,15 @@ func TestTLS(t *testing.T) {
 // mTLS, with --core-ca-file and a client certificate: a browser on the
 // bridge receives a publication made on the core.
 func TestBridgeToTLSCore(t *testing.T) {
-	f := newTLSFiles(t)
+	f := tlstest.NewFiles(t)
 	core := startNode(t, func(c *config.Config) {
-		c.TLS = config.TLS{CertFile: f.cert, KeyFile: f.key, ClientCAFile: f.caFile}
+		c.TLS = config.TLS{CertFile: f.Cert, KeyFile: f.Key, ClientCAFile: f.CAFile}
 	})
 	cfg := config.Default()
 	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Bridge.Core = core.GRPCAddr.String()
-	cfg.Bridge.CoreCAFile = f.caFile
-	cfg.Bridge.CoreCertFile, cfg.Bridge.CoreKeyFile = f.clientCert, f.clientKey
+	cfg.Bridge.CoreCAFile = f.CAFile
+	cfg.Bridge.CoreCertFile, cfg.Bridge.CoreKeyFile = f.ClientCert, f.ClientKey
 	br, err := node.Start(context.Background(), cfg, node.BridgeOnly, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -220,7 +126,7 @@ func TestBridgeToTLSCore(t *testing.T) {
 		}
 		got += string(msg)
 	}
-	cc, err := grpc.NewClient(core.GRPCAddr.String(), grpc.WithTransportCredentials(credentials.NewTLS(f.clientTLS(t, true))))
+	cc, err := grpc.NewClient(core.GRPCAddr.String(), grpc.WithTransportCredentials(credentials.NewTLS(f.ClientTLS(t, true))))
 	if err != nil {
 		t.Fatal(err)
 	}

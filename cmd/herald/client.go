@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -15,6 +17,7 @@ import (
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -23,8 +26,12 @@ import (
 
 // clientFlags are the flags shared by the client commands.
 type clientFlags struct {
-	addr   string
-	apiKey string
+	addr     string
+	apiKey   string
+	tls      bool
+	caFile   string
+	certFile string
+	keyFile  string
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
@@ -34,10 +41,44 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	}
 	fs.StringVar(&c.addr, "addr", addr, "gRPC address of a Herald node ($HERALD_ADDR)")
 	fs.StringVar(&c.apiKey, "api-key", os.Getenv("HERALD_API_KEY"), "API key ($HERALD_API_KEY)")
+	fs.BoolVar(&c.tls, "tls", false, "connect over TLS (implied by the other TLS flags)")
+	fs.StringVar(&c.caFile, "ca-file", "", "PEM file of the CAs that sign the node's certificate (default: the system's)")
+	fs.StringVar(&c.certFile, "cert-file", "", "client certificate (PEM), for a node that requires mTLS")
+	fs.StringVar(&c.keyFile, "key-file", "", "client certificate's key (PEM)")
+}
+
+// credentials returns the transport credentials the flags ask for.
+func (c *clientFlags) credentials() (credentials.TransportCredentials, error) {
+	if !c.tls && c.caFile == "" && c.certFile == "" {
+		return insecure.NewCredentials(), nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.caFile != "" {
+		pem, err := os.ReadFile(c.caFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca-file %s: no PEM certificate found", c.caFile)
+		}
+	}
+	if c.certFile != "" || c.keyFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--cert-file/--key-file: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return credentials.NewTLS(cfg), nil
 }
 
 func (c *clientFlags) dial(ctx context.Context) (heraldv1.HeraldServiceClient, context.Context, func(), error) {
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := c.credentials()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, nil, nil, err
 	}

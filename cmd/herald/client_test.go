@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/herald-io/herald/config"
+	"github.com/herald-io/herald/internal/tlstest"
 	"github.com/herald-io/herald/node"
 )
 
@@ -119,5 +120,33 @@ func TestSubscribeResumesWhenTheNodeRestarts(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestClientCommandsOverTLS(t *testing.T) {
+	f := tlstest.NewFiles(t)
+	cfg := config.Default()
+	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.TLS = config.TLS{CertFile: f.Cert, KeyFile: f.Key, ClientCAFile: f.CAFile}
+	n, err := node.Start(context.Background(), cfg, node.Core, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Shutdown(context.Background()) })
+	addr := "--addr=" + n.GRPCAddr.String()
+	pub := func(args ...string) error {
+		return publish(context.Background(), append(append([]string{addr}, args...), "news", `"tls"`), io.Discard)
+	}
+	if err := pub("--ca-file", f.CAFile, "--cert-file", f.ClientCert, "--key-file", f.ClientKey); err != nil {
+		t.Fatalf("with the CA and a client certificate: %v", err)
+	}
+	if err := pub("--ca-file", f.CAFile); err == nil {
+		t.Fatal("published without the client certificate the node requires")
+	}
+	if err := pub(); err == nil {
+		t.Fatal("published in plaintext to a TLS listener")
+	}
+	if err := pub("--tls", "--cert-file", f.ClientCert, "--key-file", f.ClientKey); err == nil {
+		t.Fatal("trusted a certificate from an unknown CA")
 	}
 }
