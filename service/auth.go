@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/herald-io/herald/channelname"
 	"github.com/herald-io/herald/config"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
@@ -83,15 +84,15 @@ func (g *grant) allows(p permission, namespace string) bool {
 
 type grantKey struct{}
 
-// authorize checks that the call's API key may do p in channel's namespace
-// (channel is ignored for bridge and admin permissions). Calls without a
+// authorize checks that the call's API key may do p in the namespace of the
+// channel name (ignored for bridge and admin permissions). Calls without a
 // grant in their context come from a node without keys and may do anything.
-func authorize(ctx context.Context, p permission, channel string) error {
+func authorize(ctx context.Context, p permission, name string) error {
 	g, ok := ctx.Value(grantKey{}).(*grant)
 	if !ok {
 		return nil
 	}
-	ns := NamespaceOf(channel)
+	ns := channelname.Namespace(name)
 	if g.allows(p, ns) {
 		if p == permPublish && g.rate != nil && !g.rate.Allow() {
 			metricKeyRateLimited.WithLabelValues(g.name).Inc()

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/herald-io/herald/channelname"
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"github.com/prometheus/client_golang/prometheus"
@@ -677,8 +678,8 @@ func (s *Server) Channels(ctx context.Context, req *heraldv1.ChannelsRequest) (*
 	if err := authorize(ctx, permAdmin, ""); err != nil {
 		return nil, err
 	}
-	if len(req.Pattern) > MaxChannelLen {
-		return nil, status.Errorf(codes.InvalidArgument, "pattern is longer than %d bytes", MaxChannelLen)
+	if len(req.Pattern) > channelname.MaxLen {
+		return nil, status.Errorf(codes.InvalidArgument, "pattern is longer than %d bytes", channelname.MaxLen)
 	}
 	states, err := s.engine.Channels(ctx)
 	if err != nil {
@@ -699,40 +700,12 @@ func (s *Server) Channels(ctx context.Context, req *heraldv1.ChannelsRequest) (*
 	}
 	out := &heraldv1.ChannelsResponse{}
 	for name, ci := range byName {
-		if req.Pattern == "" || Glob(req.Pattern, name) {
+		if req.Pattern == "" || channelname.Match(req.Pattern, name) {
 			out.Channels = append(out.Channels, ci)
 		}
 	}
 	sort.Slice(out.Channels, func(i, j int) bool { return out.Channels[i].Name < out.Channels[j].Name })
 	return out, nil
-}
-
-// Glob reports whether name matches pattern, where '*' matches any run of
-// bytes (':' and '/' included) and '?' one byte.
-func Glob(pattern, name string) bool {
-	// Iterative matching with backtracking to the last '*'.
-	p, n := 0, 0
-	star, mark := -1, 0
-	for n < len(name) {
-		switch {
-		case p < len(pattern) && (pattern[p] == '?' || pattern[p] == name[n]):
-			p++
-			n++
-		case p < len(pattern) && pattern[p] == '*':
-			star, mark = p, n
-			p++
-		case star >= 0:
-			p = star + 1
-			mark++
-			n = mark
-		default:
-			return false
-		}
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
 }
 
 // Disconnect implements HeraldService.Disconnect.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/herald-io/herald/channelname"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -110,7 +111,7 @@ func (v *verifier) verify(token string) (*identity, error) {
 	if c.Subject == "" {
 		return nil, errors.New("invalid token: the sub claim (user id) is required")
 	}
-	if err := validChannel("user:" + c.Subject); err != nil {
+	if err := channelname.Validate(channelname.Personal(c.Subject)); err != nil {
 		return nil, errors.New("invalid token: sub must be 1-250 letters, digits or _-.:@=,/+")
 	}
 	id := &identity{user: c.Subject, channels: c.Channels}

@@ -1,11 +1,11 @@
-package service
+package channelname
 
 import (
 	"strings"
 	"testing"
 )
 
-func TestValidateChannel(t *testing.T) {
+func TestValidate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		ok   bool
@@ -23,13 +23,13 @@ func TestValidateChannel(t *testing.T) {
 		{"user:", false},
 		{"new\nline", false},
 	} {
-		if err := ValidateChannel(tc.name); (err == nil) != tc.ok {
-			t.Errorf("ValidateChannel(%q) = %v, want ok=%v", tc.name, err, tc.ok)
+		if err := Validate(tc.name); (err == nil) != tc.ok {
+			t.Errorf("Validate(%q) = %v, want ok=%v", tc.name, err, tc.ok)
 		}
 	}
 }
 
-func TestGlob(t *testing.T) {
+func TestMatch(t *testing.T) {
 	for _, tc := range []struct {
 		pattern, name string
 		want          bool
@@ -45,31 +45,31 @@ func TestGlob(t *testing.T) {
 		{"", "", true},
 		{"", "x", false},
 	} {
-		if got := Glob(tc.pattern, tc.name); got != tc.want {
-			t.Errorf("Glob(%q, %q) = %v, want %v", tc.pattern, tc.name, got, tc.want)
+		if got := Match(tc.pattern, tc.name); got != tc.want {
+			t.Errorf("Match(%q, %q) = %v, want %v", tc.pattern, tc.name, got, tc.want)
 		}
 	}
 }
 
-// FuzzValidateChannel checks that validation never panics and that every
+// FuzzValidate checks that validation never panics and that every
 // accepted name obeys the documented rules.
-func FuzzValidateChannel(f *testing.F) {
+func FuzzValidate(f *testing.F) {
 	for _, s := range []string{"news", "chat:lobby", "user:42", "", ":", "user:", "a b", "\xff", strings.Repeat("x", 300)} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, name string) {
-		if ValidateChannel(name) != nil {
+		if Validate(name) != nil {
 			return
 		}
-		if len(name) == 0 || len(name) > MaxChannelLen || name[0] == ':' {
+		if len(name) == 0 || len(name) > MaxLen || name[0] == ':' {
 			t.Fatalf("accepted %q", name)
 		}
 		for i := 0; i < len(name); i++ {
-			if !channelChar(name[i]) {
+			if !allowed(name[i]) {
 				t.Fatalf("accepted %q with byte %q", name, name[i])
 			}
 		}
-		_ = NamespaceOf(name)
-		_ = Glob(name, name)
+		_ = Namespace(name)
+		_ = Match(name, name)
 	})
 }
