@@ -263,7 +263,12 @@ func (s *Server) prepareRequest(ctx context.Context, req *heraldv1.PublishReques
 	if err != nil {
 		return prepared{}, invalid(err)
 	}
-	return s.prepare(ctx, req.Channel, p, req.IdempotencyKey, req.Tags, nil)
+	if req.Publisher != nil {
+		if err := authorize(ctx, permBridge, ""); err != nil {
+			return prepared{}, status.Error(codes.PermissionDenied, "only a bridge may set publisher")
+		}
+	}
+	return s.prepare(ctx, req.Channel, p, req.IdempotencyKey, req.Tags, req.Publisher)
 }
 
 func (s *Server) publishRequest(ctx context.Context, req *heraldv1.PublishRequest) (resp *heraldv1.PublishResponse, err error) {

@@ -713,6 +713,11 @@ func TestAPIKeyScopes(t *testing.T) {
 		_, err := ts.client.History(ctx, &heraldv1.HistoryRequest{Channel: ch})
 		return err
 	}
+	publishAs := func(ctx context.Context, ch string) error {
+		_, err := ts.client.Publish(ctx, &heraldv1.PublishRequest{Channel: ch, Payload: jsonPayload(`1`),
+			Publisher: &heraldv1.ClientInfo{Client: "c1", User: "alice"}})
+		return err
+	}
 	info := func(ctx context.Context) error { _, err := ts.client.Info(ctx, &heraldv1.InfoRequest{}); return err }
 	bridge := func(ctx context.Context) error {
 		bs, err := ts.client.BridgeSession(ctx)
@@ -743,11 +748,29 @@ func TestAPIKeyScopes(t *testing.T) {
 		{"bridge session", func() error { return bridge(as("bridge")) }, codes.OK},
 		{"bridge admin call", func() error { return info(as("bridge")) }, codes.PermissionDenied},
 		{"admin", func() error { return info(as("admin")) }, codes.OK},
+		{"scoped publisher names a publisher", func() error { return publishAs(as("orders"), "room:1") }, codes.PermissionDenied},
+		{"bridge names a publisher", func() error { return publishAs(as("bridge"), "room:1") }, codes.OK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.call(); status.Code(err) != tc.want {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestPublisherIsDelivered(t *testing.T) {
+	ts := startServer(t, testConfig(t, nil))
+	s := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: "room:who"})
+	if _, err := ts.client.Publish(context.Background(), &heraldv1.PublishRequest{Channel: "room:who", Payload: jsonPayload(`"hi"`),
+		Publisher: &heraldv1.ClientInfo{Client: "c1", User: "alice"}}); err != nil {
+		t.Fatal(err)
+	}
+	if p := s.next(t); p.GetPublisher().GetUser() != "alice" || p.GetPublisher().GetClient() != "c1" {
+		t.Fatalf("publisher = %v, want alice/c1", p.GetPublisher())
+	}
+	h, err := ts.client.History(context.Background(), &heraldv1.HistoryRequest{Channel: "room:who"})
+	if err != nil || len(h.Publications) != 1 || h.Publications[0].GetPublisher().GetUser() != "alice" {
+		t.Fatalf("history: %v %v", h, err)
 	}
 }

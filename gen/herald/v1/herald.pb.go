@@ -376,7 +376,11 @@ type PublishRequest struct {
 	// delivers nothing.
 	IdempotencyKey string `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Optional tags delivered with the publication (at most 32 entries).
-	Tags          map[string]string `protobuf:"bytes,6,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Tags map[string]string `protobuf:"bytes,6,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The browser connection on whose behalf a bridge publishes, delivered as
+	// Publication.publisher. Only callers with the `bridge` (or `admin`) scope
+	// may set it.
+	Publisher     *ClientInfo `protobuf:"bytes,7,opt,name=publisher,proto3" json:"publisher,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -462,6 +466,13 @@ func (x *PublishRequest) GetIdempotencyKey() string {
 func (x *PublishRequest) GetTags() map[string]string {
 	if x != nil {
 		return x.Tags
+	}
+	return nil
+}
+
+func (x *PublishRequest) GetPublisher() *ClientInfo {
+	if x != nil {
+		return x.Publisher
 	}
 	return nil
 }
@@ -2616,14 +2627,15 @@ const file_herald_v1_herald_proto_rawDesc = "" +
 	"ClientInfo\x12\x16\n" +
 	"\x06client\x18\x01 \x01(\tR\x06client\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12*\n" +
-	"\x04info\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\x04info\"\xb5\x02\n" +
+	"\x04info\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\x04info\"\xea\x02\n" +
 	"\x0ePublishRequest\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12,\n" +
 	"\x04data\x18\x02 \x01(\v2\x16.google.protobuf.ValueH\x00R\x04data\x12\x18\n" +
 	"\x06binary\x18\x03 \x01(\fH\x00R\x06binary\x12\x1b\n" +
 	"\braw_json\x18\x04 \x01(\fH\x00R\arawJson\x12'\n" +
 	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x127\n" +
-	"\x04tags\x18\x06 \x03(\v2#.herald.v1.PublishRequest.TagsEntryR\x04tags\x1a7\n" +
+	"\x04tags\x18\x06 \x03(\v2#.herald.v1.PublishRequest.TagsEntryR\x04tags\x123\n" +
+	"\tpublisher\x18\a \x01(\v2\x15.herald.v1.ClientInfoR\tpublisher\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
@@ -2832,69 +2844,70 @@ var file_herald_v1_herald_proto_depIdxs = []int32{
 	40, // 3: herald.v1.ClientInfo.info:type_name -> google.protobuf.Value
 	40, // 4: herald.v1.PublishRequest.data:type_name -> google.protobuf.Value
 	38, // 5: herald.v1.PublishRequest.tags:type_name -> herald.v1.PublishRequest.TagsEntry
-	1,  // 6: herald.v1.PublishResponse.position:type_name -> herald.v1.StreamPosition
-	4,  // 7: herald.v1.PublishStreamRequest.publish:type_name -> herald.v1.PublishRequest
-	5,  // 8: herald.v1.PublishStreamResponse.ok:type_name -> herald.v1.PublishResponse
-	8,  // 9: herald.v1.PublishStreamResponse.error:type_name -> herald.v1.Error
-	40, // 10: herald.v1.BroadcastRequest.data:type_name -> google.protobuf.Value
-	39, // 11: herald.v1.BroadcastRequest.tags:type_name -> herald.v1.BroadcastRequest.TagsEntry
-	7,  // 12: herald.v1.BroadcastResponse.results:type_name -> herald.v1.PublishStreamResponse
-	1,  // 13: herald.v1.SubscribeRequest.since:type_name -> herald.v1.StreamPosition
-	0,  // 14: herald.v1.SubscribeRequest.payload_format:type_name -> herald.v1.PayloadFormat
-	16, // 15: herald.v1.SubscribeResponse.subscribed:type_name -> herald.v1.Subscribed
-	2,  // 16: herald.v1.SubscribeResponse.publication:type_name -> herald.v1.Publication
-	17, // 17: herald.v1.SubscribeResponse.join:type_name -> herald.v1.PresenceEvent
-	17, // 18: herald.v1.SubscribeResponse.leave:type_name -> herald.v1.PresenceEvent
-	11, // 19: herald.v1.SubscribeManyRequest.subscribe:type_name -> herald.v1.SubscribeRequest
-	14, // 20: herald.v1.SubscribeManyRequest.unsubscribe:type_name -> herald.v1.SubscribeManyUnsubscribe
-	12, // 21: herald.v1.SubscribeManyResponse.event:type_name -> herald.v1.SubscribeResponse
-	8,  // 22: herald.v1.SubscribeManyResponse.ended:type_name -> herald.v1.Error
-	1,  // 23: herald.v1.Subscribed.position:type_name -> herald.v1.StreamPosition
-	3,  // 24: herald.v1.PresenceEvent.client:type_name -> herald.v1.ClientInfo
-	1,  // 25: herald.v1.HistoryRequest.since:type_name -> herald.v1.StreamPosition
-	0,  // 26: herald.v1.HistoryRequest.payload_format:type_name -> herald.v1.PayloadFormat
-	2,  // 27: herald.v1.HistoryResponse.publications:type_name -> herald.v1.Publication
-	1,  // 28: herald.v1.HistoryResponse.position:type_name -> herald.v1.StreamPosition
-	3,  // 29: herald.v1.PresenceResponse.clients:type_name -> herald.v1.ClientInfo
-	26, // 30: herald.v1.ChannelsResponse.channels:type_name -> herald.v1.ChannelInfo
-	1,  // 31: herald.v1.ChannelInfo.position:type_name -> herald.v1.StreamPosition
-	34, // 32: herald.v1.BridgeSessionRequest.hello:type_name -> herald.v1.BridgeHello
-	35, // 33: herald.v1.BridgeSessionRequest.presence:type_name -> herald.v1.PresenceUpdate
-	17, // 34: herald.v1.PresenceUpdate.joins:type_name -> herald.v1.PresenceEvent
-	17, // 35: herald.v1.PresenceUpdate.leaves:type_name -> herald.v1.PresenceEvent
-	27, // 36: herald.v1.BridgeSessionResponse.disconnect:type_name -> herald.v1.DisconnectRequest
-	29, // 37: herald.v1.BridgeSessionResponse.unsubscribe:type_name -> herald.v1.UnsubscribeRequest
-	4,  // 38: herald.v1.HeraldService.Publish:input_type -> herald.v1.PublishRequest
-	6,  // 39: herald.v1.HeraldService.PublishStream:input_type -> herald.v1.PublishStreamRequest
-	9,  // 40: herald.v1.HeraldService.Broadcast:input_type -> herald.v1.BroadcastRequest
-	11, // 41: herald.v1.HeraldService.Subscribe:input_type -> herald.v1.SubscribeRequest
-	13, // 42: herald.v1.HeraldService.SubscribeMany:input_type -> herald.v1.SubscribeManyRequest
-	18, // 43: herald.v1.HeraldService.History:input_type -> herald.v1.HistoryRequest
-	20, // 44: herald.v1.HeraldService.Presence:input_type -> herald.v1.PresenceRequest
-	22, // 45: herald.v1.HeraldService.PresenceStats:input_type -> herald.v1.PresenceStatsRequest
-	24, // 46: herald.v1.HeraldService.Channels:input_type -> herald.v1.ChannelsRequest
-	27, // 47: herald.v1.HeraldService.Disconnect:input_type -> herald.v1.DisconnectRequest
-	29, // 48: herald.v1.HeraldService.Unsubscribe:input_type -> herald.v1.UnsubscribeRequest
-	31, // 49: herald.v1.HeraldService.Info:input_type -> herald.v1.InfoRequest
-	33, // 50: herald.v1.HeraldService.BridgeSession:input_type -> herald.v1.BridgeSessionRequest
-	5,  // 51: herald.v1.HeraldService.Publish:output_type -> herald.v1.PublishResponse
-	7,  // 52: herald.v1.HeraldService.PublishStream:output_type -> herald.v1.PublishStreamResponse
-	10, // 53: herald.v1.HeraldService.Broadcast:output_type -> herald.v1.BroadcastResponse
-	12, // 54: herald.v1.HeraldService.Subscribe:output_type -> herald.v1.SubscribeResponse
-	15, // 55: herald.v1.HeraldService.SubscribeMany:output_type -> herald.v1.SubscribeManyResponse
-	19, // 56: herald.v1.HeraldService.History:output_type -> herald.v1.HistoryResponse
-	21, // 57: herald.v1.HeraldService.Presence:output_type -> herald.v1.PresenceResponse
-	23, // 58: herald.v1.HeraldService.PresenceStats:output_type -> herald.v1.PresenceStatsResponse
-	25, // 59: herald.v1.HeraldService.Channels:output_type -> herald.v1.ChannelsResponse
-	28, // 60: herald.v1.HeraldService.Disconnect:output_type -> herald.v1.DisconnectResponse
-	30, // 61: herald.v1.HeraldService.Unsubscribe:output_type -> herald.v1.UnsubscribeResponse
-	32, // 62: herald.v1.HeraldService.Info:output_type -> herald.v1.InfoResponse
-	36, // 63: herald.v1.HeraldService.BridgeSession:output_type -> herald.v1.BridgeSessionResponse
-	51, // [51:64] is the sub-list for method output_type
-	38, // [38:51] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	3,  // 6: herald.v1.PublishRequest.publisher:type_name -> herald.v1.ClientInfo
+	1,  // 7: herald.v1.PublishResponse.position:type_name -> herald.v1.StreamPosition
+	4,  // 8: herald.v1.PublishStreamRequest.publish:type_name -> herald.v1.PublishRequest
+	5,  // 9: herald.v1.PublishStreamResponse.ok:type_name -> herald.v1.PublishResponse
+	8,  // 10: herald.v1.PublishStreamResponse.error:type_name -> herald.v1.Error
+	40, // 11: herald.v1.BroadcastRequest.data:type_name -> google.protobuf.Value
+	39, // 12: herald.v1.BroadcastRequest.tags:type_name -> herald.v1.BroadcastRequest.TagsEntry
+	7,  // 13: herald.v1.BroadcastResponse.results:type_name -> herald.v1.PublishStreamResponse
+	1,  // 14: herald.v1.SubscribeRequest.since:type_name -> herald.v1.StreamPosition
+	0,  // 15: herald.v1.SubscribeRequest.payload_format:type_name -> herald.v1.PayloadFormat
+	16, // 16: herald.v1.SubscribeResponse.subscribed:type_name -> herald.v1.Subscribed
+	2,  // 17: herald.v1.SubscribeResponse.publication:type_name -> herald.v1.Publication
+	17, // 18: herald.v1.SubscribeResponse.join:type_name -> herald.v1.PresenceEvent
+	17, // 19: herald.v1.SubscribeResponse.leave:type_name -> herald.v1.PresenceEvent
+	11, // 20: herald.v1.SubscribeManyRequest.subscribe:type_name -> herald.v1.SubscribeRequest
+	14, // 21: herald.v1.SubscribeManyRequest.unsubscribe:type_name -> herald.v1.SubscribeManyUnsubscribe
+	12, // 22: herald.v1.SubscribeManyResponse.event:type_name -> herald.v1.SubscribeResponse
+	8,  // 23: herald.v1.SubscribeManyResponse.ended:type_name -> herald.v1.Error
+	1,  // 24: herald.v1.Subscribed.position:type_name -> herald.v1.StreamPosition
+	3,  // 25: herald.v1.PresenceEvent.client:type_name -> herald.v1.ClientInfo
+	1,  // 26: herald.v1.HistoryRequest.since:type_name -> herald.v1.StreamPosition
+	0,  // 27: herald.v1.HistoryRequest.payload_format:type_name -> herald.v1.PayloadFormat
+	2,  // 28: herald.v1.HistoryResponse.publications:type_name -> herald.v1.Publication
+	1,  // 29: herald.v1.HistoryResponse.position:type_name -> herald.v1.StreamPosition
+	3,  // 30: herald.v1.PresenceResponse.clients:type_name -> herald.v1.ClientInfo
+	26, // 31: herald.v1.ChannelsResponse.channels:type_name -> herald.v1.ChannelInfo
+	1,  // 32: herald.v1.ChannelInfo.position:type_name -> herald.v1.StreamPosition
+	34, // 33: herald.v1.BridgeSessionRequest.hello:type_name -> herald.v1.BridgeHello
+	35, // 34: herald.v1.BridgeSessionRequest.presence:type_name -> herald.v1.PresenceUpdate
+	17, // 35: herald.v1.PresenceUpdate.joins:type_name -> herald.v1.PresenceEvent
+	17, // 36: herald.v1.PresenceUpdate.leaves:type_name -> herald.v1.PresenceEvent
+	27, // 37: herald.v1.BridgeSessionResponse.disconnect:type_name -> herald.v1.DisconnectRequest
+	29, // 38: herald.v1.BridgeSessionResponse.unsubscribe:type_name -> herald.v1.UnsubscribeRequest
+	4,  // 39: herald.v1.HeraldService.Publish:input_type -> herald.v1.PublishRequest
+	6,  // 40: herald.v1.HeraldService.PublishStream:input_type -> herald.v1.PublishStreamRequest
+	9,  // 41: herald.v1.HeraldService.Broadcast:input_type -> herald.v1.BroadcastRequest
+	11, // 42: herald.v1.HeraldService.Subscribe:input_type -> herald.v1.SubscribeRequest
+	13, // 43: herald.v1.HeraldService.SubscribeMany:input_type -> herald.v1.SubscribeManyRequest
+	18, // 44: herald.v1.HeraldService.History:input_type -> herald.v1.HistoryRequest
+	20, // 45: herald.v1.HeraldService.Presence:input_type -> herald.v1.PresenceRequest
+	22, // 46: herald.v1.HeraldService.PresenceStats:input_type -> herald.v1.PresenceStatsRequest
+	24, // 47: herald.v1.HeraldService.Channels:input_type -> herald.v1.ChannelsRequest
+	27, // 48: herald.v1.HeraldService.Disconnect:input_type -> herald.v1.DisconnectRequest
+	29, // 49: herald.v1.HeraldService.Unsubscribe:input_type -> herald.v1.UnsubscribeRequest
+	31, // 50: herald.v1.HeraldService.Info:input_type -> herald.v1.InfoRequest
+	33, // 51: herald.v1.HeraldService.BridgeSession:input_type -> herald.v1.BridgeSessionRequest
+	5,  // 52: herald.v1.HeraldService.Publish:output_type -> herald.v1.PublishResponse
+	7,  // 53: herald.v1.HeraldService.PublishStream:output_type -> herald.v1.PublishStreamResponse
+	10, // 54: herald.v1.HeraldService.Broadcast:output_type -> herald.v1.BroadcastResponse
+	12, // 55: herald.v1.HeraldService.Subscribe:output_type -> herald.v1.SubscribeResponse
+	15, // 56: herald.v1.HeraldService.SubscribeMany:output_type -> herald.v1.SubscribeManyResponse
+	19, // 57: herald.v1.HeraldService.History:output_type -> herald.v1.HistoryResponse
+	21, // 58: herald.v1.HeraldService.Presence:output_type -> herald.v1.PresenceResponse
+	23, // 59: herald.v1.HeraldService.PresenceStats:output_type -> herald.v1.PresenceStatsResponse
+	25, // 60: herald.v1.HeraldService.Channels:output_type -> herald.v1.ChannelsResponse
+	28, // 61: herald.v1.HeraldService.Disconnect:output_type -> herald.v1.DisconnectResponse
+	30, // 62: herald.v1.HeraldService.Unsubscribe:output_type -> herald.v1.UnsubscribeResponse
+	32, // 63: herald.v1.HeraldService.Info:output_type -> herald.v1.InfoResponse
+	36, // 64: herald.v1.HeraldService.BridgeSession:output_type -> herald.v1.BridgeSessionResponse
+	52, // [52:65] is the sub-list for method output_type
+	39, // [39:52] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_herald_proto_init() }
