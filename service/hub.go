@@ -46,7 +46,15 @@ type hubShard struct {
 // guarded by the shard's mu; ready is closed once the engine subscription
 // is in place (err set before that if it failed).
 type hubChannel struct {
-	subs  map[*subscriber]struct{}
+	// The subscribers: one (s1) inline, the others in subs, made on the
+	// second one (most channels are personal channels with a single
+	// subscriber, and a map costs ~130 bytes).
+	s1   *subscriber
+	subs map[*subscriber]struct{}
+	// up is set (under the shard's mu) once the engine subscription is in
+	// place or failed (err set before). ready is made only for a
+	// subscriber that has to wait for that, and closed then.
+	up    bool
 	ready chan struct{}
 	err   error
 
@@ -128,10 +136,14 @@ func (h *hub) add(ctx context.Context, s *subscriber) error {
 	hc := sh.chans[s.channel]
 	first := hc == nil
 	if first {
-		hc = &hubChannel{subs: make(map[*subscriber]struct{}), ready: make(chan struct{})}
+		hc = &hubChannel{}
 		sh.chans[s.channel] = hc
 	}
-	hc.subs[s] = struct{}{}
+	hc.addLocked(s)
+	var wait chan struct{}
+	if !first {
+		wait = hc.waitLocked()
+	}
 	sh.mu.Unlock()
 	h.streams.Add(1)
 	if first {
@@ -144,13 +156,20 @@ func (h *hub) add(ctx context.Context, s *subscriber) error {
 				hc.last.CompareAndSwap(nil, positionPub(s.channel, res.Position))
 			}
 		}
-		close(hc.ready)
-	}
-	select {
-	case <-hc.ready:
-	case <-ctx.Done():
-		h.remove(s)
-		return ctx.Err()
+		sh.mu.Lock()
+		hc.up = true
+		if hc.ready != nil {
+			close(hc.ready)
+			hc.ready = nil
+		}
+		sh.mu.Unlock()
+	} else if wait != nil {
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			h.remove(s)
+			return ctx.Err()
+		}
 	}
 	if hc.err != nil {
 		h.remove(s)
@@ -169,22 +188,86 @@ func (h *hub) remove(s *subscriber) {
 		sh.mu.Unlock()
 		return
 	}
-	if _, ok := hc.subs[s]; !ok {
+	if !hc.removeLocked(s) {
 		sh.mu.Unlock()
 		return
 	}
-	delete(hc.subs, s)
-	last := len(hc.subs) == 0
+	last := hc.len() == 0
+	var wait chan struct{}
 	if last {
 		delete(sh.chans, s.channel)
+		wait = hc.waitLocked()
 	}
 	sh.mu.Unlock()
 	h.streams.Add(-1)
 	if last {
-		<-hc.ready
+		if wait != nil {
+			<-wait
+		}
 		if hc.err == nil {
 			_ = h.engine.Unsubscribe(context.Background(), s.channel)
 		}
+	}
+}
+
+// addLocked adds a subscriber. The shard's mu must be held.
+func (hc *hubChannel) addLocked(s *subscriber) {
+	if hc.s1 == nil && len(hc.subs) == 0 {
+		hc.s1 = s
+		return
+	}
+	if hc.subs == nil {
+		hc.subs = make(map[*subscriber]struct{})
+	}
+	hc.subs[s] = struct{}{}
+}
+
+// removeLocked removes a subscriber, reporting whether it was there. The
+// shard's mu must be held.
+func (hc *hubChannel) removeLocked(s *subscriber) bool {
+	if hc.s1 == s {
+		hc.s1 = nil
+		return true
+	}
+	if _, ok := hc.subs[s]; !ok {
+		return false
+	}
+	delete(hc.subs, s)
+	if len(hc.subs) == 0 {
+		hc.subs = nil
+	}
+	return true
+}
+
+// waitLocked returns a channel closed once the engine subscription is
+// in place (or failed), or nil if it is already. The shard's mu must be
+// held; the first subscriber, which subscribes, must not wait.
+func (hc *hubChannel) waitLocked() chan struct{} {
+	if hc.up {
+		return nil
+	}
+	if hc.ready == nil {
+		hc.ready = make(chan struct{})
+	}
+	return hc.ready
+}
+
+// len returns the number of subscribers. The shard's mu must be held.
+func (hc *hubChannel) len() int {
+	n := len(hc.subs)
+	if hc.s1 != nil {
+		n++
+	}
+	return n
+}
+
+// stopAll stops every subscriber with err. The shard's mu must be held.
+func (hc *hubChannel) stopAll(err error) {
+	if hc.s1 != nil {
+		hc.s1.stop(err)
+	}
+	for s := range hc.subs {
+		s.stop(err)
 	}
 }
 
@@ -299,9 +382,7 @@ func (h *hub) abort(channel string, hc *hubChannel, err error, last *heraldv1.Pu
 	hc.last.Store(last)
 	sh := h.shard(channel)
 	sh.mu.RLock()
-	for s := range hc.subs {
-		s.stop(err)
-	}
+	hc.stopAll(err)
 	sh.mu.RUnlock()
 }
 
@@ -323,6 +404,9 @@ func (h *hub) fanout(channel string, ev event, presence bool) {
 // those that asked), cutting off any whose queue is full. The shard's mu
 // must be held (read).
 func (hc *hubChannel) send(ev event, presence bool) {
+	if s := hc.s1; s != nil && (!presence || s.presenceEvents) {
+		s.deliver(ev)
+	}
 	for s := range hc.subs {
 		if presence && !s.presenceEvents {
 			continue
@@ -372,9 +456,7 @@ func (h *hub) stopAll(err error) {
 		sh := &h.shards[i]
 		sh.mu.RLock()
 		for _, hc := range sh.chans {
-			for s := range hc.subs {
-				s.stop(err)
-			}
+			hc.stopAll(err)
 		}
 		sh.mu.RUnlock()
 	}
@@ -387,7 +469,7 @@ func (h *hub) channelStreams() map[string]int {
 		sh := &h.shards[i]
 		sh.mu.RLock()
 		for name, hc := range sh.chans {
-			out[name] = len(hc.subs)
+			out[name] = hc.len()
 		}
 		sh.mu.RUnlock()
 	}

@@ -64,7 +64,7 @@ type muxKind uint8
 
 const (
 	muxDeliver muxKind = iota // ev, from the hub
-	muxReady                  // the subscription's replay is ready (or it failed: prepErr)
+	muxReady                  // the subscription's replay is ready (or it failed: prep.err)
 	muxStop                   // the hub stopped the subscription (sub.err), or it was refused
 	muxUnsub                  // the client unsubscribed
 )
@@ -82,23 +82,30 @@ type muxSub struct {
 	id     uint64
 	m      *muxStream
 	format heraldv1.PayloadFormat
-	since  *heraldv1.StreamPosition
 
 	mu     sync.Mutex // guards closed and added
 	closed bool       // no longer wanted: never (again) in the hub
 	added  bool       // registered in the hub
 
+	// Owned by the sender.
+	state muxState
+	prep  *muxPrep // while preparing; the sender drops it once live
+	last  uint64
+	epoch string
+}
+
+// muxPrep is what a subscription needs only while it is being prepared,
+// kept apart so that a live subscription does not carry it.
+type muxPrep struct {
+	since *heraldv1.StreamPosition
+
 	// Set by the preparing goroutine before it queues muxReady.
 	pos       *heraldv1.StreamPosition
 	replay    []*heraldv1.Publication
 	recovered bool
-	prepErr   error
+	err       error
 
-	// Owned by the sender.
-	state muxState
-	held  []event // live events that came while preparing
-	last  uint64
-	epoch string
+	held []event // live events that came while preparing; owned by the sender
 }
 
 type muxState uint8
@@ -311,7 +318,7 @@ func (m *muxStream) subscribe(id uint64, req *heraldv1.SubscribeRequest) {
 		m.refuse(id, err)
 		return
 	}
-	ms := &muxSub{id: id, m: m, format: req.PayloadFormat, since: req.Since}
+	ms := &muxSub{id: id, m: m, format: req.PayloadFormat, prep: &muxPrep{since: req.Since}}
 	ms.sub = subscriber{channel: req.Channel, presenceEvents: req.PresenceEvents && ns.JoinLeave, mux: ms}
 	m.mu.Lock()
 	if m.err != nil {
@@ -342,8 +349,9 @@ func (m *muxStream) subscribe(id uint64, req *heraldv1.SubscribeRequest) {
 func (ms *muxSub) prepare() {
 	m := ms.m
 	h := m.s.hub
+	p := ms.prep
 	if err := h.add(m.ctx, &ms.sub); err != nil {
-		ms.prepErr = toStatus(m.s.log, err)
+		p.err = toStatus(m.s.log, err)
 		m.push(muxEvent{sub: ms, kind: muxReady})
 		return
 	}
@@ -356,9 +364,9 @@ func (ms *muxSub) prepare() {
 	ms.added = true
 	ms.mu.Unlock()
 	metricStreams.Inc()
-	ms.pos, ms.replay, ms.recovered, ms.prepErr = m.s.recover(m.ctx, ms.sub.channel, ms.since)
-	if ms.prepErr != nil {
-		ms.prepErr = toStatus(m.s.log, ms.prepErr)
+	p.pos, p.replay, p.recovered, p.err = m.s.recover(m.ctx, ms.sub.channel, p.since)
+	if p.err != nil {
+		p.err = toStatus(m.s.log, p.err)
 	}
 	m.push(muxEvent{sub: ms, kind: muxReady})
 }
@@ -418,7 +426,7 @@ func (m *muxStream) handle(stream grpc.BidiStreamingServer[heraldv1.SubscribeMan
 			if m.held >= m.limit {
 				return errSlowMux
 			}
-			ms.held = append(ms.held, e.ev)
+			ms.prep.held = append(ms.prep.held, e.ev)
 			m.held++
 		case muxLive:
 			return m.forward(stream, ms, e.ev)
@@ -427,23 +435,23 @@ func (m *muxStream) handle(stream grpc.BidiStreamingServer[heraldv1.SubscribeMan
 		if ms.state != muxPreparing {
 			return nil
 		}
-		if ms.prepErr != nil {
-			return m.ended(stream, ms, ms.prepErr)
+		p := ms.prep
+		if p.err != nil {
+			return m.ended(stream, ms, p.err)
 		}
 		if err := m.sendEvent(stream, ms.id, &heraldv1.SubscribeResponse{Event: &heraldv1.SubscribeResponse_Subscribed{
-			Subscribed: &heraldv1.Subscribed{Position: ms.pos, Recovered: ms.recovered},
+			Subscribed: &heraldv1.Subscribed{Position: p.pos, Recovered: p.recovered},
 		}}); err != nil {
 			return err
 		}
-		for _, pub := range ms.replay {
+		for _, pub := range p.replay {
 			if err := m.sendEvent(stream, ms.id, &heraldv1.SubscribeResponse{Event: &heraldv1.SubscribeResponse_Publication{Publication: forFormat(pub, ms.format)}}); err != nil {
 				return err
 			}
 		}
-		ms.last, ms.epoch = ms.pos.Offset, ms.pos.Epoch
-		ms.state, ms.replay, ms.pos = muxLive, nil, nil
-		held := ms.held
-		ms.held = nil
+		ms.last, ms.epoch = p.pos.Offset, p.pos.Epoch
+		ms.state, ms.prep = muxLive, nil // the preparing goroutine is done with it
+		held := p.held
 		m.held -= len(held)
 		for _, ev := range held {
 			if err := m.forward(stream, ms, ev); err != nil || ms.state != muxLive {
@@ -512,6 +520,10 @@ func (m *muxStream) ended(stream grpc.BidiStreamingServer[heraldv1.SubscribeMany
 // drop marks a subscription dead for the sender: what is still queued for
 // it is dropped, and what it held is released.
 func (m *muxStream) drop(ms *muxSub) {
-	m.held -= len(ms.held)
-	ms.state, ms.held = muxDead, nil
+	// ms.prep stays: its preparing goroutine may still be writing to it.
+	if p := ms.prep; p != nil {
+		m.held -= len(p.held)
+		p.held = nil
+	}
+	ms.state = muxDead
 }

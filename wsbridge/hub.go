@@ -34,16 +34,21 @@ type hubShard struct {
 // the only goroutine delivering publications, under mu, so subscribers see
 // them in offset order.
 type channel struct {
-	h     *hub
-	name  string
-	ns    *config.Namespace
-	id    uint64        // the channel's subscription id on the upstream stream
-	ready chan struct{} // closed once the first upstream `subscribed` arrived, or on failure
-	err   error         // why the channel failed; set before ready closes
+	h    *hub
+	name string
+	ns   *config.Namespace
+	id   uint64 // the channel's subscription id on the upstream stream
+	err  error  // why the channel failed; set before ready closes
 
-	mu     sync.Mutex // guards below; taken after hubShard.mu and upstream.mu, before conn.mu
+	mu sync.Mutex // guards below; taken after hubShard.mu and upstream.mu, before conn.mu
+	// The subscribers: one (c1, s1) inline, the others in subs, made on
+	// the second subscriber (most channels are personal channels with a
+	// single subscriber, and an empty map costs ~200 bytes).
+	c1     *conn
+	s1     *sub
 	subs   map[*conn]*sub
-	epoch  string // position of the last publication delivered
+	ready  chan struct{} // closed once the first upstream `subscribed` arrived, or on failure, and then dropped (nil)
+	epoch  string        // position of the last publication delivered
 	last   uint64
 	gen    int // bumped when continuity is lost upstream (recovered=false on resume)
 	isUp   bool
@@ -74,26 +79,37 @@ func (h *hub) shard(name string) *hubShard {
 	return &h.shards[maphash.String(h.seed, name)%uint64(len(h.shards))]
 }
 
+// closedChan is the ready channel of a channel that is up or failed.
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
 // join adds c to a channel's subscribers, subscribing upstream for the
 // channel's first subscriber. The subscriber starts catching up (not
-// live).
-func (h *hub) join(name string, ns *config.Namespace, c *conn) (*channel, *sub) {
+// live). ready is closed once the channel is up or failed (ch.err).
+func (h *hub) join(name string, ns *config.Namespace, c *conn) (ch *channel, s *sub, ready <-chan struct{}) {
 	sh := h.shard(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	ch := sh.chans[name]
+	ch = sh.chans[name]
 	if ch == nil {
-		ch = &channel{h: h, name: name, ns: ns, ready: make(chan struct{}), subs: make(map[*conn]*sub)}
+		ch = &channel{h: h, name: name, ns: ns, ready: make(chan struct{})}
 		sh.chans[name] = ch
 		h.up.add(ch)
 	}
-	s := &sub{}
+	s = &sub{}
 	ch.mu.Lock()
-	ch.subs[c] = s
+	ch.addSubLocked(c, s)
+	ready = ch.ready
+	if ready == nil {
+		ready = closedChan
+	}
 	ch.mu.Unlock()
 	h.b.nSubs.Add(1)
 	wsSubs[c.format].Add(1)
-	return ch, s
+	return ch, s, ready
 }
 
 // leave removes c from a channel; after the last subscriber, the upstream
@@ -103,14 +119,13 @@ func (h *hub) leave(ch *channel, c *conn) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	ch.mu.Lock()
-	if _, ok := ch.subs[c]; !ok {
+	if !ch.removeSubLocked(c) {
 		ch.mu.Unlock()
 		return
 	}
-	delete(ch.subs, c)
 	h.b.nSubs.Add(-1)
 	wsSubs[c.format].Add(-1)
-	last := len(ch.subs) == 0 && !ch.closed
+	last := ch.c1 == nil && len(ch.subs) == 0 && !ch.closed
 	if last {
 		ch.closed = true
 		if sh.chans[ch.name] == ch {
@@ -122,6 +137,43 @@ func (h *hub) leave(ch *channel, c *conn) {
 	if last {
 		h.up.remove(ch)
 	}
+}
+
+// addSubLocked adds c's subscription. ch.mu must be held.
+func (ch *channel) addSubLocked(c *conn, s *sub) {
+	if ch.c1 == nil && len(ch.subs) == 0 {
+		ch.c1, ch.s1 = c, s
+		return
+	}
+	if ch.subs == nil {
+		ch.subs = make(map[*conn]*sub)
+	}
+	ch.subs[c] = s
+}
+
+// removeSubLocked removes c's subscription, reporting whether it had
+// one. ch.mu must be held.
+func (ch *channel) removeSubLocked(c *conn) bool {
+	if ch.c1 == c && c != nil {
+		ch.c1, ch.s1 = nil, nil
+		return true
+	}
+	if _, ok := ch.subs[c]; !ok {
+		return false
+	}
+	delete(ch.subs, c)
+	if len(ch.subs) == 0 {
+		ch.subs = nil
+	}
+	return true
+}
+
+// subOf returns c's subscription, or nil. ch.mu must be held.
+func (ch *channel) subOf(c *conn) *sub {
+	if ch.c1 == c && c != nil {
+		return ch.s1
+	}
+	return ch.subs[c]
 }
 
 // permanent reports upstream errors that retrying will not fix.
@@ -142,15 +194,12 @@ func (ch *channel) fail(err error) {
 
 // failLocked is fail with ch.mu held.
 func (ch *channel) failLocked(err error) {
-	if ch.isUp {
+	if ch.isUp || ch.ready == nil {
 		return
 	}
-	select {
-	case <-ch.ready:
-	default:
-		ch.err = err
-		close(ch.ready)
-	}
+	ch.err = err
+	close(ch.ready)
+	ch.ready = nil
 }
 
 // subscribeRequest is the channel's upstream subscribe: from the last
@@ -178,14 +227,13 @@ func (ch *channel) onSubscribed(sd *heraldv1.Subscribed) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if !ch.isUp {
-		select {
-		case <-ch.ready:
+		if ch.ready == nil {
 			return // failed or left already
-		default:
 		}
 		ch.epoch, ch.last = pos.GetEpoch(), pos.GetOffset()
 		ch.isUp = true
 		close(ch.ready)
+		ch.ready = nil
 		return
 	}
 	if sd.Recovered && ch.ns.HistorySize > 0 {
@@ -194,15 +242,21 @@ func (ch *channel) onSubscribed(sd *heraldv1.Subscribed) {
 	ch.epoch, ch.last = pos.GetEpoch(), pos.GetOffset()
 	ch.gen++
 	var frames [2][]byte
-	for c, s := range ch.subs {
+	send := func(c *conn, s *sub) {
 		if !s.live {
-			continue
+			return
 		}
 		f := c.format
 		if frames[f] == nil {
 			frames[f] = encodeFrame(f, subscribedFrame(0, ch.name, ch.epoch, ch.last, false, ch.ns.HistorySize > 0))
 		}
 		c.enqueue(frames[f])
+	}
+	if ch.c1 != nil {
+		send(ch.c1, ch.s1)
+	}
+	for c, s := range ch.subs {
+		send(c, s)
 	}
 }
 
@@ -239,23 +293,31 @@ func (ch *channel) deliver(pub *heraldv1.Publication) {
 // fanout queues ep to the channel's subscribers. ch.mu must be held.
 func (ch *channel) fanout(ep *encodedPub) {
 	limit := ch.h.b.cfg.QueueFrames
-	for c, s := range ch.subs {
-		if s.live {
-			if s.skip != 0 {
-				if ep.pub.Offset <= s.skip {
-					continue
-				}
-				s.skip = 0
-			}
-			c.enqueue(ep.bytes(c.format))
-			continue
-		}
-		if len(s.pending) >= limit {
-			s.overflow = true
-			continue
-		}
-		s.pending = append(s.pending, ep)
+	if ch.c1 != nil {
+		fanoutTo(ch.c1, ch.s1, ep, limit)
 	}
+	for c, s := range ch.subs {
+		fanoutTo(c, s, ep, limit)
+	}
+}
+
+// fanoutTo queues ep to one subscriber. Its channel's mu must be held.
+func fanoutTo(c *conn, s *sub, ep *encodedPub, limit int) {
+	if s.live {
+		if s.skip != 0 {
+			if ep.pub.Offset <= s.skip {
+				return
+			}
+			s.skip = 0
+		}
+		c.enqueue(ep.bytes(c.format))
+		return
+	}
+	if len(s.pending) >= limit {
+		s.overflow = true
+		return
+	}
+	s.pending = append(s.pending, ep)
 }
 
 // deliverPresence fans a join or leave out to live subscribers.
@@ -267,15 +329,21 @@ func (ch *channel) deliverPresence(ev *heraldv1.PresenceEvent, join bool) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	var frames [2][]byte
-	for c, s := range ch.subs {
+	send := func(c *conn, s *sub) {
 		if !s.live {
-			continue
+			return
 		}
 		f := c.format
 		if frames[f] == nil {
 			frames[f] = encodeFrame(f, fr)
 		}
 		c.enqueue(frames[f])
+	}
+	if ch.c1 != nil {
+		send(ch.c1, ch.s1)
+	}
+	for c, s := range ch.subs {
+		send(c, s)
 	}
 }
 

@@ -40,7 +40,7 @@ func (c *conn) subscribe(id uint32, name string, since *heraldv1.StreamPosition)
 		c.subMu.Unlock()
 		return reqErr(ErrTooManyChannels, "too many channels: the limit is %d per connection", c.b.cfg.MaxChannels)
 	}
-	ch, s := c.b.hub.join(name, ns, c)
+	ch, s, ready := c.b.hub.join(name, ns, c)
 	c.subs = append(c.subs, ch)
 	c.subMu.Unlock()
 
@@ -54,7 +54,7 @@ func (c *conn) subscribe(id uint32, name string, since *heraldv1.StreamPosition)
 	}
 	t := time.NewTimer(callTimeout)
 	select {
-	case <-ch.ready:
+	case <-ready:
 		t.Stop()
 	case <-t.C:
 		undo()
@@ -129,7 +129,7 @@ func (c *conn) catchUp(ch *channel, s *sub, id uint32, since *heraldv1.StreamPos
 
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	ok := ch.gen == gen && ch.epoch == epoch && !s.overflow && ch.subs[c] == s
+	ok := ch.gen == gen && ch.epoch == epoch && !s.overflow && ch.subOf(c) == s
 	next := since.Offset
 	var frames [][]byte
 	for _, p := range replay {
