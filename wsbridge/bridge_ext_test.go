@@ -218,8 +218,13 @@ func TestPermissions(t *testing.T) {
 		return c.request(&heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_Publish{Publish: &heraldv1.PublishFrame{
 			Channel: ch, Payload: &heraldv1.PublishFrame_Data{Data: structpb.NewStringValue("hi")}}}})
 	}
+	c.subscribe("chat:lobby", nil)
 	if r := pub(plain, "chat:lobby"); r.GetPublish().GetPosition().GetOffset() != 1 {
 		t.Errorf("publish to chat: %v", r)
+	}
+	// The bridge names the publishing connection: subscribers see who.
+	if p := c.nextPub("chat:lobby"); p.GetPublisher().GetUser() != "u2" || p.GetPublisher().GetClient() == "" {
+		t.Errorf("publisher of a browser publication = %v, want user u2 and its client id", p.GetPublisher())
 	}
 	if r := pub(plain, "news:today"); r.GetError().GetCode() != 104 {
 		t.Errorf("publish to news: %v", r)

@@ -247,7 +247,7 @@ func (c *conn) publish(f *heraldv1.PublishFrame) (*heraldv1.ServerFrame, error) 
 	if err := c.b.lim.allowPublish(c); err != nil {
 		return nil, err
 	}
-	req := &heraldv1.PublishRequest{Channel: f.Channel, IdempotencyKey: f.IdempotencyKey}
+	req := &heraldv1.PublishRequest{Channel: f.Channel, IdempotencyKey: f.IdempotencyKey, Publisher: c.clientInfo()}
 	switch p := f.Payload.(type) {
 	case *heraldv1.PublishFrame_Data:
 		req.Payload = &heraldv1.PublishRequest_Data{Data: p.Data}
