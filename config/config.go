@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/herald-io/herald/channelname"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -610,4 +611,35 @@ func (c Config) Redacted() string {
 	}
 	b, _ := json.Marshal(c)
 	return string(b)
+}
+
+// Namespaces indexes namespace options by name, to resolve channels.
+type Namespaces map[string]*Namespace
+
+// NamespaceIndex returns c's namespaces by name; c must have passed
+// Validate (which adds the implicit ones).
+func (c *Config) NamespaceIndex() Namespaces {
+	m := make(Namespaces, len(c.Namespaces))
+	for i := range c.Namespaces {
+		ns := c.Namespaces[i]
+		m[ns.Name] = &ns
+	}
+	return m
+}
+
+// Lookup validates a channel name and returns its namespace's options. The
+// error says what is wrong, for the client.
+func (n Namespaces) Lookup(channel string) (*Namespace, error) {
+	if err := channelname.Validate(channel); err != nil {
+		return nil, err
+	}
+	ns, ok := n[channelname.Namespace(channel)]
+	if !ok {
+		name := channel
+		if len(name) > 64 {
+			name = name[:64] + "…"
+		}
+		return nil, fmt.Errorf("channel %q: unknown namespace %q", name, channelname.Namespace(channel))
+	}
+	return ns, nil
 }

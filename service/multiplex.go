@@ -309,7 +309,7 @@ func (m *muxStream) subscribe(id uint64, req *heraldv1.SubscribeRequest) {
 		m.refuse(id, status.Error(codes.InvalidArgument, "subscribe is empty"))
 		return
 	}
-	ns, err := m.s.ns.lookup(req.Channel)
+	ns, err := m.s.ns.Lookup(req.Channel)
 	if err != nil {
 		m.refuse(id, invalid(err))
 		return

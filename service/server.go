@@ -42,7 +42,7 @@ type Server struct {
 	heraldv1.UnimplementedHeraldServiceServer
 
 	cfg    config.Config
-	ns     namespaces
+	ns     config.Namespaces
 	engine Engine
 	hub    *hub
 	log    *slog.Logger
@@ -67,7 +67,7 @@ func New(cfg config.Config, engine Engine, log *slog.Logger) *Server {
 	}
 	return &Server{
 		cfg:      cfg,
-		ns:       newNamespaces(cfg.Namespaces),
+		ns:       cfg.NamespaceIndex(),
 		engine:   engine,
 		hub:      newHub(engine, cfg.Limits.SubscriberQueue),
 		log:      log,
@@ -183,6 +183,13 @@ func (p payload) set(pub *heraldv1.Publication) {
 	}
 }
 
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
 func validateMeta(key string, tags map[string]string) error {
 	if len(key) > maxIdempotencyKey {
 		return fmt.Errorf("idempotency_key is %d bytes; the limit is %d", len(key), maxIdempotencyKey)
@@ -208,7 +215,7 @@ type prepared struct {
 // prepare checks a publication and builds it; with finish, it is the one
 // path of every publication, from any API.
 func (s *Server) prepare(ctx context.Context, channel string, p payload, key string, tags map[string]string, from *heraldv1.ClientInfo) (prepared, error) {
-	ns, err := s.ns.lookup(channel)
+	ns, err := s.ns.Lookup(channel)
 	if err != nil {
 		return prepared{}, invalid(err)
 	}
@@ -244,6 +251,11 @@ func (s *Server) publish(ctx context.Context, channel string, p payload, key str
 	if err != nil {
 		return nil, err
 	}
+	return s.commit(ctx, pr)
+}
+
+// commit hands one prepared publication to the engine.
+func (s *Server) commit(ctx context.Context, pr prepared) (*heraldv1.PublishResponse, error) {
 	start := time.Now()
 	res, err := s.engine.Publish(ctx, pr.pub, pr.opts)
 	s.publishDuration.Observe(time.Since(start).Seconds())
@@ -281,10 +293,7 @@ func (s *Server) publishRequest(ctx context.Context, req *heraldv1.PublishReques
 	if err != nil {
 		return nil, err
 	}
-	start := time.Now()
-	res, err := s.engine.Publish(ctx, pr.pub, pr.opts)
-	s.publishDuration.Observe(time.Since(start).Seconds())
-	return s.finish(pr, res, err)
+	return s.commit(ctx, pr)
 }
 
 // Publish implements HeraldService.Publish.
@@ -484,7 +493,7 @@ func forFormat(pub *heraldv1.Publication, f heraldv1.PayloadFormat) *heraldv1.Pu
 // missed; what the replay already covered is skipped by offset.
 func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStreamingServer[heraldv1.SubscribeResponse]) error {
 	ctx := stream.Context()
-	ns, err := s.ns.lookup(req.Channel)
+	ns, err := s.ns.Lookup(req.Channel)
 	if err != nil {
 		return invalid(err)
 	}
@@ -612,7 +621,7 @@ func (s *Server) recover(ctx context.Context, channel string, since *heraldv1.St
 
 // History implements HeraldService.History.
 func (s *Server) History(ctx context.Context, req *heraldv1.HistoryRequest) (*heraldv1.HistoryResponse, error) {
-	if _, err := s.ns.lookup(req.Channel); err != nil {
+	if _, err := s.ns.Lookup(req.Channel); err != nil {
 		return nil, invalid(err)
 	}
 	if err := authorize(ctx, permRead, req.Channel); err != nil {
@@ -637,7 +646,7 @@ func (s *Server) History(ctx context.Context, req *heraldv1.HistoryRequest) (*he
 }
 
 func (s *Server) presenceNamespace(ctx context.Context, channel string) (*config.Namespace, error) {
-	ns, err := s.ns.lookup(channel)
+	ns, err := s.ns.Lookup(channel)
 	if err != nil {
 		return nil, invalid(err)
 	}
@@ -738,7 +747,7 @@ func (s *Server) Unsubscribe(ctx context.Context, req *heraldv1.UnsubscribeReque
 	if req.User == "" {
 		return nil, status.Error(codes.InvalidArgument, "user is required")
 	}
-	if _, err := s.ns.lookup(req.Channel); err != nil {
+	if _, err := s.ns.Lookup(req.Channel); err != nil {
 		return nil, invalid(err)
 	}
 	if err := s.engine.Command(ctx, &heraldv1.BridgeSessionResponse{Msg: &heraldv1.BridgeSessionResponse_Unsubscribe{Unsubscribe: req}}); err != nil {

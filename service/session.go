@@ -113,7 +113,7 @@ func (s *Server) bridgeRecv(ctx context.Context, stream grpc.BidiStreamingServer
 			continue
 		}
 		for _, ev := range up.Joins {
-			ns, err := s.ns.lookup(ev.Channel)
+			ns, err := s.ns.Lookup(ev.Channel)
 			if err != nil || !ns.Presence || ev.Client == nil || ev.Client.Client == "" {
 				continue
 			}
@@ -138,7 +138,7 @@ func (s *Server) bridgeRecv(ctx context.Context, stream grpc.BidiStreamingServer
 			}
 			delete(b.entries, k)
 			s.clients.Add(-1)
-			ns, _ := s.ns.lookup(ev.Channel)
+			ns, _ := s.ns.Lookup(ev.Channel)
 			if err := s.engine.RemovePresence(ctx, ev.Channel, ci, ns != nil && ns.JoinLeave); err != nil {
 				return toStatus(s.log, err)
 			}
@@ -150,7 +150,7 @@ func (s *Server) bridgeRecv(ctx context.Context, stream grpc.BidiStreamingServer
 // It runs after the receive loop has ended (the stream's context is done).
 func (s *Server) dropPresence(b *bridgeSession) {
 	for k, ci := range b.entries {
-		ns, _ := s.ns.lookup(k.channel)
+		ns, _ := s.ns.Lookup(k.channel)
 		_ = s.engine.RemovePresence(context.Background(), k.channel, ci, ns != nil && ns.JoinLeave)
 		s.clients.Add(-1)
 	}

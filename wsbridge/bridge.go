@@ -120,7 +120,7 @@ func New(cfg config.Config, core grpc.ClientConnInterface, opts Options) (*Bridg
 	b := &Bridge{
 		cfg:       cfg.Bridge,
 		limits:    cfg.Limits,
-		ns:        newNamespaces(cfg.Namespaces),
+		ns:        namespaces{cfg.NamespaceIndex()},
 		core:      heraldv1.NewHeraldServiceClient(core),
 		verifier:  v,
 		anonymous: cfg.AnonymousAllowed(),

@@ -5,26 +5,14 @@ import (
 	"github.com/herald-io/herald/config"
 )
 
-// namespaces resolves channel names to their options.
-type namespaces map[string]*config.Namespace
+// namespaces resolves channel names to their options, with the bridge's
+// error for a bad name.
+type namespaces struct{ config.Namespaces }
 
-func newNamespaces(list []config.Namespace) namespaces {
-	m := make(namespaces, len(list))
-	for i := range list {
-		ns := list[i]
-		m[ns.Name] = &ns
-	}
-	return m
-}
-
-// lookup validates a channel name and returns its namespace's options.
 func (n namespaces) lookup(name string) (*config.Namespace, error) {
-	if err := channelname.Validate(name); err != nil {
+	ns, err := n.Lookup(name)
+	if err != nil {
 		return nil, reqErr(ErrBadChannel, "%s", err.Error())
-	}
-	ns, ok := n[channelname.Namespace(name)]
-	if !ok {
-		return nil, reqErr(ErrBadChannel, "unknown namespace %q", channelname.Namespace(name))
 	}
 	return ns, nil
 }
