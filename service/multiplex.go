@@ -462,7 +462,9 @@ func (m *muxStream) handle(stream grpc.BidiStreamingServer[heraldv1.SubscribeMan
 		if ms.state == muxDead {
 			return nil
 		}
-		metricStreamEnds.WithLabelValues(endReason(ms.sub.err)).Inc()
+		if ms.sub.channel != "" { // the hub ended it (a refused subscribe has no channel)
+			metricStreamEnds.WithLabelValues(endReason(ms.sub.err)).Inc()
+		}
 		return m.ended(stream, ms, ms.sub.err)
 	case muxUnsub:
 		m.drop(ms)
