@@ -12,6 +12,7 @@ import (
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"github.com/herald-io/herald/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // SetRedisTimingForTest shortens the Redis engine's presence timing for
@@ -310,7 +311,24 @@ func TestRedisSubscribeRefcount(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	time.Sleep(100 * time.Millisecond) // let the last unsubscribes go out
+	// Wait until every shard has sent what the churn asked for and Redis
+	// holds the channel's subscription: a stray late UNSUBSCRIBE would then
+	// already have taken it away.
+	re := e.(*redisEngine)
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rc.Close()
+	waitFor(t, "the churn to settle", func() bool {
+		for _, s := range re.shards {
+			s.mu.Lock()
+			busy := len(s.dirty) > 0 || len(s.pending) > 0
+			s.mu.Unlock()
+			if busy {
+				return false
+			}
+		}
+		n, err := rc.Do(ctx, "PUBSUB", "SHARDNUMSUB", re.key(ch, "s")).Slice()
+		return err == nil && len(n) == 2 && n[1] == int64(1)
+	})
 	if _, err := e.Publish(ctx, pubOf(ch, "still here"), PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
