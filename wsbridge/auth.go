@@ -41,6 +41,10 @@ type identity struct {
 	channels []string
 	info     *structpb.Value
 	expires  time.Time // zero: never
+	// subscribe are channels the session is subscribed to at connect,
+	// besides the personal channel (an authenticator may name them; JWTs
+	// do not).
+	subscribe []string
 }
 
 func newVerifier(secret string, pemFiles []string) (*verifier, error) {

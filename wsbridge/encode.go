@@ -17,8 +17,9 @@ import (
 type format uint8
 
 const (
-	formatJSON  format = iota // herald.json: text messages, protojson frames separated by "\n"
-	formatProto               // herald.proto: binary messages, each frame preceded by its varint length
+	formatJSON  format = iota // herald.json: protojson frames, separated by "\n" when packed
+	formatProto               // herald.proto: binary protobuf frames, each preceded by its varint length
+	numFormats
 )
 
 // Subprotocol names.

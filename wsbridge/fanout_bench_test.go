@@ -38,7 +38,7 @@ func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return c, bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c)), nil
 }
 
-func benchConn(b testing.TB, br *Bridge, f format) *conn {
+func benchSession(b testing.TB, br *Bridge, f format) *session {
 	r := httptest.NewRequest("GET", "/ws", nil)
 	r.Header.Set("Connection", "upgrade")
 	r.Header.Set("Upgrade", "websocket")
@@ -51,15 +51,15 @@ func benchConn(b testing.TB, br *Bridge, f format) *conn {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return newConn(br, ws)
+	return (&wsConn{}).start(br, ws.NetConn(), ws.Subprotocol(), &credentials{})
 }
 
 var _ http.Hijacker = hijacker{}
 
 // BenchmarkFanout measures one publication delivered to N subscribers of a
 // channel, half on each subprotocol, through the whole path: shared
-// encoding, queueing, the on-demand writer and gorilla's framing (to a
-// socket that discards). allocs/op is per publication; the goal is that it
+// encoding, the transports' queues, the on-demand writer and the
+// WebSocket framing (to a socket that discards). allocs/op is per publication; the goal is that it
 // does not grow with N (0 allocations per delivery).
 func BenchmarkFanout(b *testing.B) {
 	for _, n := range []int{1, 100, 1000, 10000} {
@@ -71,19 +71,19 @@ func BenchmarkFanout(b *testing.B) {
 			br.ctx, br.cancel = context.WithCancel(context.Background())
 			br.upgrader = websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 16 << 10, WriteBufferPool: &writeBufferPool, Subprotocols: []string{SubprotocolJSON, SubprotocolProto}}
 			ns := config.DefaultNamespace("chat")
-			ch := &channel{h: &hub{b: br}, name: "chat:bench", ns: &ns, subs: make(map[*conn]*sub, n)}
-			conns := make([]*conn, n)
-			for i := range conns {
-				conns[i] = benchConn(b, br, format(i%2))
-				ch.subs[conns[i]] = &sub{live: true}
+			ch := &channel{h: &hub{b: br}, name: "chat:bench", ns: &ns, subs: make(map[*session]*sub, n)}
+			sessions := make([]*session, n)
+			for i := range sessions {
+				sessions[i] = benchSession(b, br, format(i%2))
+				ch.subs[sessions[i]] = &sub{live: true}
 			}
 			payload := []byte(`{"text":"0123456789012345678901234567890123456789012345"}`)
 			idle := func() {
-				for _, c := range conns {
+				for _, s := range sessions {
 					for {
-						c.mu.Lock()
-						w := c.writing
-						c.mu.Unlock()
+						s.t.mu.Lock()
+						w := s.t.writing
+						s.t.mu.Unlock()
 						if !w {
 							break
 						}
