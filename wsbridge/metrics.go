@@ -27,7 +27,7 @@ var (
 	metricFramesSent [numTransports][numFormats]prometheus.Counter
 
 	// metricCloses counts closes by the bridge per transport, by close code.
-	metricCloses [numTransports]*prometheus.CounterVec
+	metricCloses     [numTransports]*prometheus.CounterVec
 	metricSlowCloses = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "herald_ws_slow_consumer_closes_total",
 		Help: "Connections closed because their outbound queue overflowed (close code 4004).",

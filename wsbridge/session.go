@@ -69,7 +69,7 @@ func (s *session) closeWith(code CloseCode, reason string, reconnect bool, delay
 	final := encodeFrame(s.format, &heraldv1.ServerFrame{Body: &heraldv1.ServerFrame_Disconnect{
 		Disconnect: &heraldv1.DisconnectFrame{Code: uint32(code), Reason: reason, Reconnect: reconnect, ReconnectDelayMs: delayMs},
 	}})
-	if !s.t.close(code, reason, final, delayMs) {
+	if !s.t.close(code, reason, final, reconnect, delayMs) {
 		return
 	}
 	s.onClose(code, reason)
@@ -212,17 +212,21 @@ func (s *session) handle(fr *heraldv1.ClientFrame, derr *requestError) bool {
 // connect authenticates the session with what the client presented and
 // the connect frame, replies `connect` (id reqID), then subscribes the
 // personal channel and the channels the authenticator or the transport
-// named (each announced by a `subscribed` push). initial are the
-// transport's channels (SSE: those of the URL) with their resume
-// positions (nil: from now). It returns false when the session was
-// refused (and is closing).
-func (s *session) connect(reqID uint32, f *heraldv1.ConnectFrame, initial []initialSub) bool {
+// named (each announced by a `subscribed` push). initial, when set, gives
+// once the user is known the transport's own resume positions (SSE:
+// those of Last-Event-ID) of the personal channel and of the channels it
+// subscribes at connect (the URL's). It returns false when the session
+// was refused (and is closing).
+func (s *session) connect(reqID uint32, f *heraldv1.ConnectFrame, initial func(user string) (*heraldv1.StreamPosition, []initialSub)) bool {
 	creds := s.creds
 	if creds == nil {
 		creds = &credentials{}
 	}
 	s.creds = nil
-	creds.token, creds.name = f.Token, f.Name
+	if f.Token != "" {
+		creds.token = f.Token
+	}
+	creds.name = f.Name
 	ctx, cancel := s.b.callContext()
 	id, err := s.b.auth.authenticate(ctx, creds)
 	cancel()
@@ -258,22 +262,29 @@ func (s *session) connect(reqID uint32, f *heraldv1.ConnectFrame, initial []init
 	if s.cmds != nil {
 		connected.SessionToken = s.cmds.token
 	}
+	personalSince := f.PersonalSince
+	var subs []initialSub
+	if initial != nil {
+		if p, in := initial(s.user); p != nil || in != nil {
+			personalSince, subs = p, in
+		}
+	}
 	s.armExpiry(connected, nil)
 	s.send(&heraldv1.ServerFrame{Id: reqID, Body: &heraldv1.ServerFrame_Connect{Connect: connected}})
 	if s.user != "" {
 		// With personal_since, the `subscribed` push says whether what was
 		// published while the client was away is recovered, and it follows.
-		if err := s.subscribe(0, personalChannel(s.user), f.PersonalSince); err != nil {
+		if err := s.subscribe(0, personalChannel(s.user), personalSince); err != nil {
 			s.b.log.Warn("personal channel subscription failed", "user", s.user, "err", err)
 			s.sendError(0, fromStatus(err))
 		}
 	}
 	if id != nil {
 		for _, name := range id.subscribe {
-			initial = append(initial, initialSub{channel: name})
+			subs = append(subs, initialSub{channel: name})
 		}
 	}
-	for _, in := range initial {
+	for _, in := range subs {
 		if s.closed() {
 			break
 		}

@@ -80,17 +80,18 @@ type transport struct {
 
 	writeSince atomic.Int64 // unix nanos when the current write began; 0: none
 
-	mu         sync.Mutex // guards below; held briefly, never while taking another lock
-	queue      []outFrame // frames to send
-	qbytes     int
-	writing    bool   // a writer goroutine is running
-	ping       bool   // the writer must send a heartbeat
-	pong       []byte // the writer must send a pong with this payload (non-nil; WebSocket)
-	closing    bool   // no more frames are accepted; the wire ends the stream after the queue
-	closeCode  CloseCode
-	closeMsg   string
-	closeDelay uint32 // the reconnect delay advised, in ms
-	dead       bool   // nothing more is written
+	mu             sync.Mutex // guards below; held briefly, never while taking another lock
+	queue          []outFrame // frames to send
+	qbytes         int
+	writing        bool   // a writer goroutine is running
+	ping           bool   // the writer must send a heartbeat
+	pong           []byte // the writer must send a pong with this payload (non-nil; WebSocket)
+	closing        bool   // no more frames are accepted; the wire ends the stream after the queue
+	closeCode      CloseCode
+	closeMsg       string
+	closeDelay     uint32 // the reconnect delay advised, in ms
+	closeReconnect bool   // whether the client is told to reconnect
+	dead           bool   // nothing more is written
 }
 
 func (t *transport) init(b *Bridge, w wire, kind transportKind, f format) {
@@ -129,7 +130,7 @@ func (t *transport) send(b []byte) { t.enqueue(outFrame{b: b}) }
 // the stream with code (and, where the wire can say it, the reconnect
 // delay advised). Only the first call counts; it reports whether it
 // was the first.
-func (t *transport) close(code CloseCode, reason string, final []byte, delayMs uint32) bool {
+func (t *transport) close(code CloseCode, reason string, final []byte, reconnect bool, delayMs uint32) bool {
 	t.mu.Lock()
 	if t.closing || t.dead {
 		t.mu.Unlock()
@@ -140,7 +141,7 @@ func (t *transport) close(code CloseCode, reason string, final []byte, delayMs u
 		t.queue, t.qbytes = t.queue[:0], 0
 	}
 	t.closing = true
-	t.closeCode, t.closeMsg, t.closeDelay = code, reason, delayMs
+	t.closeCode, t.closeMsg, t.closeReconnect, t.closeDelay = code, reason, reconnect, delayMs
 	if final != nil {
 		t.queue = append(t.queue, outFrame{b: final})
 	}
@@ -254,6 +255,7 @@ type batch struct {
 	code   CloseCode // with last
 	reason string    // with last
 	delay  uint32    // with last: the reconnect delay advised, in ms
+	recon  bool      // with last: whether the client is told to reconnect
 }
 
 var batchPool = sync.Pool{New: func() any { return new(batch) }}
@@ -289,7 +291,7 @@ func (t *transport) writeLoop() {
 		clear(t.queue)
 		t.queue, t.qbytes = t.queue[:0], 0
 		bt.ping, bt.pong, bt.last = t.ping, t.pong, t.closing
-		bt.code, bt.reason, bt.delay = t.closeCode, t.closeMsg, t.closeDelay
+		bt.code, bt.reason, bt.delay, bt.recon = t.closeCode, t.closeMsg, t.closeDelay, t.closeReconnect
 		t.ping, t.pong = false, nil
 		t.mu.Unlock()
 

@@ -305,5 +305,5 @@ func (c *wsConn) peerClosed(code CloseCode) {
 	if code == 1005 { // no status
 		code = CloseNormal
 	}
-	c.close(code, "", nil, 0)
+	c.close(code, "", nil, false, 0)
 }

@@ -52,8 +52,8 @@ func TestWSReader(t *testing.T) {
 	var stream []byte
 	stream = append(stream, clientFrame(0x81, []byte(`{"id":1}`), m)...)
 	stream = append(stream, clientFrame(0x01, []byte(`{"id"`), m)...) // text, not final
-	stream = append(stream, clientFrame(0x89, []byte("p"), m)...)    // ping between fragments
-	stream = append(stream, clientFrame(0x80, []byte(`:2}`), m)...)  // final continuation
+	stream = append(stream, clientFrame(0x89, []byte("p"), m)...)     // ping between fragments
+	stream = append(stream, clientFrame(0x80, []byte(`:2}`), m)...)   // final continuation
 	stream = append(stream, clientFrame(0x82, bytes.Repeat([]byte{7}, 300), m)...)
 	stream = append(stream, clientFrame(0x88, []byte{0x03, 0xe8, 'o', 'k'}, m)...)
 	msgs, ops, err := readAll(stream, 1024)
