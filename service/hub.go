@@ -9,6 +9,7 @@ import (
 	"time"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/internal/recovery"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -339,42 +340,40 @@ func (h *hub) catchUp(channel string, hc *hubChannel, pub *heraldv1.Publication)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), catchUpTimeout)
 	defer cancel()
-	from := &heraldv1.StreamPosition{Offset: last.Offset, Epoch: last.Epoch}
-	const page = 1000
-	for {
-		res, err := h.engine.History(ctx, channel, HistoryQuery{Since: from, Limit: page})
-		switch {
-		case errors.Is(err, ErrEpochMismatch) && res.Position != nil:
-			h.abort(channel, hc, errEpochChanged, positionPub(channel, res.Position))
-			return
-		case err != nil:
-			h.abort(channel, hc, errReset, nil)
-			return
-		}
-		top := res.Position.Offset
-		switch {
-		case pub != nil && top < pub.Offset:
-			// History is behind what was delivered (a lagging replica?).
-			h.abort(channel, hc, errReset, pub)
-			return
-		case from.Offset >= top:
-			return // nothing missed
-		case res.Oldest == 0 || res.Oldest > from.Offset+1 || len(res.Publications) == 0:
-			h.abort(channel, hc, errReset, positionPub(channel, res.Position))
-			return
-		}
-		sh.mu.RLock()
-		for _, p := range res.Publications {
-			hc.last.Store(p)
-			hc.send(event{pub: p}, false)
-		}
-		sh.mu.RUnlock()
-		from.Offset = res.Publications[len(res.Publications)-1].Offset
-		if from.Offset >= top {
-			return
-		}
+	since := &heraldv1.StreamPosition{Offset: last.Offset, Epoch: last.Epoch}
+	out, pos, err := recovery.Recover(ctx, historyReader(h.engine, channel), since, 0, recoverPage,
+		func(pubs []*heraldv1.Publication, pos *heraldv1.StreamPosition) error {
+			if pub != nil && pos.Offset < pub.Offset {
+				return errHistoryBehind
+			}
+			sh.mu.RLock()
+			for _, p := range pubs {
+				hc.last.Store(p)
+				hc.send(event{pub: p}, false)
+			}
+			sh.mu.RUnlock()
+			return nil
+		})
+	switch {
+	case errors.Is(err, errHistoryBehind):
+		h.abort(channel, hc, errReset, pub) // history is behind what was delivered (a lagging replica?)
+	case err != nil:
+		h.abort(channel, hc, errReset, nil)
+	case out == recovery.EpochChanged && pos != nil:
+		h.abort(channel, hc, errEpochChanged, positionPub(channel, pos))
+	case out == recovery.EpochChanged:
+		h.abort(channel, hc, errReset, nil)
+	case out == recovery.Gap:
+		h.abort(channel, hc, errReset, positionPub(channel, pos))
+	case pub != nil && pos.Offset < pub.Offset:
+		h.abort(channel, hc, errReset, pub) // nothing missed, but history is behind what was delivered
 	}
+	// Recovered (or Beyond: this node is ahead of history): nothing more.
 }
+
+// errHistoryBehind ends a catch-up whose history is behind the
+// publication that revealed the gap.
+var errHistoryBehind = errors.New("history is behind the deliveries")
 
 // abort ends the streams of a channel with err, and remembers last (nil:
 // unknown) as the position that later deliveries continue from.

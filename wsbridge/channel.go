@@ -1,13 +1,34 @@
 package wsbridge
 
 import (
+	"context"
 	"sync"
 
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/internal/recovery"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
+
+// historyReader reads a channel's history from the core for a recovery,
+// one call (bounded by callTimeout) per page.
+func (b *Bridge) historyReader(channel string) recovery.Reader {
+	return func(_ context.Context, after *heraldv1.StreamPosition, limit int) (recovery.Page, error) {
+		ctx, cancel := b.callContext()
+		defer cancel()
+		res, err := b.core.History(ctx, &heraldv1.HistoryRequest{
+			Channel: channel, Since: after, Limit: uint32(limit), PayloadFormat: heraldv1.PayloadFormat_PAYLOAD_FORMAT_RAW,
+		})
+		if status.Code(err) == codes.FailedPrecondition {
+			return recovery.Page{}, recovery.ErrEpoch
+		}
+		if err != nil {
+			return recovery.Page{}, err
+		}
+		return recovery.Page{Publications: res.Publications, Position: res.Position}, nil
+	}
+}
 
 // channel is one channel with local subscribers: its upstream
 // subscription's state and its subscribers. The upstream receiver is the
@@ -296,8 +317,9 @@ func (ch *channel) goLiveLocked(s *session, sb *sub, id uint32, pos uint64, fram
 }
 
 // resume makes a subscription live after since: it reads the missed
-// publications from the core's History while live ones wait in
-// sb.pending, then merges both by offset.
+// publications from the core's History up to the channel's position
+// (recovery.Recover) while live ones wait in sb.pending, then merges both
+// by offset (recovery.Seam).
 func (ch *channel) resume(s *session, sb *sub, id uint32, since *heraldv1.StreamPosition) error {
 	ch.mu.Lock()
 	epoch, last, gen := ch.epoch, ch.last, ch.gen
@@ -308,64 +330,50 @@ func (ch *channel) resume(s *session, sb *sub, id uint32, since *heraldv1.Stream
 	}
 	b := ch.h.b
 	var replay []*heraldv1.Publication
-	from := since.Offset
-	page := uint32(min(1000, max(b.limits.MaxHistoryPage, 1)))
-	format := heraldv1.PayloadFormat_PAYLOAD_FORMAT_RAW
-	for from < last {
-		ctx, cancel := b.callContext()
-		res, err := b.core.History(ctx, &heraldv1.HistoryRequest{
-			Channel: ch.name, Since: &heraldv1.StreamPosition{Offset: from, Epoch: epoch}, Limit: page, PayloadFormat: format,
-		})
-		cancel()
-		if status.Code(err) == codes.FailedPrecondition {
-			ch.goLive(s, sb, id, nil, false) // epoch changed meanwhile
-			return nil
-		}
+	page := min(1000, max(b.limits.MaxHistoryPage, 1))
+	if since.Offset < last {
+		out, _, err := recovery.Recover(context.Background(), b.historyReader(ch.name), since, last, page,
+			func(pubs []*heraldv1.Publication, _ *heraldv1.StreamPosition) error {
+				replay = append(replay, pubs...)
+				return nil
+			})
 		if err != nil {
 			return err
 		}
-		pubs := res.Publications
-		if len(pubs) == 0 || pubs[0].Offset != from+1 || res.GetPosition().GetEpoch() != epoch {
-			ch.goLive(s, sb, id, nil, false) // the gap is older than history
+		if out != recovery.Recovered {
+			ch.goLive(s, sb, id, nil, false) // the epoch changed meanwhile, or the gap is older than history
 			return nil
 		}
-		replay = append(replay, pubs...)
-		from = pubs[len(pubs)-1].Offset
 	}
 
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	ok := ch.gen == gen && ch.epoch == epoch && !sb.overflow && ch.subOf(s) == sb
-	next := since.Offset
+	// Replayed publications, then those that waited live, through the
+	// seam: each once, in order, or continuity is lost.
+	seam := recovery.Seam{Offset: since.Offset, Epoch: epoch}
 	var frames []outFrame
+	add := func(ep *encodedPub) {
+		switch seam.Step(ep.pub) {
+		case recovery.Next:
+			frames = append(frames, outFrame{b: ep.bytes(s.format), pos: ep.pub})
+		case recovery.Broken, recovery.NewEpoch:
+			ok = false
+		}
+	}
 	for _, p := range replay {
 		if !ok {
 			break
 		}
-		if p.Offset <= next {
-			continue
-		}
-		if p.Offset != next+1 {
-			ok = false
-			break
-		}
-		frames = append(frames, outFrame{b: (&encodedPub{pub: p}).bytes(s.format), pos: p})
-		next = p.Offset
+		add(&encodedPub{pub: p})
 	}
 	for _, ep := range sb.pending {
 		if !ok {
 			break
 		}
-		if ep.pub.Offset <= next {
-			continue
-		}
-		if ep.pub.Offset != next+1 {
-			ok = false
-			break
-		}
-		frames = append(frames, outFrame{b: ep.bytes(s.format), pos: ep.pub})
-		next = ep.pub.Offset
+		add(ep)
 	}
+	next := seam.Offset
 	// History may run ahead of what the upstream stream has delivered
 	// here: those publications are skipped when they arrive live.
 	pos := ch.last

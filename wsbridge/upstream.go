@@ -7,6 +7,7 @@ import (
 	"time"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/internal/codename"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -267,7 +268,7 @@ func (u *upstream) stream(ctx context.Context) (bool, error) {
 // goes on: the channel resubscribes from its last position, unless the
 // refusal is permanent and the channel never came up.
 func (u *upstream) ended(ch *channel, e *heraldv1.Error) {
-	err := status.Error(codeOf(e.Code), e.Message)
+	err := status.Error(codename.Parse(e.Code), e.Message)
 	ch.mu.Lock()
 	up := ch.isUp
 	ch.mu.Unlock()
@@ -291,32 +292,6 @@ func (u *upstream) ended(ch *channel, e *heraldv1.Error) {
 // resubscribeDelay is the mean pause before a channel whose upstream
 // subscription the core refused is subscribed again.
 const resubscribeDelay = time.Second
-
-// codeOf maps the lower snake case code name of an Error to its code.
-func codeOf(name string) codes.Code {
-	for c := codes.OK; c <= codes.Unauthenticated; c++ {
-		if snake(c.String()) == name {
-			return c
-		}
-	}
-	return codes.Unknown
-}
-
-// snake turns a code's CamelCase name into lower snake case.
-func snake(s string) string {
-	out := make([]byte, 0, len(s)+4)
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			if i > 0 {
-				out = append(out, '_')
-			}
-			c += 'a' - 'A'
-		}
-		out = append(out, c)
-	}
-	return string(out)
-}
 
 // sendRequests writes the stream's queued requests until ctx ends.
 func (u *upstream) sendRequests(ctx context.Context, st interface {
