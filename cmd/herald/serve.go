@@ -7,21 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"runtime/debug"
 	"strings"
 
 	"github.com/herald-io/herald/config"
 	"github.com/herald-io/herald/node"
-	"github.com/herald-io/herald/service"
 )
-
-func version() string {
-	v := service.Version
-	if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		v = bi.Main.Version
-	}
-	return "herald " + v
-}
 
 // loadConfig builds the configuration of a serving command: defaults, then
 // the file named by --config (or $HERALD_CONFIG), then HERALD_* variables,
@@ -72,8 +62,8 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-func serve(ctx context.Context, name string, args []string) error {
-	cfg, err := loadConfig(name, args, os.Stderr)
+func serve(ctx context.Context, name string, args []string, stderr io.Writer) error {
+	cfg, err := loadConfig(name, args, stderr)
 	if err != nil {
 		return err
 	}
@@ -81,5 +71,5 @@ func serve(ctx context.Context, name string, args []string) error {
 		return fmt.Errorf("configuration: %w", err)
 	}
 	mode := map[string]node.Mode{"serve": node.Serve, "core": node.Core, "bridge": node.BridgeOnly}[name]
-	return node.Run(ctx, cfg, mode, newLogger(cfg, os.Stderr))
+	return node.Run(ctx, cfg, mode, newLogger(cfg, stderr))
 }
