@@ -16,6 +16,9 @@ import (
 // loadConfig builds the configuration of a serving command: defaults, then
 // the file named by --config (or $HERALD_CONFIG), then HERALD_* variables,
 // then flags.
+// roles maps the serving commands to the parts of a node they run.
+var roles = map[string]config.Role{"serve": config.RoleServe, "core": config.RoleCore, "bridge": config.RoleBridge}
+
 func loadConfig(name string, args []string, stderr io.Writer) (config.Config, error) {
 	cfg := config.Default()
 	path := os.Getenv("HERALD_CONFIG")
@@ -35,7 +38,7 @@ func loadConfig(name string, args []string, stderr io.Writer) (config.Config, er
 	fs := flag.NewFlagSet("herald "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.String("config", path, "configuration file, YAML or JSON; unknown keys are errors ($HERALD_CONFIG)")
-	cfg.Flags(fs)
+	cfg.FlagsFor(fs, roles[name])
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: herald %s [flags]\n\nPrecedence: defaults < config file < HERALD_* environment < flags.\nNamespaces are set in the config file (see README).\n\nFlags:\n", name)
 		fs.PrintDefaults()
