@@ -52,7 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "publish":
 		return publish(ctx, rest, stdout)
 	case "subscribe":
-		return subscribe(ctx, rest, stdout)
+		return subscribeTo(ctx, rest, stdout, stderr)
 	case "bench":
 		return bench.Main(ctx, rest)
 	case "version", "--version", "-version":
