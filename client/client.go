@@ -10,6 +10,7 @@ import (
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
@@ -116,5 +117,8 @@ func (c *Client) Service() heraldv1.HeraldServiceClient { return c.svc }
 // Conn returns the client's gRPC connection.
 func (c *Client) Conn() *grpc.ClientConn { return c.conn }
 
-// Close closes the connection; calls in flight fail with CANCELED.
+// Close closes the connection; calls in flight fail with CANCELED, and
+// Streams and Subscriptions stop.
 func (c *Client) Close() error { return c.conn.Close() }
+
+func (c *Client) closed() bool { return c.conn.GetState() == connectivity.Shutdown }

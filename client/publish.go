@@ -35,8 +35,8 @@ type Message struct {
 }
 
 // Ack acknowledges a publication: once a node returns it, the publication
-// is in the channel's history (if its namespace keeps any) and has been
-// handed to subscribers.
+// has its place in the channel, is in the channel's history if its
+// namespace keeps any, and is on its way to the channel's subscribers.
 type Ack struct {
 	// Position is the publication's place in its channel.
 	Position Position

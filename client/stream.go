@@ -233,7 +233,7 @@ func (s *Stream) run() {
 		}
 		failures++
 		err = toError(s.ctx, err)
-		if !streamTransient(CodeOf(err)) || s.c.retry.exhausted(failures) {
+		if !streamTransient(CodeOf(err)) || s.c.retry.exhausted(failures) || s.c.closed() {
 			s.fail(err)
 			return
 		}

@@ -140,7 +140,7 @@ func (s *Subscription) Recv() (Event, error) {
 // backoff when a resubscribe may help, else the error to return.
 func (s *Subscription) retry(err error) error {
 	err = toError(s.ctx, err)
-	if s.ctx.Err() != nil || !resumable(CodeOf(err)) {
+	if s.ctx.Err() != nil || !resumable(CodeOf(err)) || s.c.closed() {
 		return err
 	}
 	d := s.b.next()
@@ -164,8 +164,9 @@ func resumable(code codes.Code) bool {
 	return false
 }
 
-// Position returns the last position the subscription delivered (or
-// started at), and false before its first event.
+// Position returns the position the subscription resumes from when its
+// stream ends: the last publication it delivered, or where it started;
+// false while it has none (before its first event, without Since).
 func (s *Subscription) Position() (Position, bool) {
 	if s.req.Since == nil {
 		return Position{}, false

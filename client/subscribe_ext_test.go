@@ -12,6 +12,7 @@ import (
 	"github.com/herald-io/herald/client"
 	"github.com/herald-io/herald/config"
 	"github.com/herald-io/herald/internal/redistest"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 )
@@ -250,5 +251,91 @@ func TestSubscribeRetriesAnUnreachableNode(t *testing.T) {
 	}
 	if last := rs.waits[5]; last < 80*time.Millisecond {
 		t.Fatalf("the backoff did not grow: waits %v", rs.waits)
+	}
+}
+
+// TestCloseStopsStreamsAndSubscriptions: after Client.Close, a
+// Subscription and a Stream stop instead of reconnecting.
+func TestCloseStopsStreamsAndSubscriptions(t *testing.T) {
+	n := startNode(t, nil)
+	c, err := client.Dial(n.GRPCAddr.String(), client.WithRetry(client.Retry{Attempts: -1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxTimeout(t, 30*time.Second)
+	sub := c.Subscribe(ctx, "news", client.SubscribeOptions{})
+	if _, err := sub.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	stream := c.PublishStream(ctx, client.StreamOptions{})
+	if r, err := stream.Publish(ctx, client.Message{Channel: "news", JSON: jsonN(1)}); err != nil {
+		t.Fatal(err)
+	} else if _, err := r.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close()
+	if _, err := sub.Recv(); client.CodeOf(err) != codes.Canceled {
+		t.Fatalf("Recv after Client.Close: %v", err)
+	}
+	r, err := stream.Publish(ctx, client.Message{Channel: "news", JSON: jsonN(2)})
+	if err == nil {
+		_, err = r.Wait(ctx)
+	}
+	if client.CodeOf(err) != codes.Canceled {
+		t.Fatalf("stream publish after Client.Close: %v", err)
+	}
+}
+
+// TestSubscribeResumesAfterAborted: Redis loses its data under a live
+// subscription (FLUSHALL: the channel starts a new epoch). The node ends
+// the stream with ABORTED; the subscription resumes, says Unrecovered,
+// and receives the new epoch's publications.
+func TestSubscribeResumesAfterAborted(t *testing.T) {
+	r := redistest.Start(t)
+	n := startNode(t, onRedis(r, fmt.Sprintf("aborted%d", time.Now().UnixNano())))
+	c := dial(t, n.GRPCAddr.String())
+	ctx := ctxTimeout(t, 30*time.Second)
+	var rs retries
+	sub := c.Subscribe(ctx, "flushed", client.SubscribeOptions{OnRetry: rs.record})
+	if _, err := sub.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Publish(ctx, client.Message{Channel: "flushed", JSON: jsonN(1)}); err != nil {
+		t.Fatal(err)
+	}
+	old := recvPub(t, sub).GetPublication().Epoch
+
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer rc.Close()
+	if err := rc.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Publish(ctx, client.Message{Channel: "flushed", JSON: jsonN(2)}); err != nil {
+		t.Fatal(err)
+	}
+	var ev client.Event
+	for {
+		var err error
+		if ev, err = sub.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		if ev.GetSubscribed() != nil {
+			break
+		}
+		if p := ev.GetPublication(); p != nil {
+			t.Fatalf("a publication of epoch %s on the old stream (was %s)", p.Epoch, old)
+		}
+	}
+	if !ev.Unrecovered() || !rs.seen(codes.Aborted) || ev.GetSubscribed().GetPosition().GetEpoch() == old {
+		t.Fatalf("after FLUSHALL: %v (unrecovered %v), retries %v", ev, ev.Unrecovered(), rs.codes)
+	}
+	if _, err := c.Publish(ctx, client.Message{Channel: "flushed", JSON: jsonN(3)}); err != nil {
+		t.Fatal(err)
+	}
+	if p := recvPub(t, sub).GetPublication(); string(p.GetRawJson()) != `{"n":3}` || p.Epoch == old {
+		t.Fatalf("after the resume: %v", p)
 	}
 }
