@@ -17,15 +17,16 @@
 //     client certificate for mTLS) and any grpc.DialOption, with a
 //     keepalive the node accepts.
 //
-// Errors are *Error values carrying the gRPC status code: switch on
-// CodeOf(err) (codes.InvalidArgument, codes.PermissionDenied, …).
+// Calls fail with *Error values carrying the gRPC status code: switch on
+// CodeOf(err) (codes.InvalidArgument, codes.PermissionDenied, …), which
+// also maps the sentinels ErrFull and ErrClosed and context errors.
 //
 // The package wraps the generated client (gen/herald/v1) and does not
 // replace it: Client.Service returns it, on the same connection, for
 // every call not wrapped here (History, Presence, Broadcast, Info, …).
 //
-// JSON payloads travel as text and arrive exactly as published (numbers,
-// key order): publish them in Message.JSON; a Subscription delivers them in
-// Publication.raw_json unless SubscribeOptions.DecodeJSON asks for them
-// decoded.
+// JSON payloads travel as text and arrive as published (numbers, strings
+// and key order untouched): publish them in Message.JSON; a Subscription
+// delivers them in Publication.raw_json unless SubscribeOptions.DecodeJSON
+// asks for them decoded.
 package client

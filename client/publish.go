@@ -16,9 +16,10 @@ import (
 type Message struct {
 	// Channel is the channel to publish to ("chat:lobby", "user:42").
 	Channel string
-	// JSON is a JSON payload as text. It is delivered exactly as given
-	// (numbers, key order, white space); a node refuses invalid JSON with
-	// INVALID_ARGUMENT. The client does not retain or modify it.
+	// JSON is a JSON payload as text (UTF-8). It is delivered as given:
+	// numbers, strings and key order untouched (a node may drop white
+	// space between tokens). A node refuses invalid JSON with
+	// INVALID_ARGUMENT. The client does not modify it.
 	JSON []byte
 	// Binary is a binary payload, opaque to Herald. An empty, non-nil
 	// slice is an empty payload.
