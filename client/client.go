@@ -62,7 +62,7 @@ func Dial(addr string, opts ...Option) (*Client, error) {
 	dopts = append(dopts, o.dialOptions...)
 	conn, err := grpc.NewClient(addr, dopts...)
 	if err != nil {
-		return nil, fmt.Errorf("herald client: %s: %w", addr, err)
+		return nil, fmt.Errorf("%s: %w", addr, err)
 	}
 	return &Client{addr: addr, conn: conn, svc: heraldv1.NewHeraldServiceClient(conn), retry: o.retry.withDefaults()}, nil
 }
@@ -78,17 +78,17 @@ func (o *options) credentials() (credentials.TransportCredentials, error) {
 	if o.caFile != "" {
 		pem, err := os.ReadFile(o.caFile)
 		if err != nil {
-			return nil, fmt.Errorf("herald client: CA file: %w", err)
+			return nil, fmt.Errorf("CA file: %w", err)
 		}
 		cfg.RootCAs = x509.NewCertPool()
 		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("herald client: CA file %s: no PEM certificate found", o.caFile)
+			return nil, fmt.Errorf("CA file %s: no PEM certificate found", o.caFile)
 		}
 	}
 	if o.certFile != "" || o.keyFile != "" {
 		cert, err := tls.LoadX509KeyPair(o.certFile, o.keyFile)
 		if err != nil {
-			return nil, fmt.Errorf("herald client: client certificate: %w", err)
+			return nil, fmt.Errorf("client certificate: %w", err)
 		}
 		cfg.Certificates = append(cfg.Certificates, cert)
 	}
