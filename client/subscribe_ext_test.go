@@ -11,6 +11,7 @@ import (
 
 	"github.com/herald-io/herald/client"
 	"github.com/herald-io/herald/config"
+	"github.com/herald-io/herald/internal/proxytest"
 	"github.com/herald-io/herald/internal/redistest"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
@@ -337,5 +338,41 @@ func TestSubscribeResumesAfterAborted(t *testing.T) {
 	}
 	if p := recvPub(t, sub).GetPublication(); string(p.GetRawJson()) != `{"n":3}` || p.Epoch == old {
 		t.Fatalf("after the resume: %v", p)
+	}
+}
+
+// TestSubscribeResumesAfterTheConnectionIsCut: the subscriber's
+// connection is cut while publications go on; the subscription resumes,
+// recovered, with exactly what it missed.
+func TestSubscribeResumesAfterTheConnectionIsCut(t *testing.T) {
+	n := startNode(t, nil)
+	p := proxytest.Start(t, n.GRPCAddr.String())
+	pub := dial(t, n.GRPCAddr.String())
+	ctx := ctxTimeout(t, 30*time.Second)
+	sub := dial(t, p.Addr).Subscribe(ctx, "cutsub", client.SubscribeOptions{})
+	if _, err := sub.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(i int) {
+		t.Helper()
+		if _, err := pub.Publish(ctx, client.Message{Channel: "cutsub", JSON: jsonN(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(1)
+	recvPub(t, sub)
+	p.Hold() // what the node sends from now on is lost with the connection
+	publish(2)
+	publish(3)
+	p.Cut()
+	p.Release()
+	ev, err := sub.Recv()
+	if err != nil || ev.GetSubscribed() == nil || !ev.Resumed || ev.Unrecovered() {
+		t.Fatalf("after the cut: %v (resumed %v) %v; want a recovered resubscription", ev, ev.Resumed, err)
+	}
+	for i := 2; i <= 3; i++ {
+		if got := recvPub(t, sub).GetPublication(); string(got.GetRawJson()) != fmt.Sprintf(`{"n":%d}`, i) {
+			t.Fatalf("want {\"n\":%d}, got %v", i, got)
+		}
 	}
 }
