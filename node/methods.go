@@ -9,9 +9,22 @@ import (
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	herald "github.com/herald-io/herald"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
+
+// methodNotAllowed is the REST gateway's option that answers a method a
+// route does not take with 405 (see routingErrors).
+var methodNotAllowed = runtime.WithRoutingErrorHandler(mustRouteMethods(herald.OpenAPI).routingErrors)
+
+func mustRouteMethods(openapi []byte) routeMethods {
+	rm, err := newRouteMethods(openapi)
+	if err != nil {
+		panic(err) // the document is generated and embedded: a build defect
+	}
+	return rm
+}
 
 // routeMethods knows which HTTP methods each REST route takes, read from
 // the OpenAPI document that buf generates from the same google.api.http

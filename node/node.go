@@ -225,12 +225,8 @@ func (n *Node) start(ctx context.Context) error {
 		mux.Handle("/ws", n.bridge)
 	}
 	if n.core != nil {
-		routes, err := newRouteMethods(herald.OpenAPI)
-		if err != nil {
-			return err
-		}
 		gw := runtime.NewServeMux(
-			runtime.WithRoutingErrorHandler(routes.routingErrors),
+			methodNotAllowed, // methods.go
 			runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
 				MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true},
 				UnmarshalOptions: protojson.UnmarshalOptions{},
