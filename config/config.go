@@ -342,10 +342,80 @@ func envVar(flagName string) string {
 	return "HERALD_" + strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(flagName))
 }
 
-// Flags registers a flag for every scalar option on fs, bound to c. Call
-// ApplyEnv after loading the file and before fs.Parse so that the precedence
-// is file < environment < flags.
-func (c *Config) Flags(fs *flag.FlagSet) {
+// Role is what a node runs; it selects the flags that configure it.
+type Role uint8
+
+const (
+	// RoleServe is `herald serve`: core and bridge in one process.
+	RoleServe Role = iota
+	// RoleCore is `herald core`: the gRPC API and REST gateway.
+	RoleCore
+	// RoleBridge is `herald bridge`: browsers' WebSockets, against a
+	// remote core.
+	RoleBridge
+)
+
+// Flags registers a flag for every scalar option on fs, bound to c, whatever
+// the role. Call ApplyEnv after loading the file and before fs.Parse so that
+// the precedence is file < environment < flags.
+func (c *Config) Flags(fs *flag.FlagSet) { c.register(fs) }
+
+// FlagsFor registers on fs, bound to c, the flags of the options that a
+// node of role r uses: `herald core --help` lists no browser or JWT flag,
+// `herald bridge --help` no engine, Redis or API-key flag. As Flags, call
+// ApplyEnv before fs.Parse.
+func (c *Config) FlagsFor(fs *flag.FlagSet, r Role) {
+	all := flag.NewFlagSet("", flag.ContinueOnError)
+	c.register(all)
+	all.VisitAll(func(f *flag.Flag) {
+		if rolesOf(f.Name)&(1<<r) != 0 {
+			fs.Var(f.Value, f.Name, f.Usage)
+		}
+	})
+}
+
+// Role sets, as bits of 1<<Role.
+const (
+	inServe  = 1 << RoleServe
+	inCore   = 1 << RoleCore
+	inBridge = 1 << RoleBridge
+
+	allRoles  = inServe | inCore | inBridge
+	coreSide  = inServe | inCore   // the gRPC listener, the engine, backends
+	browsers  = inServe | inBridge // WebSocket clients
+	coreLinks = inBridge           // a bridge's connection to its core
+)
+
+// flagRoles says which roles use each flag of register; a flag missing
+// here is offered to every role (and fails TestEveryFlagHasRoles).
+var flagRoles = map[string]uint8{
+	"http-addr": allRoles, "max-history-page": allRoles, "max-grpc-message": allRoles,
+	"tls-cert-file": allRoles, "tls-key-file": allRoles, "pprof-addr": allRoles,
+	"drain-delay": allRoles, "shutdown-timeout": allRoles, "log-level": allRoles, "log-format": allRoles,
+
+	"grpc-addr": coreSide, "api-keys": coreSide, "engine": coreSide, "redis-addrs": coreSide,
+	"redis-password": coreSide, "redis-db": coreSide, "redis-tls": coreSide, "redis-prefix": coreSide,
+	"max-payload": coreSide, "subscriber-queue": coreSide, "dedupe-window": coreSide,
+	"tls-client-ca-file": coreSide,
+
+	"jwt-secret": browsers, "jwt-public-keys": browsers, "anonymous": browsers, "allowed-origins": browsers,
+	"ping-interval": browsers, "max-frame": browsers, "max-channels": browsers, "max-conns-per-user": browsers,
+	"queue-bytes": browsers, "queue-frames": browsers, "request-rate": browsers, "max-connections": browsers,
+	"max-conns-per-ip": browsers, "accept-rate": browsers, "accept-burst": browsers, "user-publish-rate": browsers,
+
+	"core": coreLinks, "core-api-key": coreLinks, "core-tls": coreLinks, "core-ca-file": coreLinks,
+	"core-cert-file": coreLinks, "core-key-file": coreLinks,
+}
+
+// rolesOf returns the roles (bits 1<<Role) that use the flag named name.
+func rolesOf(name string) uint8 {
+	if r, ok := flagRoles[name]; ok {
+		return r
+	}
+	return allRoles
+}
+
+func (c *Config) register(fs *flag.FlagSet) {
 	str := func(p *string, name, usage string) { fs.StringVar(p, name, *p, usage+" ($"+envVar(name)+")") }
 	integer := func(p *int, name, usage string) { fs.IntVar(p, name, *p, usage+" ($"+envVar(name)+")") }
 	boolean := func(p *bool, name, usage string) { fs.BoolVar(p, name, *p, usage+" ($"+envVar(name)+")") }

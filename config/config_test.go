@@ -161,3 +161,68 @@ func FuzzParse(f *testing.F) {
 		cfg.Flags(fs)
 	})
 }
+
+// TestEveryFlagHasRoles: each flag says which serving commands use it, so
+// that none is offered by accident to a command that ignores it.
+func TestEveryFlagHasRoles(t *testing.T) {
+	cfg := Default()
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	cfg.Flags(fs)
+	fs.VisitAll(func(f *flag.Flag) {
+		if _, ok := flagRoles[f.Name]; !ok {
+			t.Errorf("flag --%s is not in flagRoles: say which roles use it", f.Name)
+		}
+	})
+	for name := range flagRoles {
+		if fs.Lookup(name) == nil {
+			t.Errorf("flagRoles names --%s, which Flags does not register", name)
+		}
+	}
+}
+
+func TestFlagsFor(t *testing.T) {
+	names := func(r Role) map[string]bool {
+		cfg := Default()
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		cfg.FlagsFor(fs, r)
+		m := map[string]bool{}
+		fs.VisitAll(func(f *flag.Flag) { m[f.Name] = true })
+		return m
+	}
+	serve, core, bridge := names(RoleServe), names(RoleCore), names(RoleBridge)
+	for _, tc := range []struct {
+		role       string
+		flags      map[string]bool
+		has, hasNo []string
+	}{
+		{"serve", serve, []string{"grpc-addr", "engine", "api-keys", "jwt-secret", "allowed-origins", "http-addr"}, []string{"core", "core-api-key", "core-ca-file"}},
+		{"core", core, []string{"grpc-addr", "engine", "redis-addrs", "api-keys", "tls-client-ca-file", "http-addr"}, []string{"jwt-secret", "anonymous", "allowed-origins", "core", "core-api-key", "max-frame"}},
+		{"bridge", bridge, []string{"core", "core-api-key", "core-tls", "core-ca-file", "core-cert-file", "core-key-file", "jwt-secret", "jwt-public-keys", "allowed-origins", "http-addr", "tls-cert-file"}, []string{"engine", "redis-addrs", "redis-password", "api-keys", "grpc-addr", "dedupe-window"}},
+	} {
+		for _, f := range tc.has {
+			if !tc.flags[f] {
+				t.Errorf("herald %s has no --%s", tc.role, f)
+			}
+		}
+		for _, f := range tc.hasNo {
+			if tc.flags[f] {
+				t.Errorf("herald %s offers --%s, which it does not use", tc.role, f)
+			}
+		}
+	}
+
+	// A flag given to the role's set still sets the configuration.
+	cfg := Default()
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfg.FlagsFor(fs, RoleBridge)
+	if err := fs.Parse([]string{"--core", "core:7400", "--jwt-secret", "s", "--anonymous"}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Bridge.Core != "core:7400" || cfg.Bridge.JWTSecret != "s" || !cfg.Bridge.Anonymous {
+		t.Fatalf("bridge = %+v", cfg.Bridge)
+	}
+	if err := fs.Parse([]string{"--engine", "redis"}); err == nil {
+		t.Fatal("herald bridge accepted --engine")
+	}
+}

@@ -229,6 +229,7 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	if n.core != nil {
 		gw := runtime.NewServeMux(
+			methodNotAllowed, // methods.go
 			runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
 				MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true},
 				UnmarshalOptions: protojson.UnmarshalOptions{},

@@ -17,6 +17,7 @@ import (
 	"github.com/herald-io/herald/channelname"
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/internal/buildinfo"
 	"github.com/herald-io/herald/internal/recovery"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -25,9 +26,10 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// Version is Herald's version, set at build time with
-// -ldflags "-X github.com/herald-io/herald/service.Version=v1.2.3".
-var Version = "dev"
+// Version is Herald's version as Info and the browser's ConnectedFrame
+// report it: the module version, or "devel-<revision>[-dirty]" for a
+// build from a source tree (see internal/buildinfo).
+var Version = buildinfo.Version()
 
 // Limits on what a publisher controls, beyond the configured payload size.
 const (

@@ -2,24 +2,19 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/herald-io/herald/client"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 )
@@ -47,54 +42,50 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.keyFile, "key-file", "", "client certificate's key (PEM)")
 }
 
-// credentials returns the transport credentials the flags ask for.
-func (c *clientFlags) credentials() (credentials.TransportCredentials, error) {
-	if !c.tls && c.caFile == "" && c.certFile == "" {
-		return insecure.NewCredentials(), nil
+// dial returns a client of the node the flags name.
+func (c *clientFlags) dial(retry client.Retry) (*client.Client, error) {
+	opts := []client.Option{client.WithRetry(retry)}
+	if c.apiKey != "" {
+		opts = append(opts, client.WithAPIKey(c.apiKey))
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.tls {
+		opts = append(opts, client.WithTLS(nil))
+	}
 	if c.caFile != "" {
-		pem, err := os.ReadFile(c.caFile)
-		if err != nil {
-			return nil, err
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--ca-file %s: no PEM certificate found", c.caFile)
-		}
+		opts = append(opts, client.WithCAFile(c.caFile))
 	}
 	if c.certFile != "" || c.keyFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("--cert-file/--key-file: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
+		opts = append(opts, client.WithClientCert(c.certFile, c.keyFile))
 	}
-	return credentials.NewTLS(cfg), nil
+	return client.Dial(c.addr, opts...)
 }
 
-func (c *clientFlags) dial(ctx context.Context) (heraldv1.HeraldServiceClient, context.Context, func(), error) {
-	creds, err := c.credentials()
-	if err != nil {
-		return nil, nil, nil, err
+// explain turns a call's error into what the user reads: where the node
+// was looked for and how to point elsewhere when none answered there,
+// "Code: message" otherwise.
+func explain(c *client.Client, err error) error {
+	if client.CodeOf(err) == codes.Unavailable && c.Conn().GetState() != connectivity.Ready {
+		cause := status.Convert(err).Message()
+		if i := strings.LastIndex(cause, ": "); i >= 0 {
+			cause = strings.TrimSuffix(cause[i+2:], `"`)
+		}
+		return fmt.Errorf("cannot reach a Herald node at %s (%s): start one with `herald serve`, or point --addr (or $HERALD_ADDR) at one", c.Addr(), cause)
 	}
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(creds))
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if c.apiKey != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+c.apiKey)
-	}
-	return heraldv1.NewHeraldServiceClient(conn), ctx, func() { _ = conn.Close() }, nil
+	return statusErr(err)
 }
 
 var printJSON = protojson.MarshalOptions{UseProtoNames: true}
+
+// publishRetry: a few quick attempts, so that a node that is restarting
+// is waited for briefly and an address with nothing behind it is
+// reported at once.
+var publishRetry = client.Retry{Attempts: 3}
 
 func publish(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("herald publish", flag.ContinueOnError)
 	var cf clientFlags
 	cf.register(fs)
-	key := fs.String("idempotency-key", "", "idempotency key: a retry with the same key publishes nothing twice")
+	key := fs.String("idempotency-key", "", "idempotency key: a retry with the same key publishes nothing twice (default: a random one, so that the command's own retries are safe)")
 	binary := fs.Bool("binary", false, "send the payload as binary bytes instead of JSON")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: herald publish [flags] CHANNEL PAYLOAD\n\nPAYLOAD is JSON (or any bytes with --binary); \"-\" reads it from stdin.\n\nFlags:\n")
@@ -115,37 +106,47 @@ func publish(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		body = b
 	}
-	req := &heraldv1.PublishRequest{Channel: fs.Arg(0), IdempotencyKey: *key}
+	msg := client.Message{Channel: fs.Arg(0), IdempotencyKey: *key}
 	if *binary {
-		req.Payload = &heraldv1.PublishRequest_Binary{Binary: body}
+		msg.Binary = body
 	} else {
 		if !json.Valid(body) {
 			return fmt.Errorf("payload is not valid JSON (quote strings: '\"hi\"'; or use --binary)")
 		}
-		req.Payload = &heraldv1.PublishRequest_RawJson{RawJson: body}
+		msg.JSON = body
 	}
-	client, ctx, closeConn, err := cf.dial(ctx)
+	c, err := cf.dial(publishRetry)
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	resp, err := client.Publish(ctx, req)
+	defer c.Close()
+	ack, err := c.Publish(ctx, msg)
 	if err != nil {
-		return statusErr(err)
+		return explain(c, err)
 	}
-	out, _ := printJSON.Marshal(resp)
+	out, _ := printJSON.Marshal(&heraldv1.PublishResponse{
+		Position:  &heraldv1.StreamPosition{Offset: ack.Position.Offset, Epoch: ack.Position.Epoch},
+		Duplicate: ack.Duplicate,
+	})
 	fmt.Fprintln(stdout, string(out))
 	return nil
 }
 
 func subscribe(ctx context.Context, args []string, stdout io.Writer) error {
+	return subscribeTo(ctx, args, stdout, os.Stderr)
+}
+
+// subscribeRetry: resubscribe after 250 ms, backing off to 5 s.
+var subscribeRetry = client.Retry{Initial: 250 * time.Millisecond, Max: 5 * time.Second}
+
+func subscribeTo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("herald subscribe", flag.ContinueOnError)
 	var cf clientFlags
 	cf.register(fs)
 	since := fs.String("since", "", "resume after a position, as OFFSET@EPOCH (e.g. 42@3f2a9c1b)")
 	presence := fs.Bool("presence", false, "also print join and leave events")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: herald subscribe [flags] CHANNEL\n\nPrints one JSON object per event until interrupted. When the server ends\nthe stream (draining, continuity lost, too slow), it resumes from the last\nposition printed.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: herald subscribe [flags] CHANNEL\n\nPrints one JSON object per event until interrupted. When the server ends\nthe stream (draining, continuity lost, too slow) or cannot be reached, it\nsays so on stderr and resumes from the last position printed, with backoff.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -155,68 +156,35 @@ func subscribe(ctx context.Context, args []string, stdout io.Writer) error {
 		fs.Usage()
 		return errors.New("want CHANNEL")
 	}
-	req := &heraldv1.SubscribeRequest{Channel: fs.Arg(0), PresenceEvents: *presence}
+	opts := client.SubscribeOptions{PresenceEvents: *presence, DecodeJSON: true}
 	if *since != "" {
-		off, epoch, _ := strings.Cut(*since, "@")
-		n, err := strconv.ParseUint(off, 10, 64)
+		pos, err := client.ParsePosition(*since)
 		if err != nil {
 			return fmt.Errorf("--since %q: want OFFSET@EPOCH", *since)
 		}
-		req.Since = &heraldv1.StreamPosition{Offset: n, Epoch: epoch}
+		opts.Since = &pos
 	}
-	client, ctx, closeConn, err := cf.dial(ctx)
+	c, err := cf.dial(subscribeRetry)
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	// A stream the server ends for a reason a resume can fix (node
-	// draining, continuity lost, too slow, unreachable) is resumed from the
-	// last position printed; the next `subscribed` line says whether the
-	// gap was recovered.
-	delay := 250 * time.Millisecond
-	for {
-		err := tail(ctx, client, req, stdout)
-		if ctx.Err() != nil {
-			return nil
-		}
-		switch status.Code(err) {
-		case codes.Aborted, codes.Unavailable, codes.ResourceExhausted:
-		default:
-			return statusErr(err)
-		}
-		fmt.Fprintf(os.Stderr, "herald: %v; resuming in %v\n", statusErr(err), delay)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 5*time.Second)
+	defer c.Close()
+	// The next `subscribed` line after a resume says whether the gap was
+	// recovered.
+	opts.OnRetry = func(err error, delay time.Duration) {
+		fmt.Fprintf(stderr, "herald: %v; retrying in %v\n", explain(c, err), delay.Round(time.Millisecond))
 	}
-}
-
-// tail prints one subscription's events until it ends, keeping req.Since
-// at the last publication printed.
-func tail(ctx context.Context, client heraldv1.HeraldServiceClient, req *heraldv1.SubscribeRequest, stdout io.Writer) error {
-	stream, err := client.Subscribe(ctx, req)
-	if err != nil {
-		return err
-	}
+	sub := c.Subscribe(ctx, fs.Arg(0), opts)
+	defer sub.Close()
 	for {
-		ev, err := stream.Recv()
+		ev, err := sub.Recv()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return status.Error(codes.Unavailable, "stream ended")
+			if ctx.Err() != nil {
+				return nil
 			}
-			return err
+			return explain(c, err)
 		}
-		switch {
-		case ev.GetSubscribed() != nil && req.Since == nil:
-			req.Since = ev.GetSubscribed().GetPosition()
-		case ev.GetPublication() != nil:
-			p := ev.GetPublication()
-			req.Since = &heraldv1.StreamPosition{Offset: p.Offset, Epoch: p.Epoch}
-		}
-		out, _ := printJSON.Marshal(ev)
+		out, _ := printJSON.Marshal(ev.SubscribeResponse)
 		fmt.Fprintln(stdout, string(out))
 	}
 }

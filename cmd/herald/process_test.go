@@ -43,7 +43,9 @@ func heraldBinary(t *testing.T) string {
 			return
 		}
 		binary = filepath.Join(dir, "herald")
-		out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+		// -buildvcs=auto: stamp the revision as a user's build from a
+		// checkout would (GOFLAGS may say otherwise on a CI machine).
+		out, err := exec.Command("go", "build", "-buildvcs=auto", "-o", binary, ".").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}

@@ -7,25 +7,18 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"runtime/debug"
 	"strings"
 
 	"github.com/herald-io/herald/config"
 	"github.com/herald-io/herald/node"
-	"github.com/herald-io/herald/service"
 )
-
-func version() string {
-	v := service.Version
-	if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		v = bi.Main.Version
-	}
-	return "herald " + v
-}
 
 // loadConfig builds the configuration of a serving command: defaults, then
 // the file named by --config (or $HERALD_CONFIG), then HERALD_* variables,
 // then flags.
+// roles maps the serving commands to the parts of a node they run.
+var roles = map[string]config.Role{"serve": config.RoleServe, "core": config.RoleCore, "bridge": config.RoleBridge}
+
 func loadConfig(name string, args []string, stderr io.Writer) (config.Config, error) {
 	cfg := config.Default()
 	path := os.Getenv("HERALD_CONFIG")
@@ -45,7 +38,7 @@ func loadConfig(name string, args []string, stderr io.Writer) (config.Config, er
 	fs := flag.NewFlagSet("herald "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.String("config", path, "configuration file, YAML or JSON; unknown keys are errors ($HERALD_CONFIG)")
-	cfg.Flags(fs)
+	cfg.FlagsFor(fs, roles[name])
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: herald %s [flags]\n\nPrecedence: defaults < config file < HERALD_* environment < flags.\nNamespaces are set in the config file (see README).\n\nFlags:\n", name)
 		fs.PrintDefaults()
@@ -72,8 +65,8 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-func serve(ctx context.Context, name string, args []string) error {
-	cfg, err := loadConfig(name, args, os.Stderr)
+func serve(ctx context.Context, name string, args []string, stderr io.Writer) error {
+	cfg, err := loadConfig(name, args, stderr)
 	if err != nil {
 		return err
 	}
@@ -81,5 +74,5 @@ func serve(ctx context.Context, name string, args []string) error {
 		return fmt.Errorf("configuration: %w", err)
 	}
 	mode := map[string]node.Mode{"serve": node.Serve, "core": node.Core, "bridge": node.BridgeOnly}[name]
-	return node.Run(ctx, cfg, mode, newLogger(cfg, os.Stderr))
+	return node.Run(ctx, cfg, mode, newLogger(cfg, stderr))
 }

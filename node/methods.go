@@ -1,0 +1,106 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	herald "github.com/herald-io/herald"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// methodNotAllowed is the REST gateway's option that answers a method a
+// route does not take with 405 (see routingErrors).
+var methodNotAllowed = runtime.WithRoutingErrorHandler(mustRouteMethods(herald.OpenAPI).routingErrors)
+
+func mustRouteMethods(openapi []byte) routeMethods {
+	rm, err := newRouteMethods(openapi)
+	if err != nil {
+		panic(err) // the document is generated and embedded: a build defect
+	}
+	return rm
+}
+
+// routeMethods knows which HTTP methods each REST route takes, read from
+// the OpenAPI document that buf generates from the same google.api.http
+// annotations as the gateway's routes.
+type routeMethods []route
+
+type route struct {
+	segments []string // "{channel}" matches one segment
+	methods  []string // sorted, upper case
+}
+
+func newRouteMethods(openapi []byte) (routeMethods, error) {
+	var doc struct {
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(openapi, &doc); err != nil {
+		return nil, fmt.Errorf("openapi document: %w", err)
+	}
+	var rm routeMethods
+	for path, ops := range doc.Paths {
+		r := route{segments: strings.Split(strings.Trim(path, "/"), "/")}
+		for m := range ops {
+			r.methods = append(r.methods, strings.ToUpper(m))
+		}
+		sort.Strings(r.methods)
+		rm = append(rm, r)
+	}
+	return rm, nil
+}
+
+// allow returns the methods of the routes whose template matches path,
+// split as sent (escaped).
+func (rm routeMethods) allow(path string) []string {
+	segs := strings.Split(strings.Trim(path, "/"), "/")
+	seen := map[string]bool{}
+	var out []string
+	for _, r := range rm {
+		if len(r.segments) != len(segs) {
+			continue
+		}
+		match := true
+		for i, s := range r.segments {
+			if !strings.HasPrefix(s, "{") && s != segs[i] {
+				match = false
+				break
+			}
+		}
+		if !match {
+			continue
+		}
+		for _, m := range r.methods {
+			if !seen[m] {
+				seen[m] = true
+				out = append(out, m)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// routingErrors answers a request whose path has a route but not for its
+// method with 405 Method Not Allowed and an Allow header, where the
+// gateway's default answers 501; the body keeps the gateway's error shape
+// ({"code":12,"message":"Method Not Allowed"}). Other routing
+// errors (404, 400) get the gateway's default handling.
+func (rm routeMethods) routingErrors(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, code int) {
+	if code != http.StatusMethodNotAllowed {
+		runtime.DefaultRoutingErrorHandler(ctx, mux, m, w, r, code)
+		return
+	}
+	if allow := rm.allow(r.URL.EscapedPath()); len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+	}
+	runtime.HTTPError(ctx, mux, m, w, r, &runtime.HTTPStatusError{
+		HTTPStatus: http.StatusMethodNotAllowed,
+		Err:        status.Error(codes.Unimplemented, http.StatusText(http.StatusMethodNotAllowed)),
+	})
+}
