@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
@@ -56,6 +57,7 @@ type commandQueue struct {
 	mu      sync.Mutex
 	queue   [][]byte
 	running bool
+	stopped bool // the session ended: nothing more is queued
 }
 
 func newCommandQueue(id string) *commandQueue {
@@ -69,7 +71,7 @@ func newCommandQueue(id string) *commandQueue {
 // push queues a message of frames for s; false when too many wait.
 func (q *commandQueue) push(s *session, msg []byte) bool {
 	q.mu.Lock()
-	if len(q.queue) >= maxQueuedCommands {
+	if q.stopped || len(q.queue) >= maxQueuedCommands {
 		q.mu.Unlock()
 		return false
 	}
@@ -100,6 +102,28 @@ func (q *commandQueue) work(s *session) {
 		if !s.closed() && s.authed.Load() {
 			s.handleMessage(msg)
 		}
+	}
+}
+
+// stop refuses further commands and waits for the one being handled, so
+// that a session's cleanup never runs beside its requests (a subscribe
+// finishing after the cleanup would leave a subscription and a presence
+// entry behind). Handling a message is bounded: the session is closing, so
+// it stops before its next frame, and a call to the core takes at most
+// callTimeout.
+func (q *commandQueue) stop() {
+	q.mu.Lock()
+	q.stopped = true
+	q.queue = nil
+	q.mu.Unlock()
+	for {
+		q.mu.Lock()
+		r := q.running
+		q.mu.Unlock()
+		if !r {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -92,6 +92,9 @@ func (s *session) start() {
 // transport calls it once, when it has stopped reading.
 func (s *session) ended() {
 	s.t.kill()
+	if s.cmds != nil {
+		s.cmds.stop() // no request of this session runs beside its cleanup
+	}
 	s.subMu.Lock()
 	subs := s.subs
 	s.subs = nil
