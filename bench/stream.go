@@ -77,10 +77,7 @@ func (g *group) streamHandshake(ctx context.Context, i int, nd *net.Dialer) (*cl
 		return nil, fmt.Errorf("HTTP %d", resp.StatusCode)
 	}
 	sc := &streamConn{nc: nc, br: br, sse: sse}
-	want := []byte(`"subscribe":{"channel":`)
-	if sse || g.spec.Personal {
-		want = []byte(`"subscribed":{"channel":`)
-	}
+	push := sse || g.spec.Personal // the channel is subscribed at connect: a `subscribed` push
 	for {
 		fr, err := sc.frame()
 		if err != nil {
@@ -96,7 +93,7 @@ func (g *group) streamHandshake(ctx context.Context, i int, nd *net.Dialer) (*cl
 		case f.Disconnect != nil:
 			return nil, fmt.Errorf("disconnected: %d %s", f.Disconnect.Code, f.Disconnect.Reason)
 		}
-		if bytes.Contains(fr, want) {
+		if push && f.Subscribed != nil && f.Subscribed.Channel == channel || !push && f.ID == 2 && f.Subscribe != nil {
 			break
 		}
 	}

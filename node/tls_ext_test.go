@@ -198,16 +198,20 @@ func TestStreamsOverTLS(t *testing.T) {
 						if err != nil {
 							return
 						}
-						lines <- strings.TrimPrefix(strings.TrimSpace(l), "data: ")
+						// protojson may put spaces anywhere between tokens:
+						// match without them (no value here holds one).
+						lines <- strings.ReplaceAll(strings.TrimPrefix(strings.TrimSpace(l), "data: "), " ", "")
 					}
 				}()
+				var seen []string
 				waitLine := func(what string) string {
 					for l := range lines {
+						seen = append(seen, l)
 						if strings.Contains(l, what) {
 							return l
 						}
 					}
-					t.Fatalf("stream ended before %s", what)
+					t.Fatalf("stream ended before %s; lines: %q", what, seen)
 					return ""
 				}
 				conn := waitLine(`"session_token"`)
