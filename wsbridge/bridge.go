@@ -105,7 +105,7 @@ var writeBufferPool sync.Pool
 // connection to a remote core that authenticates with the API key). It starts the bridge's control
 // session and heartbeat at once.
 func New(cfg config.Config, core grpc.ClientConnInterface, opts Options) (*Bridge, error) {
-	v, err := newVerifier(cfg.Bridge.JWTSecret, cfg.Bridge.JWTPublicKeys)
+	v, err := newVerifier(cfg.Bridge)
 	if err != nil {
 		return nil, err
 	}

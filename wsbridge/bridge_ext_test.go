@@ -192,7 +192,7 @@ func TestPersonalChannel(t *testing.T) {
 
 func TestPermissions(t *testing.T) {
 	n := startNode(t, testConfig(), node.Serve)
-	c := connect(t, n, "", token(t, "u1", time.Minute, jwt.MapClaims{"channels": []string{"secret:team-*", "user:boss"}}))
+	c := connect(t, n, "", token(t, "u1", time.Minute, jwt.MapClaims{"channels": []string{"secret:*", "user:boss"}}))
 	plain := connect(t, n, "", token(t, "u2", time.Minute, nil))
 	tests := []struct {
 		c       *client
