@@ -64,6 +64,7 @@ type Bridge struct {
 	hub     hub
 	session *session
 	lim     *limits
+	access  coreAccess
 
 	closing  atomic.Bool
 	shutOnce sync.Once
@@ -121,7 +122,6 @@ func New(cfg config.Config, core grpc.ClientConnInterface, opts Options) (*Bridg
 		cfg:       cfg.Bridge,
 		limits:    cfg.Limits,
 		ns:        namespaces{cfg.NamespaceIndex()},
-		core:      heraldv1.NewHeraldServiceClient(core),
 		verifier:  v,
 		anonymous: cfg.AnonymousAllowed(),
 		log:       log,
@@ -129,6 +129,8 @@ func New(cfg config.Config, core grpc.ClientConnInterface, opts Options) (*Bridg
 		version:   opts.Version,
 		seed:      maphash.MakeSeed(),
 	}
+	b.access.log = log
+	b.core = heraldv1.NewHeraldServiceClient(&coreConn{cc: core, a: &b.access})
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.upgrader = websocket.Upgrader{
 		ReadBufferSize:   256, // client frames are small; a larger message is read past the buffer
