@@ -70,6 +70,7 @@ type Node struct {
 	pprof   *http.Server
 	inproc  *bufconn.Listener
 	conn    *grpc.ClientConn // to the core: in-process, or remote in bridge mode
+	brConn  *grpc.ClientConn // the in-process bridge's own link (serve mode), with its credential
 	bridge  *wsbridge.Bridge // nil in core mode
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -169,7 +170,8 @@ func (n *Node) start(ctx context.Context) error {
 			return err
 		}
 		n.engine = engine
-		n.core = service.New(cfg, engine, n.log)
+		coreCfg, bridgeKey := withBridgeKey(cfg, n.mode)
+		n.core = service.New(coreCfg, engine, n.log)
 		if err := n.core.Start(ctx); err != nil {
 			return fmt.Errorf("engine: %w", err)
 		}
@@ -181,8 +183,8 @@ func (n *Node) start(ctx context.Context) error {
 		if grpcTLS != nil {
 			ext = append(ext, grpc.Creds(credentials.NewTLS(grpcTLS)))
 		}
-		n.grpc = service.NewGRPCServer(cfg, n.core, n.health, ext...)
-		n.grpcIn = service.NewGRPCServer(cfg, n.core, n.health, drain...)
+		n.grpc = service.NewGRPCServer(coreCfg, n.core, n.health, ext...)
+		n.grpcIn = service.NewGRPCServer(coreCfg, n.core, n.health, drain...)
 		lis, err := net.Listen("tcp", cfg.GRPCAddr)
 		if err != nil {
 			return fmt.Errorf("grpc listener: %w", err)
@@ -191,15 +193,16 @@ func (n *Node) start(ctx context.Context) error {
 		n.inproc = bufconn.Listen(1 << 20)
 		n.goServe("grpc", func() error { return n.grpc.Serve(lis) })
 		n.goServe("grpc-inproc", func() error { return n.grpcIn.Serve(n.inproc) })
-		conn, err := grpc.NewClient("passthrough:///inproc",
-			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return n.inproc.DialContext(ctx) }),
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.Limits.MaxGRPCMessage), grpc.MaxCallSendMsgSize(cfg.Limits.MaxGRPCMessage)),
-		)
-		if err != nil {
+		// The REST gateway's link carries each HTTP request's own
+		// Authorization; the bridge's carries the bridge's key.
+		if n.conn, err = n.dialInproc(""); err != nil {
 			return err
 		}
-		n.conn = conn
+		if n.mode == Serve {
+			if n.brConn, err = n.dialInproc(bridgeKey); err != nil {
+				return err
+			}
+		}
 		n.setServing()
 		n.goServe("readiness", func() error { n.pollEngine(ctx, engineInterval); return nil })
 	}
@@ -210,7 +213,11 @@ func (n *Node) start(ctx context.Context) error {
 		}
 	}
 	if n.mode != Core {
-		b, err := wsbridge.New(cfg, n.conn, wsbridge.Options{Log: n.log.With("component", "wsbridge"), Version: service.Version})
+		toCore := n.conn
+		if n.brConn != nil {
+			toCore = n.brConn
+		}
+		b, err := wsbridge.New(cfg, toCore, wsbridge.Options{Log: n.log.With("component", "wsbridge"), Version: service.Version})
 		if err != nil {
 			return fmt.Errorf("bridge: %w", err)
 		}
@@ -289,8 +296,9 @@ func (n *Node) modeName() string {
 }
 
 // ready answers 200 while the node can serve, 503 while it is draining,
-// its engine does not answer a Ping, or (bridge mode) its core is
-// unreachable. The gRPC health status follows the engine every
+// its engine does not answer a Ping, (bridge mode) its core is
+// unreachable, or its core refuses its bridge's credentials (the body
+// says what to set). The gRPC health status follows the engine every
 // engineInterval; /readyz pings it at once.
 func (n *Node) ready(w http.ResponseWriter, r *http.Request) {
 	var pingErr error
@@ -306,6 +314,8 @@ func (n *Node) ready(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "engine unavailable", http.StatusServiceUnavailable)
 	case n.mode == BridgeOnly && n.conn.GetState() == connectivity.TransientFailure:
 		http.Error(w, "core unavailable", http.StatusServiceUnavailable)
+	case n.bridge != nil && n.bridge.CoreError() != nil:
+		http.Error(w, n.bridge.CoreError().Error(), http.StatusServiceUnavailable)
 	default:
 		_, _ = w.Write([]byte("ready\n"))
 	}
@@ -567,6 +577,9 @@ func (n *Node) closeAll() {
 	}
 	if n.conn != nil {
 		_ = n.conn.Close()
+	}
+	if n.brConn != nil {
+		_ = n.brConn.Close()
 	}
 	if n.grpc != nil {
 		n.grpc.Stop()
