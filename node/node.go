@@ -67,6 +67,7 @@ type Node struct {
 	grpcIn  *grpc.Server // the in-process link's (bridge, REST gateway)
 	health  *health.Server
 	http    *http.Server
+	httpLis net.Listener
 	pprof   *http.Server
 	inproc  *bufconn.Listener
 	conn    *grpc.ClientConn // to the core: in-process, or remote in bridge mode
@@ -212,12 +213,20 @@ func (n *Node) start(ctx context.Context) error {
 			return err
 		}
 	}
+	// Bound before the bridge and front door are made: with port 0, the
+	// node's own origins come from the bound address.
+	lis, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http listener: %w", err)
+	}
+	n.httpLis = lis
+	n.HTTPAddr = lis.Addr()
 	if n.mode != Core {
 		toCore := n.conn
 		if n.brConn != nil {
 			toCore = n.brConn
 		}
-		b, err := wsbridge.New(cfg, toCore, wsbridge.Options{Log: n.log.With("component", "wsbridge"), Version: service.Version})
+		b, err := wsbridge.New(cfg, toCore, wsbridge.Options{Log: n.log.With("component", "wsbridge"), Version: service.Version, Origins: cfg.OwnOrigins(n.HTTPAddr.String())})
 		if err != nil {
 			return fmt.Errorf("bridge: %w", err)
 		}
@@ -259,15 +268,15 @@ func (n *Node) start(ctx context.Context) error {
 		mux.Handle("/", web.Handler())
 	}
 
-	lis, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("http listener: %w", err)
-	}
-	n.HTTPAddr = lis.Addr()
 	if httpTLS != nil {
 		lis = tls.NewListener(lis, httpTLS)
 	}
-	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	var checkKey func(string) error
+	if n.core != nil {
+		checkKey = n.core.CheckAPIKey
+	}
+	door := newFrontDoor(cfg, n.HTTPAddr.String(), checkKey, n.log, mux)
+	n.http = &http.Server{Handler: door, ReadHeaderTimeout: 10 * time.Second}
 	n.goServe("http", func() error { return n.http.Serve(lis) })
 	if cfg.PprofAddr != "" {
 		if err := n.startPprof(cfg.PprofAddr); err != nil {
@@ -589,6 +598,9 @@ func (n *Node) closeAll() {
 	}
 	if n.http != nil {
 		_ = n.http.Close()
+	}
+	if n.httpLis != nil {
+		_ = n.httpLis.Close() // not served yet when start failed
 	}
 	if n.pprof != nil {
 		_ = n.pprof.Close()
