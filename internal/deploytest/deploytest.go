@@ -191,10 +191,14 @@ func (d *Deployment) scheme(plain string) string {
 
 // BrowserURL is the base URL at which browsers reach the bridge, for
 // example https://127.0.0.1:40123.
-func (d *Deployment) BrowserURL() string { return d.scheme("http") + "://" + d.Bridge.HTTPAddr.String() }
+func (d *Deployment) BrowserURL() string {
+	return d.scheme("http") + "://" + d.Bridge.HTTPAddr.String()
+}
 
 // WSURL is the bridge's WebSocket endpoint.
-func (d *Deployment) WSURL() string { return d.scheme("ws") + "://" + d.Bridge.HTTPAddr.String() + "/ws" }
+func (d *Deployment) WSURL() string {
+	return d.scheme("ws") + "://" + d.Bridge.HTTPAddr.String() + "/ws"
+}
 
 // RESTURL is the base URL of the core's REST gateway.
 func (d *Deployment) RESTURL() string { return d.scheme("http") + "://" + d.Core.HTTPAddr.String() }
