@@ -137,7 +137,7 @@ type Redis struct {
 	// PresenceTTL is how long a presence entry outlives the last refresh
 	// by its node (every third of it), which bounds how long the clients
 	// of a node that died stay listed before their leave events. Default
-	// 30s.
+	// 30s (0 is the default).
 	PresenceTTL Duration `yaml:"presence_ttl" json:"presence_ttl"`
 }
 
@@ -291,7 +291,7 @@ func Default() Config {
 		GRPCAddr:        "127.0.0.1:7400",
 		HTTPAddr:        "127.0.0.1:7401",
 		Engine:          "memory",
-		Redis:           Redis{Addrs: []string{"127.0.0.1:6379"}, Prefix: "herald", PresenceTTL: Duration(30 * time.Second)},
+		Redis:           Redis{Addrs: []string{"127.0.0.1:6379"}, Prefix: "herald"},
 		ShutdownTimeout: Duration(10 * time.Second),
 		LogLevel:        "info",
 		LogFormat:       "text",
@@ -497,7 +497,7 @@ func (c *Config) Validate() error {
 		if len(c.Redis.Addrs) == 0 {
 			bad("redis.addrs: at least one address is needed")
 		}
-		if c.Redis.PresenceTTL < Duration(time.Second) {
+		if c.Redis.PresenceTTL != 0 && c.Redis.PresenceTTL < Duration(time.Second) {
 			bad("redis.presence_ttl must be at least 1s")
 		}
 	default:

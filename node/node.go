@@ -615,7 +615,12 @@ func newEngine(cfg config.Config, log *slog.Logger) (service.Engine, error) {
 	case "memory":
 		return service.NewMemoryEngine(), nil
 	case "redis":
-		return service.NewRedisEngine(cfg.Redis, service.RedisOptions{Log: log})
+		ns := cfg.NamespaceIndex()
+		return service.NewRedisEngine(cfg.Redis, service.RedisOptions{
+			Log:         log,
+			PresenceTTL: cfg.Redis.PresenceTTL.D(),
+			HasPresence: func(channel string) bool { n, err := ns.Lookup(channel); return err == nil && n.Presence },
+		})
 	default:
 		return nil, fmt.Errorf("engine %q is not available", cfg.Engine)
 	}
