@@ -15,9 +15,11 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/gorilla/websocket"
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"github.com/herald-io/herald/internal/deploytest"
+	"github.com/herald-io/herald/internal/redistest"
 	"github.com/herald-io/herald/node"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -554,4 +556,50 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestConsolePresenceAfterRedisRestart: the console on one of two nodes
+// sharing a real Redis lists itself and two other clients (one on each
+// node) as "Online (3)". redis-server restarts without persistence, so
+// every presence entry is lost. On main the console then showed
+// "Online (0)" for good while Presence listed 3 again; now the nodes
+// re-create their entries with join events as soon as Redis is back and
+// the console refetches its list at the resubscription, so it shows
+// "Online (3)" again.
+func TestConsolePresenceAfterRedisRestart(t *testing.T) {
+	ctx := newBrowser(t)
+	r := redistest.Start(t)
+	prefix := fmt.Sprintf("console%d", time.Now().UnixNano())
+	var nodes []*node.Node
+	for range 2 {
+		nodes = append(nodes, startNode(t, node.Serve, func(c *config.Config) {
+			c.Engine = "redis"
+			c.Redis.Addrs = []string{r.Addr}
+			c.Redis.Prefix = prefix
+		}))
+	}
+	for _, n := range nodes {
+		ws, _, err := websocket.DefaultDialer.Dial("ws://"+n.HTTPAddr.String()+"/ws", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = ws.Close() })
+		deploytest.WatchPresence(t, ws, "", "chat:lobby")
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+nodes[0].HTTPAddr.String()+"/?name=carol")); err != nil {
+		t.Fatal(err)
+	}
+	const three = `document.getElementById("chat-count").textContent === "(3)" && document.querySelectorAll("#chat-who li").length === 3`
+	waitFor(t, ctx, "Online (3)", three)
+	r.Stop()
+	time.Sleep(500 * time.Millisecond) // the nodes notice the loss
+	r.Start()
+	// History went with Redis: the console is told it could not recover,
+	// clears its room and reloads history and presence.
+	waitFor(t, ctx, "the console's notice of the lost history", `!document.getElementById("chat-notice").hidden &&
+		document.getElementById("chat-notice").textContent.includes("could not be recovered")`)
+	waitFor(t, ctx, "Online (3) after the Redis restart", three)
+	if got := eval[string](t, ctx, `document.getElementById("chat-count").textContent`); got != "(3)" {
+		t.Fatalf("console shows Online %s", got)
+	}
 }
