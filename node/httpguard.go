@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -83,6 +84,18 @@ func newFrontDoor(cfg config.Config, httpAddr string, checkKey func(string) erro
 		d.logged[reason] = &rate.Sometimes{First: 3, Interval: 30 * time.Second}
 	}
 	return d
+}
+
+// ownAddr is the address the node's own origins are made of: the
+// configured host (a name stays a name) with the bound port (the
+// configured one may be 0).
+func ownAddr(configured string, bound net.Addr) string {
+	host, _, err := net.SplitHostPort(configured)
+	_, port, err2 := net.SplitHostPort(bound.String())
+	if err != nil || err2 != nil {
+		return bound.String()
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // restBodyLimit is the largest REST request body: enough for the largest

@@ -226,7 +226,7 @@ func (n *Node) start(ctx context.Context) error {
 		if n.brConn != nil {
 			toCore = n.brConn
 		}
-		b, err := wsbridge.New(cfg, toCore, wsbridge.Options{Log: n.log.With("component", "wsbridge"), Version: service.Version, Origins: cfg.OwnOrigins(n.HTTPAddr.String())})
+		b, err := wsbridge.New(cfg, toCore, wsbridge.Options{Log: n.log.With("component", "wsbridge"), Version: service.Version, Origins: cfg.OwnOrigins(ownAddr(cfg.HTTPAddr, n.HTTPAddr))})
 		if err != nil {
 			return fmt.Errorf("bridge: %w", err)
 		}
@@ -275,7 +275,7 @@ func (n *Node) start(ctx context.Context) error {
 	if n.core != nil {
 		checkKey = n.core.CheckAPIKey
 	}
-	door := newFrontDoor(cfg, n.HTTPAddr.String(), checkKey, n.log, mux)
+	door := newFrontDoor(cfg, ownAddr(cfg.HTTPAddr, n.HTTPAddr), checkKey, n.log, mux)
 	n.http = &http.Server{Handler: door, ReadHeaderTimeout: 10 * time.Second}
 	n.goServe("http", func() error { return n.http.Serve(lis) })
 	if cfg.PprofAddr != "" {
