@@ -119,6 +119,7 @@ func (e *redisEngine) refreshLoop() {
 	retry := min(time.Second, e.opts.PresenceRefresh)
 	t := time.NewTimer(e.opts.PresenceRefresh)
 	defer t.Stop()
+	failing := false
 	for {
 		select {
 		case <-e.ctx.Done():
@@ -128,9 +129,17 @@ func (e *redisEngine) refreshLoop() {
 			t.Stop()
 		}
 		next := e.opts.PresenceRefresh
-		if err := e.refresh(); err != nil && e.ctx.Err() == nil {
-			e.log.Warn("redis: presence refresh failed; retrying", "err", err, "in", retry)
-			next = retry
+		err := e.refresh()
+		switch {
+		case e.ctx.Err() != nil:
+		case err != nil:
+			if !failing { // once per outage, not every retry
+				e.log.Warn("redis: presence refresh failed; retrying every second", "err", err)
+			}
+			failing, next = true, retry
+		case failing:
+			failing = false
+			e.log.Info("redis: presence refreshed again")
 		}
 		t.Reset(next)
 	}
