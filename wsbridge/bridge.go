@@ -9,8 +9,6 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +36,11 @@ type Options struct {
 	Version string
 	// ID names the bridge to the core. Default: random.
 	ID string
+	// Origins are the node's own origins, whose pages may open
+	// WebSockets besides those of bridge.allowed_origins. Default:
+	// config.OwnOrigins of the configured http_addr (pass the bound
+	// address's when it has port 0).
+	Origins []string
 }
 
 // Bridge serves browser WebSockets against a core reached through a gRPC
@@ -64,6 +67,7 @@ type Bridge struct {
 	hub     hub
 	session *session
 	lim     *limits
+	access  coreAccess
 
 	closing  atomic.Bool
 	shutOnce sync.Once
@@ -105,7 +109,7 @@ var writeBufferPool sync.Pool
 // connection to a remote core that authenticates with the API key). It starts the bridge's control
 // session and heartbeat at once.
 func New(cfg config.Config, core grpc.ClientConnInterface, opts Options) (*Bridge, error) {
-	v, err := newVerifier(cfg.Bridge.JWTSecret, cfg.Bridge.JWTPublicKeys)
+	v, err := newVerifier(cfg.Bridge)
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +125,6 @@ func New(cfg config.Config, core grpc.ClientConnInterface, opts Options) (*Bridg
 		cfg:       cfg.Bridge,
 		limits:    cfg.Limits,
 		ns:        namespaces{cfg.NamespaceIndex()},
-		core:      heraldv1.NewHeraldServiceClient(core),
 		verifier:  v,
 		anonymous: cfg.AnonymousAllowed(),
 		log:       log,
@@ -129,13 +132,15 @@ func New(cfg config.Config, core grpc.ClientConnInterface, opts Options) (*Bridg
 		version:   opts.Version,
 		seed:      maphash.MakeSeed(),
 	}
+	b.access.log = log
+	b.core = heraldv1.NewHeraldServiceClient(&coreConn{cc: core, a: &b.access})
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.upgrader = websocket.Upgrader{
 		ReadBufferSize:   256, // client frames are small; a larger message is read past the buffer
 		WriteBufferSize:  16 << 10,
 		WriteBufferPool:  &writeBufferPool,
 		Subprotocols:     []string{SubprotocolJSON, SubprotocolProto},
-		CheckOrigin:      originChecker(cfg.Bridge.AllowedOrigins),
+		CheckOrigin:      b.originPolicy(cfg, opts).check,
 		HandshakeTimeout: connectTimeout,
 	}
 	for i := range b.conns {
@@ -164,31 +169,6 @@ func randomID(n int) string {
 	buf := make([]byte, n)
 	_, _ = rand.Read(buf)
 	return hex.EncodeToString(buf)
-}
-
-// originChecker returns the Upgrader's origin check: no Origin header is
-// accepted (not a browser); an empty list accepts the request's own host;
-// "*" accepts any origin; otherwise the origin must be listed (scheme://host[:port]).
-func originChecker(allowed []string) func(*http.Request) bool {
-	any := false
-	set := make(map[string]bool)
-	for _, o := range allowed {
-		if o == "*" {
-			any = true
-		}
-		set[strings.ToLower(strings.TrimSuffix(o, "/"))] = true
-	}
-	return func(r *http.Request) bool {
-		origin := r.Header.Get("Origin")
-		if origin == "" || any {
-			return true
-		}
-		if len(set) == 0 {
-			u, err := url.Parse(origin)
-			return err == nil && strings.EqualFold(u.Host, r.Host)
-		}
-		return set[strings.ToLower(origin)]
-	}
 }
 
 // ServeHTTP upgrades a request to a WebSocket. The handler returns at once;

@@ -1,9 +1,11 @@
 package wsbridge
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -642,7 +644,13 @@ func (c *conn) connect(reqID uint32, f *heraldv1.ConnectFrame) bool {
 		// With personal_since, the `subscribed` push says whether what was
 		// published while the client was away is recovered, and it follows.
 		if err := c.subscribe(0, "user:"+c.user, f.PersonalSince); err != nil {
-			c.b.log.Warn("personal channel subscription failed", "user", c.user, "err", err)
+			// Not a warning per connection when the core is unreachable or
+			// refuses the bridge: that is logged once, elsewhere.
+			level := slog.LevelWarn
+			if fromStatus(err).code.temporary() {
+				level = slog.LevelDebug
+			}
+			c.b.log.Log(context.Background(), level, "personal channel subscription failed", "user", c.user, "err", err)
 			c.sendError(0, fromStatus(err))
 		}
 	}

@@ -164,6 +164,7 @@ func (s *session) stream(ctx context.Context) error {
 	}()
 	go func() {
 		defer close(recvDone)
+		_, _ = st.Header() // the core's acceptance, watched by coreStream
 		for {
 			cmd, err := st.Recv()
 			if err != nil {
