@@ -412,13 +412,14 @@ var flagRoles = map[string]uint8{
 	"http-addr": allRoles, "max-history-page": allRoles, "max-grpc-message": allRoles,
 	"tls-cert-file": allRoles, "tls-key-file": allRoles, "pprof-addr": allRoles,
 	"drain-delay": allRoles, "shutdown-timeout": allRoles, "log-level": allRoles, "log-format": allRoles,
+	"public-origins": allRoles,
 
 	"grpc-addr": coreSide, "api-keys": coreSide, "engine": coreSide, "redis-addrs": coreSide,
 	"redis-password": coreSide, "redis-db": coreSide, "redis-tls": coreSide, "redis-prefix": coreSide,
 	"max-payload": coreSide, "subscriber-queue": coreSide, "dedupe-window": coreSide,
-	"tls-client-ca-file": coreSide,
+	"tls-client-ca-file": coreSide, "redis-presence-ttl": coreSide,
 
-	"jwt-secret": browsers, "jwt-public-keys": browsers, "anonymous": browsers, "allowed-origins": browsers,
+	"jwt-secret": browsers, "jwt-public-keys": browsers, "jwt-audience": browsers, "jwt-issuer": browsers, "anonymous": browsers, "allowed-origins": browsers,
 	"ping-interval": browsers, "max-frame": browsers, "max-channels": browsers, "max-conns-per-user": browsers,
 	"queue-bytes": browsers, "queue-frames": browsers, "request-rate": browsers, "max-connections": browsers,
 	"max-conns-per-ip": browsers, "accept-rate": browsers, "accept-burst": browsers, "user-publish-rate": browsers,

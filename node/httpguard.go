@@ -123,9 +123,12 @@ func (d *frontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d.next.ServeHTTP(w, r)
 		return
 	}
+	allow, known, takes := restRoutes.takes(r.URL.EscapedPath(), r.Method)
 	if r.Method == http.MethodOptions {
 		// A preflight: no CORS allowance, ever, for the REST API.
-		w.Header().Set("Allow", "GET, HEAD, POST")
+		if known {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+		}
 		writeRESTError(w, http.StatusMethodNotAllowed, codes.Unimplemented, "the REST API answers no CORS preflight: call it from a backend")
 		return
 	}
@@ -145,6 +148,13 @@ func (d *frontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := d.checkKey(r.Header.Get("Authorization")); err != nil {
 		d.refuse(w, r, rest, "unauthenticated", http.StatusUnauthorized, codes.Unauthenticated, status.Convert(err).Message())
+		return
+	}
+	if known && !takes {
+		// Before the body's checks: a method the route does not take is
+		// 405, whatever its body (the gateway answers the same).
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeRESTError(w, http.StatusMethodNotAllowed, codes.Unimplemented, http.StatusText(http.StatusMethodNotAllowed))
 		return
 	}
 	if !write {
