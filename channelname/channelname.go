@@ -1,6 +1,7 @@
 // Package channelname holds the rules of channel names that the core and the
 // bridge share: what a valid name is, its namespace, the personal channel
-// of a user, and the glob patterns of token claims and Channels filters.
+// of a user, the grant patterns of token claims (Grant) and the plain glob
+// of Channels filters (Match).
 package channelname
 
 import (
@@ -55,7 +56,9 @@ func Namespace(name string) string {
 func Personal(user string) string { return "user:" + user }
 
 // Match reports whether name matches the glob pattern, where '*' matches
-// any run of bytes (':' and '/' included) and '?' one byte.
+// any run of bytes (':' and '/' included) and '?' one byte. It filters the
+// admin Channels listing; it is not for permissions (see Grant), since
+// "user:1*" matches "user:10" and "user:1:x".
 func Match(pattern, name string) bool {
 	// Iterative matching with backtracking to the last '*'.
 	p, n := 0, 0

@@ -29,6 +29,14 @@ type Config struct {
 	// HTTPAddr is where the REST gateway, /ws, the console, health and
 	// metrics listen. Default 127.0.0.1:7401.
 	HTTPAddr string `yaml:"http_addr" json:"http_addr"`
+	// PublicOrigins are the origins (scheme://host[:port]) at which browsers
+	// reach the HTTP listener when that is not its own address, for
+	// example https://herald.example.com behind a load balancer. Pages on
+	// them (the console) may open WebSockets and send REST writes, and,
+	// without API keys, a request's Host must name one of them or the
+	// listen address. Default: none (the listen address only; see
+	// OwnOrigins).
+	PublicOrigins []string `yaml:"public_origins" json:"public_origins"`
 	// APIKeys authenticate backends (`authorization: Bearer <key>`). With
 	// none, Herald refuses to listen on non-loopback addresses.
 	APIKeys []APIKey `yaml:"api_keys" json:"api_keys"`
@@ -126,6 +134,11 @@ type Redis struct {
 	TLS bool `yaml:"tls" json:"tls"`
 	// Prefix is prepended to every key and pub/sub channel. Default "herald".
 	Prefix string `yaml:"prefix" json:"prefix"`
+	// PresenceTTL is how long a presence entry outlives the last refresh
+	// by its node (every third of it), which bounds how long the clients
+	// of a node that died stay listed before their leave events. Default
+	// 30s (0 is the default).
+	PresenceTTL Duration `yaml:"presence_ttl" json:"presence_ttl"`
 }
 
 // Namespace holds the options of channels that share a prefix.
@@ -178,6 +191,11 @@ type Bridge struct {
 	CoreAPIKey string `yaml:"core_api_key" json:"core_api_key"`
 	// JWTSecret verifies HS256 tokens.
 	JWTSecret string `yaml:"jwt_secret" json:"jwt_secret"`
+	// JWTAudience, when set, must be in a token's aud claim; JWTIssuer,
+	// when set, must be its iss claim. Set both, so that a token minted for
+	// another service sharing the key is refused.
+	JWTAudience string `yaml:"jwt_audience" json:"jwt_audience"`
+	JWTIssuer   string `yaml:"jwt_issuer" json:"jwt_issuer"`
 	// JWTPublicKeys are PEM files of RSA or ECDSA keys verifying RS256/ES256
 	// tokens.
 	JWTPublicKeys []string `yaml:"jwt_public_keys" json:"jwt_public_keys"`
@@ -185,8 +203,10 @@ type Bridge struct {
 	// JWT key is configured and the HTTP listener is on loopback (local
 	// development), with a warning in the log.
 	Anonymous bool `yaml:"anonymous" json:"anonymous"`
-	// AllowedOrigins lists the Origin headers accepted ("*" for any). Empty
-	// means same host only.
+	// AllowedOrigins lists the origins (scheme://host[:port]) of other
+	// pages whose browsers may open WebSockets, besides the node's own
+	// (OwnOrigins); "*" accepts any origin. REST writes accept the listed
+	// origins but never "*". Default: none.
 	AllowedOrigins []string `yaml:"allowed_origins" json:"allowed_origins"`
 	// PingInterval is how often the server pings. Default 25s.
 	PingInterval Duration `yaml:"ping_interval" json:"ping_interval"`
@@ -392,13 +412,14 @@ var flagRoles = map[string]uint8{
 	"http-addr": allRoles, "max-history-page": allRoles, "max-grpc-message": allRoles,
 	"tls-cert-file": allRoles, "tls-key-file": allRoles, "pprof-addr": allRoles,
 	"drain-delay": allRoles, "shutdown-timeout": allRoles, "log-level": allRoles, "log-format": allRoles,
+	"public-origins": allRoles,
 
 	"grpc-addr": coreSide, "api-keys": coreSide, "engine": coreSide, "redis-addrs": coreSide,
 	"redis-password": coreSide, "redis-db": coreSide, "redis-tls": coreSide, "redis-prefix": coreSide,
 	"max-payload": coreSide, "subscriber-queue": coreSide, "dedupe-window": coreSide,
-	"tls-client-ca-file": coreSide,
+	"tls-client-ca-file": coreSide, "redis-presence-ttl": coreSide,
 
-	"jwt-secret": browsers, "jwt-public-keys": browsers, "anonymous": browsers, "allowed-origins": browsers,
+	"jwt-secret": browsers, "jwt-public-keys": browsers, "jwt-audience": browsers, "jwt-issuer": browsers, "anonymous": browsers, "allowed-origins": browsers,
 	"ping-interval": browsers, "max-frame": browsers, "max-channels": browsers, "max-conns-per-user": browsers,
 	"queue-bytes": browsers, "queue-frames": browsers, "request-rate": browsers, "max-connections": browsers,
 	"max-conns-per-ip": browsers, "accept-rate": browsers, "accept-burst": browsers, "user-publish-rate": browsers,
@@ -438,11 +459,13 @@ func (c *Config) register(fs *flag.FlagSet) {
 		return err
 	})
 	str(&c.Engine, "engine", "engine: memory or redis")
+	list(&c.PublicOrigins, "public-origins", "origins (scheme://host[:port]) at which browsers reach the HTTP listener")
 	list(&c.Redis.Addrs, "redis-addrs", "Redis addresses")
 	str(&c.Redis.Password, "redis-password", "Redis password")
 	integer(&c.Redis.DB, "redis-db", "Redis database")
 	boolean(&c.Redis.TLS, "redis-tls", "use TLS to Redis")
 	str(&c.Redis.Prefix, "redis-prefix", "prefix of Redis keys")
+	dur(&c.Redis.PresenceTTL, "redis-presence-ttl", "how long a dead node's presence entries stay")
 	integer(&c.Limits.MaxPayload, "max-payload", "largest payload in bytes")
 	integer(&c.Limits.MaxHistoryPage, "max-history-page", "largest history page")
 	integer(&c.Limits.SubscriberQueue, "subscriber-queue", "events a gRPC subscriber may have pending")
@@ -451,6 +474,8 @@ func (c *Config) register(fs *flag.FlagSet) {
 	str(&c.Bridge.Core, "core", "gRPC address of the core (herald bridge)")
 	str(&c.Bridge.CoreAPIKey, "core-api-key", "API key the bridge presents to the core")
 	str(&c.Bridge.JWTSecret, "jwt-secret", "HMAC secret verifying HS256 browser tokens")
+	str(&c.Bridge.JWTAudience, "jwt-audience", "audience browser tokens must carry (aud claim)")
+	str(&c.Bridge.JWTIssuer, "jwt-issuer", "issuer browser tokens must carry (iss claim)")
 	list(&c.Bridge.JWTPublicKeys, "jwt-public-keys", "PEM files verifying RS256/ES256 tokens")
 	boolean(&c.Bridge.Anonymous, "anonymous", "allow browser connections without a token")
 	list(&c.Bridge.AllowedOrigins, "allowed-origins", "allowed browser origins (* for any)")
@@ -527,11 +552,24 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		bad("http_addr %q: %v", c.HTTPAddr, err)
 	}
+	for _, o := range c.PublicOrigins {
+		if _, err := NormalizeOrigin(o); err != nil {
+			bad("public_origins: %v", err)
+		}
+	}
+	for _, o := range c.Bridge.AllowedOrigins {
+		if _, err := NormalizeOrigin(o); o != "*" && err != nil {
+			bad("bridge.allowed_origins: %v (or \"*\" for any)", err)
+		}
+	}
 	switch c.Engine {
 	case "memory":
 	case "redis":
 		if len(c.Redis.Addrs) == 0 {
 			bad("redis.addrs: at least one address is needed")
+		}
+		if c.Redis.PresenceTTL != 0 && c.Redis.PresenceTTL < Duration(time.Second) {
+			bad("redis.presence_ttl must be at least 1s")
 		}
 	default:
 		bad("engine %q: want memory or redis", c.Engine)

@@ -36,6 +36,7 @@ func FuzzRESTPublish(f *testing.F) {
 		if err != nil {
 			return
 		}
+		req.Header.Set("Content-Type", "application/json") // else every input is 415
 		resp, err := hc.Do(req)
 		if err != nil {
 			t.Fatalf("request: %v", err)

@@ -14,9 +14,24 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// restRoutes are the REST routes and their methods.
+var restRoutes = mustRouteMethods(herald.OpenAPI)
+
 // methodNotAllowed is the REST gateway's option that answers a method a
 // route does not take with 405 (see routingErrors).
-var methodNotAllowed = runtime.WithRoutingErrorHandler(mustRouteMethods(herald.OpenAPI).routingErrors)
+var methodNotAllowed = runtime.WithRoutingErrorHandler(restRoutes.routingErrors)
+
+// takes reports whether path has a route and whether that route takes
+// method; allow lists the methods it takes.
+func (rm routeMethods) takes(path, method string) (allow []string, known, ok bool) {
+	allow = rm.allow(path)
+	for _, m := range allow {
+		if m == method || method == http.MethodHead && m == http.MethodGet {
+			return allow, true, true
+		}
+	}
+	return allow, len(allow) > 0, false
+}
 
 func mustRouteMethods(openapi []byte) routeMethods {
 	rm, err := newRouteMethods(openapi)

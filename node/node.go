@@ -67,9 +67,11 @@ type Node struct {
 	grpcIn  *grpc.Server // the in-process link's (bridge, REST gateway)
 	health  *health.Server
 	http    *http.Server
+	httpLis net.Listener
 	pprof   *http.Server
 	inproc  *bufconn.Listener
 	conn    *grpc.ClientConn // to the core: in-process, or remote in bridge mode
+	brConn  *grpc.ClientConn // the in-process bridge's own link (serve mode), with its credential
 	bridge  *wsbridge.Bridge // nil in core mode
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -169,7 +171,8 @@ func (n *Node) start(ctx context.Context) error {
 			return err
 		}
 		n.engine = engine
-		n.core = service.New(cfg, engine, n.log)
+		coreCfg, bridgeKey := withBridgeKey(cfg, n.mode)
+		n.core = service.New(coreCfg, engine, n.log)
 		if err := n.core.Start(ctx); err != nil {
 			return fmt.Errorf("engine: %w", err)
 		}
@@ -181,8 +184,8 @@ func (n *Node) start(ctx context.Context) error {
 		if grpcTLS != nil {
 			ext = append(ext, grpc.Creds(credentials.NewTLS(grpcTLS)))
 		}
-		n.grpc = service.NewGRPCServer(cfg, n.core, n.health, ext...)
-		n.grpcIn = service.NewGRPCServer(cfg, n.core, n.health, drain...)
+		n.grpc = service.NewGRPCServer(coreCfg, n.core, n.health, ext...)
+		n.grpcIn = service.NewGRPCServer(coreCfg, n.core, n.health, drain...)
 		lis, err := net.Listen("tcp", cfg.GRPCAddr)
 		if err != nil {
 			return fmt.Errorf("grpc listener: %w", err)
@@ -191,15 +194,16 @@ func (n *Node) start(ctx context.Context) error {
 		n.inproc = bufconn.Listen(1 << 20)
 		n.goServe("grpc", func() error { return n.grpc.Serve(lis) })
 		n.goServe("grpc-inproc", func() error { return n.grpcIn.Serve(n.inproc) })
-		conn, err := grpc.NewClient("passthrough:///inproc",
-			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return n.inproc.DialContext(ctx) }),
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.Limits.MaxGRPCMessage), grpc.MaxCallSendMsgSize(cfg.Limits.MaxGRPCMessage)),
-		)
-		if err != nil {
+		// The REST gateway's link carries each HTTP request's own
+		// Authorization; the bridge's carries the bridge's key.
+		if n.conn, err = n.dialInproc(""); err != nil {
 			return err
 		}
-		n.conn = conn
+		if n.mode == Serve {
+			if n.brConn, err = n.dialInproc(bridgeKey); err != nil {
+				return err
+			}
+		}
 		n.setServing()
 		n.goServe("readiness", func() error { n.pollEngine(ctx, engineInterval); return nil })
 	}
@@ -209,8 +213,20 @@ func (n *Node) start(ctx context.Context) error {
 			return err
 		}
 	}
+	// Bound before the bridge and front door are made: with port 0, the
+	// node's own origins come from the bound address.
+	lis, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http listener: %w", err)
+	}
+	n.httpLis = lis
+	n.HTTPAddr = lis.Addr()
 	if n.mode != Core {
-		b, err := wsbridge.New(cfg, n.conn, wsbridge.Options{Log: n.log.With("component", "wsbridge"), Version: service.Version})
+		toCore := n.conn
+		if n.brConn != nil {
+			toCore = n.brConn
+		}
+		b, err := wsbridge.New(cfg, toCore, wsbridge.Options{Log: n.log.With("component", "wsbridge"), Version: service.Version, Origins: cfg.OwnOrigins(ownAddr(cfg.HTTPAddr, n.HTTPAddr))})
 		if err != nil {
 			return fmt.Errorf("bridge: %w", err)
 		}
@@ -256,15 +272,15 @@ func (n *Node) start(ctx context.Context) error {
 		mux.Handle("/", web.Handler())
 	}
 
-	lis, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("http listener: %w", err)
-	}
-	n.HTTPAddr = lis.Addr()
 	if httpTLS != nil {
 		lis = tls.NewListener(lis, httpTLS)
 	}
-	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	var checkKey func(string) error
+	if n.core != nil {
+		checkKey = n.core.CheckAPIKey
+	}
+	door := newFrontDoor(cfg, ownAddr(cfg.HTTPAddr, n.HTTPAddr), checkKey, n.log, mux)
+	n.http = &http.Server{Handler: door, ReadHeaderTimeout: 10 * time.Second}
 	n.goServe("http", func() error { return n.http.Serve(lis) })
 	if cfg.PprofAddr != "" {
 		if err := n.startPprof(cfg.PprofAddr); err != nil {
@@ -293,8 +309,9 @@ func (n *Node) modeName() string {
 }
 
 // ready answers 200 while the node can serve, 503 while it is draining,
-// its engine does not answer a Ping, or (bridge mode) its core is
-// unreachable. The gRPC health status follows the engine every
+// its engine does not answer a Ping, (bridge mode) its core is
+// unreachable, or its core refuses its bridge's credentials (the body
+// says what to set). The gRPC health status follows the engine every
 // engineInterval; /readyz pings it at once.
 func (n *Node) ready(w http.ResponseWriter, r *http.Request) {
 	var pingErr error
@@ -310,6 +327,8 @@ func (n *Node) ready(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "engine unavailable", http.StatusServiceUnavailable)
 	case n.mode == BridgeOnly && n.conn.GetState() == connectivity.TransientFailure:
 		http.Error(w, "core unavailable", http.StatusServiceUnavailable)
+	case n.bridge != nil && n.bridge.CoreError() != nil:
+		http.Error(w, n.bridge.CoreError().Error(), http.StatusServiceUnavailable)
 	default:
 		_, _ = w.Write([]byte("ready\n"))
 	}
@@ -572,6 +591,9 @@ func (n *Node) closeAll() {
 	if n.conn != nil {
 		_ = n.conn.Close()
 	}
+	if n.brConn != nil {
+		_ = n.brConn.Close()
+	}
 	if n.grpc != nil {
 		n.grpc.Stop()
 	}
@@ -580,6 +602,9 @@ func (n *Node) closeAll() {
 	}
 	if n.http != nil {
 		_ = n.http.Close()
+	}
+	if n.httpLis != nil {
+		_ = n.httpLis.Close() // not served yet when start failed
 	}
 	if n.pprof != nil {
 		_ = n.pprof.Close()
@@ -594,7 +619,12 @@ func newEngine(cfg config.Config, log *slog.Logger) (service.Engine, error) {
 	case "memory":
 		return service.NewMemoryEngine(), nil
 	case "redis":
-		return service.NewRedisEngine(cfg.Redis, service.RedisOptions{Log: log})
+		ns := cfg.NamespaceIndex()
+		return service.NewRedisEngine(cfg.Redis, service.RedisOptions{
+			Log:         log,
+			PresenceTTL: cfg.Redis.PresenceTTL.D(),
+			HasPresence: func(channel string) bool { n, err := ns.Lookup(channel); return err == nil && n.Presence },
+		})
 	default:
 		return nil, fmt.Errorf("engine %q is not available", cfg.Engine)
 	}

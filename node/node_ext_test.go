@@ -52,6 +52,10 @@ func httpDo(t *testing.T, method, url, body string, header ...string) (int, stri
 	if err != nil {
 		t.Fatal(err)
 	}
+	if method != "GET" && method != "HEAD" {
+		// What a backend sends; refusals of other types are tested apart.
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}

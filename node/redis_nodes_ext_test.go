@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -121,6 +122,12 @@ func (w *wsClient) frame(t *testing.T) string {
 		}
 		for _, line := range strings.Split(string(msg), "\n") {
 			if line != "" {
+				// protojson varies its spacing on purpose: compact it,
+				// so that tests can match text.
+				var b bytes.Buffer
+				if json.Compact(&b, []byte(line)) == nil {
+					line = b.String()
+				}
 				w.pending = append(w.pending, line)
 			}
 		}

@@ -156,13 +156,22 @@ func (a *keyAuth) check(ctx context.Context, method string) (context.Context, er
 		return ctx, nil
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get("authorization")
-	if len(vals) == 0 {
-		return ctx, status.Error(codes.Unauthenticated, "missing API key: send `authorization: Bearer <key>`")
+	g, err := a.lookup(md.Get("authorization"))
+	if err != nil {
+		return ctx, err
+	}
+	return context.WithValue(ctx, grantKey{}, g), nil
+}
+
+// lookup returns the grant of the key in the first authorization value,
+// or UNAUTHENTICATED saying what is wrong. a has keys.
+func (a *keyAuth) lookup(vals []string) (*grant, error) {
+	if len(vals) == 0 || vals[0] == "" {
+		return nil, status.Error(codes.Unauthenticated, "missing API key: send `authorization: Bearer <key>`")
 	}
 	tok, ok := strings.CutPrefix(vals[0], "Bearer ")
 	if !ok {
-		return ctx, status.Error(codes.Unauthenticated, "authorization must be `Bearer <key>`")
+		return nil, status.Error(codes.Unauthenticated, "authorization must be `Bearer <key>`")
 	}
 	found := -1
 	for i, k := range a.keys {
@@ -173,9 +182,24 @@ func (a *keyAuth) check(ctx context.Context, method string) (context.Context, er
 		}
 	}
 	if found < 0 {
-		return ctx, status.Error(codes.Unauthenticated, "invalid API key")
+		return nil, status.Error(codes.Unauthenticated, "invalid API key")
 	}
-	return context.WithValue(ctx, grantKey{}, a.grants[found]), nil
+	return a.grants[found], nil
+}
+
+// CheckAPIKey checks an HTTP Authorization header value against the
+// server's API keys exactly as its gRPC servers check the authorization
+// metadata, so that an HTTP front door can refuse a request before reading
+// its body. It returns nil when the key is valid or no keys are
+// configured, else an UNAUTHENTICATED status saying what is wrong. Scopes
+// are checked later, per call.
+func (s *Server) CheckAPIKey(authorization string) error {
+	a := keyAuthFor(s, s.cfg.APIKeys)
+	if len(a.keys) == 0 {
+		return nil
+	}
+	_, err := a.lookup([]string{authorization})
+	return err
 }
 
 func (a *keyAuth) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

@@ -18,9 +18,10 @@ import (
 
 // NewGRPCServer returns a grpc.Server serving s, the standard health
 // service (reporting hs) and server reflection, with API-key
-// authentication, message size limits and keepalive settings from cfg.
+// authentication (the keys s was made with), message size limits and
+// keepalive settings from cfg.
 func NewGRPCServer(cfg config.Config, s *Server, hs *health.Server, extra ...grpc.ServerOption) *grpc.Server {
-	auth := keyAuthFor(s, cfg.APIKeys)
+	auth := keyAuthFor(s, s.cfg.APIKeys)
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxGRPCMessage),
 		grpc.MaxSendMsgSize(cfg.Limits.MaxGRPCMessage),

@@ -34,7 +34,7 @@ import (
 //	P:{C}:d:<key>  string "<offset> <epoch>": an idempotency key, for the
 //	               dedupe window.
 //	P:{C}:p        hash: client id -> "<expiry ms>:<ClientInfo protobuf>",
-//	               presence; the key expires PresenceTTL after the last write.
+//	               presence; the key expires 2x PresenceTTL after the last write.
 //	P:{C}:s        sharded pub/sub channel (SPUBLISH/SSUBSCRIBE): "p" +
 //	               Publication, "j"/"l" + PresenceEvent (join/leave).
 //	P:control      pub/sub channel (PUBLISH): BridgeSessionResponse commands
@@ -76,8 +76,9 @@ type redisEngine struct {
 	registered  sync.Map
 	nregistered atomic.Int64
 
-	pmu   sync.Mutex // guards local
-	local map[presenceKey]*heraldv1.ClientInfo
+	pmu          sync.Mutex // guards local
+	local        map[presenceKey]*heraldv1.ClientInfo
+	presenceKick chan struct{} // capacity 1: refresh presence now
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -104,6 +105,10 @@ type RedisOptions struct {
 	Timeout time.Duration
 	// Shards is the number of pub/sub connections. Default 4.
 	Shards int
+	// HasPresence reports whether a channel's namespace keeps presence;
+	// the presence sweep skips channels where it is false. Default: every
+	// channel.
+	HasPresence func(channel string) bool
 	// Log receives connection problems. Default: discard.
 	Log *slog.Logger
 }
@@ -215,6 +220,8 @@ func NewRedisEngine(cfg config.Redis, opts RedisOptions) (Engine, error) {
 		seed:    maphash.MakeSeed(),
 		control: prefix + ":control",
 		local:   make(map[presenceKey]*heraldv1.ClientInfo),
+
+		presenceKick: make(chan struct{}, 1),
 	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	for i := 0; i < opts.Shards; i++ {

@@ -2,26 +2,52 @@ package service
 
 import (
 	"context"
+	_ "embed"
+	"errors"
 	"sort"
 	"strconv"
 	"time"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
 )
 
 // Presence of the Redis engine: one hash per channel (P:{C}:p), each entry
-// holding its expiry (from Redis's clock) and the ClientInfo. The node that
-// added an entry rewrites it every PresenceRefresh; readers skip and delete
-// expired ones, so a dead node's entries disappear at most PresenceTTL after
-// its last refresh (default 30s). No leave event is sent for them.
+// holding its expiry (from Redis's clock) and the ClientInfo. Presence
+// converges after engine restarts and node deaths:
+//
+//   - Every node rewrites its own entries every PresenceRefresh, at once
+//     when its pub/sub connection comes back after a loss, and every
+//     second while a refresh fails. An entry Redis lost (a restart without
+//     persistence, a flush, an expiry while the node was cut off) is
+//     created again, with a join event (redis_presence_add.lua).
+//   - Entries a node stops refreshing (it died, or lost Redis) expire
+//     PresenceTTL after its last refresh. Reads skip them; every node's
+//     refresh sweeps the channels it delivers (and those it holds entries
+//     in), removing expired entries with a leave event each, exactly once
+//     across nodes (redis_presence_sweep.lua). So a dead node's clients
+//     leave every subscriber's list within PresenceTTL + PresenceRefresh.
+//
+// Join and leave events go to the channel's shard channel whatever the
+// namespace's join_leave; the hub delivers them only to subscribers of
+// namespaces with join_leave that asked for them.
+
+//go:embed redis_presence_sweep.lua
+var presenceSweepLua string
+
+var presenceSweepScript = redis.NewScript(presenceSweepLua)
 
 func (e *redisEngine) AddPresence(ctx context.Context, channel string, client *heraldv1.ClientInfo, joinLeave bool) error {
 	info, err := proto.Marshal(client)
 	if err != nil {
 		return err
 	}
-	err = presenceAddScript.Run(ctx, e.client, []string{e.key(channel, "p")}, ms(e.opts.PresenceTTL), client.Client, info).Err()
+	events := ""
+	if joinLeave {
+		events = e.key(channel, "s")
+	}
+	err = presenceAddScript.Run(ctx, e.client, []string{e.key(channel, "p")}, ms(e.opts.PresenceTTL), events, channel, client.Client, info).Err()
 	if err != nil {
 		return e.fail(ctx, "presence", err)
 	}
@@ -29,9 +55,6 @@ func (e *redisEngine) AddPresence(ctx context.Context, channel string, client *h
 	e.local[presenceKey{channel, client.Client}] = client
 	e.pmu.Unlock()
 	e.register(ctx, channel, e.opts.PresenceTTL)
-	if joinLeave {
-		return e.presenceEvent(ctx, channel, client, 'j')
-	}
 	return nil
 }
 
@@ -81,22 +104,51 @@ func (e *redisEngine) Presence(ctx context.Context, channel string) ([]*heraldv1
 	return out, nil
 }
 
-// refreshLoop rewrites this node's presence entries every PresenceRefresh
-// (which also restores them after Redis lost them) and trims the registry.
+// refreshPresenceSoon asks the refresh loop to run now (the pub/sub
+// connection came back: Redis may have restarted empty).
+func (e *redisEngine) refreshPresenceSoon() {
+	select {
+	case e.presenceKick <- struct{}{}:
+	default:
+	}
+}
+
+// refreshLoop refreshes presence every PresenceRefresh, when asked, and
+// every second while it fails, and trims the registry.
 func (e *redisEngine) refreshLoop() {
-	t := time.NewTicker(e.opts.PresenceRefresh)
+	retry := min(time.Second, e.opts.PresenceRefresh)
+	t := time.NewTimer(e.opts.PresenceRefresh)
 	defer t.Stop()
+	failing := false
 	for {
 		select {
 		case <-e.ctx.Done():
 			return
 		case <-t.C:
+		case <-e.presenceKick:
+			t.Stop()
 		}
-		e.refresh()
+		next := e.opts.PresenceRefresh
+		err := e.refresh()
+		switch {
+		case e.ctx.Err() != nil:
+		case err != nil:
+			if !failing { // once per outage, not every retry
+				e.log.Warn("redis: presence refresh failed; retrying every second", "err", err)
+			}
+			failing, next = true, retry
+		case failing:
+			failing = false
+			e.log.Info("redis: presence refreshed again")
+		}
+		t.Reset(next)
 	}
 }
 
-func (e *redisEngine) refresh() {
+// refresh rewrites this node's presence entries (creating again, with a
+// join, those Redis lost) and sweeps expired entries, with their leaves,
+// from the channels this node delivers or holds entries in.
+func (e *redisEngine) refresh() error {
 	e.pmu.Lock()
 	byChannel := make(map[string][]any)
 	for k, ci := range e.local {
@@ -107,27 +159,79 @@ func (e *redisEngine) refresh() {
 		byChannel[k.channel] = append(byChannel[k.channel], k.client, info)
 	}
 	e.pmu.Unlock()
+	sweep := make(map[string]bool, len(byChannel))
+	for ch := range byChannel {
+		sweep[ch] = true
+	}
+	for _, ch := range e.subscribedChannels() {
+		if e.opts.HasPresence == nil || e.opts.HasPresence(ch) {
+			sweep[ch] = true
+		}
+	}
 	ctx, cancel := context.WithTimeout(e.ctx, e.opts.PresenceRefresh)
 	defer cancel()
 	ttl := ms(e.opts.PresenceTTL)
 	const batch = 500
+	var errs []error
+	type added struct {
+		channel string
+		cmd     *redis.Cmd
+	}
+	var adds []added
 	pipe := e.client.Pipeline()
 	flush := func() {
 		if pipe.Len() == 0 {
 			return
 		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			e.log.Warn("redis: presence refresh failed", "err", err)
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			errs = append(errs, err)
 		}
+		for _, a := range adds {
+			ids, err := a.cmd.StringSlice()
+			if err != nil {
+				continue
+			}
+			e.dropDeparted(ctx, a.channel, ids)
+		}
+		adds = adds[:0]
+	}
+	// The scripts are loaded first: EvalSha in a pipeline fails with
+	// NOSCRIPT on a Redis that restarted.
+	if err := presenceAddScript.Load(ctx, e.client).Err(); err != nil {
+		return err
+	}
+	if err := presenceSweepScript.Load(ctx, e.client).Err(); err != nil {
+		return err
 	}
 	for ch, pairs := range byChannel {
-		args := append([]any{ttl}, pairs...)
-		presenceAddScript.Eval(ctx, pipe, []string{e.key(ch, "p")}, args...)
+		args := append([]any{ttl, e.key(ch, "s"), ch}, pairs...)
+		adds = append(adds, added{ch, presenceAddScript.EvalSha(ctx, pipe, []string{e.key(ch, "p")}, args...)})
 		if pipe.Len() >= batch {
 			flush()
 		}
 		e.register(ctx, ch, e.opts.PresenceTTL)
 	}
+	for ch := range sweep {
+		presenceSweepScript.EvalSha(ctx, pipe, []string{e.key(ch, "p")}, e.key(ch, "s"), ch)
+		if pipe.Len() >= batch {
+			flush()
+		}
+	}
 	flush()
 	_ = e.client.ZRemRangeByScore(ctx, e.registryKey(), "-inf", "("+strconv.FormatInt(time.Now().UnixMilli(), 10)).Err()
+	return errors.Join(errs...)
+}
+
+// dropDeparted removes entries a refresh created again for clients that
+// left meanwhile (between the refresh's snapshot and its write), with
+// their leave: the refresh announced them with a join.
+func (e *redisEngine) dropDeparted(ctx context.Context, channel string, created []string) {
+	for _, id := range created {
+		e.pmu.Lock()
+		_, here := e.local[presenceKey{channel, id}]
+		e.pmu.Unlock()
+		if !here {
+			_ = e.RemovePresence(ctx, channel, &heraldv1.ClientInfo{Client: id}, true)
+		}
+	}
 }

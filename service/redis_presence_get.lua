@@ -1,5 +1,7 @@
--- List a channel's live presence entries and delete expired ones (left by
--- nodes that died without removing them).
+-- List a channel's live presence entries. Expired ones (left by nodes that
+-- died) are skipped, not deleted: the sweep (redis_presence_sweep.lua)
+-- deletes them and publishes their leave events, and a read that deleted
+-- one would swallow its leave.
 --
 -- KEYS[1] presence hash
 -- Returns the ClientInfo protobufs of live entries.
@@ -13,8 +15,6 @@ for i = 1, #all, 2 do
   local sep = string.find(v, ':', 1, true)
   if sep and tonumber(string.sub(v, 1, sep - 1)) > now then
     out[#out + 1] = string.sub(v, sep + 1)
-  else
-    redis.call('hdel', KEYS[1], all[i])
   end
 end
 return out

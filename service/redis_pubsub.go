@@ -166,6 +166,21 @@ func (e *redisEngine) Unsubscribe(ctx context.Context, channel string) error {
 	return nil
 }
 
+// subscribedChannels lists the channels this node asked to deliver.
+func (e *redisEngine) subscribedChannels() []string {
+	var out []string
+	for _, s := range e.shards {
+		s.mu.Lock()
+		for ch, r := range s.subs {
+			if r.refs > 0 {
+				out = append(out, ch)
+			}
+		}
+		s.mu.Unlock()
+	}
+	return out
+}
+
 func (s *psShard) syncLoop() {
 	t := time.NewTicker(pingRetry / 5)
 	defer t.Stop()
@@ -251,10 +266,14 @@ func (s *psShard) sync() {
 	if ping && ps.Ping(ctx, strconv.FormatUint(token, 10)) == nil {
 		// The PING reached Redis on a live connection.
 		s.mu.Lock()
+		back := s.ps == ps && s.broken
 		if s.ps == ps {
 			s.broken = false
 		}
 		s.mu.Unlock()
+		if back {
+			e.refreshPresenceSoon() // Redis may have restarted empty
+		}
 	}
 }
 
@@ -361,11 +380,15 @@ func (s *psShard) receiveLoop() {
 		silent = false
 		backoff = 50 * time.Millisecond
 		s.mu.Lock()
+		back := s.broken
 		if s.broken {
 			s.broken = false
 			e.log.Info("redis: pub/sub connection back")
 		}
 		s.mu.Unlock()
+		if back {
+			e.refreshPresenceSoon() // Redis may have restarted empty
+		}
 		switch m := msg.(type) {
 		case *redis.Message:
 			s.deliver(m)

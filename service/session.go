@@ -8,6 +8,7 @@ import (
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -27,6 +28,10 @@ type bridgeSession struct {
 
 type presenceKey struct{ channel, client string }
 
+// bridgeAcceptedHeader is sent in the header of an accepted BridgeSession
+// (wsbridge.SessionAcceptedHeader; service does not import wsbridge).
+const bridgeAcceptedHeader = "herald-bridge-session"
+
 func (b *bridgeSession) stop(err error) {
 	b.once.Do(func() {
 		b.err = err
@@ -38,6 +43,12 @@ func (b *bridgeSession) stop(err error) {
 func (s *Server) BridgeSession(stream grpc.BidiStreamingServer[heraldv1.BridgeSessionRequest, heraldv1.BridgeSessionResponse]) error {
 	ctx := stream.Context()
 	if err := authorize(ctx, permBridge, ""); err != nil {
+		return err
+	}
+	// Tell the bridge at once that its credentials are accepted: the
+	// stream carries nothing else until a command, and a bridge that was
+	// refused waits for this to call itself ready again.
+	if err := stream.SendHeader(metadata.Pairs(bridgeAcceptedHeader, "accepted")); err != nil {
 		return err
 	}
 	first, err := stream.Recv()

@@ -3,6 +3,10 @@ package web_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strings"
@@ -11,11 +15,12 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/gorilla/websocket"
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/internal/deploytest"
+	"github.com/herald-io/herald/internal/redistest"
 	"github.com/herald-io/herald/node"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -65,6 +70,9 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.DisableGPU,
 		chromedp.NoFirstRun,
 		chromedp.Flag("disable-quic", true),
+		// The production shape serves HTTPS and WSS with a test CA that
+		// the profile does not trust.
+		chromedp.Flag("ignore-certificate-errors", true),
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
@@ -156,14 +164,13 @@ func stopNode(t *testing.T, n *node.Node) {
 	}
 }
 
-func dialCore(t *testing.T, n *node.Node) heraldv1.HeraldServiceClient {
-	t.Helper()
-	conn, err := grpc.NewClient(n.GRPCAddr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
+// user is the name of a browser's user: name in production (its token's
+// sub), "" (anonymous) in the demo.
+func user(d *deploytest.Deployment, name string) string {
+	if d.Production {
+		return name
 	}
-	t.Cleanup(func() { conn.Close() })
-	return heraldv1.NewHeraldServiceClient(conn)
+	return ""
 }
 
 // publish publishes data over gRPC and returns the publication's offset.
@@ -204,13 +211,15 @@ func eval[T any](t *testing.T, ctx context.Context, expr string) T {
 }
 
 // clientScript loads herald.js into the page and subscribes to channel,
-// recording what arrives in window.t. Backoff is short so that tests
-// reconnect quickly.
-func clientScript(channel string) string {
+// recording what arrives in window.t; token is the browser's JWT (""
+// anonymous), handed out again on every reconnect as an app's getToken
+// does. Backoff is short so that tests reconnect quickly.
+func clientScript(channel, token string) string {
 	return fmt.Sprintf(`(async () => {
   const { Herald } = await import("/herald.js");
   const t = (window.t = { pubs: [], subscribed: [], states: [] });
-  const h = (t.h = new Herald("/ws", { minReconnectDelay: 50, maxReconnectDelay: 400, timeout: 5000 }));
+  const token = %q;
+  const h = (t.h = new Herald("/ws", { getToken: async () => token, minReconnectDelay: 50, maxReconnectDelay: 400, timeout: 5000 }));
   h.on("state", (c) => t.states.push(c.state + (c.code ? " " + c.code : "")));
   t.sub = h.subscribe(%q, {
     onPublication: (p) => t.pubs.push({ offset: p.offset, epoch: p.epoch, n: p.data.n }),
@@ -219,7 +228,7 @@ func clientScript(channel string) string {
   h.connect();
   await h.ready();
   return true;
-})()`, channel)
+})()`, token, channel)
 }
 
 type gotPub struct {
@@ -259,18 +268,26 @@ func checkSequence(t *testing.T, pubs []gotPub, want int) {
 
 // TestBrowserClientReceivesInOrder: herald.js connects, subscribes, and
 // receives publications made over gRPC, in order; publish, history and
-// presence work from the browser.
+// presence work from the browser. It runs in every deployment shape: serve
+// and split, the loopback demo and production (API keys, a JWT with
+// audience and issuer, HTTPS and WSS, the split bridge on TLS to its core
+// with its own key).
 func TestBrowserClientReceivesInOrder(t *testing.T) {
+	deploytest.Run(t, deploytest.Shapes, nil, func(t *testing.T, d *deploytest.Deployment) {
+		testReceivesInOrder(t, d)
+	})
+}
+
+func testReceivesInOrder(t *testing.T, d *deploytest.Deployment) {
 	ctx := newBrowser(t)
-	n := startNode(t, node.Serve, nil)
-	core := dialCore(t, n)
-	base := "http://" + n.HTTPAddr.String()
+	core := d.Backend(t)
+	base := d.BrowserURL()
 	const channel = "chat:order"
 
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?connect=0")); err != nil {
 		t.Fatal(err)
 	}
-	eval[bool](t, ctx, clientScript(channel))
+	eval[bool](t, ctx, clientScript(channel, d.Token(t, user(d, "ann"), nil)))
 	waitFor(t, ctx, "the subscription", `window.t.subscribed.length === 1`)
 
 	const count = 10
@@ -319,24 +336,26 @@ func TestBrowserClientReceivesInOrder(t *testing.T) {
 // core node and a bridge node), restarts the bridge on the same address
 // while publications keep going to the core, and checks that the page
 // receives exactly the missed ones, once, in order, with recovered=true.
+// It runs as the split demo and the split production shape.
 func TestBrowserClientRecoversAcrossBridgeRestart(t *testing.T) {
-	ctx := newBrowser(t)
-	coreNode := startNode(t, node.Core, nil)
-	core := dialCore(t, coreNode)
-	bridgeCfg := func(httpAddr string) func(*config.Config) {
-		return func(c *config.Config) {
-			c.Bridge.Core = coreNode.GRPCAddr.String()
-			c.HTTPAddr = httpAddr
-		}
-	}
-	bridge := startNode(t, node.BridgeOnly, bridgeCfg("127.0.0.1:0"))
-	addr := bridge.HTTPAddr.String()
-	const channel = "chat:recover"
+	deploytest.Run(t, []deploytest.Shape{{Split: true}, {Split: true, Production: true}}, nil, func(t *testing.T, d *deploytest.Deployment) {
+		testRecoversAcrossBridgeRestart(t, d)
+	})
+}
 
-	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+addr+"/?connect=0")); err != nil {
+func testRecoversAcrossBridgeRestart(t *testing.T, d *deploytest.Deployment) {
+	ctx := newBrowser(t)
+	core := d.Backend(t)
+	bridge := d.Bridge
+	addr := bridge.HTTPAddr.String()
+	base := d.BrowserURL()
+	const channel = "chat:recover"
+	token := d.Token(t, user(d, "bea"), nil)
+
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?connect=0")); err != nil {
 		t.Fatal(err)
 	}
-	eval[bool](t, ctx, clientScript(channel))
+	eval[bool](t, ctx, clientScript(channel, token))
 	waitFor(t, ctx, "the subscription", `window.t.subscribed.length === 1`)
 	for i := 1; i <= 3; i++ {
 		publish(t, core, channel, map[string]any{"n": i})
@@ -345,7 +364,7 @@ func TestBrowserClientRecoversAcrossBridgeRestart(t *testing.T) {
 	// The console, watching the same channel in another tab, shows the
 	// recovery to the user.
 	console := newTab(t, ctx, "console")
-	if err := chromedp.Do(console, chromedp.Navigate("http://"+addr+"/?channel="+channel)); err != nil {
+	if err := chromedp.Do(console, chromedp.Navigate(base+"/?channel="+channel+"&token="+token)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, console, "the console's history of the channel", `document.querySelectorAll("#chat-log .msg").length === 3`)
@@ -355,7 +374,7 @@ func TestBrowserClientRecoversAcrossBridgeRestart(t *testing.T) {
 	for i := 4; i <= 8; i++ {
 		publish(t, core, channel, map[string]any{"n": i})
 	}
-	startNode(t, node.BridgeOnly, bridgeCfg(addr))
+	d.StartBridge(t, addr, nil)
 
 	waitFor(t, ctx, "the resubscription", `window.t.subscribed.length === 2`)
 	subs := eval[[]subscribedCtx](t, ctx, `window.t.subscribed`)
@@ -375,19 +394,25 @@ func TestBrowserClientRecoversAcrossBridgeRestart(t *testing.T) {
 
 // TestConsoleChatAcrossTabs opens the console in two tabs: a message sent in
 // one appears in the other, and a gRPC publish to chat:lobby appears in
-// both.
+// both. It runs in every deployment shape (in production, each tab's
+// console is given its user's JWT with ?token=).
 func TestConsoleChatAcrossTabs(t *testing.T) {
+	deploytest.Run(t, deploytest.Shapes, nil, func(t *testing.T, d *deploytest.Deployment) {
+		testConsoleChatAcrossTabs(t, d)
+	})
+}
+
+func testConsoleChatAcrossTabs(t *testing.T, d *deploytest.Deployment) {
 	tab1 := newBrowser(t)
 	tab2 := newTab(t, tab1, "tab2")
-	n := startNode(t, node.Serve, nil)
-	core := dialCore(t, n)
-	base := "http://" + n.HTTPAddr.String()
+	core := d.Backend(t)
+	base := d.BrowserURL()
 
 	const ready = `document.getElementById("state").textContent === "connected" &&
 		window.herald.getSubscription("chat:lobby")?.state === "subscribed"`
 	for i, tab := range []context.Context{tab1, tab2} {
 		name := []string{"alice", "bob"}[i]
-		if err := chromedp.Do(tab, chromedp.Navigate(base+"/?name="+name)); err != nil {
+		if err := chromedp.Do(tab, chromedp.Navigate(base+"/?name="+name+"&token="+d.Token(t, user(d, name), nil))); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, tab, name+"'s console to connect and join chat:lobby", ready)
@@ -434,5 +459,147 @@ func TestConsoleChatAcrossTabs(t *testing.T) {
 	events := eval[[]string](t, tab1, `[...document.querySelectorAll("#event-log li.bad")].map((li) => li.textContent)`)
 	if len(events) > 0 {
 		t.Fatalf("console reported errors: %s", strings.Join(events, "; "))
+	}
+}
+
+// TestConsoleOnLoopbackNames: with the Origin allowlist taken from the
+// configuration (never from the request), the console still works when
+// opened at http://127.0.0.1:PORT and at http://localhost:PORT.
+func TestConsoleOnLoopbackNames(t *testing.T) {
+	ctx := newBrowser(t)
+	n := startNode(t, node.Serve, nil)
+	_, port, _ := net.SplitHostPort(n.HTTPAddr.String())
+	for i, host := range []string{"127.0.0.1", "localhost"} {
+		tab := ctx
+		if i > 0 {
+			tab = newTab(t, ctx, host)
+		}
+		if err := chromedp.Do(tab, chromedp.Navigate("http://"+host+":"+port+"/")); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, tab, "the console at "+host+" to connect and join chat:lobby", `document.getElementById("state").textContent === "connected" &&
+			window.herald.getSubscription("chat:lobby")?.state === "subscribed"`)
+	}
+}
+
+// TestHeraldJSFromAnotherOrigin: a page on another origin imports
+// /herald.js from the node (a CORS request: the module carries
+// Access-Control-Allow-Origin: *) and, its origin being listed in
+// bridge.allowed_origins, subscribes over WebSocket. A node that does not
+// list it refuses the WebSocket and logs the refusal at info with the
+// origin and the option to set.
+func TestHeraldJSFromAnotherOrigin(t *testing.T) {
+	ctx := newBrowser(t)
+	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write([]byte(`<!doctype html><title>app</title><p>an app on another origin</p>`))
+	}))
+	t.Cleanup(page.Close)
+	var logs syncBuffer
+	allowed := startNode(t, node.Serve, func(c *config.Config) { c.Bridge.AllowedOrigins = []string{page.URL} })
+	refusing, err := node.Start(context.Background(), func() config.Config {
+		c := config.Default()
+		c.GRPCAddr, c.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+		return c
+	}(), node.Serve, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopNode(t, refusing) })
+	if err := chromedp.Do(ctx, chromedp.Navigate(page.URL+"/")); err != nil {
+		t.Fatal(err)
+	}
+	script := func(n *node.Node) string {
+		return fmt.Sprintf(`(async () => {
+  const { Herald } = await import("http://%[1]s/herald.js");
+  const h = new Herald("ws://%[1]s/ws", { minReconnectDelay: 50, maxReconnectDelay: 200 });
+  const r = (window.r = window.r || {});
+  const key = %[1]q;
+  r[key] = { subscribed: false, closes: [] };
+  h.on("disconnected", (c) => r[key].closes.push(c.code));
+  h.on("connecting", (c) => { if (c.code) r[key].closes.push(c.code); });
+  h.subscribe("chat:lobby", { onSubscribed: () => { r[key].subscribed = true; } });
+  h.connect();
+  return true;
+})()`, n.HTTPAddr.String())
+	}
+	eval[bool](t, ctx, script(allowed))
+	waitFor(t, ctx, "a subscription from the other origin", fmt.Sprintf(`window.r[%q].subscribed`, allowed.HTTPAddr.String()))
+	eval[bool](t, ctx, script(refusing))
+	waitFor(t, ctx, "the refused WebSocket to close", fmt.Sprintf(`window.r[%q].closes.length > 0`, refusing.HTTPAddr.String()))
+	if eval[bool](t, ctx, fmt.Sprintf(`window.r[%q].subscribed`, refusing.HTTPAddr.String())) {
+		t.Fatal("subscribed on a node that does not allow the origin")
+	}
+	for end := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "WebSocket refused"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("no refusal logged:\n%s", logs.String())
+		}
+	}
+	if l := logs.String(); !strings.Contains(l, "origin="+page.URL) || !strings.Contains(l, "bridge.allowed_origins") || !strings.Contains(l, "level=INFO") {
+		t.Fatalf("refusal log without the origin or the option:\n%s", l)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the node's logger and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestConsolePresenceAfterRedisRestart: the console on one of two nodes
+// sharing a real Redis lists itself and two other clients (one on each
+// node) as "Online (3)". redis-server restarts without persistence, so
+// every presence entry is lost. On main the console then showed
+// "Online (0)" for good while Presence listed 3 again; now the nodes
+// re-create their entries with join events as soon as Redis is back and
+// the console refetches its list at the resubscription, so it shows
+// "Online (3)" again.
+func TestConsolePresenceAfterRedisRestart(t *testing.T) {
+	ctx := newBrowser(t)
+	r := redistest.Start(t)
+	prefix := fmt.Sprintf("console%d", time.Now().UnixNano())
+	var nodes []*node.Node
+	for range 2 {
+		nodes = append(nodes, startNode(t, node.Serve, func(c *config.Config) {
+			c.Engine = "redis"
+			c.Redis.Addrs = []string{r.Addr}
+			c.Redis.Prefix = prefix
+		}))
+	}
+	for _, n := range nodes {
+		ws, _, err := websocket.DefaultDialer.Dial("ws://"+n.HTTPAddr.String()+"/ws", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = ws.Close() })
+		deploytest.WatchPresence(t, ws, "", "chat:lobby")
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+nodes[0].HTTPAddr.String()+"/?name=carol")); err != nil {
+		t.Fatal(err)
+	}
+	const three = `document.getElementById("chat-count").textContent === "(3)" && document.querySelectorAll("#chat-who li").length === 3`
+	waitFor(t, ctx, "Online (3)", three)
+	r.Stop()
+	time.Sleep(500 * time.Millisecond) // the nodes notice the loss
+	r.Start()
+	// History went with Redis: the console is told it could not recover,
+	// clears its room and reloads history and presence.
+	waitFor(t, ctx, "the console's notice of the lost history", `!document.getElementById("chat-notice").hidden &&
+		document.getElementById("chat-notice").textContent.includes("could not be recovered")`)
+	waitFor(t, ctx, "Online (3) after the Redis restart", three)
+	if got := eval[string](t, ctx, `document.getElementById("chat-count").textContent`); got != "(3)" {
+		t.Fatalf("console shows Online %s", got)
 	}
 }

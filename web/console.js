@@ -155,16 +155,49 @@ const chat = {
     }
   },
 
-  /** @param {import("./herald").Subscription} sub */
+  /**
+   * Joins and leaves received while a presence snapshot is fetched: the
+   * snapshot may be older than them, so they are applied again on top of
+   * it. Null when no fetch is under way.
+   * @type {{ client: string, label: string, join: boolean }[] | null}
+   */
+  pending: null,
+
+  /**
+   * Replaces the list with the channel's presence, then the events that
+   * came meanwhile. Called at every (re)subscription, since events may
+   * have been missed while the connection or the server's continuity was
+   * lost.
+   * @param {import("./herald").Subscription} sub
+   */
   async loadPresence(sub) {
+    /** @type {{ client: string, label: string, join: boolean }[]} */
+    const pending = [];
+    this.pending = pending;
     try {
       const clients = await sub.presence();
+      if (this.pending !== pending) return; // a newer fetch is under way
       this.who.clear();
-      for (const c of clients) this.who.set(c.client, c.user || `anonymous ${c.client.slice(0, 6)}`);
+      for (const c of clients) this.who.set(c.client, whoLabel(c));
+      for (const ev of pending) {
+        if (ev.join) this.who.set(ev.client, ev.label);
+        else this.who.delete(ev.client);
+      }
       this.renderWho();
     } catch (err) {
       logEvent(`presence of ${sub.channel}: ${errText(err)}`, "warn");
+    } finally {
+      if (this.pending === pending) this.pending = null;
     }
+  },
+
+  /** @param {{ client: string, user?: string }} ev @param {boolean} join */
+  presenceEvent(ev, join) {
+    const label = whoLabel(ev);
+    this.pending?.push({ client: ev.client, label, join });
+    if (join) this.who.set(ev.client, label);
+    else this.who.delete(ev.client);
+    this.renderWho();
   },
 
   renderWho() {
@@ -188,16 +221,15 @@ const chat = {
       this.loadPresence(sub);
     });
     sub.on("publication", (pub) => this.add(pub));
-    sub.on("join", (ev) => {
-      this.who.set(ev.client, ev.user || `anonymous ${ev.client.slice(0, 6)}`);
-      this.renderWho();
-    });
-    sub.on("leave", (ev) => {
-      this.who.delete(ev.client);
-      this.renderWho();
-    });
+    sub.on("join", (ev) => this.presenceEvent(ev, true));
+    sub.on("leave", (ev) => this.presenceEvent(ev, false));
   },
 };
+
+/** @param {{ client: string, user?: string }} c */
+function whoLabel(c) {
+  return c.user || `anonymous ${c.client.slice(0, 6)}`;
+}
 
 function myName() {
   return /** @type {HTMLInputElement} */ ($("chat-name")).value.trim() || "guest";

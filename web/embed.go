@@ -38,7 +38,9 @@ type asset struct {
 // its types; any other path is 404. Responses carry "Cache-Control:
 // no-cache" with an ETag, so a browser revalidates every time (cheaply, with
 // 304) and never runs a stale client against a newer server. Only GET and
-// HEAD are served. The handler is safe for concurrent use.
+// HEAD are served. herald.js and herald.d.ts are public code that pages
+// on other hosts import (a module import is a CORS request): they carry
+// "Access-Control-Allow-Origin: *". The handler is safe for concurrent use.
 func Handler() http.Handler {
 	assets := map[string]asset{}
 	entries, _ := fs.ReadDir(files, ".")
@@ -81,6 +83,9 @@ func Handler() http.Handler {
 			// Lets Deno and similar runtimes importing the client by URL
 			// find its types.
 			h.Set("X-TypeScript-Types", "/herald.d.ts")
+			h.Set("Access-Control-Allow-Origin", "*")
+		case "/herald.d.ts":
+			h.Set("Access-Control-Allow-Origin", "*")
 		}
 		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.body))
 	})

@@ -9,6 +9,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/herald-io/herald/channelname"
+	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -28,8 +29,9 @@ type verifier struct {
 // claims are the token claims Herald reads.
 type claims struct {
 	jwt.RegisteredClaims
-	// Channels are glob patterns (`*` any run of bytes, `?` one byte) of
-	// channels the token grants subscription to.
+	// Channels are grant patterns (channelname.Grant: "chat:*" one
+	// segment, a final "**" the rest) of channels the token grants
+	// subscription to.
 	Channels []string `json:"channels,omitempty"`
 	// Info is shown in presence; it must be a JSON object.
 	Info json.RawMessage `json:"info,omitempty"`
@@ -47,7 +49,10 @@ type identity struct {
 	subscribe []string
 }
 
-func newVerifier(secret string, pemFiles []string) (*verifier, error) {
+// newVerifier returns the verifier of the bridge's JWT options: keys, and
+// the audience and issuer a token must carry when they are set.
+func newVerifier(b config.Bridge) (*verifier, error) {
+	secret, pemFiles := b.JWTSecret, b.JWTPublicKeys
 	v := &verifier{}
 	if secret != "" {
 		v.secret = []byte(secret)
@@ -74,7 +79,14 @@ func newVerifier(secret string, pemFiles []string) (*verifier, error) {
 	if len(v.ecdsa) > 0 {
 		v.methods = append(v.methods, "ES256")
 	}
-	v.parser = jwt.NewParser(jwt.WithValidMethods(v.methods), jwt.WithLeeway(5*time.Second))
+	opts := []jwt.ParserOption{jwt.WithValidMethods(v.methods), jwt.WithLeeway(5 * time.Second)}
+	if b.JWTAudience != "" {
+		opts = append(opts, jwt.WithAudience(b.JWTAudience))
+	}
+	if b.JWTIssuer != "" {
+		opts = append(opts, jwt.WithIssuer(b.JWTIssuer))
+	}
+	v.parser = jwt.NewParser(opts...)
 	return v, nil
 }
 
@@ -117,6 +129,11 @@ func (v *verifier) verify(token string) (*identity, error) {
 	}
 	if err := channelname.Validate(channelname.Personal(c.Subject)); err != nil {
 		return nil, errors.New("invalid token: sub must be 1-250 letters, digits or _-.:@=,/+")
+	}
+	for _, p := range c.Channels {
+		if err := channelname.ValidateGrant(p); err != nil {
+			return nil, errors.New("invalid token: channels claim: " + err.Error())
+		}
 	}
 	id := &identity{user: c.Subject, channels: c.Channels}
 	if c.ExpiresAt != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/herald-io/herald/channelname"
+	"github.com/herald-io/herald/config"
 )
 
 // FuzzVerifyToken feeds arbitrary tokens to the verifier: it must never
@@ -17,7 +18,7 @@ import (
 // header and malformed ones.
 func FuzzVerifyToken(f *testing.F) {
 	const secret = "fuzz-secret-fuzz-secret-fuzz-secret"
-	v, err := newVerifier(secret, nil)
+	v, err := newVerifier(config.Bridge{JWTSecret: secret})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -9,8 +9,6 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +36,11 @@ type Options struct {
 	Version string
 	// ID names the bridge to the core. Default: random.
 	ID string
+	// Origins are the node's own origins, whose pages may open
+	// WebSockets (and SSE and HTTP streams, and POST commands) besides
+	// those of bridge.allowed_origins. Default: config.OwnOrigins of the
+	// configured http_addr (pass the bound address's when it has port 0).
+	Origins []string
 }
 
 // Bridge serves browsers against a core reached through a gRPC client
@@ -70,6 +73,7 @@ type Bridge struct {
 	control  *control
 	commands commandRegistry
 	lim      *limits
+	access   coreAccess
 
 	closing  atomic.Bool
 	shutOnce sync.Once
@@ -104,7 +108,7 @@ var writeBufferPool sync.Pool
 // a connection to a remote core that authenticates with the API key). It
 // starts the bridge's control stream and heartbeat at once.
 func New(cfg config.Config, core grpc.ClientConnInterface, opts Options) (*Bridge, error) {
-	v, err := newVerifier(cfg.Bridge.JWTSecret, cfg.Bridge.JWTPublicKeys)
+	v, err := newVerifier(cfg.Bridge)
 	if err != nil {
 		return nil, err
 	}
@@ -120,14 +124,15 @@ func New(cfg config.Config, core grpc.ClientConnInterface, opts Options) (*Bridg
 		cfg:     cfg.Bridge,
 		limits:  cfg.Limits,
 		ns:      namespaces{cfg.NamespaceIndex()},
-		core:    heraldv1.NewHeraldServiceClient(core),
 		auth:    &jwtAuth{v: v, anonymous: cfg.AnonymousAllowed()},
-		origin:  originChecker(cfg.Bridge.AllowedOrigins),
 		log:     log,
 		id:      id,
 		version: opts.Version,
 		seed:    maphash.MakeSeed(),
 	}
+	b.access.log = log
+	b.core = heraldv1.NewHeraldServiceClient(&coreConn{cc: core, a: &b.access})
+	b.origin = b.originPolicy(cfg, opts).check
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.upgrader = websocket.Upgrader{
 		ReadBufferSize:   256, // client frames are small; a larger message is read past the buffer
@@ -164,31 +169,6 @@ func randomID(n int) string {
 	buf := make([]byte, n)
 	_, _ = rand.Read(buf)
 	return hex.EncodeToString(buf)
-}
-
-// originChecker returns the Upgrader's origin check: no Origin header is
-// accepted (not a browser); an empty list accepts the request's own host;
-// "*" accepts any origin; otherwise the origin must be listed (scheme://host[:port]).
-func originChecker(allowed []string) func(*http.Request) bool {
-	any := false
-	set := make(map[string]bool)
-	for _, o := range allowed {
-		if o == "*" {
-			any = true
-		}
-		set[strings.ToLower(strings.TrimSuffix(o, "/"))] = true
-	}
-	return func(r *http.Request) bool {
-		origin := r.Header.Get("Origin")
-		if origin == "" || any {
-			return true
-		}
-		if len(set) == 0 {
-			u, err := url.Parse(origin)
-			return err == nil && strings.EqualFold(u.Host, r.Host)
-		}
-		return set[strings.ToLower(origin)]
-	}
 }
 
 // ServeHTTP serves the WebSocket endpoint (/ws): it upgrades the request

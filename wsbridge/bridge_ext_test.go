@@ -108,7 +108,8 @@ func TestOrigin(t *testing.T) {
 	if _, _, err := dial(t, n, "", http.Header{"Origin": {"https://app.example.com"}}); err != nil {
 		t.Fatalf("allowed origin: %v", err)
 	}
-	// Default: same host only.
+	// Default: the node's own origins (its listen address), from the
+	// configuration, not from the request's Host.
 	n2 := startNode(t, testConfig(), node.Serve)
 	if _, _, err := dial(t, n2, "", http.Header{"Origin": {"http://" + n2.HTTPAddr.String()}}); err != nil {
 		t.Fatalf("same host: %v", err)
@@ -192,7 +193,7 @@ func TestPersonalChannel(t *testing.T) {
 
 func TestPermissions(t *testing.T) {
 	n := startNode(t, testConfig(), node.Serve)
-	c := connect(t, n, "", token(t, "u1", time.Minute, jwt.MapClaims{"channels": []string{"secret:team-*", "user:boss"}}))
+	c := connect(t, n, "", token(t, "u1", time.Minute, jwt.MapClaims{"channels": []string{"secret:*", "user:boss"}}))
 	plain := connect(t, n, "", token(t, "u2", time.Minute, nil))
 	tests := []struct {
 		c       *client

@@ -29,7 +29,7 @@ const (
 	ErrBadRequest        ErrorCode = 110 // a valid frame with invalid arguments (payload, limit, position)
 	ErrNotAvailable      ErrorCode = 111 // the feature is off for the namespace (history, presence)
 	ErrInternal          ErrorCode = 200 // unexpected server error
-	ErrUnavailable       ErrorCode = 201 // the core cannot be reached; temporary
+	ErrUnavailable       ErrorCode = 201 // the core cannot be reached or refuses the bridge; temporary
 	ErrTimeout           ErrorCode = 202 // the core did not answer in time; temporary
 )
 
@@ -53,7 +53,7 @@ var errorCodes = []struct {
 	{ErrBadRequest, "bad_request", false, "invalid arguments: payload, history limit, position, idempotency key"},
 	{ErrNotAvailable, "not_available", false, "history or presence is off for the namespace"},
 	{ErrInternal, "internal", false, "unexpected server error"},
-	{ErrUnavailable, "unavailable", true, "the core cannot be reached; retry later"},
+	{ErrUnavailable, "unavailable", true, "the core cannot be reached, or refuses the bridge's own credentials (the operator is told in the bridge's log and /readyz); retry later"},
 	{ErrTimeout, "timeout", true, "the core did not answer in time; retry later"},
 }
 
@@ -143,7 +143,10 @@ func (e *closeError) Error() string { return fmt.Sprintf("close %d: %s", e.code,
 
 // fromStatus maps an error of a core call to what the client sees. Status
 // messages for client errors are the core's own, written for clients;
-// internal errors reach the client only as "internal error".
+// internal errors reach the client only as "internal error". The core's
+// UNAUTHENTICATED and PERMISSION_DENIED refuse the bridge's own API key
+// (browser permissions are the bridge's to check): the browser gets 201,
+// unavailable, and the operator the bridge's log (coreaccess.go).
 func fromStatus(err error) *requestError {
 	var re *requestError
 	if errors.As(err, &re) {
@@ -155,8 +158,8 @@ func fromStatus(err error) *requestError {
 		return reqErr(ErrBadRequest, "%s", st.Message())
 	case codes.FailedPrecondition:
 		return reqErr(ErrNotAvailable, "%s", st.Message())
-	case codes.PermissionDenied:
-		return reqErr(ErrPermissionDenied, "%s", st.Message())
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return reqErr(ErrUnavailable, "service unavailable; retry later")
 	case codes.ResourceExhausted:
 		return reqErr(ErrRateLimited, "%s", st.Message())
 	case codes.Unavailable, codes.Aborted, codes.Canceled:

@@ -181,6 +181,7 @@ func (s *control) stream(ctx context.Context) error {
 	}()
 	go func() {
 		defer close(recvDone)
+		_, _ = st.Header() // the core's acceptance, watched by coreStream
 		for {
 			cmd, err := st.Recv()
 			if err != nil {

@@ -38,7 +38,7 @@ var (
 	}, []string{"reason"})
 	metricRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "herald_ws_refused_total",
-		Help: "WebSocket upgrades refused before the upgrade, by limit (max_connections, max_conns_per_ip, accept_rate, shutting_down).",
+		Help: "WebSocket upgrades refused before the upgrade, by limit (max_connections, max_conns_per_ip, accept_rate, shutting_down) or origin (a page whose origin is not allowed).",
 	}, []string{"reason"})
 	metricRateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "herald_ws_rate_limited_total",

@@ -293,7 +293,7 @@ func TestGarbageClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _ = nc.Write(append([]byte("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n"), random(100)...))
+	_, _ = nc.Write(append([]byte("GET /ws HTTP/1.1\r\nHost: "+n.HTTPAddr.String()+"\r\n\r\n"), random(100)...))
 	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 64)
 	k, _ := nc.Read(buf)

@@ -27,7 +27,7 @@ func canSubscribe(id *identity, ns *config.Namespace, name string) bool {
 			return true
 		}
 		for _, p := range id.channels {
-			if channelname.Match(p, name) {
+			if channelname.Grant(p, name) {
 				return true
 			}
 		}

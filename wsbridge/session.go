@@ -3,6 +3,7 @@ package wsbridge
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -278,7 +279,13 @@ func (s *session) connect(reqID uint32, f *heraldv1.ConnectFrame, initial func(u
 		// With personal_since, the `subscribed` push says whether what was
 		// published while the client was away is recovered, and it follows.
 		if err := s.subscribe(0, personalChannel(s.user), personalSince); err != nil {
-			s.b.log.Warn("personal channel subscription failed", "user", s.user, "err", err)
+			// Not a warning per session when the core is unreachable or
+			// refuses the bridge: that is logged once, elsewhere.
+			level := slog.LevelWarn
+			if fromStatus(err).code.temporary() {
+				level = slog.LevelDebug
+			}
+			s.b.log.Log(context.Background(), level, "personal channel subscription failed", "user", s.user, "err", err)
 			s.sendError(0, fromStatus(err))
 		}
 	}

@@ -27,7 +27,7 @@ type CA struct {
 }
 
 // NewCA returns a new CA, valid for an hour.
-func NewCA(t *testing.T) *CA {
+func NewCA(t testing.TB) *CA {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{
@@ -45,7 +45,7 @@ func NewCA(t *testing.T) *CA {
 
 // Issue writes a certificate (server and client use) for 127.0.0.1 and
 // localhost with the given serial to certFile and keyFile.
-func (ca *CA) Issue(t *testing.T, serial int64, name, certFile, keyFile string) {
+func (ca *CA) Issue(t testing.TB, serial int64, name, certFile, keyFile string) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{
@@ -82,7 +82,7 @@ type Files struct {
 
 // NewFiles writes a CA, a server certificate for 127.0.0.1 and localhost,
 // and a client certificate, in a temporary folder.
-func NewFiles(t *testing.T) *Files {
+func NewFiles(t testing.TB) *Files {
 	dir := t.TempDir()
 	f := &Files{Dir: dir, CA: NewCA(t), CAFile: filepath.Join(dir, "ca.pem"),
 		Cert: filepath.Join(dir, "server.pem"), Key: filepath.Join(dir, "server-key.pem"),
@@ -97,7 +97,7 @@ func NewFiles(t *testing.T) *Files {
 
 // ClientTLS is a client configuration trusting the CA, presenting the
 // client certificate when withCert is set.
-func (f *Files) ClientTLS(t *testing.T, withCert bool) *tls.Config {
+func (f *Files) ClientTLS(t testing.TB, withCert bool) *tls.Config {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(f.CA.PEM)
 	c := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
