@@ -159,7 +159,9 @@ func (c *httpConn) cut() {
 // on HTTP/2 the handler returns, which ends the stream.
 func (c *httpConn) endStream() {
 	if c.nc == nil {
-		c.cut()
+		// No past write deadline here (cut's): it would reset the stream,
+		// and HTTP/2 drops the frames not yet on the wire with it.
+		c.once.Do(func() { close(c.done) })
 		return
 	}
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
