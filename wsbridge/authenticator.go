@@ -2,10 +2,7 @@ package wsbridge
 
 import (
 	"context"
-	"errors"
 	"net/http"
-
-	"github.com/golang-jwt/jwt/v5"
 )
 
 // authenticator decides who a client is from what it presented at connect,
@@ -70,38 +67,3 @@ type refusal struct {
 }
 
 func (r *refusal) Error() string { return r.reason }
-
-// jwtAuth authenticates with JWTs (verifier); an empty token connects
-// anonymously where that is allowed.
-type jwtAuth struct {
-	v         *verifier
-	anonymous bool
-}
-
-func (a *jwtAuth) authenticate(_ context.Context, c *credentials) (*identity, error) {
-	if c.token == "" {
-		if a.anonymous {
-			return nil, nil
-		}
-		return nil, &refusal{code: CloseInvalidToken, reason: "a token is required", metric: "missing_token"}
-	}
-	id, err := a.v.verify(c.token)
-	if errors.Is(err, jwt.ErrTokenExpired) {
-		return nil, &refusal{code: CloseTokenExpired, reason: "token expired", reconnect: true, metric: "expired_token"}
-	}
-	if err != nil {
-		return nil, &refusal{code: CloseInvalidToken, reason: err.Error(), metric: "invalid_token", err: err}
-	}
-	return id, nil
-}
-
-func (a *jwtAuth) refresh(_ context.Context, cur *identity, token string) (*identity, error) {
-	id, err := a.v.verify(token)
-	if err != nil {
-		return nil, reqErr(ErrInvalidToken, "%s", err.Error())
-	}
-	if id.user != cur.user {
-		return nil, &closeError{CloseForbidden, "refresh token is for another user"}
-	}
-	return id, nil
-}

@@ -17,7 +17,7 @@
 //     it never sees a socket.
 //   - authenticator.go: who a client is, behind the authenticator
 //     interface, from what it presented (token, transport, allowlisted
-//     headers and cookies, address); jwtAuth (auth.go's verifier) is one.
+//     headers and cookies, address); jwtAuth (jwt.go) is one.
 //   - transport.go: the transport every session has: one bounded
 //     outbound queue of shared, encoded frames (limits in frames and bytes,
 //     slow consumers closed with 4004, a writer goroutine that exists only
