@@ -299,7 +299,7 @@ func TestSSESlowReader(t *testing.T) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetReadBuffer(4096)
 	}
-	fmt.Fprintf(nc, "GET /sse?token=%s&channel=%s HTTP/1.1\r\nHost: x\r\n\r\n", token(t, "slow", time.Hour, nil), ch)
+	fmt.Fprintf(nc, "GET /sse?token=%s&channel=%s HTTP/1.1\r\nHost: %s\r\n\r\n", token(t, "slow", time.Hour, nil), ch, n.HTTPAddr)
 	br := bufio.NewReader(nc)
 	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {

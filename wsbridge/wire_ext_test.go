@@ -184,6 +184,11 @@ func TestOneCloseFrame(t *testing.T) {
 		}
 	})
 	t.Run("4005", func(t *testing.T) {
+		// The Disconnect reaches bridges whose control stream is attached.
+		eventually(t, "the bridge attached to its core", func() bool {
+			info, err := be.Info(ctx(t), &heraldv1.InfoRequest{})
+			return err == nil && info.Bridges == 1
+		})
 		c := dialRaw(t, n, "herald.json")
 		c.send(1, []byte(`{"id":1,"connect":{"token":"`+token(t, "kicked", time.Minute, nil)+`"}}`))
 		if f, err := c.read(5 * time.Second); err != nil || f.op != 1 || !strings.Contains(string(f.payload), `"connect"`) {
