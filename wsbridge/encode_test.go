@@ -26,7 +26,7 @@ func TestPubJSONMatchesProtojson(t *testing.T) {
 		{Channel: "oldtime", TimeUnixMs: -5, Payload: &heraldv1.Publication_RawJson{RawJson: []byte(`1`)}},
 	}
 	for _, pub := range pubs {
-		got := appendPubJSON(nil, pub)
+		got := (&encodedPub{pub: pub}).bytes(formatJSON)
 		if bytes.IndexByte(got, '\n') >= 0 {
 			t.Errorf("%s: frame has a newline: %s", pub.Channel, got)
 		}

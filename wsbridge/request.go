@@ -143,7 +143,7 @@ func (c *conn) catchUp(ch *channel, s *sub, id uint32, since *heraldv1.StreamPos
 			ok = false
 			break
 		}
-		frames = append(frames, (&encodedPub{pub: p}).bytes(c.format))
+		frames = append(frames, (&encodedPub{pub: p, log: c.b.log}).bytes(c.format))
 		next = p.Offset
 	}
 	for _, ep := range s.pending {
