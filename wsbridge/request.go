@@ -297,16 +297,15 @@ func (c *conn) history(f *heraldv1.HistoryFrame) (*heraldv1.ServerFrame, error) 
 	if err := c.readable(f.Channel, true); err != nil {
 		return nil, err
 	}
-	format := heraldv1.PayloadFormat_PAYLOAD_FORMAT_UNSPECIFIED // JSON payloads as `data`
-	if c.format == formatProto {
-		format = heraldv1.PayloadFormat_PAYLOAD_FORMAT_RAW // as in live publications
-	}
 	ctx, cancel := c.b.callContext()
 	defer cancel()
-	res, err := c.b.core.History(ctx, &heraldv1.HistoryRequest{Channel: f.Channel, Since: f.Since, Limit: f.Limit, Reverse: f.Reverse, PayloadFormat: format})
+	// JSON payloads as their exact text, as in live publications: in
+	// `herald.json` frames they are written as `data` (encodeFrame).
+	res, err := c.b.core.History(ctx, &heraldv1.HistoryRequest{Channel: f.Channel, Since: f.Since, Limit: f.Limit, Reverse: f.Reverse, PayloadFormat: heraldv1.PayloadFormat_PAYLOAD_FORMAT_RAW})
 	if err != nil {
 		return nil, err
 	}
+	res.Publications = checkedPubs(c.b.log, res.Publications)
 	return &heraldv1.ServerFrame{Body: &heraldv1.ServerFrame_History{History: res}}, nil
 }
 
