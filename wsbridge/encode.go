@@ -3,6 +3,7 @@ package wsbridge
 import (
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"log/slog"
 	"sync/atomic"
 
@@ -51,8 +52,8 @@ func decodeFrames(f format, msg []byte, fn func(*heraldv1.ClientFrame, *requestE
 			if len(line) == 0 {
 				continue
 			}
-			fr := &heraldv1.ClientFrame{}
-			if err := jsonIn.Unmarshal(line, fr); err != nil {
+			fr, err := decodeJSONFrame(line)
+			if err != nil {
 				if !fn(nil, reqErr(ErrBadFrame, "bad JSON frame: %s", err.Error())) {
 					return
 				}
@@ -83,6 +84,39 @@ func decodeFrames(f format, msg []byte, fn func(*heraldv1.ClientFrame, *requestE
 			return
 		}
 	}
+}
+
+// decodeJSONFrame decodes one herald.json client frame. The `data` of a
+// publish is taken out first as the exact text it has in the frame and set
+// as the frame's `json`: protojson would decode it into a
+// google.protobuf.Value, changing its numbers and key order. The text is
+// checked when the frame is handled (conn.publish), where a bad payload is
+// error 110 like on every other publish path.
+func decodeJSONFrame(line []byte) (*heraldv1.ClientFrame, error) {
+	fr := &heraldv1.ClientFrame{}
+	rest, data, err := payload.Extract(line, "publish", "data")
+	if err != nil {
+		// Not one JSON object, or a repeated key: protojson's words for
+		// the first, when it has some.
+		if perr := jsonIn.Unmarshal(line, fr); perr != nil {
+			return nil, perr
+		}
+		return nil, err
+	}
+	if err := jsonIn.Unmarshal(rest, fr); err != nil {
+		return nil, err
+	}
+	if data != nil {
+		pf := fr.GetPublish()
+		if pf == nil || pf.Payload != nil {
+			return nil, errors.New("publish: set one payload: data (JSON), json (JSON text) or binary")
+		}
+		if text, err := payload.Compact(data); err == nil {
+			data = text
+		}
+		pf.Payload = &heraldv1.PublishFrame_Json{Json: string(data)}
+	}
+	return fr, nil
 }
 
 func checkFrame(fr *heraldv1.ClientFrame) (*heraldv1.ClientFrame, *requestError) {

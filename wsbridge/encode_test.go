@@ -2,7 +2,9 @@ package wsbridge
 
 import (
 	"bytes"
+	"encoding/json"
 	"testing"
+	"unicode/utf8"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -65,6 +67,10 @@ func FuzzDecodeFrames(f *testing.F) {
 		`{"id":5,"publish":{"channel":"chat:a","binary":"AAEC"}}`,
 		`{"id":6,"history":{"channel":"c","limit":10,"reverse":true}}`,
 		`{"id":7,"presence_stats":{"channel":"c"}}`,
+		`{"id":8,"publish":{"channel":"chat:a","data":{"id":12345678901234567891,"b":1,"a":[1.0,-0,1e400]}}}`,
+		`{"id":9,"publish":{"channel":"chat:a","data":1,"data":2}}`,
+		`{"id":9,"publish":{"channel":"chat:a","data":1,"binary":"AA=="}}`,
+		`{"id":10,"publish":{"channel":"chat:a","json":"{"a":1}"}}`,
 		`{"id":1}`, `{`, `[]`, "\n\n", `{"id":"x","ping":{}}`,
 	}
 	for _, s := range seeds {
@@ -92,6 +98,12 @@ func FuzzDecodeFrames(f *testing.F) {
 			}
 			if fr.Id == 0 || fr.Body == nil {
 				t.Fatalf("accepted a frame without id or body: %v", fr)
+			}
+			if !utf8.ValidString(fr.GetPublish().GetJson()) {
+				return true // refused when handled (error 110); it cannot be encoded
+			}
+			if j := fr.GetPublish().GetJson(); format == formatJSON && j != "" && !json.Valid([]byte(j)) {
+				t.Fatalf("a JSON frame gave invalid JSON text %q", j)
 			}
 			var b []byte
 			if format == formatJSON {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/payload"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -249,6 +250,18 @@ func (c *conn) publish(f *heraldv1.PublishFrame) (*heraldv1.ServerFrame, error) 
 	}
 	req := &heraldv1.PublishRequest{Channel: f.Channel, IdempotencyKey: f.IdempotencyKey, Publisher: c.clientInfo()}
 	switch p := f.Payload.(type) {
+	case *heraldv1.PublishFrame_Json:
+		// The exact text of `data` in a herald.json frame, or `json` in a
+		// herald.proto frame; checked here, since a text that is not
+		// UTF-8 cannot even be sent to the core in a string field.
+		if err := payload.Check([]byte(p.Json)); err != nil {
+			field := "data"
+			if c.format == formatProto {
+				field = "json"
+			}
+			return nil, reqErr(ErrBadRequest, "%s: %s", field, err.Error())
+		}
+		req.Payload = &heraldv1.PublishRequest_Json{Json: p.Json}
 	case *heraldv1.PublishFrame_Data:
 		req.Payload = &heraldv1.PublishRequest_Data{Data: p.Data}
 	case *heraldv1.PublishFrame_Binary:
