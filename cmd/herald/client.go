@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/payload"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -119,10 +119,11 @@ func publish(ctx context.Context, args []string, stdout io.Writer) error {
 	if *binary {
 		req.Payload = &heraldv1.PublishRequest_Binary{Binary: body}
 	} else {
-		if !json.Valid(body) {
-			return fmt.Errorf("payload is not valid JSON (quote strings: '\"hi\"'; or use --binary)")
+		if err := payload.Check(body); err != nil {
+			return fmt.Errorf("payload is %v (quote strings: '\"hi\"'; or use --binary)", err)
 		}
-		req.Payload = &heraldv1.PublishRequest_RawJson{RawJson: body}
+		// As its text: the node keeps its numbers and key order.
+		req.Payload = &heraldv1.PublishRequest_Json{Json: string(body)}
 	}
 	client, ctx, closeConn, err := cf.dial(ctx)
 	if err != nil {
@@ -216,7 +217,12 @@ func tail(ctx context.Context, client heraldv1.HeraldServiceClient, req *heraldv
 			p := ev.GetPublication()
 			req.Since = &heraldv1.StreamPosition{Offset: p.Offset, Epoch: p.Epoch}
 		}
-		out, _ := printJSON.Marshal(ev)
+		// Publications with their JSON payload as `data`, exactly as
+		// published (payload.AppendMessage), everything else as protojson.
+		out, err := payload.AppendMessage(nil, ev)
+		if err != nil {
+			return err
+		}
 		fmt.Fprintln(stdout, string(out))
 	}
 }
