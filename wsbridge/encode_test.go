@@ -135,3 +135,32 @@ func appendVarint(b []byte, v uint64) []byte {
 	}
 	return append(b, byte(v))
 }
+
+// TestInvalidJSONPayloadBecomesBinary: a stored JSON payload that is not
+// valid UTF-8 (data from before the core checked payloads) is encoded as
+// binary in both subprotocols, never as text that would break a text frame,
+// and counted once per encoding.
+func TestInvalidJSONPayloadBecomesBinary(t *testing.T) {
+	bad := []byte("{\"a\":\"\xff\"}")
+	pub := &heraldv1.Publication{Channel: "c", Offset: 1, Epoch: "e", Payload: &heraldv1.Publication_RawJson{RawJson: bad}}
+	ep := &encodedPub{pub: pub}
+	js := ep.bytes(formatJSON)
+	if !utf8.Valid(js) {
+		t.Fatalf("JSON frame is not UTF-8: %q", js)
+	}
+	var fr heraldv1.ServerFrame
+	if err := protojson.Unmarshal(js, &fr); err != nil || !bytes.Equal(fr.GetPub().GetBinary(), bad) {
+		t.Fatalf("JSON frame %s: %v", js, err)
+	}
+	pb := ep.bytes(formatProto)
+	fr.Reset()
+	if err := proto.Unmarshal(pb[1:], &fr); err != nil || !bytes.Equal(fr.GetPub().GetBinary(), bad) || fr.GetPub().GetRawJson() != nil {
+		t.Fatalf("protobuf frame: %v %v", &fr, err)
+	}
+	if !ep.noted {
+		t.Fatal("not counted")
+	}
+	if got := checkedPubs(nil, []*heraldv1.Publication{pub}); !bytes.Equal(got[0].GetBinary(), bad) || pub.GetRawJson() == nil {
+		t.Fatalf("checkedPubs: %v (the original must stay as it is: %v)", got, pub)
+	}
+}
