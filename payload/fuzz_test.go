@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -76,9 +77,16 @@ func FuzzCompact(f *testing.F) {
 		if !bytes.Equal(again, out) {
 			t.Fatalf("not idempotent: %q → %q", out, again)
 		}
-		// As a publication, it is written exactly.
-		b, ok := payload.AppendPublication(nil, &heraldv1.Publication{Channel: "c", Payload: &heraldv1.Publication_RawJson{RawJson: in}})
-		if !ok || !bytes.Equal(b, append(append([]byte(`{"channel":"c","data":`), out...), '}')) {
+		// As a stored publication, it is written exactly; stored as it was
+		// sent (by an older version), it is written as valid JSON with the
+		// same tokens and no newline.
+		want := append(append([]byte(`{"channel":"c","data":`), out...), '}')
+		b, ok := payload.AppendPublication(nil, &heraldv1.Publication{Channel: "c", Payload: &heraldv1.Publication_RawJson{RawJson: out}})
+		if !ok || !bytes.Equal(b, want) {
+			t.Fatalf("AppendPublication of %q: %s", out, b)
+		}
+		b, ok = payload.AppendPublication(nil, &heraldv1.Publication{Channel: "c", Payload: &heraldv1.Publication_RawJson{RawJson: in}})
+		if !ok || bytes.ContainsAny(b, "\n\r") || !utf8.Valid(b) || !sameTokens(tokens(t, b), tokens(t, want)) {
 			t.Fatalf("AppendPublication of %q: %s", in, b)
 		}
 	})
@@ -173,6 +181,31 @@ func FuzzFromValue(f *testing.F) {
 		}
 		if again, err := payload.FromValue(back); err != nil || !bytes.Equal(again, text) {
 			t.Fatalf("FromValue(%v) = %s, but its decoding converts to %s (%v)", v, text, again, err)
+		}
+	})
+}
+
+// FuzzCheck: Check accepts exactly what utf8.Valid and json.Valid both
+// accept, nesting limit included.
+func FuzzCheck(f *testing.F) {
+	for _, tc := range payloadtest.Corpus {
+		f.Add([]byte(tc.In))
+	}
+	for _, tc := range payloadtest.Invalid {
+		f.Add([]byte(tc.In))
+	}
+	for _, s := range []string{`{"a":[1,{"b":null}],"c":"\u00e9"}`, `[1,]`, `{"a" 1}`, `{"a":1,}`, `01`, `1.`, `1e`, `-`, `1e+`, `"\u12"`, `"\x"`, `tru`, `nulll`, `[}`, `{]`, `{"a":1]`, "\"\xef\xbf\xbd\"", "\"\xf4\x90\x80\x80\""} {
+		f.Add([]byte(s))
+	}
+	for _, d := range []int{9999, 10000, 10001} {
+		f.Add([]byte(strings.Repeat("[", d) + strings.Repeat("]", d)))
+		f.Add([]byte(strings.Repeat("[", d-1) + "{}" + strings.Repeat("]", d-1)))
+		f.Add([]byte(strings.Repeat(`{"a":`, d) + "1" + strings.Repeat("}", d)))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		want := utf8.Valid(in) && json.Valid(in)
+		if got := payload.Check(in) == nil; got != want {
+			t.Fatalf("Check(%q) accepts=%v, utf8.Valid && json.Valid = %v", in, got, want)
 		}
 	})
 }

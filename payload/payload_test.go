@@ -147,21 +147,33 @@ func TestExtract(t *testing.T) {
 	}
 }
 
-// TestAppendPublicationExact: JSON payloads in any field come out as
-// `"data":` with the compacted text, and the rest decodes like protojson.
+// TestAppendPublicationExact: JSON payloads as stored (compact) in any
+// field come out as `"data":` with their exact text, and the rest decodes
+// like protojson. Text stored uncompacted by an older version comes out
+// valid and without newlines.
 func TestAppendPublicationExact(t *testing.T) {
 	for _, tc := range payloadtest.Corpus {
-		for _, pub := range []*heraldv1.Publication{
-			{Channel: "c", Offset: 7, Epoch: "e", Payload: &heraldv1.Publication_RawJson{RawJson: []byte(tc.In)}, TimeUnixMs: 5},
-			{Channel: "c", Offset: 7, Epoch: "e", Payload: &heraldv1.Publication_Json{Json: tc.In}, TimeUnixMs: 5},
-		} {
-			b, ok := payload.AppendPublication(nil, pub)
-			if !ok {
-				t.Fatalf("%s: reported invalid", tc.Name)
-			}
-			want := `{"channel":"c","offset":"7","epoch":"e","data":` + tc.Want + `,"time_unix_ms":"5"}`
-			if string(b) != want {
-				t.Errorf("%s:\n got %s\nwant %s", tc.Name, b, want)
+		for _, stored := range []string{tc.Want, tc.In} {
+			for _, pub := range []*heraldv1.Publication{
+				{Channel: "c", Offset: 7, Epoch: "e", Payload: &heraldv1.Publication_RawJson{RawJson: []byte(stored)}, TimeUnixMs: 5},
+				{Channel: "c", Offset: 7, Epoch: "e", Payload: &heraldv1.Publication_Json{Json: stored}, TimeUnixMs: 5},
+			} {
+				b, ok := payload.AppendPublication(nil, pub)
+				if !ok {
+					t.Fatalf("%s: reported invalid", tc.Name)
+				}
+				if bytes.ContainsAny(b, "\n\r") || !json.Valid(b) {
+					t.Fatalf("%s: %q", tc.Name, b)
+				}
+				if stored != tc.Want {
+					var buf bytes.Buffer
+					_ = json.Compact(&buf, b)
+					b = buf.Bytes()
+				}
+				want := `{"channel":"c","offset":"7","epoch":"e","data":` + tc.Want + `,"time_unix_ms":"5"}`
+				if string(b) != want {
+					t.Errorf("%s:\n got %s\nwant %s", tc.Name, b, want)
+				}
 			}
 		}
 	}

@@ -12,20 +12,21 @@ import (
 // text frame cannot carry and protobuf string fields refuse. The error is
 // written for the client that sent text.
 func Check(text []byte) error {
+	if valid(text) {
+		return nil
+	}
+	// Say what is wrong; only this error path pays for it.
 	if !utf8.Valid(text) {
 		return fmt.Errorf("not valid UTF-8 (first bad byte at offset %d): JSON text must be UTF-8; send other bytes as binary", invalidUTF8At(text))
 	}
-	if !json.Valid(text) {
-		var se *json.SyntaxError
-		// Unmarshal checks the whole text before it decodes anything, and
-		// says where it is wrong; only this error path pays for it.
-		if err := json.Unmarshal(text, new(json.RawMessage)); errors.As(err, &se) {
-			// Offset counts the bytes read, the bad one included.
-			return fmt.Errorf("not valid JSON: %v (at offset %d)", se, max(se.Offset-1, 0))
-		}
-		return errors.New("not valid JSON")
+	var se *json.SyntaxError
+	// Unmarshal checks the whole text before it decodes anything, and
+	// says where it is wrong.
+	if err := json.Unmarshal(text, new(json.RawMessage)); errors.As(err, &se) {
+		// Offset counts the bytes read, the bad one included.
+		return fmt.Errorf("not valid JSON: %v (at offset %d)", se, max(se.Offset-1, 0))
 	}
-	return nil
+	return errors.New("not valid JSON")
 }
 
 // invalidUTF8At returns the offset of the first byte of text that is not

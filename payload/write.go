@@ -1,6 +1,7 @@
 package payload
 
 import (
+	"bytes"
 	"encoding/base64"
 	"strconv"
 	"unicode/utf8"
@@ -17,17 +18,26 @@ var protoJSON = protojson.MarshalOptions{UseProtoNames: true}
 // AppendPublication appends pub as protobuf JSON (proto field names, as
 // protojson writes it) except for its payload: a JSON payload, whichever
 // field carries it (`json`, `raw_json` or `data`), is written as `"data":`
-// followed by its exact text, compacted. protojson would write `json` as a
-// string, `raw_json` as base64, and `data` through a Value; the result
-// decodes with protojson into the same Publication with the payload as
-// `data`.
+// followed by its exact text, without newlines. protojson would write
+// `json` as a string, `raw_json` as base64, and `data` through a Value; the
+// result decodes with protojson into the same Publication with the payload
+// as `data`.
 //
 // A `json` or `raw_json` payload that is not valid JSON in UTF-8 (data
 // stored before Herald checked payloads) is never written as JSON, which
 // would break the text around it: it is written as `binary`, its bytes
-// base64-encoded, and ok is false.
+// base64-encoded, and ok is false (see Lossless).
 func AppendPublication(b []byte, pub *heraldv1.Publication) (out []byte, ok bool) {
-	ok = true
+	pub, ok = Lossless(pub)
+	return AppendCheckedPublication(b, pub), ok
+}
+
+// AppendCheckedPublication is AppendPublication for a publication whose
+// JSON payload is known to be valid (one that Lossless returned): it does
+// not check the payload again, so that a caller that needs the check for
+// other encodings too (the bridge's protobuf frames) pays for it once.
+// Given a payload that is not valid, its output is not valid JSON.
+func AppendCheckedPublication(b []byte, pub *heraldv1.Publication) []byte {
 	b = append(b, `{"channel":`...)
 	b = AppendString(b, pub.Channel)
 	if pub.Offset != 0 {
@@ -41,9 +51,9 @@ func AppendPublication(b []byte, pub *heraldv1.Publication) (out []byte, ok bool
 	}
 	switch p := pub.Payload.(type) {
 	case *heraldv1.Publication_Json:
-		b, ok = appendText(b, []byte(p.Json))
+		b = appendText(b, []byte(p.Json))
 	case *heraldv1.Publication_RawJson:
-		b, ok = appendText(b, p.RawJson)
+		b = appendText(b, p.RawJson)
 	case *heraldv1.Publication_Data:
 		b = append(b, `,"data":`...)
 		var err error
@@ -78,17 +88,19 @@ func AppendPublication(b []byte, pub *heraldv1.Publication) (out []byte, ok bool
 		b = strconv.AppendInt(b, pub.TimeUnixMs, 10)
 		b = append(b, '"')
 	}
-	return append(b, '}'), ok
+	return append(b, '}')
 }
 
-// appendText appends a JSON text payload as `data`, or, when it is not
-// valid, as `binary`.
-func appendText(b, text []byte) ([]byte, bool) {
-	if Check(text) != nil {
-		return appendBinary(b, text), false
-	}
+// appendText appends valid JSON text as `data`. Text stored by Herald is
+// compact already; older data may hold newlines, which would split a
+// "\n"-separated frame (and are always insignificant whitespace in valid
+// JSON): only then is it compacted.
+func appendText(b, text []byte) []byte {
 	b = append(b, `,"data":`...)
-	return AppendCompact(b, text), true
+	if bytes.IndexByte(text, '\n') < 0 && bytes.IndexByte(text, '\r') < 0 {
+		return append(b, text...)
+	}
+	return AppendCompact(b, text)
 }
 
 func appendBinary(b, data []byte) []byte {
