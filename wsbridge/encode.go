@@ -163,44 +163,43 @@ type encodedPub struct {
 	log   *slog.Logger // for the first invalid payload; may be nil
 	json  []byte
 	proto []byte
-	noted bool // an invalid payload was counted
+	safe  *heraldv1.Publication // pub as it may be written (see lossless); nil until checked
 }
 
 // bytes returns the publication's frame for f, encoding it on first use.
+func (e *encodedPub) bytes(f format) []byte {
+	if f == formatJSON {
+		if e.json == nil {
+			pub := e.lossless()
+			b := make([]byte, 0, pubFrameSize(pub))
+			b = append(b, `{"pub":`...)
+			b = payload.AppendCheckedPublication(b, pub)
+			e.json = append(b, '}')
+		}
+		return e.json
+	}
+	if e.proto == nil {
+		e.proto = encodeFrame(formatProto, &heraldv1.ServerFrame{Body: &heraldv1.ServerFrame_Pub{Pub: e.lossless()}})
+	}
+	return e.proto
+}
+
+// lossless returns the publication as it may be written, checking its
+// payload once for both subprotocols.
 //
 // A JSON payload that is not valid JSON in UTF-8 can only be data stored
 // before the core checked payloads (in Redis, say). It must never reach a
 // text frame, where invalid UTF-8 makes the browser drop the connection,
 // and with it every frame packed in the same message, on every resume: it
 // goes as `binary` instead, the same bytes, in both subprotocols.
-func (e *encodedPub) bytes(f format) []byte {
-	if f == formatJSON {
-		if e.json == nil {
-			b := make([]byte, 0, pubFrameSize(e.pub))
-			b = append(b, `{"pub":`...)
-			b, ok := payload.AppendPublication(b, e.pub)
-			if !ok {
-				e.invalid()
-			}
-			e.json = append(b, '}')
+func (e *encodedPub) lossless() *heraldv1.Publication {
+	if e.safe == nil {
+		var ok bool
+		if e.safe, ok = payload.Lossless(e.pub); !ok {
+			noteInvalidPayload(e.log, e.pub)
 		}
-		return e.json
 	}
-	if e.proto == nil {
-		pub, ok := payload.Lossless(e.pub)
-		if !ok {
-			e.invalid()
-		}
-		e.proto = encodeFrame(formatProto, &heraldv1.ServerFrame{Body: &heraldv1.ServerFrame_Pub{Pub: pub}})
-	}
-	return e.proto
-}
-
-func (e *encodedPub) invalid() {
-	if !e.noted {
-		e.noted = true
-		noteInvalidPayload(e.log, e.pub)
-	}
+	return e.safe
 }
 
 // invalidLogged is set once the process logged an invalid payload: the

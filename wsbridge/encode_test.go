@@ -157,8 +157,8 @@ func TestInvalidJSONPayloadBecomesBinary(t *testing.T) {
 	if err := proto.Unmarshal(pb[1:], &fr); err != nil || !bytes.Equal(fr.GetPub().GetBinary(), bad) || fr.GetPub().GetRawJson() != nil {
 		t.Fatalf("protobuf frame: %v %v", &fr, err)
 	}
-	if !ep.noted {
-		t.Fatal("not counted")
+	if ep.safe == pub || pub.GetRawJson() == nil {
+		t.Fatal("the stored publication itself was changed, or not replaced")
 	}
 	if got := checkedPubs(nil, []*heraldv1.Publication{pub}); !bytes.Equal(got[0].GetBinary(), bad) || pub.GetRawJson() == nil {
 		t.Fatalf("checkedPubs: %v (the original must stay as it is: %v)", got, pub)

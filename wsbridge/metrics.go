@@ -52,7 +52,7 @@ var (
 	})
 	metricInvalidPayloads = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "herald_ws_invalid_payloads_total",
-		Help: "Publications whose JSON payload is not valid JSON in UTF-8 (stored before payloads were checked), delivered to browsers as binary instead so that no text frame breaks; once per encoding.",
+		Help: "Publications whose JSON payload is not valid JSON in UTF-8 (stored before payloads were checked), delivered to browsers as binary instead so that no text frame breaks; once per publication fanned out, and once per replay or history read that carries it.",
 	})
 	metricDeliveryLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "herald_delivery_latency_seconds",
