@@ -75,24 +75,16 @@ func AppendCompact(dst, text []byte) []byte {
 // firstSpace returns the offset of the first insignificant whitespace in
 // valid JSON text, or -1.
 func firstSpace(text []byte) int {
-	inString, escaped := false, false
-	for i, c := range text {
-		if inString {
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-			continue
-		}
-		switch c {
-		case '"':
-			inString = true
+	for i := 0; i < len(text); i++ {
+		switch text[i] {
 		case ' ', '\t', '\n', '\r':
 			return i
+		case '"': // skip the string: whitespace in it is its own
+			for i++; i < len(text) && text[i] != '"'; i++ {
+				if text[i] == '\\' {
+					i++
+				}
+			}
 		}
 	}
 	return -1
