@@ -236,3 +236,19 @@ func TestAppendMessage(t *testing.T) {
 		t.Fatalf("%s: %v", b, err)
 	}
 }
+
+// TestCheckDepthLimit: Check's nesting limit is encoding/json's, exactly.
+func TestCheckDepthLimit(t *testing.T) {
+	for _, d := range []int{9999, 10000, 10001} {
+		for _, in := range []string{
+			strings.Repeat("[", d) + strings.Repeat("]", d),
+			strings.Repeat("[", d-1) + "{}" + strings.Repeat("]", d-1),
+			strings.Repeat(`{"a":`, d) + "1" + strings.Repeat("}", d),
+			strings.Repeat(`[{"a":`, d/2) + "[]" + strings.Repeat("}]", d/2),
+		} {
+			if got, want := payload.Check([]byte(in)) == nil, json.Valid([]byte(in)); got != want {
+				t.Errorf("depth %d, %.12s…: Check accepts=%v, json.Valid=%v", d, in, got, want)
+			}
+		}
+	}
+}
