@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
@@ -86,12 +88,23 @@ func (m *gatewayMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
 	return runtime.DecoderFunc(func(v any) error {
 		switch msg := v.(type) {
 		case *heraldv1.PublishRequest:
-			return m.decodePublish(r, msg)
+			return utf8Error(m.decodePublish(r, msg))
 		case *heraldv1.BroadcastRequest:
-			return m.decodePublish(r, msg)
+			return utf8Error(m.decodePublish(r, msg))
 		}
 		return m.JSONPb.NewDecoder(r).Decode(v)
 	})
+}
+
+// utf8Error makes err's message valid UTF-8: it becomes the message of an
+// INVALID_ARGUMENT status, and protojson quotes the bytes of a bad body as
+// they are, which the gateway could then not marshal (HTTP 500; found by
+// FuzzRESTPublish).
+func utf8Error(err error) error {
+	if err == nil || err == io.EOF || utf8.ValidString(err.Error()) {
+		return err
+	}
+	return errors.New(strings.ToValidUTF8(err.Error(), "\uFFFD"))
 }
 
 var errTwoPayloads = errors.New("set only one payload: data (JSON), json (JSON text), raw_json or binary")
