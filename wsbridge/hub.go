@@ -286,7 +286,7 @@ func (ch *channel) deliver(pub *heraldv1.Publication) {
 		ch.last, ch.epoch = pub.Offset, pub.Epoch
 	}
 	observeDelivery(pub)
-	ep := &encodedPub{pub: pub}
+	ep := &encodedPub{pub: pub, log: ch.h.b.log}
 	ch.fanout(ep)
 }
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/payload"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -143,7 +144,7 @@ func (c *conn) catchUp(ch *channel, s *sub, id uint32, since *heraldv1.StreamPos
 			ok = false
 			break
 		}
-		frames = append(frames, (&encodedPub{pub: p}).bytes(c.format))
+		frames = append(frames, (&encodedPub{pub: p, log: c.b.log}).bytes(c.format))
 		next = p.Offset
 	}
 	for _, ep := range s.pending {
@@ -249,6 +250,18 @@ func (c *conn) publish(f *heraldv1.PublishFrame) (*heraldv1.ServerFrame, error) 
 	}
 	req := &heraldv1.PublishRequest{Channel: f.Channel, IdempotencyKey: f.IdempotencyKey, Publisher: c.clientInfo()}
 	switch p := f.Payload.(type) {
+	case *heraldv1.PublishFrame_Json:
+		// The exact text of `data` in a herald.json frame, or `json` in a
+		// herald.proto frame; checked here, since a text that is not
+		// UTF-8 cannot even be sent to the core in a string field.
+		if err := payload.Check([]byte(p.Json)); err != nil {
+			field := "data"
+			if c.format == formatProto {
+				field = "json"
+			}
+			return nil, reqErr(ErrBadRequest, "%s: %s", field, err.Error())
+		}
+		req.Payload = &heraldv1.PublishRequest_Json{Json: p.Json}
 	case *heraldv1.PublishFrame_Data:
 		req.Payload = &heraldv1.PublishRequest_Data{Data: p.Data}
 	case *heraldv1.PublishFrame_Binary:
@@ -297,16 +310,15 @@ func (c *conn) history(f *heraldv1.HistoryFrame) (*heraldv1.ServerFrame, error) 
 	if err := c.readable(f.Channel, true); err != nil {
 		return nil, err
 	}
-	format := heraldv1.PayloadFormat_PAYLOAD_FORMAT_UNSPECIFIED // JSON payloads as `data`
-	if c.format == formatProto {
-		format = heraldv1.PayloadFormat_PAYLOAD_FORMAT_RAW // as in live publications
-	}
 	ctx, cancel := c.b.callContext()
 	defer cancel()
-	res, err := c.b.core.History(ctx, &heraldv1.HistoryRequest{Channel: f.Channel, Since: f.Since, Limit: f.Limit, Reverse: f.Reverse, PayloadFormat: format})
+	// JSON payloads as their exact text, as in live publications: in
+	// `herald.json` frames they are written as `data` (encodeFrame).
+	res, err := c.b.core.History(ctx, &heraldv1.HistoryRequest{Channel: f.Channel, Since: f.Since, Limit: f.Limit, Reverse: f.Reverse, PayloadFormat: heraldv1.PayloadFormat_PAYLOAD_FORMAT_RAW})
 	if err != nil {
 		return nil, err
 	}
+	res.Publications = checkedPubs(c.b.log, res.Publications)
 	return &heraldv1.ServerFrame{Body: &heraldv1.ServerFrame_History{History: res}}, nil
 }
 
