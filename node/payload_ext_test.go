@@ -164,6 +164,9 @@ func (e *payloadEnv) restDo(t testing.TB, method, path, body string) (int, []byt
 	if e.key != "" {
 		req.Header.Set("Authorization", "Bearer "+e.key)
 	}
+	if method != http.MethodGet {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := restClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
