@@ -273,6 +273,16 @@ func (hc *hubChannel) stopAll(err error) {
 
 var errSlowSubscriber = status.Error(codes.ResourceExhausted, "subscriber too slow: its queue of pending events is full; resubscribe from the last position you received")
 
+// startsState reports whether pub, of another epoch than a stream's
+// position at offset last, is the first publication of the channel's
+// state and continues the stream: a stream that has seen nothing (offset
+// 0, typically in the empty epoch of a channel without state) and gets
+// offset 1 has missed nothing, since streams are registered in the hub
+// before they read their position, and the hub delivers in order.
+func startsState(last uint64, pub *heraldv1.Publication) bool {
+	return last == 0 && pub.Offset == 1
+}
+
 // positionPub stands for a position where the hub remembers the last
 // publication of a channel.
 func positionPub(channel string, pos *heraldv1.StreamPosition) *heraldv1.Publication {

@@ -480,7 +480,10 @@ func (m *muxStream) forward(stream grpc.BidiStreamingServer[heraldv1.SubscribeMa
 	switch {
 	case ev.pub != nil:
 		if ev.pub.Epoch != ms.epoch {
-			return m.ended(stream, ms, errEpochChanged)
+			if !startsState(ms.last, ev.pub) {
+				return m.ended(stream, ms, errEpochChanged)
+			}
+			ms.epoch = ev.pub.Epoch
 		}
 		if ev.pub.Offset <= ms.last {
 			return nil // replayed already, or older than the subscription

@@ -543,7 +543,10 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 			switch {
 			case ev.pub != nil:
 				if ev.pub.Epoch != epoch {
-					return status.Error(codes.Aborted, "the channel's epoch changed (history was lost); resubscribe from the last position you received")
+					if !startsState(last, ev.pub) {
+						return errEpochChanged
+					}
+					epoch = ev.pub.Epoch
 				}
 				if ev.pub.Offset <= last {
 					continue // replayed already, or older than the subscription
