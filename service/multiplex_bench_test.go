@@ -16,7 +16,7 @@ import (
 func BenchmarkMuxDelivery(b *testing.B) {
 	for _, n := range []int{1, 100, 1000, 10000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			engine := NewMemoryEngine()
+			engine := NewMemoryEngine(MemoryOptions{})
 			h := newHub(engine, 4096)
 			ctx := context.Background()
 			m := &muxStream{ctx: ctx, limit: 1 << 30, wake: make(chan struct{}, 1), done: make(chan struct{}), subs: map[uint64]*muxSub{}}

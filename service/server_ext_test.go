@@ -51,7 +51,7 @@ func testConfig(t testing.TB, edit func(*config.Config)) config.Config {
 
 func startServer(t testing.TB, cfg config.Config) *testServer {
 	t.Helper()
-	engine := service.NewMemoryEngine()
+	engine := service.NewMemoryEngine(service.MemoryOptionsFrom(cfg.Limits))
 	core := service.New(cfg, engine, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := core.Start(ctx); err != nil {
