@@ -69,7 +69,7 @@ func New(cfg config.Config, engine Engine, log *slog.Logger) *Server {
 		cfg:      cfg,
 		ns:       cfg.NamespaceIndex(),
 		engine:   engine,
-		hub:      newHub(engine, cfg.Limits.SubscriberQueue),
+		hub:      newHub(engine, cfg.Limits.SubscriberQueue, cfg.Limits.SubscriberQueueBytes),
 		log:      log,
 		node:     newNodeID(),
 		start:    time.Now(),
@@ -506,7 +506,9 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 	sub := &subscriber{
 		channel:        req.Channel,
 		presenceEvents: req.PresenceEvents && ns.JoinLeave,
-		queue:          make(chan event, s.hub.queue),
+		q:              newSubQueue(),
+		maxEvents:      s.hub.queue,
+		maxBytes:       s.hub.queueBytes,
 		done:           make(chan struct{}),
 	}
 	if err := s.hub.add(ctx, sub); err != nil {
@@ -520,6 +522,26 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 	if err != nil {
 		return toStatus(s.log, err)
 	}
+	// The stream is written by a goroutine of its own, so that a client
+	// that stops reading (its Send blocks) is still cut off when its queue
+	// is full: this handler returns, gRPC ends the stream, and the blocked
+	// Send returns with it.
+	sent := make(chan error, 1)
+	go func() { sent <- s.sendStream(stream, req, sub, pos, replay, recovered) }()
+	select {
+	case <-sub.done:
+		metricStreamEnds.WithLabelValues(endReason(sub.err)).Inc()
+		return sub.err
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	case err := <-sent:
+		return err
+	}
+}
+
+// sendStream writes a Subscribe stream: the subscribed event, the replay,
+// then what the hub queues, until the subscriber stops or the stream ends.
+func (s *Server) sendStream(stream grpc.ServerStreamingServer[heraldv1.SubscribeResponse], req *heraldv1.SubscribeRequest, sub *subscriber, pos *heraldv1.StreamPosition, replay []*heraldv1.Publication, recovered bool) error {
 	if err := stream.Send(&heraldv1.SubscribeResponse{Event: &heraldv1.SubscribeResponse_Subscribed{
 		Subscribed: &heraldv1.Subscribed{Position: pos, Recovered: recovered},
 	}}); err != nil {
@@ -531,14 +553,14 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 		}
 	}
 	last, epoch := pos.Offset, pos.Epoch
+	var batch []event
 	for {
-		select {
-		case <-sub.done:
-			metricStreamEnds.WithLabelValues(endReason(sub.err)).Inc()
-			return sub.err
-		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
-		case ev := <-sub.queue:
+		batch = sub.q.take(batch, sub.done, stream.Context().Done())
+		if batch == nil {
+			return nil // the handler returns why
+		}
+		for i, ev := range batch {
+			batch[i] = event{}
 			var resp *heraldv1.SubscribeResponse
 			switch {
 			case ev.pub != nil:
@@ -564,6 +586,9 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 			if err := stream.Send(resp); err != nil {
 				return err
 			}
+		}
+		if cap(batch) > 1024 {
+			batch = nil // after a burst: let the queue shrink back
 		}
 	}
 }
