@@ -268,22 +268,7 @@ func (h *hub) add(ctx context.Context, s *subscriber) error {
 	sh.mu.Unlock()
 	h.streams.Add(1)
 	if first {
-		hc.err = h.engine.Subscribe(ctx, s.channel)
-		if hc.err == nil {
-			// The position after the subscription is in place: what the
-			// engine delivers next continues from it, and every subscriber
-			// reads its own position after this, so none is behind it.
-			if res, err := h.engine.History(ctx, s.channel, HistoryQuery{}); err == nil && res.Position != nil {
-				hc.last.CompareAndSwap(nil, positionPub(s.channel, res.Position))
-			}
-		}
-		sh.mu.Lock()
-		hc.up = true
-		if hc.ready != nil {
-			close(hc.ready)
-			hc.ready = nil
-		}
-		sh.mu.Unlock()
+		h.up(ctx, s, hc)
 	} else if wait != nil {
 		select {
 		case <-wait:
@@ -297,6 +282,49 @@ func (h *hub) add(ctx context.Context, s *subscriber) error {
 		return hc.err
 	}
 	return nil
+}
+
+// errEngineFailed fails the subscribers of a channel whose engine
+// subscription panicked.
+var errEngineFailed = status.Error(codes.Internal, "internal error")
+
+// up makes the engine deliver the channel of s, its first local
+// subscriber, and tells those waiting for that. If the engine panics, the
+// subscription fails (and s leaves the hub) before the panic goes on, so
+// that no subscriber waits for it forever and the channel can be
+// subscribed again.
+func (h *hub) up(ctx context.Context, s *subscriber, hc *hubChannel) {
+	sh := h.shard(s.channel)
+	subscribed, done := false, false
+	defer func() {
+		if !done {
+			hc.err = errEngineFailed
+			if subscribed {
+				_ = h.engine.Unsubscribe(context.Background(), s.channel)
+			}
+		}
+		sh.mu.Lock()
+		hc.up = true
+		if hc.ready != nil {
+			close(hc.ready)
+			hc.ready = nil
+		}
+		sh.mu.Unlock()
+		if !done {
+			h.remove(s)
+		}
+	}()
+	err := h.engine.Subscribe(ctx, s.channel)
+	subscribed = err == nil
+	if err == nil {
+		// The position after the subscription is in place: what the
+		// engine delivers next continues from it, and every subscriber
+		// reads its own position after this, so none is behind it.
+		if res, err := h.engine.History(ctx, s.channel, HistoryQuery{}); err == nil && res.Position != nil {
+			hc.last.CompareAndSwap(nil, positionPub(s.channel, res.Position))
+		}
+	}
+	hc.err, done = err, true
 }
 
 // remove unregisters a subscriber; after the channel's last one, the engine

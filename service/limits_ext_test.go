@@ -3,13 +3,16 @@ package service_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/service"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -160,5 +163,123 @@ func TestStuckSubscribeManyCutOffByBytes(t *testing.T) {
 			}
 			break
 		}
+	}
+}
+
+// TestArgumentsRangeChecked is issue 9, item 8: numbers a client sends are
+// range-checked before they reach an engine, on both engines. since.offset
+// of 2^63 or more panicked the memory engine (INTERNAL); now every call
+// that takes a position refuses it with INVALID_ARGUMENT naming the
+// field, as it does an oversized epoch or an unknown payload_format, and
+// the largest valid offset is an ordinary question with an ordinary answer.
+func TestArgumentsRangeChecked(t *testing.T) {
+	for _, tg := range newEngineTargets(t) {
+		t.Run(tg.name, func(t *testing.T) {
+			ctx := context.Background()
+			epoch := tg.epochs["small:f"]
+			bad := []struct {
+				name   string
+				since  *heraldv1.StreamPosition
+				format heraldv1.PayloadFormat
+				want   string
+			}{
+				{"offset 2^63", &heraldv1.StreamPosition{Offset: 1 << 63, Epoch: epoch}, 0, "since.offset"},
+				{"offset 2^64-1", &heraldv1.StreamPosition{Offset: math.MaxUint64}, 0, "since.offset"},
+				{"long epoch", &heraldv1.StreamPosition{Offset: 1, Epoch: strings.Repeat("e", 65)}, 0, "since.epoch"},
+				{"unknown format", nil, 7, "payload_format"},
+			}
+			for _, tc := range bad {
+				for _, reverse := range []bool{false, true} {
+					_, err := tg.client.History(ctx, &heraldv1.HistoryRequest{Channel: "small:f", Since: tc.since, Limit: 10, Reverse: reverse, PayloadFormat: tc.format})
+					if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tc.want) {
+						t.Errorf("history %s (reverse %v): %v, want INVALID_ARGUMENT naming %s", tc.name, reverse, err, tc.want)
+					}
+				}
+				stream, err := tg.client.Subscribe(ctx, &heraldv1.SubscribeRequest{Channel: "small:f", Since: tc.since, PayloadFormat: tc.format})
+				if err == nil {
+					_, err = stream.Recv()
+				}
+				if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tc.want) {
+					t.Errorf("subscribe %s: %v, want INVALID_ARGUMENT naming %s", tc.name, err, tc.want)
+				}
+				m, err := tg.client.SubscribeMany(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = m.Send(&heraldv1.SubscribeManyRequest{Id: 1, Action: &heraldv1.SubscribeManyRequest_Subscribe{Subscribe: &heraldv1.SubscribeRequest{Channel: "small:f", Since: tc.since, PayloadFormat: tc.format}}})
+				resp, err := m.Recv()
+				if err != nil || resp.GetEnded().GetCode() != "invalid_argument" || !strings.Contains(resp.GetEnded().GetMessage(), tc.want) {
+					t.Errorf("subscribe many %s: %v %v, want ended invalid_argument naming %s", tc.name, resp, err, tc.want)
+				}
+				_ = m.CloseSend()
+			}
+			// The largest offset: nothing after it, everything before it.
+			maxPos := &heraldv1.StreamPosition{Offset: math.MaxInt64, Epoch: epoch}
+			if r, err := tg.client.History(ctx, &heraldv1.HistoryRequest{Channel: "small:f", Since: maxPos, Limit: 10}); err != nil || len(r.Publications) != 0 {
+				t.Errorf("history after 2^63-1: %v %v, want an empty page", r, err)
+			}
+			if r, err := tg.client.History(ctx, &heraldv1.HistoryRequest{Channel: "small:f", Since: maxPos, Limit: 10, Reverse: true}); err != nil || len(r.Publications) != 3 || r.Publications[0].Offset != 10 {
+				t.Errorf("history before 2^63-1: %v %v, want offsets 10, 9, 8", r, err)
+			}
+			s := ts(tg).subscribe(t, &heraldv1.SubscribeRequest{Channel: "small:f", Since: maxPos})
+			if s.subscribed.Recovered || s.subscribed.Position.Offset != 10 {
+				t.Errorf("subscribe since 2^63-1: %v, want recovered false at offset 10", s.subscribed)
+			}
+		})
+	}
+}
+
+func ts(tg *engineTarget) *testServer { return &testServer{client: tg.client} }
+
+// TestDefaultHistoryPageWithinMaximum: a History without a limit asks for
+// the default page (100), cut to limits.max_history_page when that is
+// smaller, instead of being refused for a limit the client never sent.
+func TestDefaultHistoryPageWithinMaximum(t *testing.T) {
+	ts := startServer(t, testConfig(t, func(c *config.Config) { c.Limits.MaxHistoryPage = 10 }))
+	for i := 1; i <= 20; i++ {
+		ts.publish(t, "room:page", fmt.Sprint(i))
+	}
+	resp, err := ts.client.History(context.Background(), &heraldv1.HistoryRequest{Channel: "room:page"})
+	if err != nil || len(resp.Publications) != 10 {
+		t.Fatalf("history without a limit: %v %v, want a page of 10", resp, err)
+	}
+}
+
+// panicky is an engine whose History panics for one channel.
+type panicky struct{ service.Engine }
+
+func (p panicky) History(ctx context.Context, channel string, q service.HistoryQuery) (service.HistoryResult, error) {
+	if channel == "room:boom" {
+		panic("boom")
+	}
+	return p.Engine.History(ctx, channel, q)
+}
+
+// TestPanicOutsideHandlersIsContained: a panic in the goroutines that serve
+// a stream beside its handler (SubscribeMany's subscribe preparation, where
+// a since.offset of 2^63 used to panic the memory engine) ends that stream
+// with INTERNAL instead of killing the process; others go on.
+func TestPanicOutsideHandlersIsContained(t *testing.T) {
+	cfg := testConfig(t, nil)
+	ts := startServerOn(t, cfg, panicky{service.NewMemoryEngine(service.MemoryOptionsFrom(cfg.Limits))})
+	bystander := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: "room:calm"})
+	m, err := ts.client.SubscribeMany(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = m.Send(&heraldv1.SubscribeManyRequest{Id: 1, Action: &heraldv1.SubscribeManyRequest_Subscribe{Subscribe: &heraldv1.SubscribeRequest{Channel: "room:boom"}}})
+	if _, err := m.Recv(); status.Code(err) != codes.Internal {
+		t.Fatalf("SubscribeMany of the panicking channel: %v, want INTERNAL", err)
+	}
+	stream, err := ts.client.Subscribe(context.Background(), &heraldv1.SubscribeRequest{Channel: "room:boom"})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.Internal {
+		t.Fatalf("Subscribe of the panicking channel: %v, want INTERNAL", err)
+	}
+	ts.publish(t, "room:calm", "1")
+	if p := bystander.next(t); p.Offset != 1 {
+		t.Fatalf("bystander got %v", p)
 	}
 }

@@ -178,8 +178,17 @@ func (s *Server) SubscribeMany(stream grpc.BidiStreamingServer[heraldv1.Subscrib
 	// which happens when this handler returns: the sender may be blocked
 	// in Send on a client that does not read, so the handler cannot wait
 	// for it.
-	go m.receive(stream)
-	go m.send(stream)
+	for _, loop := range []func(grpc.BidiStreamingServer[heraldv1.SubscribeManyRequest, heraldv1.SubscribeManyResponse]){m.receive, m.send} {
+		go func() {
+			defer func() { // gRPC's recovery covers the handler's goroutine only
+				if r := recover(); r != nil {
+					s.log.Error("panic in a SubscribeMany stream", "panic", r)
+					m.end(status.Error(codes.Internal, "internal error"))
+				}
+			}()
+			loop(stream)
+		}()
+	}
 	var err error
 	select {
 	case <-m.done:
@@ -324,6 +333,10 @@ func (m *muxStream) subscribe(id uint64, req *heraldv1.SubscribeRequest) {
 		m.refuse(id, invalid(err))
 		return
 	}
+	if err := checkSubscribe(req); err != nil {
+		m.refuse(id, invalid(err))
+		return
+	}
 	if err := authorize(m.ctx, permRead, req.Channel); err != nil {
 		m.refuse(id, err)
 		return
@@ -350,6 +363,12 @@ func (m *muxStream) subscribe(id uint64, req *heraldv1.SubscribeRequest) {
 	}
 	go func() {
 		defer func() { <-m.prep }()
+		defer func() { // gRPC's recovery covers the handler's goroutine only
+			if r := recover(); r != nil {
+				m.s.log.Error("panic preparing a SubscribeMany subscription", "channel", req.Channel, "panic", r)
+				m.end(status.Error(codes.Internal, "internal error"))
+			}
+		}()
 		ms.prepare()
 	}()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"testing"
@@ -194,6 +195,12 @@ func TestEngineContract(t *testing.T) {
 				{"since 4 limit 1", HistoryQuery{Since: &heraldv1.StreamPosition{Offset: 4, Epoch: epoch}, Limit: 1}, []uint64{5}},
 				{"since top", HistoryQuery{Since: &heraldv1.StreamPosition{Offset: 6, Epoch: epoch}, Limit: 10}, nil},
 				{"since beyond", HistoryQuery{Since: &heraldv1.StreamPosition{Offset: 1 << 62, Epoch: epoch}, Limit: 10}, nil},
+				// Offsets no channel has (the API refuses them) must not
+				// overflow an engine's arithmetic either.
+				{"since 2^63", HistoryQuery{Since: &heraldv1.StreamPosition{Offset: 1 << 63, Epoch: epoch}, Limit: 10}, nil},
+				{"since 2^64-1", HistoryQuery{Since: &heraldv1.StreamPosition{Offset: math.MaxUint64, Epoch: epoch}, Limit: 10}, nil},
+				{"reverse since 2^63", HistoryQuery{Since: &heraldv1.StreamPosition{Offset: 1 << 63, Epoch: epoch}, Limit: 10, Reverse: true}, []uint64{6, 5, 4}},
+				{"reverse since 2^64-1", HistoryQuery{Since: &heraldv1.StreamPosition{Offset: math.MaxUint64, Epoch: epoch}, Limit: 2, Reverse: true}, []uint64{6, 5}},
 				{"reverse", HistoryQuery{Limit: 2, Reverse: true}, []uint64{6, 5}},
 				{"reverse since 6", HistoryQuery{Since: &heraldv1.StreamPosition{Offset: 6, Epoch: epoch}, Limit: 10, Reverse: true}, []uint64{5, 4}},
 				{"reverse since 1", HistoryQuery{Since: &heraldv1.StreamPosition{Offset: 1, Epoch: epoch}, Limit: 10, Reverse: true}, nil},

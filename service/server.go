@@ -497,6 +497,9 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 	if err != nil {
 		return invalid(err)
 	}
+	if err := checkSubscribe(req); err != nil {
+		return invalid(err)
+	}
 	if err := authorize(ctx, permRead, req.Channel); err != nil {
 		return err
 	}
@@ -527,7 +530,15 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 	// is full: this handler returns, gRPC ends the stream, and the blocked
 	// Send returns with it.
 	sent := make(chan error, 1)
-	go func() { sent <- s.sendStream(stream, req, sub, pos, replay, recovered) }()
+	go func() {
+		defer func() { // gRPC's recovery covers the handler's goroutine only
+			if r := recover(); r != nil {
+				s.log.Error("panic in Subscribe sender", "panic", r)
+				sent <- status.Error(codes.Internal, "internal error")
+			}
+		}()
+		sent <- s.sendStream(stream, req, sub, pos, replay, recovered)
+	}()
 	select {
 	case <-sub.done:
 		metricStreamEnds.WithLabelValues(endReason(sub.err)).Inc()
@@ -652,12 +663,18 @@ func (s *Server) History(ctx context.Context, req *heraldv1.HistoryRequest) (*he
 	if _, err := s.ns.Lookup(req.Channel); err != nil {
 		return nil, invalid(err)
 	}
+	if err := checkPosition("since", req.Since); err != nil {
+		return nil, invalid(err)
+	}
+	if err := checkFormat(req.PayloadFormat); err != nil {
+		return nil, invalid(err)
+	}
 	if err := authorize(ctx, permRead, req.Channel); err != nil {
 		return nil, err
 	}
 	limit := int(req.Limit)
 	if limit == 0 {
-		limit = defaultPage
+		limit = min(defaultPage, s.cfg.Limits.MaxHistoryPage)
 	}
 	if limit > s.cfg.Limits.MaxHistoryPage {
 		return nil, status.Errorf(codes.InvalidArgument, "limit %d is above the maximum page of %d", limit, s.cfg.Limits.MaxHistoryPage)
