@@ -13,6 +13,8 @@ import (
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"github.com/herald-io/herald/service"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -281,5 +283,289 @@ func TestPanicOutsideHandlersIsContained(t *testing.T) {
 	ts.publish(t, "room:calm", "1")
 	if p := bystander.next(t); p.Offset != 1 {
 		t.Fatalf("bystander got %v", p)
+	}
+}
+
+// metricValue returns the value of a metric of the default registry (0 if
+// absent) whose labels include labels.
+func metricValue(t testing.TB, name string, labels ...string) float64 {
+	t.Helper()
+	families, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					found = found || lp.GetName() == labels[i] && lp.GetValue() == labels[i+1]
+				}
+				if !found {
+					continue metrics
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// TestOneMessageChannelsAreSmall is issue 9, item 9: with history_size
+// 100,000, a channel that received one publication held the whole ring
+// (3.2 MB: 2,200 such channels made a 7 GB heap); it holds one entry.
+func TestOneMessageChannelsAreSmall(t *testing.T) {
+	ts := startServer(t, testConfig(t, func(c *config.Config) {
+		c.Namespaces = append(c.Namespaces, config.Namespace{Name: "huge", HistorySize: 100_000, HistoryTTL: config.Duration(time.Hour)})
+	}))
+	const channels = 100
+	before := liveHeap()
+	for i := range channels {
+		ts.publish(t, fmt.Sprintf("huge:%d", i), "1")
+	}
+	per := (liveHeap() - before) / channels
+	t.Logf("%d heap bytes per one-message channel with history_size 100000", per)
+	if per > 16<<10 {
+		t.Fatalf("%d heap bytes per one-message channel, want under 16 KiB", per)
+	}
+}
+
+// TestChannelCap is issue 9, item 9: a publish that would start state for
+// one channel more than limits.max_channels_per_node is refused with
+// RESOURCE_EXHAUSTED naming the option, and counted; channels already
+// held go on, and reads or subscriptions of new channels are not refused
+// (they create no state).
+func TestChannelCap(t *testing.T) {
+	ts := startServer(t, testConfig(t, func(c *config.Config) { c.Limits.MaxChannelsPerNode = 3 }))
+	ctx := context.Background()
+	refusals := metricValue(t, "herald_limit_refusals_total", "limit", "limits.max_channels_per_node")
+	held := metricValue(t, "herald_engine_channels")
+	for i := range 3 {
+		ts.publish(t, fmt.Sprintf("room:cap%d", i), "1")
+	}
+	if got := metricValue(t, "herald_engine_channels") - held; got != 3 {
+		t.Fatalf("herald_engine_channels rose by %v, want 3", got)
+	}
+	_, err := ts.client.Publish(ctx, &heraldv1.PublishRequest{Channel: "room:cap3", Payload: jsonPayload("1")})
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "limits.max_channels_per_node") {
+		t.Fatalf("publish to a 4th channel: %v, want RESOURCE_EXHAUSTED naming limits.max_channels_per_node", err)
+	}
+	if got := metricValue(t, "herald_limit_refusals_total", "limit", "limits.max_channels_per_node") - refusals; got != 1 {
+		t.Fatalf("refusals counted: %v, want 1", got)
+	}
+	ts.publish(t, "room:cap0", "2") // a channel held goes on
+	if _, err := ts.client.History(ctx, &heraldv1.HistoryRequest{Channel: "room:cap4"}); err != nil {
+		t.Fatalf("history of a new channel at the cap: %v", err)
+	}
+	s := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: "room:cap5"})
+	s.cancel()
+	if got := metricValue(t, "herald_engine_channels") - held; got != 3 {
+		t.Fatalf("herald_engine_channels rose by %v after reads, want 3", got)
+	}
+}
+
+// TestIdempotencyKeyCaps is issue 9, item 10: idempotency keys are capped
+// per channel (limits.max_idempotency_keys_per_channel) and per node
+// (limits.max_idempotency_keys). A publish with one key more is refused
+// with RESOURCE_EXHAUSTED naming the option, rather than evicting a key
+// and silently breaking the dedupe promise; retries of keys held are still
+// answered as duplicates, and publishes without a key go on.
+func TestIdempotencyKeyCaps(t *testing.T) {
+	ts := startServer(t, testConfig(t, func(c *config.Config) {
+		c.Limits.MaxIdempotencyKeysPerChannel = 3
+		c.Limits.MaxIdempotencyKeys = 5
+	}))
+	ctx := context.Background()
+	keys := metricValue(t, "herald_idempotency_keys")
+	publish := func(ch, key string) (*heraldv1.PublishResponse, error) {
+		return ts.client.Publish(ctx, &heraldv1.PublishRequest{Channel: ch, Payload: jsonPayload("1"), IdempotencyKey: key})
+	}
+	for _, c := range []struct{ ch, key, refused string }{
+		{"room:k1", "a", ""}, {"room:k1", "b", ""}, {"room:k1", "c", ""},
+		{"room:k1", "d", "limits.max_idempotency_keys_per_channel"},
+		{"room:k2", "a", ""}, {"room:k2", "b", ""},
+		{"room:k2", "c", "limits.max_idempotency_keys"},
+		{"room:k3", "a", "limits.max_idempotency_keys"},
+	} {
+		_, err := publish(c.ch, c.key)
+		switch {
+		case c.refused == "" && err != nil:
+			t.Fatalf("%s key %s: %v", c.ch, c.key, err)
+		case c.refused != "" && (status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "("+c.refused+")")):
+			t.Fatalf("%s key %s: %v, want RESOURCE_EXHAUSTED naming %s", c.ch, c.key, err, c.refused)
+		}
+	}
+	if got := metricValue(t, "herald_idempotency_keys") - keys; got != 5 {
+		t.Fatalf("herald_idempotency_keys rose by %v, want 5", got)
+	}
+	if resp, err := publish("room:k1", "b"); err != nil || !resp.Duplicate || resp.Position.Offset != 2 {
+		t.Fatalf("retry of a key held: %v %v, want duplicate of offset 2", resp, err)
+	}
+	if _, err := publish("room:k3", ""); err != nil {
+		t.Fatalf("publish without a key at the cap: %v", err)
+	}
+}
+
+// readEverything makes every kind of read of n never-used channels, with
+// a few concurrent callers: History (forward and reverse, with and
+// without since), Presence, PresenceStats, Channels, and Subscribe and
+// SubscribeMany (whose hub reads the channel's position) for some.
+func readEverything(t *testing.T, client heraldv1.HeraldServiceClient, n int) {
+	t.Helper()
+	ctx := context.Background()
+	errs := make(chan error, 8)
+	for w := range 8 {
+		go func() {
+			for i := w; i < n; i += 8 {
+				ch := fmt.Sprintf("room:never-%d", i)
+				since := &heraldv1.StreamPosition{Offset: uint64(i % 3)}
+				if _, err := client.History(ctx, &heraldv1.HistoryRequest{Channel: ch, Since: since, Reverse: i%2 == 0}); err != nil {
+					errs <- err
+					return
+				}
+				if i%50 == 0 {
+					if _, err := client.Presence(ctx, &heraldv1.PresenceRequest{Channel: ch}); err != nil {
+						errs <- err
+						return
+					}
+					if _, err := client.PresenceStats(ctx, &heraldv1.PresenceStatsRequest{Channel: ch}); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 100 {
+		ch := fmt.Sprintf("room:never-sub-%d", i)
+		s := (&testServer{client: client}).subscribe(t, &heraldv1.SubscribeRequest{Channel: ch, Since: &heraldv1.StreamPosition{Offset: 0}})
+		s.cancel()
+	}
+	m := (&testServer{client: client}).subscribeMany(t, nil)
+	for i := range 100 {
+		m.subscribe(t, uint64(i+1), &heraldv1.SubscribeRequest{Channel: fmt.Sprintf("room:never-many-%d", i)})
+	}
+	st := newMuxState()
+	for len(st.subscribed) < 100 {
+		st.apply(t, m.recv(t))
+	}
+	if _, err := client.Channels(ctx, &heraldv1.ChannelsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReadsCreateNoState is issue 9, item 12 (and item 9 for the memory
+// engine): reading never-used channels writes nothing. On the Redis
+// engine, 20,000 History calls wrote 20,000 keys living 24 h; now DBSIZE
+// does not move. On the memory engine they created 20,000 channels' state
+// for 10 minutes; now none.
+func TestReadsCreateNoState(t *testing.T) {
+	const n = 20_000
+	t.Run("memory", func(t *testing.T) {
+		ts := startServer(t, testConfig(t, nil))
+		held := metricValue(t, "herald_engine_channels")
+		readEverything(t, ts.client, n)
+		if got := metricValue(t, "herald_engine_channels") - held; got != 0 {
+			t.Fatalf("herald_engine_channels rose by %v after reads only", got)
+		}
+		resp, err := ts.client.Channels(context.Background(), &heraldv1.ChannelsRequest{Pattern: "room:never-*"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ci := range resp.Channels {
+			if ci.Streams == 0 { // a live SubscribeMany subscription is listed by the hub
+				t.Fatalf("Channels lists %v after reads only", ci)
+			}
+		}
+	})
+	t.Run("redis", func(t *testing.T) {
+		c := startRedisCluster(t, 1)
+		rc := redis.NewClient(&redis.Options{Addr: c.redis.Addr})
+		defer rc.Close()
+		ctx := context.Background()
+		before, err := rc.DBSize(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		readEverything(t, c.clients[0], n)
+		after, err := rc.DBSize(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after != before {
+			keys, _, _ := rc.Scan(ctx, 0, "*", 10).Result()
+			t.Fatalf("DBSIZE %d before %d History reads of unused channels, %d after (some keys: %v)", before, n, after, keys)
+		}
+	})
+}
+
+// TestSubscribeBeforeFirstPublish: a channel without state reads as offset
+// 0 of an empty epoch, and its first publish starts another epoch; a
+// Subscribe stream or SubscribeMany subscription opened before it still
+// gets that first publication and the following ones, and a position read
+// before it resumes (recovered) into the new epoch. On both engines.
+func TestSubscribeBeforeFirstPublish(t *testing.T) {
+	for _, tg := range newEngineTargets(t) {
+		t.Run(tg.name, func(t *testing.T) {
+			srv := ts(tg)
+			const ch = "room:first"
+			s := srv.subscribe(t, &heraldv1.SubscribeRequest{Channel: ch})
+			empty := s.subscribed.Position
+			if empty.Offset != 0 || empty.Epoch == "" || s.subscribed.Recovered {
+				t.Fatalf("subscribed %v, want offset 0 of an empty epoch", s.subscribed)
+			}
+			m := srv.subscribeMany(t, nil)
+			m.subscribe(t, 1, &heraldv1.SubscribeRequest{Channel: ch})
+			st := newMuxState()
+			for len(st.subscribed) < 1 {
+				st.apply(t, m.recv(t))
+			}
+			var epoch string
+			for i := 1; i <= 3; i++ {
+				pos := srv.publish(t, ch, fmt.Sprint(i))
+				if epoch = pos.Epoch; epoch == empty.Epoch {
+					t.Fatalf("first publish kept the empty epoch %q", epoch)
+				}
+			}
+			for want := uint64(1); want <= 3; want++ {
+				if p := s.next(t); p.Offset != want || p.Epoch != epoch {
+					t.Fatalf("Subscribe stream got %d/%s, want %d/%s", p.Offset, p.Epoch, want, epoch)
+				}
+				resp := m.recv(t)
+				if p := resp.GetEvent().GetPublication(); p.GetOffset() != want || p.GetEpoch() != epoch {
+					t.Fatalf("SubscribeMany got %v, want offset %d of %s", resp, want, epoch)
+				}
+			}
+			// Resuming from the position read before the first publish.
+			r := srv.subscribe(t, &heraldv1.SubscribeRequest{Channel: ch, Since: empty})
+			if !r.subscribed.Recovered || r.subscribed.Position.Offset != 3 || r.subscribed.Position.Epoch != epoch {
+				t.Fatalf("resume from %v: %v, want recovered at 3 of %s", empty, r.subscribed, epoch)
+			}
+			for want := uint64(1); want <= 3; want++ {
+				if p := r.next(t); p.Offset != want {
+					t.Fatalf("replay got %d, want %d", p.Offset, want)
+				}
+			}
+			// Live publications continue every stream.
+			srv.publish(t, ch, "4")
+			if s.next(t).Offset != 4 || r.next(t).Offset != 4 || m.recv(t).GetEvent().GetPublication().GetOffset() != 4 {
+				t.Fatal("offset 4 missing")
+			}
+		})
 	}
 }
