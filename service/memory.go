@@ -91,17 +91,20 @@ type memChannel struct {
 	n    int
 	ttl  time.Duration // longest history TTL of its publications
 
-	// dedupe maps the idempotency keys of the window to their offsets;
-	// keys lists them in the order they came (from keyHead), for expiry.
-	dedupe   map[string]uint64
-	keys     []dedupeKey
-	keyHead  int
-	keysPeak int // the map's size when it was last made (maps do not shrink)
-	window   time.Duration
+	dd *dedupeSet // nil without idempotency keys
 
 	presence   map[string]*heraldv1.ClientInfo
-	subscribed int // Subscribe calls not yet undone: keeps the state alive
-	touched    time.Time
+	subscribed int   // Subscribe calls not yet undone: keeps the state alive
+	touched    int64 // unix ns of the last publication, unsubscribe or leave
+}
+
+// dedupeSet is a channel's idempotency keys within their window.
+type dedupeSet struct {
+	offsets map[string]uint64 // key -> its publication's offset
+	order   []dedupeKey       // the keys in the order they came, from head, for expiry
+	head    int
+	peak    int // the map's size when it was made: maps do not shrink
+	window  time.Duration
 }
 
 type histEntry struct {
@@ -234,15 +237,14 @@ func (e *memoryEngine) Publish(ctx context.Context, pub *heraldv1.Publication, o
 	now := e.now()
 	key := opts.IdempotencyKey
 	if key != "" {
-		if opts.DedupeWindow > c.window {
-			c.window = opts.DedupeWindow
+		if c.dd != nil {
+			e.expireDedupe(c, now)
 		}
-		e.expireDedupe(c, now)
-		if off, ok := c.dedupe[key]; ok {
+		if off, ok := c.dd.lookup(key); ok {
 			defer c.mu.Unlock()
 			return PublishResult{Position: &heraldv1.StreamPosition{Offset: off, Epoch: c.epoch}, Duplicate: true}, nil
 		}
-		if err := e.admitKey(c); err != nil {
+		if err := e.admitKey(c, opts.DedupeWindow); err != nil {
 			e.release(c)
 			return PublishResult{}, err
 		}
@@ -261,7 +263,7 @@ func (e *memoryEngine) Publish(ctx context.Context, pub *heraldv1.Publication, o
 		c.epoch, c.born = newEpoch(), e.period(now)
 	}
 	defer c.mu.Unlock()
-	c.touched = now
+	c.touched = now.UnixNano()
 	c.offset++
 	pub.Offset = c.offset
 	pub.Epoch = c.epoch
@@ -270,12 +272,14 @@ func (e *memoryEngine) Publish(ctx context.Context, pub *heraldv1.Publication, o
 	}
 	c.push(histEntry{pub: pub, at: now.UnixNano()}, opts.HistorySize)
 	if key != "" {
-		if c.dedupe == nil {
-			c.dedupe = make(map[string]uint64)
+		if c.dd == nil {
+			c.dd = &dedupeSet{offsets: make(map[string]uint64)}
 		}
-		c.dedupe[key] = c.offset
-		c.keysPeak = max(c.keysPeak, len(c.dedupe))
-		c.keys = append(c.keys, dedupeKey{key: key, at: now.UnixNano()})
+		d := c.dd
+		d.offsets[key] = c.offset
+		d.peak = max(d.peak, len(d.offsets))
+		d.order = append(d.order, dedupeKey{key: key, at: now.UnixNano()})
+		d.window = max(d.window, opts.DedupeWindow)
 		metricIdempotencyKeys.Inc()
 	}
 	if h := e.handler(); h != nil {
@@ -286,56 +290,68 @@ func (e *memoryEngine) Publish(ctx context.Context, pub *heraldv1.Publication, o
 	return PublishResult{Position: &heraldv1.StreamPosition{Offset: c.offset, Epoch: c.epoch}}, nil
 }
 
+// lookup returns the offset of key, if it is in the window. d may be nil.
+func (d *dedupeSet) lookup(key string) (uint64, bool) {
+	if d == nil {
+		return 0, false
+	}
+	off, ok := d.offsets[key]
+	return off, ok
+}
+
 // admitKey counts one more idempotency key against the limits, or refuses
 // it. c.mu must be held.
-func (e *memoryEngine) admitKey(c *memChannel) error {
-	if len(c.dedupe) >= e.opts.MaxKeysPerChannel {
+func (e *memoryEngine) admitKey(c *memChannel, window time.Duration) error {
+	if c.dd != nil && len(c.dd.offsets) >= e.opts.MaxKeysPerChannel {
 		return refuse("limits.max_idempotency_keys_per_channel",
 			"channel %q holds %d idempotency keys, its limit (limits.max_idempotency_keys_per_channel); keys expire after the dedupe window (%v); publish without a key, or later",
-			truncate(c.name, 64), len(c.dedupe), c.window)
+			truncate(c.name, 64), len(c.dd.offsets), window)
 	}
 	if n := e.keys.Add(1); n > int64(e.opts.MaxKeys) {
 		e.keys.Add(-1)
 		return refuse("limits.max_idempotency_keys",
 			"this node holds %d idempotency keys, its limit (limits.max_idempotency_keys); keys expire after the dedupe window (%v); publish without a key, or later",
-			e.opts.MaxKeys, c.window)
+			e.opts.MaxKeys, window)
 	}
 	return nil
 }
 
-// expireDedupe forgets keys older than the channel's window. c.mu must be
-// held.
+// expireDedupe forgets the keys older than the channel's window, and the
+// set once empty. c.mu must be held.
 func (e *memoryEngine) expireDedupe(c *memChannel, now time.Time) {
-	cut := now.Add(-c.window).UnixNano()
-	i := c.keyHead
-	for ; i < len(c.keys) && c.keys[i].at < cut; i++ {
-		delete(c.dedupe, c.keys[i].key)
-		c.keys[i] = dedupeKey{}
+	d := c.dd
+	if d == nil {
+		return
 	}
-	expired := i - c.keyHead
+	cut := now.Add(-d.window).UnixNano()
+	i := d.head
+	for ; i < len(d.order) && d.order[i].at < cut; i++ {
+		delete(d.offsets, d.order[i].key)
+		d.order[i] = dedupeKey{}
+	}
+	expired := i - d.head
 	if expired == 0 {
 		return
 	}
-	c.keyHead = i
+	d.head = i
 	e.keys.Add(-int64(expired))
 	metricIdempotencyKeys.Sub(float64(expired))
-	switch {
-	case len(c.dedupe) == 0:
-		c.dedupe, c.keys, c.keyHead, c.keysPeak = nil, nil, 0, 0
-	case c.keyHead > len(c.keys)/2:
-		c.keys = append(c.keys[:0], c.keys[c.keyHead:]...)
-		c.keyHead = 0
+	if len(d.offsets) == 0 {
+		c.dd = nil
+		return
 	}
-	if c.keysPeak > 1024 && len(c.dedupe) < c.keysPeak/4 {
-		// A map keeps its size after deletes: make it again.
-		m := make(map[string]uint64, len(c.dedupe))
-		for k, v := range c.dedupe {
+	if d.head > len(d.order)/2 { // keep the list's dead front short
+		d.order = append(d.order[:0], d.order[d.head:]...)
+		d.head = 0
+	}
+	if d.peak > 1024 && len(d.offsets) < d.peak/4 { // most are gone: make both again, smaller
+		m := make(map[string]uint64, len(d.offsets))
+		for k, v := range d.offsets {
 			m[k] = v
 		}
-		c.dedupe, c.keysPeak = m, len(m)
-		if cap(c.keys) > 4*len(c.keys) {
-			c.keys = append([]dedupeKey(nil), c.keys...)
-		}
+		d.offsets, d.peak = m, len(m)
+		d.order = append([]dedupeKey(nil), d.order[d.head:]...)
+		d.head = 0
 	}
 }
 
@@ -491,7 +507,7 @@ func (e *memoryEngine) Unsubscribe(ctx context.Context, channel string) error {
 			c.subscribed--
 		}
 		if c.epoch != "" {
-			c.touched = e.now()
+			c.touched = e.now().UnixNano()
 		}
 		e.release(c)
 	}
@@ -525,7 +541,7 @@ func (e *memoryEngine) RemovePresence(ctx context.Context, channel string, clien
 		c.presence = nil
 	}
 	if c.epoch != "" {
-		c.touched = e.now()
+		c.touched = e.now().UnixNano()
 	}
 	if h := e.handler(); h != nil && joinLeave {
 		h.HandlePresence(&heraldv1.PresenceEvent{Channel: channel, Client: client}, false)
@@ -613,7 +629,7 @@ func (e *memoryEngine) sweep() {
 			c.trim(now)
 			e.expireDedupe(c, now)
 			if c.unused() || c.epoch != "" && c.subscribed == 0 && len(c.presence) == 0 && c.n == 0 &&
-				len(c.dedupe) == 0 && now.Sub(c.touched) > max(idleFor, c.ttl) {
+				c.dd == nil && now.UnixNano()-c.touched > int64(max(idleFor, c.ttl)) {
 				delete(s.chans, name)
 				if c.epoch != "" {
 					e.channels.Add(-1)

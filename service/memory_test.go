@@ -346,7 +346,9 @@ func TestMemoryIdempotencyKeysExpire(t *testing.T) {
 		if c == nil {
 			continue
 		}
-		held += len(c.dedupe) + len(c.keys)
+		if c.dd != nil {
+			held += len(c.dd.offsets) + len(c.dd.order)
+		}
 		c.mu.Unlock()
 	}
 	if held != 0 || e.keys.Load() != 0 {
