@@ -498,6 +498,8 @@ func TestReadsCreateNoState(t *testing.T) {
 		rc := redis.NewClient(&redis.Options{Addr: c.redis.Addr})
 		defer rc.Close()
 		ctx := context.Background()
+		// The node sets its era key at start, in the background.
+		waitFor(t, func() bool { return rc.Exists(ctx, c.prefix+":era").Val() == 1 })
 		before, err := rc.DBSize(ctx).Result()
 		if err != nil {
 			t.Fatal(err)

@@ -236,6 +236,9 @@ func (e *memoryEngine) Publish(ctx context.Context, pub *heraldv1.Publication, o
 	c := e.channel(pub.Channel, true)
 	now := e.now()
 	key := opts.IdempotencyKey
+	if opts.DedupeWindow <= 0 {
+		key = "" // no window, nothing to remember (as on Redis)
+	}
 	if key != "" {
 		if c.dd != nil {
 			e.expireDedupe(c, now)

@@ -293,16 +293,35 @@ func (e *redisEngine) Start(ctx context.Context, h Handler) error {
 	}
 	e.wg.Add(1)
 	go func() { defer e.wg.Done(); e.refreshLoop() }()
-	if err := e.setEra(ctx); err != nil {
-		e.log.Warn("redis: could not check the era key; it is set by the first publish", "err", err)
-	}
+	// The era, so that empty epochs are stable from the first read on:
+	// best effort, within the same wait as the control subscription.
+	era := make(chan struct{})
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		defer close(era)
+		ctx, cancel := context.WithTimeout(e.ctx, e.opts.Timeout)
+		defer cancel()
+		if err := e.setEra(ctx); err != nil && e.ctx.Err() == nil {
+			e.log.Warn("redis: could not check the era key; the next publish of a new channel sets it", "err", err)
+		}
+	}()
 	t := time.NewTimer(e.opts.Timeout)
 	defer t.Stop()
-	select {
-	case <-e.shards[0].controlReady:
-	case <-t.C:
-		e.log.Warn("redis: control subscription not confirmed yet; continuing", "addr", e.client.Options().Addr)
-	case <-ctx.Done():
+	for ready, eraSet := e.shards[0].controlReady, era; ready != nil || eraSet != nil; {
+		select {
+		case <-ready:
+			ready = nil
+		case <-eraSet:
+			eraSet = nil
+		case <-t.C:
+			if ready != nil {
+				e.log.Warn("redis: control subscription not confirmed yet; continuing", "addr", e.client.Options().Addr)
+			}
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
 	}
 	return nil
 }

@@ -33,6 +33,8 @@ func TestRedisEmptyEpoch(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer rc.Close()
 	keys := func() int64 { n, _ := rc.DBSize(ctx).Result(); return n }
+	// Start sets the era in the background.
+	waitFor(t, "the era key", func() bool { return rc.Exists(ctx, a.eraKey()).Val() == 1 })
 	empty := func(e Engine, ch string) *heraldv1.StreamPosition {
 		t.Helper()
 		res, err := e.History(ctx, ch, HistoryQuery{Limit: 10})
