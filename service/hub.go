@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"hash/maphash"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,8 +91,8 @@ type subscriber struct {
 type event struct {
 	pub      *heraldv1.Publication
 	presence *heraldv1.PresenceEvent
+	size     int32 // eventSize, set once per fan-out (int32 keeps event at 24 bytes)
 	join     bool
-	size     int // eventSize, set once per fan-out
 }
 
 // eventSize is what a queued event is counted as against a queue's byte
@@ -159,12 +160,12 @@ func (q *subQueue) push(ev event, maxEvents, maxBytes int) bool {
 	if q.closed {
 		return true
 	}
-	if len(q.events) > 0 && (len(q.events) >= maxEvents || q.bytes+ev.size > maxBytes) {
+	if len(q.events) > 0 && (len(q.events) >= maxEvents || q.bytes+int(ev.size) > maxBytes) {
 		q.closeLocked()
 		return false
 	}
 	q.events = append(q.events, ev)
-	q.bytes += ev.size
+	q.bytes += int(ev.size)
 	if len(q.events) == 1 {
 		select {
 		case q.wake <- struct{}{}:
@@ -563,7 +564,7 @@ func (h *hub) fanout(channel string, ev event, presence bool) {
 // those that asked), cutting off any whose queue is full. The shard's mu
 // must be held (read).
 func (hc *hubChannel) send(ev event, presence bool) {
-	ev.size = eventSize(ev)
+	ev.size = int32(min(eventSize(ev), math.MaxInt32))
 	if s := hc.s1; s != nil && (!presence || s.presenceEvents) {
 		s.deliver(ev)
 	}

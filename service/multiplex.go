@@ -244,13 +244,13 @@ func (m *muxStream) push(e muxEvent) {
 	if m.err != nil {
 		return
 	}
-	if len(m.queue) >= m.limit || len(m.queue) > 0 && m.bytes+e.ev.size > m.limitBytes {
+	if len(m.queue) >= m.limit || len(m.queue) > 0 && m.bytes+int(e.ev.size) > m.limitBytes {
 		m.endLocked(errSlowMux)
 		m.queue, m.bytes = nil, 0
 		return
 	}
 	m.queue = append(m.queue, e)
-	m.bytes += e.ev.size
+	m.bytes += int(e.ev.size)
 	if len(m.queue) == 1 {
 		select {
 		case m.wake <- struct{}{}:
@@ -452,13 +452,13 @@ func (m *muxStream) handle(stream grpc.BidiStreamingServer[heraldv1.SubscribeMan
 	case muxDeliver:
 		switch ms.state {
 		case muxPreparing:
-			if m.held >= m.limit || m.heldBytes+e.ev.size > m.limitBytes {
+			if m.held >= m.limit || m.heldBytes+int(e.ev.size) > m.limitBytes {
 				return errSlowMux
 			}
 			ms.prep.held = append(ms.prep.held, e.ev)
-			ms.prep.heldBytes += e.ev.size
+			ms.prep.heldBytes += int(e.ev.size)
 			m.held++
-			m.heldBytes += e.ev.size
+			m.heldBytes += int(e.ev.size)
 		case muxLive:
 			return m.forward(stream, ms, e.ev)
 		}
