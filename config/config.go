@@ -185,9 +185,13 @@ type Limits struct {
 	// MaxChannelsPerNode bounds the channels whose state (epoch, offset,
 	// history, idempotency keys) the memory engine holds; a publish that
 	// would start one more is refused with RESOURCE_EXHAUSTED. Reads and
-	// subscriptions never create state. Idle state is forgotten on a
-	// schedule (see docs/operations.md). Default 1000000. The Redis engine
-	// keeps channel state in Redis, bounded by its TTLs and maxmemory.
+	// subscriptions never create state. A channel's state is forgotten at
+	// the first sweep (every 10 s) after it has had no subscriber and no
+	// presence on the node, no history and no idempotency key left, and no
+	// publication, last unsubscribe or leave for 10 minutes (or its
+	// history_ttl, if longer); see docs/operations.md. Default 1000000.
+	// The Redis engine keeps channel state in Redis, bounded by its TTLs
+	// and maxmemory.
 	MaxChannelsPerNode int `yaml:"max_channels_per_node" json:"max_channels_per_node"`
 	// MaxGRPCMessage is the largest gRPC message in bytes. Default 4 MiB.
 	MaxGRPCMessage int `yaml:"max_grpc_message" json:"max_grpc_message"`
