@@ -606,7 +606,7 @@ func (n *Node) closeAll() {
 func newEngine(cfg config.Config, log *slog.Logger) (service.Engine, error) {
 	switch cfg.Engine {
 	case "memory":
-		return service.NewMemoryEngine(), nil
+		return service.NewMemoryEngine(service.MemoryOptionsFrom(cfg.Limits)), nil
 	case "redis":
 		ns := cfg.NamespaceIndex()
 		return service.NewRedisEngine(cfg.Redis, service.RedisOptions{

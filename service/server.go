@@ -72,7 +72,7 @@ func New(cfg config.Config, engine Engine, log *slog.Logger) *Server {
 		cfg:      cfg,
 		ns:       cfg.NamespaceIndex(),
 		engine:   engine,
-		hub:      newHub(engine, cfg.Limits.SubscriberQueue),
+		hub:      newHub(engine, cfg.Limits.SubscriberQueue, cfg.Limits.SubscriberQueueBytes),
 		log:      log,
 		node:     newNodeID(),
 		start:    time.Now(),
@@ -551,6 +551,9 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 	if err != nil {
 		return invalid(err)
 	}
+	if err := checkSubscribe(req); err != nil {
+		return invalid(err)
+	}
 	if err := authorize(ctx, permRead, req.Channel); err != nil {
 		return err
 	}
@@ -560,7 +563,9 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 	sub := &subscriber{
 		channel:        req.Channel,
 		presenceEvents: req.PresenceEvents && ns.JoinLeave,
-		queue:          make(chan event, s.hub.queue),
+		q:              newSubQueue(),
+		maxEvents:      s.hub.queue,
+		maxBytes:       s.hub.queueBytes,
 		done:           make(chan struct{}),
 	}
 	if err := s.hub.add(ctx, sub); err != nil {
@@ -574,6 +579,34 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 	if err != nil {
 		return toStatus(s.log, err)
 	}
+	// The stream is written by a goroutine of its own, so that a client
+	// that stops reading (its Send blocks) is still cut off when its queue
+	// is full: this handler returns, gRPC ends the stream, and the blocked
+	// Send returns with it.
+	sent := make(chan error, 1)
+	go func() {
+		defer func() { // gRPC's recovery covers the handler's goroutine only
+			if r := recover(); r != nil {
+				s.log.Error("panic in Subscribe sender", "panic", r)
+				sent <- status.Error(codes.Internal, "internal error")
+			}
+		}()
+		sent <- s.sendStream(stream, req, sub, pos, replay, recovered)
+	}()
+	select {
+	case <-sub.done:
+		metricStreamEnds.WithLabelValues(endReason(sub.err)).Inc()
+		return sub.err
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	case err := <-sent:
+		return err
+	}
+}
+
+// sendStream writes a Subscribe stream: the subscribed event, the replay,
+// then what the hub queues, until the subscriber stops or the stream ends.
+func (s *Server) sendStream(stream grpc.ServerStreamingServer[heraldv1.SubscribeResponse], req *heraldv1.SubscribeRequest, sub *subscriber, pos *heraldv1.StreamPosition, replay []*heraldv1.Publication, recovered bool) error {
 	if err := stream.Send(&heraldv1.SubscribeResponse{Event: &heraldv1.SubscribeResponse_Subscribed{
 		Subscribed: &heraldv1.Subscribed{Position: pos, Recovered: recovered},
 	}}); err != nil {
@@ -585,19 +618,22 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 		}
 	}
 	last, epoch := pos.Offset, pos.Epoch
+	var batch []event
 	for {
-		select {
-		case <-sub.done:
-			metricStreamEnds.WithLabelValues(endReason(sub.err)).Inc()
-			return sub.err
-		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
-		case ev := <-sub.queue:
+		batch = sub.q.take(batch, sub.done, stream.Context().Done())
+		if batch == nil {
+			return nil // the handler returns why
+		}
+		for i, ev := range batch {
+			batch[i] = event{}
 			var resp *heraldv1.SubscribeResponse
 			switch {
 			case ev.pub != nil:
 				if ev.pub.Epoch != epoch {
-					return status.Error(codes.Aborted, "the channel's epoch changed (history was lost); resubscribe from the last position you received")
+					if !startsState(last, ev.pub) {
+						return errEpochChanged
+					}
+					epoch = ev.pub.Epoch
 				}
 				if ev.pub.Offset <= last {
 					continue // replayed already, or older than the subscription
@@ -615,6 +651,9 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 			if err := stream.Send(resp); err != nil {
 				return err
 			}
+		}
+		if cap(batch) > 1024 {
+			batch = nil // after a burst: let the queue shrink back
 		}
 	}
 }
@@ -682,12 +721,18 @@ func (s *Server) History(ctx context.Context, req *heraldv1.HistoryRequest) (*he
 	if _, err := s.ns.Lookup(req.Channel); err != nil {
 		return nil, invalid(err)
 	}
+	if err := checkPosition("since", req.Since); err != nil {
+		return nil, invalid(err)
+	}
+	if err := checkFormat(req.PayloadFormat); err != nil {
+		return nil, invalid(err)
+	}
 	if err := authorize(ctx, permRead, req.Channel); err != nil {
 		return nil, err
 	}
 	limit := int(req.Limit)
 	if limit == 0 {
-		limit = defaultPage
+		limit = min(defaultPage, s.cfg.Limits.MaxHistoryPage)
 	}
 	if limit > s.cfg.Limits.MaxHistoryPage {
 		return nil, status.Errorf(codes.InvalidArgument, "limit %d is above the maximum page of %d", limit, s.cfg.Limits.MaxHistoryPage)

@@ -51,7 +51,12 @@ func testConfig(t testing.TB, edit func(*config.Config)) config.Config {
 
 func startServer(t testing.TB, cfg config.Config) *testServer {
 	t.Helper()
-	engine := service.NewMemoryEngine()
+	return startServerOn(t, cfg, service.NewMemoryEngine(service.MemoryOptionsFrom(cfg.Limits)))
+}
+
+// startServerOn is startServer on an engine of the caller's.
+func startServerOn(t testing.TB, cfg config.Config, engine service.Engine) *testServer {
+	t.Helper()
 	core := service.New(cfg, engine, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := core.Start(ctx); err != nil {
