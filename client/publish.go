@@ -88,7 +88,9 @@ func (m Message) request() (*heraldv1.PublishRequest, error) {
 	case m.JSON != nil && m.Binary != nil:
 		return nil, newError(codes.InvalidArgument, "message: set JSON or Binary, not both")
 	case m.JSON != nil:
-		req.Payload = &heraldv1.PublishRequest_RawJson{RawJson: m.JSON}
+		// As text in `json`: the node keeps its numbers and key order, and
+		// refuses it if it is not UTF-8 JSON.
+		req.Payload = &heraldv1.PublishRequest_Json{Json: string(m.JSON)}
 	case m.Binary != nil:
 		req.Payload = &heraldv1.PublishRequest_Binary{Binary: m.Binary}
 	default:

@@ -21,8 +21,8 @@ type SubscribeOptions struct {
 	PresenceEvents bool
 	// DecodeJSON delivers JSON payloads decoded, in Publication.data (a
 	// google.protobuf.Value: numbers become float64 and object keys lose
-	// their order), as `herald subscribe` prints them. By default they
-	// arrive as published, as UTF-8 text in Publication.raw_json.
+	// their order; PAYLOAD_FORMAT_VALUE). By default they arrive as
+	// published, as UTF-8 text in Publication.raw_json.
 	DecodeJSON bool
 	// OnRetry, when set, is called each time the subscription's stream
 	// ended for a reason a resubscribe can fix, before waiting delay and
@@ -78,7 +78,7 @@ func (c *Client) Subscribe(ctx context.Context, channel string, opts SubscribeOp
 	ctx, cancel := context.WithCancel(ctx)
 	req := &heraldv1.SubscribeRequest{Channel: channel, PresenceEvents: opts.PresenceEvents, PayloadFormat: heraldv1.PayloadFormat_PAYLOAD_FORMAT_RAW}
 	if opts.DecodeJSON {
-		req.PayloadFormat = heraldv1.PayloadFormat_PAYLOAD_FORMAT_UNSPECIFIED
+		req.PayloadFormat = heraldv1.PayloadFormat_PAYLOAD_FORMAT_VALUE
 	}
 	if opts.Since != nil {
 		req.Since = opts.Since.proto()

@@ -175,10 +175,37 @@ type Limits struct {
 	// MaxHistoryPage is the largest history page. Default 1000.
 	MaxHistoryPage int `yaml:"max_history_page" json:"max_history_page"`
 	// SubscriberQueue is how many events a gRPC subscriber may have pending
-	// before it is cut off as too slow. Default 4096.
+	// before it is cut off as too slow. Default 4096. A SubscribeMany
+	// stream (a bridge's upstream) may have 16 times as many.
 	SubscriberQueue int `yaml:"subscriber_queue" json:"subscriber_queue"`
-	// DedupeWindow is how long idempotency keys are remembered. Default 2m.
+	// SubscriberQueueBytes bounds the same queue in bytes (payloads and
+	// metadata of the pending events); beyond it the subscriber is cut off
+	// with RESOURCE_EXHAUSTED. It must be at least MaxPayload. Default
+	// 4 MiB (64 MiB for a SubscribeMany stream).
+	SubscriberQueueBytes int `yaml:"subscriber_queue_bytes" json:"subscriber_queue_bytes"`
+	// DedupeWindow is how long idempotency keys are remembered. The memory
+	// engine forgets them at most 10 s later (its sweep); Redis expires
+	// them on time. Default 2m.
 	DedupeWindow Duration `yaml:"dedupe_window" json:"dedupe_window"`
+	// MaxIdempotencyKeys bounds the idempotency keys the memory engine
+	// remembers at once on this node; MaxIdempotencyKeysPerChannel bounds
+	// them per channel. A publish with a new key beyond either is refused
+	// with RESOURCE_EXHAUSTED (publishes without a key are not affected).
+	// Defaults 1000000 and 100000. The Redis engine stores keys in Redis
+	// with the window as their expiry and does not count them.
+	MaxIdempotencyKeys           int `yaml:"max_idempotency_keys" json:"max_idempotency_keys"`
+	MaxIdempotencyKeysPerChannel int `yaml:"max_idempotency_keys_per_channel" json:"max_idempotency_keys_per_channel"`
+	// MaxChannelsPerNode bounds the channels whose state (epoch, offset,
+	// history, idempotency keys) the memory engine holds; a publish that
+	// would start one more is refused with RESOURCE_EXHAUSTED. Reads and
+	// subscriptions never create state. A channel's state is forgotten at
+	// the first sweep (every 10 s) after it has had no subscriber and no
+	// presence on the node, no history and no idempotency key left, and no
+	// publication, last unsubscribe or leave for 10 minutes (or its
+	// history_ttl, if longer); see docs/operations.md. Default 1000000.
+	// The Redis engine keeps channel state in Redis, bounded by its TTLs
+	// and maxmemory.
+	MaxChannelsPerNode int `yaml:"max_channels_per_node" json:"max_channels_per_node"`
 	// MaxGRPCMessage is the largest gRPC message in bytes. Default 4 MiB.
 	MaxGRPCMessage int `yaml:"max_grpc_message" json:"max_grpc_message"`
 }
@@ -296,11 +323,16 @@ func Default() Config {
 		LogLevel:        "info",
 		LogFormat:       "text",
 		Limits: Limits{
-			MaxPayload:      65536,
-			MaxHistoryPage:  1000,
-			SubscriberQueue: 4096,
-			DedupeWindow:    Duration(2 * time.Minute),
-			MaxGRPCMessage:  4 << 20,
+			MaxPayload:           65536,
+			MaxHistoryPage:       1000,
+			SubscriberQueue:      4096,
+			SubscriberQueueBytes: 4 << 20,
+			DedupeWindow:         Duration(2 * time.Minute),
+			MaxGRPCMessage:       4 << 20,
+
+			MaxIdempotencyKeys:           1_000_000,
+			MaxIdempotencyKeysPerChannel: 100_000,
+			MaxChannelsPerNode:           1_000_000,
 		},
 		Bridge: Bridge{
 			PingInterval:    Duration(25 * time.Second),
@@ -418,6 +450,8 @@ var flagRoles = map[string]uint8{
 	"redis-password": coreSide, "redis-db": coreSide, "redis-tls": coreSide, "redis-prefix": coreSide,
 	"max-payload": coreSide, "subscriber-queue": coreSide, "dedupe-window": coreSide,
 	"tls-client-ca-file": coreSide, "redis-presence-ttl": coreSide,
+	"subscriber-queue-bytes": coreSide, "max-channels-per-node": coreSide,
+	"max-idempotency-keys": coreSide, "max-idempotency-keys-per-channel": coreSide,
 
 	"jwt-secret": browsers, "jwt-public-keys": browsers, "jwt-audience": browsers, "jwt-issuer": browsers, "anonymous": browsers, "allowed-origins": browsers,
 	"ping-interval": browsers, "max-frame": browsers, "max-channels": browsers, "max-conns-per-user": browsers,
@@ -469,7 +503,11 @@ func (c *Config) register(fs *flag.FlagSet) {
 	integer(&c.Limits.MaxPayload, "max-payload", "largest payload in bytes")
 	integer(&c.Limits.MaxHistoryPage, "max-history-page", "largest history page")
 	integer(&c.Limits.SubscriberQueue, "subscriber-queue", "events a gRPC subscriber may have pending")
+	integer(&c.Limits.SubscriberQueueBytes, "subscriber-queue-bytes", "bytes a gRPC subscriber may have pending")
 	dur(&c.Limits.DedupeWindow, "dedupe-window", "how long idempotency keys are remembered")
+	integer(&c.Limits.MaxIdempotencyKeys, "max-idempotency-keys", "idempotency keys remembered per node (memory engine)")
+	integer(&c.Limits.MaxIdempotencyKeysPerChannel, "max-idempotency-keys-per-channel", "idempotency keys remembered per channel (memory engine)")
+	integer(&c.Limits.MaxChannelsPerNode, "max-channels-per-node", "channels with state per node (memory engine)")
 	integer(&c.Limits.MaxGRPCMessage, "max-grpc-message", "largest gRPC message in bytes")
 	str(&c.Bridge.Core, "core", "gRPC address of the core (herald bridge)")
 	str(&c.Bridge.CoreAPIKey, "core-api-key", "API key the bridge presents to the core")
@@ -633,6 +671,12 @@ func (c *Config) Validate() error {
 	}
 	if l.MaxGRPCMessage < l.MaxPayload+1024 {
 		bad("limits.max_grpc_message must exceed max_payload by at least 1024")
+	}
+	if l.SubscriberQueueBytes < l.MaxPayload {
+		bad("limits.subscriber_queue_bytes (%d) must be at least max_payload (%d)", l.SubscriberQueueBytes, l.MaxPayload)
+	}
+	if l.MaxIdempotencyKeys <= 0 || l.MaxIdempotencyKeysPerChannel <= 0 || l.MaxChannelsPerNode <= 0 {
+		bad("limits: max_idempotency_keys, max_idempotency_keys_per_channel and max_channels_per_node must be positive")
 	}
 	b := c.Bridge
 	if b.MaxFrame <= 0 || b.MaxChannels <= 0 || b.MaxConnsPerUser <= 0 || b.QueueBytes <= 0 || b.QueueFrames <= 0 || b.RequestRate <= 0 || b.PingInterval <= 0 {

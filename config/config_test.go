@@ -71,6 +71,10 @@ func TestValidate(t *testing.T) {
 		{"key rate", "api_keys:\n- name: k\n  key: 0123456789abcdef\n  publish_rate: 10\n", ""},
 		{"negative key rate", "api_keys:\n- name: k\n  key: 0123456789abcdef\n  publish_rate: -1\n", "publish_rate"},
 		{"drain delay too long", "drain_delay: 20s\nshutdown_timeout: 10s\n", "drain_delay"},
+		{"memory limits", "limits:\n  max_channels_per_node: 10\n  max_idempotency_keys: 5\n  max_idempotency_keys_per_channel: 2\n  subscriber_queue_bytes: 65536\n", ""},
+		{"queue bytes below payload", "limits:\n  subscriber_queue_bytes: 1000\n", "subscriber_queue_bytes"},
+		{"no channel cap", "limits:\n  max_channels_per_node: 0\n", "max_channels_per_node"},
+		{"no key cap", "limits:\n  max_idempotency_keys_per_channel: -1\n", "max_idempotency_keys_per_channel"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := Default()

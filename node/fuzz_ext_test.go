@@ -3,12 +3,16 @@ package node_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/herald-io/herald/config"
+	"github.com/herald-io/herald/internal/payloadtest"
 	"github.com/herald-io/herald/node"
 )
 
@@ -44,6 +48,59 @@ func FuzzRESTPublish(f *testing.F) {
 		_ = resp.Body.Close()
 		if resp.StatusCode >= 500 {
 			t.Fatalf("channel %q body %q: HTTP %d", channel, body, resp.StatusCode)
+		}
+	})
+}
+
+// FuzzPublishPath drives the whole publish path of a real node: a payload
+// in (fuzzed bytes, published as gRPC json or raw_json, REST raw_json or
+// REST data), every subscriber's bytes out. Either the payload is refused
+// everywhere (it is not valid JSON in UTF-8: INVALID_ARGUMENT or HTTP 400,
+// nothing stored, nothing delivered: the next publication every reader
+// gets is the one after), or every reader gets exactly its compacted text
+// (encoding/json's Compact, an independent oracle): a WebSocket herald.json
+// subscriber as valid UTF-8 text with that text as data, a herald.proto
+// subscriber and gRPC subscribers byte for byte, and every history (gRPC,
+// REST, browser). Seeded with the awkward-JSON corpus.
+func FuzzPublishPath(f *testing.F) {
+	env := startPayloadShape(f, payloadShapes[0])
+	r := openReaders(f, env, "feed:fuzz")
+	paths := []publishPath{publishPaths[0], publishPaths[1], publishPaths[5], publishPaths[4]}
+	for via := range paths {
+		for _, tc := range payloadtest.Corpus {
+			f.Add([]byte(tc.In), uint8(via))
+		}
+		for _, tc := range payloadtest.Invalid {
+			f.Add([]byte(tc.In), uint8(via))
+		}
+	}
+	limit := payloadConfig().Limits.MaxPayload
+	n := 0
+	f.Fuzz(func(t *testing.T, in []byte, via uint8) {
+		r.use(t)
+		var want bytes.Buffer
+		accept := utf8.Valid(in) && json.Valid(in) && json.Compact(&want, in) == nil && want.Len() <= limit
+		path := paths[int(via)%len(paths)]
+		if path.skip != nil && path.skip(string(in)) || path.name == "REST publish data" && !accept {
+			path = paths[1] // raw_json carries any bytes
+		}
+		refused, ok := path.publish(r, string(in))
+		switch {
+		case accept && refused != "":
+			t.Fatalf("%s %q: refused: %s", path.name, in, refused)
+		case !accept && refused == "":
+			t.Fatalf("%s %q: accepted", path.name, in)
+		case !accept && !ok:
+			t.Fatalf("%s %q: refused with %s, want invalid argument", path.name, in, refused)
+		case accept:
+			r.expect(path.name, got{json: want.String(), isJSON: true})
+		default:
+			n++
+			sentinel := fmt.Sprintf(`{"refused":%d}`, n)
+			if refused, _ := paths[1].publish(r, sentinel); refused != "" {
+				t.Fatal(refused)
+			}
+			r.expect("after a refusal", got{json: sentinel, isJSON: true})
 		}
 	})
 }

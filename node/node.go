@@ -17,7 +17,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	herald "github.com/herald-io/herald"
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
@@ -34,7 +33,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
-	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // Mode selects which parts a node runs.
@@ -244,13 +242,7 @@ func (n *Node) start(ctx context.Context) error {
 		mux.Handle("/command", n.bridge.Commands())
 	}
 	if n.core != nil {
-		gw := runtime.NewServeMux(
-			methodNotAllowed, // methods.go
-			runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
-				MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true},
-				UnmarshalOptions: protojson.UnmarshalOptions{},
-			}),
-		)
+		gw := newGatewayMux() // rest.go
 		if err := heraldv1.RegisterHeraldServiceHandler(ctx, gw, n.conn); err != nil {
 			return err
 		}
@@ -617,7 +609,7 @@ func (n *Node) closeAll() {
 func newEngine(cfg config.Config, log *slog.Logger) (service.Engine, error) {
 	switch cfg.Engine {
 	case "memory":
-		return service.NewMemoryEngine(), nil
+		return service.NewMemoryEngine(service.MemoryOptionsFrom(cfg.Limits)), nil
 	case "redis":
 		ns := cfg.NamespaceIndex()
 		return service.NewRedisEngine(cfg.Redis, service.RedisOptions{

@@ -88,7 +88,7 @@ func TestRESTGateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := ev.GetPublication().GetData().GetStructValue().AsMap()["text"]; got != "hi from curl" {
+	if got := ev.GetPublication().GetJson(); got != `{"text":"hi from curl"}` {
 		t.Fatalf("gRPC subscriber got %v", ev)
 	}
 	// The same idempotency key over REST is a duplicate.

@@ -3,6 +3,9 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
+	"strconv"
 	"time"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
@@ -118,3 +121,50 @@ var ErrEpochMismatch = errors.New("position belongs to another epoch of the chan
 
 // ErrUnavailable wraps engine failures that a client may retry later.
 var ErrUnavailable = errors.New("engine unavailable")
+
+// LimitError is an operation refused because it would go beyond a
+// configured limit. Its message names the option and reaches the client
+// as it is, with RESOURCE_EXHAUSTED.
+type LimitError struct {
+	// Option is the configuration option, e.g. "limits.max_channels_per_node".
+	Option string
+	Msg    string
+}
+
+func (e *LimitError) Error() string { return e.Msg }
+
+// refuse returns a LimitError for option and counts it in
+// herald_limit_refusals_total.
+func refuse(option, format string, args ...any) error {
+	metricLimitRefusals.WithLabelValues(option).Inc()
+	return &LimitError{Option: option, Msg: fmt.Sprintf(format, args...)}
+}
+
+// maxOffset is the largest offset a channel can have: the Redis engine
+// counts offsets with Redis's signed 64-bit integers, and the memory
+// engine follows it so that both accept the same positions.
+const maxOffset = math.MaxInt64
+
+// maxEpochLen bounds the epoch of a position a client sends. Epochs Herald
+// makes are at most 32 bytes.
+const maxEpochLen = 64
+
+// emptyEpoch is the epoch reported for a channel without state (never
+// published, or forgotten). It is made of the engine's era (random per
+// memory engine process, shared through Redis for the Redis engine) and
+// the number of the period of the clock it falls in, so it is stable for
+// a while, the same on every node, and needs no write:
+//
+//   - A position read from a channel without state, resumed later, is
+//     honoured (recovered) only while the channel is still without state
+//     and the period has not changed, or when the channel's state was
+//     created in the same period (the engine remembers that period: born).
+//     Engines make period no longer than the shortest time in which a
+//     channel's state can be created and forgotten again, so a position
+//     that saw a channel empty can never skip a whole life of that
+//     channel's state unnoticed.
+//   - The '.' keeps it apart from the epochs of channels with state,
+//     which are hex only.
+func emptyEpoch(era string, period int64) string {
+	return era + "." + strconv.FormatInt(period, 16)
+}

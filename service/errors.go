@@ -24,7 +24,10 @@ func toStatus(log *slog.Logger, err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
+	var limit *LimitError
 	switch {
+	case errors.As(err, &limit):
+		return status.Error(codes.ResourceExhausted, limit.Msg)
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "canceled")
 	case errors.Is(err, context.DeadlineExceeded):

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"hash/maphash"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/herald-io/herald/internal/recovery"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // hub holds this node's Subscribe streams by channel and fans out what the
@@ -30,10 +33,11 @@ import (
 // changed or history no longer reaches back does it end the channel's
 // streams with ABORTED (they resume with since and learn recovered=false).
 type hub struct {
-	seed   maphash.Seed
-	shards [64]hubShard
-	engine Engine
-	queue  int // capacity of each subscriber's queue
+	seed       maphash.Seed
+	shards     [64]hubShard
+	engine     Engine
+	queue      int // events each Subscribe stream may have pending
+	queueBytes int // bytes of them (see eventSize)
 
 	streams atomic.Int64
 }
@@ -75,7 +79,9 @@ type hubChannel struct {
 type subscriber struct {
 	channel        string
 	presenceEvents bool
-	queue          chan event
+	q              *subQueue
+	maxEvents      int           // bounds of q
+	maxBytes       int           //
 	done           chan struct{} // closed by stop
 	once           sync.Once
 	err            error   // why the subscriber was stopped; set before done closes
@@ -86,11 +92,128 @@ type subscriber struct {
 type event struct {
 	pub      *heraldv1.Publication
 	presence *heraldv1.PresenceEvent
+	size     int32 // eventSize, set once per fan-out (int32 keeps event at 24 bytes)
 	join     bool
 }
 
-func newHub(engine Engine, queue int) *hub {
-	h := &hub{seed: maphash.MakeSeed(), engine: engine, queue: queue}
+// eventSize is what a queued event is counted as against a queue's byte
+// bound: its payload and metadata, which the queue keeps alive (the
+// publication itself is shared by every queue and by history), and a
+// fixed cost per event.
+func eventSize(ev event) int {
+	const perEvent = 64
+	if ev.pub == nil {
+		return perEvent + proto.Size(ev.presence)
+	}
+	p := ev.pub
+	n := perEvent + len(p.Channel) + len(p.Epoch)
+	switch x := p.Payload.(type) {
+	case nil:
+	case *heraldv1.Publication_RawJson:
+		n += len(x.RawJson)
+	case *heraldv1.Publication_Binary:
+		n += len(x.Binary)
+	default: // any other member of the payload oneof
+		m := p.ProtoReflect()
+		if fd := m.WhichOneof(payloadOneof); fd != nil {
+			switch v := m.Get(fd); fd.Kind() {
+			case protoreflect.StringKind:
+				n += len(v.String())
+			case protoreflect.BytesKind:
+				n += len(v.Bytes())
+			case protoreflect.MessageKind:
+				n += proto.Size(v.Message().Interface())
+			}
+		}
+	}
+	for k, v := range p.Tags {
+		n += len(k) + len(v)
+	}
+	if p.Publisher != nil {
+		n += proto.Size(p.Publisher)
+	}
+	return n
+}
+
+var payloadOneof = (&heraldv1.Publication{}).ProtoReflect().Descriptor().Oneofs().ByName("payload")
+
+// subQueue is a Subscribe stream's pending events: appended by the hub
+// (under its shard lock: no blocking, no allocation once grown), taken in
+// batches by the stream's sender. Its memory follows what is pending, not
+// its bounds; once closed it holds nothing.
+type subQueue struct {
+	mu     sync.Mutex
+	events []event
+	bytes  int
+	closed bool
+	wake   chan struct{} // capacity 1: the queue went from empty to not empty
+}
+
+func newSubQueue() *subQueue { return &subQueue{wake: make(chan struct{}, 1)} }
+
+// push appends ev unless that would take the queue beyond maxEvents or
+// maxBytes (an event alone in the queue is always taken), and reports
+// whether it did; a queue that refuses an event is closed. A closed queue
+// drops events and reports true.
+func (q *subQueue) push(ev event, maxEvents, maxBytes int) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return true
+	}
+	if len(q.events) > 0 && (len(q.events) >= maxEvents || q.bytes+int(ev.size) > maxBytes) {
+		q.closeLocked()
+		return false
+	}
+	q.events = append(q.events, ev)
+	q.bytes += int(ev.size)
+	if len(q.events) == 1 {
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// take returns the pending events, leaving buf (emptied) as the queue,
+// and waits for some if there are none; nil once the queue is closed or
+// stop1 or stop2 is. Only one goroutine (the stream's sender) takes.
+func (q *subQueue) take(buf []event, stop1, stop2 <-chan struct{}) []event {
+	for {
+		q.mu.Lock()
+		switch {
+		case q.closed:
+			q.mu.Unlock()
+			return nil
+		case len(q.events) > 0:
+			out := q.events
+			q.events, q.bytes = buf[:0], 0
+			q.mu.Unlock()
+			return out
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.wake:
+		case <-stop1:
+			return nil
+		case <-stop2:
+			return nil
+		}
+	}
+}
+
+// close drops what is pending and every later event.
+func (q *subQueue) close() {
+	q.mu.Lock()
+	q.closeLocked()
+	q.mu.Unlock()
+}
+
+func (q *subQueue) closeLocked() { q.closed, q.events, q.bytes = true, nil, 0 }
+
+func newHub(engine Engine, queue, queueBytes int) *hub {
+	h := &hub{seed: maphash.MakeSeed(), engine: engine, queue: queue, queueBytes: queueBytes}
 	for i := range h.shards {
 		h.shards[i].chans = make(map[string]*hubChannel)
 	}
@@ -110,6 +233,7 @@ func (s *subscriber) stop(err error) {
 			s.mux.stopped()
 			return
 		}
+		s.q.close()
 		close(s.done)
 	})
 }
@@ -121,9 +245,7 @@ func (s *subscriber) deliver(ev event) {
 		s.mux.deliver(ev)
 		return
 	}
-	select {
-	case s.queue <- ev:
-	default:
+	if !s.q.push(ev, s.maxEvents, s.maxBytes) {
 		s.stop(errSlowSubscriber)
 	}
 }
@@ -148,22 +270,7 @@ func (h *hub) add(ctx context.Context, s *subscriber) error {
 	sh.mu.Unlock()
 	h.streams.Add(1)
 	if first {
-		hc.err = h.engine.Subscribe(ctx, s.channel)
-		if hc.err == nil {
-			// The position after the subscription is in place: what the
-			// engine delivers next continues from it, and every subscriber
-			// reads its own position after this, so none is behind it.
-			if res, err := h.engine.History(ctx, s.channel, HistoryQuery{}); err == nil && res.Position != nil {
-				hc.last.CompareAndSwap(nil, positionPub(s.channel, res.Position))
-			}
-		}
-		sh.mu.Lock()
-		hc.up = true
-		if hc.ready != nil {
-			close(hc.ready)
-			hc.ready = nil
-		}
-		sh.mu.Unlock()
+		h.up(ctx, s, hc)
 	} else if wait != nil {
 		select {
 		case <-wait:
@@ -177,6 +284,49 @@ func (h *hub) add(ctx context.Context, s *subscriber) error {
 		return hc.err
 	}
 	return nil
+}
+
+// errEngineFailed fails the subscribers of a channel whose engine
+// subscription panicked.
+var errEngineFailed = status.Error(codes.Internal, "internal error")
+
+// up makes the engine deliver the channel of s, its first local
+// subscriber, and tells those waiting for that. If the engine panics, the
+// subscription fails (and s leaves the hub) before the panic goes on, so
+// that no subscriber waits for it forever and the channel can be
+// subscribed again.
+func (h *hub) up(ctx context.Context, s *subscriber, hc *hubChannel) {
+	sh := h.shard(s.channel)
+	subscribed, done := false, false
+	defer func() {
+		if !done {
+			hc.err = errEngineFailed
+			if subscribed {
+				_ = h.engine.Unsubscribe(context.Background(), s.channel)
+			}
+		}
+		sh.mu.Lock()
+		hc.up = true
+		if hc.ready != nil {
+			close(hc.ready)
+			hc.ready = nil
+		}
+		sh.mu.Unlock()
+		if !done {
+			h.remove(s)
+		}
+	}()
+	err := h.engine.Subscribe(ctx, s.channel)
+	subscribed = err == nil
+	if err == nil {
+		// The position after the subscription is in place: what the
+		// engine delivers next continues from it, and every subscriber
+		// reads its own position after this, so none is behind it.
+		if res, err := h.engine.History(ctx, s.channel, HistoryQuery{}); err == nil && res.Position != nil {
+			hc.last.CompareAndSwap(nil, positionPub(s.channel, res.Position))
+		}
+	}
+	hc.err, done = err, true
 }
 
 // remove unregisters a subscriber; after the channel's last one, the engine
@@ -272,7 +422,7 @@ func (hc *hubChannel) stopAll(err error) {
 	}
 }
 
-var errSlowSubscriber = status.Error(codes.ResourceExhausted, "subscriber too slow: its queue of pending events is full; resubscribe from the last position you received")
+var errSlowSubscriber = status.Error(codes.ResourceExhausted, "subscriber too slow: its queue of pending events is full (limits.subscriber_queue, limits.subscriber_queue_bytes); resubscribe from the last position you received")
 
 // positionPub stands for a position where the hub remembers the last
 // publication of a channel.
@@ -403,6 +553,7 @@ func (h *hub) fanout(channel string, ev event, presence bool) {
 // those that asked), cutting off any whose queue is full. The shard's mu
 // must be held (read).
 func (hc *hubChannel) send(ev event, presence bool) {
+	ev.size = int32(min(eventSize(ev), math.MaxInt32))
 	if s := hc.s1; s != nil && (!presence || s.presenceEvents) {
 		s.deliver(ev)
 	}

@@ -7,18 +7,37 @@ import (
 	"hash/maphash"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 )
 
-// memoryEngine keeps all channel state in this process. Its epochs are
-// chosen when a channel's state is created, so a restart (or a channel
-// forgotten after being idle past its history TTL) shows as a new epoch.
+// memoryEngine keeps all channel state in this process.
+//
+// A channel has state (an epoch, an offset, history, idempotency keys) from
+// its first publication until the sweep forgets it (see sweep); reads and
+// subscriptions never create state. A channel without state reports offset
+// 0 and the empty epoch of the current period (emptyEpoch). A memChannel
+// without an epoch exists only while the channel has subscriptions or
+// presence on this node, which the limits on connections and streams
+// bound; channels with state are bounded by MemoryOptions.MaxChannels.
+//
+// Epochs are chosen when a channel's state is created, so a restart (or a
+// channel forgotten after being idle) shows as a new epoch.
+//
+// Lock order: memShard.mu → memChannel.mu. Handler calls run under
+// memChannel.mu (see Engine).
 type memoryEngine struct {
 	seed   maphash.Seed
 	shards [64]memShard
 	now    func() time.Time
+	era    string // the era of this process's empty epochs
+	opts   MemoryOptions
+
+	channels atomic.Int64 // channels with state
+	keys     atomic.Int64 // idempotency keys held
 
 	mu sync.Mutex // guards h and done
 	h  Handler
@@ -30,48 +49,89 @@ type memoryEngine struct {
 
 var _ Engine = (*memoryEngine)(nil)
 
+// MemoryOptions bound the memory engine. A zero field takes the default of
+// config.Default().Limits.
+type MemoryOptions struct {
+	// MaxChannels bounds the channels with state
+	// (limits.max_channels_per_node).
+	MaxChannels int
+	// MaxKeys bounds the idempotency keys remembered at once
+	// (limits.max_idempotency_keys); MaxKeysPerChannel, those of one
+	// channel (limits.max_idempotency_keys_per_channel).
+	MaxKeys           int
+	MaxKeysPerChannel int
+}
+
+// MemoryOptionsFrom returns the memory engine's options for the configured
+// limits.
+func MemoryOptionsFrom(l config.Limits) MemoryOptions {
+	return MemoryOptions{MaxChannels: l.MaxChannelsPerNode, MaxKeys: l.MaxIdempotencyKeys, MaxKeysPerChannel: l.MaxIdempotencyKeysPerChannel}
+}
+
 type memShard struct {
 	mu    sync.Mutex
 	chans map[string]*memChannel
 }
 
-// memChannel is one channel's state; mu guards every field.
+// memChannel is one channel's state; mu guards every field. Without an
+// epoch it holds only subscriptions and presence.
 type memChannel struct {
-	mu         sync.Mutex
-	name       string
-	epoch      string
-	offset     uint64
-	hist       []histEntry // ring buffer of at most cap(hist) entries
-	head       int         // index of the oldest entry
-	n          int         // number of entries
-	dedupe     map[string]dedupeEntry
-	dedupeFIFO []dedupeKey
+	mu     sync.Mutex
+	name   string
+	epoch  string // "" until the first publication
+	born   int64  // the period (of empty epochs) in which epoch was chosen
+	offset uint64
+
+	// ring holds the retained publications, oldest at head, n of them.
+	// Its length grows by doubling, up to the history size, as
+	// publications come, and shrinks when old ones are trimmed, so a
+	// channel with one publication holds one entry.
+	ring []histEntry
+	head int
+	n    int
+	ttl  time.Duration // longest history TTL of its publications
+
+	dd *dedupeSet // nil without idempotency keys
+
 	presence   map[string]*heraldv1.ClientInfo
-	subscribed int // Subscribe calls not yet undone: keeps the state alive
-	touched    time.Time
-	ttl        time.Duration
+	subscribed int   // Subscribe calls not yet undone: keeps the state alive
+	touched    int64 // unix ns of the last publication, unsubscribe or leave
+}
+
+// dedupeSet is a channel's idempotency keys within their window.
+type dedupeSet struct {
+	offsets map[string]uint64 // key -> its publication's offset
+	order   []dedupeKey       // the keys in the order they came, from head, for expiry
+	head    int
+	peak    int // the map's size when it was made: maps do not shrink
+	window  time.Duration
 }
 
 type histEntry struct {
 	pub *heraldv1.Publication
-	at  time.Time
-}
-
-type dedupeEntry struct {
-	offset uint64
-	at     time.Time
+	at  int64 // unix ns
 }
 
 type dedupeKey struct {
 	key string
-	at  time.Time
+	at  int64 // unix ns
 }
 
 // NewMemoryEngine returns the in-memory engine.
-func NewMemoryEngine() Engine { return newMemoryEngine(time.Now) }
+func NewMemoryEngine(opts MemoryOptions) Engine { return newMemoryEngine(time.Now, opts) }
 
-func newMemoryEngine(now func() time.Time) *memoryEngine {
-	e := &memoryEngine{seed: maphash.MakeSeed(), now: now, done: make(chan struct{})}
+func newMemoryEngine(now func() time.Time, opts MemoryOptions) *memoryEngine {
+	d := MemoryOptionsFrom(config.Default().Limits)
+	if opts.MaxChannels <= 0 {
+		opts.MaxChannels = d.MaxChannels
+	}
+	if opts.MaxKeys <= 0 {
+		opts.MaxKeys = d.MaxKeys
+	}
+	if opts.MaxKeysPerChannel <= 0 {
+		opts.MaxKeysPerChannel = d.MaxKeysPerChannel
+	}
+	e := &memoryEngine{seed: maphash.MakeSeed(), now: now, era: newEpoch(), opts: opts, done: make(chan struct{})}
 	for i := range e.shards {
 		e.shards[i].chans = make(map[string]*memChannel)
 	}
@@ -87,7 +147,7 @@ func (e *memoryEngine) Start(ctx context.Context, h Handler) error {
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
-		t := time.NewTicker(10 * time.Second)
+		t := time.NewTicker(sweepEvery)
 		defer t.Stop()
 		for {
 			select {
@@ -113,8 +173,8 @@ func (e *memoryEngine) shard(channel string) *memShard {
 	return &e.shards[maphash.String(e.seed, channel)%uint64(len(e.shards))]
 }
 
-// channel returns the channel's state, creating it when create is set.
-// The returned channel is locked.
+// channel returns the channel's entry, creating one (without state) when
+// create is set; nil when there is none. The returned channel is locked.
 func (e *memoryEngine) channel(name string, create bool) *memChannel {
 	s := e.shard(name)
 	s.mu.Lock()
@@ -124,12 +184,37 @@ func (e *memoryEngine) channel(name string, create bool) *memChannel {
 			s.mu.Unlock()
 			return nil
 		}
-		c = &memChannel{name: name, epoch: newEpoch(), touched: e.now()}
+		c = &memChannel{name: name}
 		s.chans[name] = c
 	}
 	c.mu.Lock()
 	s.mu.Unlock()
 	return c
+}
+
+// release unlocks c, first forgetting it if it holds nothing: no state, no
+// subscription, no presence. c.mu must be held.
+func (e *memoryEngine) release(c *memChannel) {
+	if !c.unused() {
+		c.mu.Unlock()
+		return
+	}
+	// Retake the locks in order. Whoever found c in the map locked it
+	// under the shard lock and is done with it once we hold both.
+	c.mu.Unlock()
+	s := e.shard(c.name)
+	s.mu.Lock()
+	c.mu.Lock()
+	if c.unused() && s.chans[c.name] == c {
+		delete(s.chans, c.name)
+	}
+	c.mu.Unlock()
+	s.mu.Unlock()
+}
+
+// unused reports whether c holds nothing. c.mu must be held.
+func (c *memChannel) unused() bool {
+	return c.epoch == "" && c.subscribed == 0 && len(c.presence) == 0
 }
 
 func newEpoch() string {
@@ -138,30 +223,67 @@ func newEpoch() string {
 	return hex.EncodeToString(b[:])
 }
 
+// period numbers the stretch of time that an empty epoch stands for. It
+// is idleFor long: a channel's state lives at least idleFor, so two
+// positions of one period cannot have a whole life of a channel's state
+// between them (see emptyEpoch).
+func (e *memoryEngine) period(t time.Time) int64 { return t.UnixNano() / int64(idleFor) }
+
+// empty returns the empty epoch at t.
+func (e *memoryEngine) empty(t time.Time) string { return emptyEpoch(e.era, e.period(t)) }
+
 func (e *memoryEngine) Publish(ctx context.Context, pub *heraldv1.Publication, opts PublishOptions) (PublishResult, error) {
 	c := e.channel(pub.Channel, true)
-	defer c.mu.Unlock()
 	now := e.now()
-	c.touched = now
-	if opts.IdempotencyKey != "" {
-		c.expireDedupe(now, opts.DedupeWindow)
-		if d, ok := c.dedupe[opts.IdempotencyKey]; ok {
-			return PublishResult{Position: &heraldv1.StreamPosition{Offset: d.offset, Epoch: c.epoch}, Duplicate: true}, nil
+	key := opts.IdempotencyKey
+	if opts.DedupeWindow <= 0 {
+		key = "" // no window, nothing to remember (as on Redis)
+	}
+	if key != "" {
+		if c.dd != nil {
+			e.expireDedupe(c, now)
+		}
+		if off, ok := c.dd.lookup(key); ok {
+			defer c.mu.Unlock()
+			return PublishResult{Position: &heraldv1.StreamPosition{Offset: off, Epoch: c.epoch}, Duplicate: true}, nil
+		}
+		if err := e.admitKey(c, opts.DedupeWindow); err != nil {
+			e.release(c)
+			return PublishResult{}, err
 		}
 	}
+	if c.epoch == "" {
+		if n := e.channels.Add(1); n > int64(e.opts.MaxChannels) {
+			e.channels.Add(-1)
+			if key != "" {
+				e.keys.Add(-1)
+			}
+			e.release(c)
+			return PublishResult{}, refuse("limits.max_channels_per_node",
+				"this node holds state for %d channels, its limit (limits.max_channels_per_node); idle channels are forgotten after 10 minutes", e.opts.MaxChannels)
+		}
+		metricEngineChannels.Inc()
+		c.epoch, c.born = newEpoch(), e.period(now)
+	}
+	defer c.mu.Unlock()
+	c.touched = now.UnixNano()
 	c.offset++
 	pub.Offset = c.offset
 	pub.Epoch = c.epoch
 	if opts.HistoryTTL > c.ttl {
 		c.ttl = opts.HistoryTTL
 	}
-	c.append(histEntry{pub: pub, at: now}, opts.HistorySize)
-	if opts.IdempotencyKey != "" {
-		if c.dedupe == nil {
-			c.dedupe = make(map[string]dedupeEntry)
+	c.push(histEntry{pub: pub, at: now.UnixNano()}, opts.HistorySize)
+	if key != "" {
+		if c.dd == nil {
+			c.dd = &dedupeSet{offsets: make(map[string]uint64)}
 		}
-		c.dedupe[opts.IdempotencyKey] = dedupeEntry{offset: c.offset, at: now}
-		c.dedupeFIFO = append(c.dedupeFIFO, dedupeKey{key: opts.IdempotencyKey, at: now})
+		d := c.dd
+		d.offsets[key] = c.offset
+		d.peak = max(d.peak, len(d.offsets))
+		d.order = append(d.order, dedupeKey{key: key, at: now.UnixNano()})
+		d.window = max(d.window, opts.DedupeWindow)
+		metricIdempotencyKeys.Inc()
 	}
 	if h := e.handler(); h != nil {
 		// Under c.mu, so that handlers see the channel's publications in
@@ -171,85 +293,189 @@ func (e *memoryEngine) Publish(ctx context.Context, pub *heraldv1.Publication, o
 	return PublishResult{Position: &heraldv1.StreamPosition{Offset: c.offset, Epoch: c.epoch}}, nil
 }
 
-// expireDedupe forgets keys older than window. c.mu must be held.
-func (c *memChannel) expireDedupe(now time.Time, window time.Duration) {
-	i := 0
-	for ; i < len(c.dedupeFIFO) && now.Sub(c.dedupeFIFO[i].at) > window; i++ {
-		k := c.dedupeFIFO[i]
-		if d, ok := c.dedupe[k.key]; ok && d.at.Equal(k.at) {
-			delete(c.dedupe, k.key)
-		}
+// lookup returns the offset of key, if it is in the window. d may be nil.
+func (d *dedupeSet) lookup(key string) (uint64, bool) {
+	if d == nil {
+		return 0, false
 	}
-	if i > 0 {
-		c.dedupeFIFO = append(c.dedupeFIFO[:0], c.dedupeFIFO[i:]...)
+	off, ok := d.offsets[key]
+	return off, ok
+}
+
+// admitKey counts one more idempotency key against the limits, or refuses
+// it. c.mu must be held.
+func (e *memoryEngine) admitKey(c *memChannel, window time.Duration) error {
+	if c.dd != nil && len(c.dd.offsets) >= e.opts.MaxKeysPerChannel {
+		return refuse("limits.max_idempotency_keys_per_channel",
+			"channel %q holds %d idempotency keys, its limit (limits.max_idempotency_keys_per_channel); keys expire after the dedupe window (%v); publish without a key, or later",
+			truncate(c.name, 64), len(c.dd.offsets), window)
+	}
+	if n := e.keys.Add(1); n > int64(e.opts.MaxKeys) {
+		e.keys.Add(-1)
+		return refuse("limits.max_idempotency_keys",
+			"this node holds %d idempotency keys, its limit (limits.max_idempotency_keys); keys expire after the dedupe window (%v); publish without a key, or later",
+			e.opts.MaxKeys, window)
+	}
+	return nil
+}
+
+// expireDedupe forgets the keys older than the channel's window, and the
+// set once empty. c.mu must be held.
+func (e *memoryEngine) expireDedupe(c *memChannel, now time.Time) {
+	d := c.dd
+	if d == nil {
+		return
+	}
+	cut := now.Add(-d.window).UnixNano()
+	i := d.head
+	for ; i < len(d.order) && d.order[i].at < cut; i++ {
+		delete(d.offsets, d.order[i].key)
+		d.order[i] = dedupeKey{}
+	}
+	expired := i - d.head
+	if expired == 0 {
+		return
+	}
+	d.head = i
+	e.keys.Add(-int64(expired))
+	metricIdempotencyKeys.Sub(float64(expired))
+	if len(d.offsets) == 0 {
+		c.dd = nil
+		return
+	}
+	if d.head > len(d.order)/2 { // keep the list's dead front short
+		d.order = append(d.order[:0], d.order[d.head:]...)
+		d.head = 0
+	}
+	if d.peak > 1024 && len(d.offsets) < d.peak/4 { // most are gone: make both again, smaller
+		m := make(map[string]uint64, len(d.offsets))
+		for k, v := range d.offsets {
+			m[k] = v
+		}
+		d.offsets, d.peak = m, len(m)
+		d.order = append([]dedupeKey(nil), d.order[d.head:]...)
+		d.head = 0
 	}
 }
 
-// append adds an entry to the ring, growing or shrinking it to size.
-// c.mu must be held.
-func (c *memChannel) append(h histEntry, size int) {
+// push appends an entry to the history, keeping at most size. c.mu must
+// be held.
+func (c *memChannel) push(h histEntry, size int) {
 	if size <= 0 {
-		c.hist, c.head, c.n = nil, 0, 0
+		c.ring, c.head, c.n = nil, 0, 0
 		return
 	}
-	if cap(c.hist) != size {
-		entries := c.entries()
-		if len(entries) > size {
-			entries = entries[len(entries)-size:]
-		}
-		c.hist = make([]histEntry, size)
-		copy(c.hist, entries)
-		c.head, c.n = 0, len(entries)
+	if c.n > size { // the history size went down
+		c.drop(c.n - size)
 	}
-	if c.n < size {
-		c.hist[(c.head+c.n)%size] = h
+	switch {
+	case len(c.ring) > size:
+		c.resize(size)
+	case c.n == len(c.ring) && c.n < size:
+		c.resize(min(max(2*len(c.ring), 1), size))
+	}
+	if c.n < len(c.ring) {
+		c.ring[(c.head+c.n)%len(c.ring)] = h
 		c.n++
 		return
 	}
-	c.hist[c.head] = h
-	c.head = (c.head + 1) % size
+	c.ring[c.head] = h // full: the oldest goes
+	c.head = (c.head + 1) % len(c.ring)
 }
 
-// entries returns the retained entries, oldest first. c.mu must be held.
-func (c *memChannel) entries() []histEntry {
-	out := make([]histEntry, 0, c.n)
-	for i := 0; i < c.n; i++ {
-		out = append(out, c.hist[(c.head+i)%len(c.hist)])
+// resize moves the entries, oldest first, to a ring of length size (at
+// least c.n). c.mu must be held.
+func (c *memChannel) resize(size int) {
+	if size == 0 {
+		c.ring, c.head = nil, 0
+		return
 	}
-	return out
+	ring := make([]histEntry, size)
+	for i := 0; i < c.n; i++ {
+		ring[i] = c.ring[(c.head+i)%len(c.ring)]
+	}
+	c.ring, c.head = ring, 0
 }
 
-// trim drops entries older than the TTL. c.mu must be held.
-func (c *memChannel) trim(now time.Time) {
-	for c.n > 0 && c.ttl > 0 && now.Sub(c.hist[c.head].at) > c.ttl {
-		c.hist[c.head] = histEntry{}
-		c.head = (c.head + 1) % len(c.hist)
+// drop forgets the k oldest entries. c.mu must be held.
+func (c *memChannel) drop(k int) {
+	for ; k > 0; k-- {
+		c.ring[c.head] = histEntry{}
+		c.head = (c.head + 1) % len(c.ring)
 		c.n--
 	}
 }
 
-func (e *memoryEngine) History(ctx context.Context, channel string, q HistoryQuery) (HistoryResult, error) {
-	c := e.channel(channel, true)
-	defer c.mu.Unlock()
-	now := e.now()
-	c.touched = now
-	c.trim(now)
-	res := HistoryResult{Position: &heraldv1.StreamPosition{Offset: c.offset, Epoch: c.epoch}}
-	if c.n > 0 {
-		res.Oldest = c.hist[c.head].pub.Offset
+// trim drops entries older than the TTL and shrinks the ring when it is
+// mostly empty. c.mu must be held.
+func (c *memChannel) trim(now time.Time) {
+	if c.ttl <= 0 || c.n == 0 {
+		return
 	}
-	if q.Since != nil && q.Since.Epoch != "" && q.Since.Epoch != c.epoch {
+	cut := now.Add(-c.ttl).UnixNano()
+	k := 0
+	for k < c.n && c.ring[(c.head+k)%len(c.ring)].at < cut {
+		k++
+	}
+	if k == 0 {
+		return
+	}
+	c.drop(k)
+	if len(c.ring) > 4 && c.n <= len(c.ring)/4 {
+		c.resize(2 * c.n)
+	}
+}
+
+// matches reports whether a position a client gives (nil: none) belongs
+// to the channel's current epoch: the same epoch, no epoch, or offset 0 in
+// the empty epoch of the period in which the state was created (a position
+// read just before the first publication). c.mu must be held; c has state.
+func (e *memoryEngine) matches(c *memChannel, since *heraldv1.StreamPosition) bool {
+	return since == nil || since.Epoch == "" || since.Epoch == c.epoch ||
+		since.Offset == 0 && since.Epoch == emptyEpoch(e.era, c.born)
+}
+
+func (e *memoryEngine) History(ctx context.Context, channel string, q HistoryQuery) (HistoryResult, error) {
+	now := e.now()
+	c := e.channel(channel, false)
+	if c == nil || c.epoch == "" {
+		if c != nil {
+			c.mu.Unlock()
+		}
+		// No state, and none is made: offset 0 in the empty epoch.
+		res := HistoryResult{Position: &heraldv1.StreamPosition{Epoch: e.empty(now)}}
+		if q.Since != nil && q.Since.Epoch != "" && q.Since.Epoch != res.Position.Epoch {
+			return res, ErrEpochMismatch
+		}
+		return res, nil
+	}
+	defer c.mu.Unlock()
+	c.trim(now)
+	top := c.offset
+	res := HistoryResult{Position: &heraldv1.StreamPosition{Offset: top, Epoch: c.epoch}}
+	if c.n > 0 {
+		res.Oldest = c.ring[c.head].pub.Offset
+	}
+	if !e.matches(c, q.Since) {
 		return res, ErrEpochMismatch
 	}
 	if q.Limit <= 0 || c.n == 0 {
 		return res, nil
 	}
-	at := func(i int) *heraldv1.Publication { return c.hist[(c.head+i)%len(c.hist)].pub }
-	// Offsets in the ring are consecutive: entry i has offset oldest+i.
+	at := func(i int) *heraldv1.Publication { return c.ring[(c.head+i)%len(c.ring)].pub }
+	// Offsets in the ring are consecutive, from res.Oldest to top: entry i
+	// has offset oldest+i. Any since (up to 2^64-1) is compared before it
+	// is turned into an index, so the index is within 0..n.
+	oldest := res.Oldest
 	if !q.Reverse {
 		start := 0
-		if q.Since != nil && q.Since.Offset >= res.Oldest {
-			start = int(q.Since.Offset - res.Oldest + 1)
+		if q.Since != nil {
+			if q.Since.Offset >= top {
+				return res, nil
+			}
+			if q.Since.Offset >= oldest {
+				start = int(q.Since.Offset-oldest) + 1
+			}
 		}
 		for i := start; i < c.n && len(res.Publications) < q.Limit; i++ {
 			res.Publications = append(res.Publications, at(i))
@@ -258,10 +484,12 @@ func (e *memoryEngine) History(ctx context.Context, channel string, q HistoryQue
 	}
 	end := c.n - 1
 	if q.Since != nil {
-		if q.Since.Offset < res.Oldest {
+		if q.Since.Offset <= oldest {
 			return res, nil
 		}
-		end = min(int(q.Since.Offset-res.Oldest)-1, c.n-1)
+		if q.Since.Offset <= top {
+			end = int(q.Since.Offset-oldest) - 1
+		}
 	}
 	for i := end; i >= 0 && len(res.Publications) < q.Limit; i-- {
 		res.Publications = append(res.Publications, at(i))
@@ -281,8 +509,10 @@ func (e *memoryEngine) Unsubscribe(ctx context.Context, channel string) error {
 		if c.subscribed > 0 {
 			c.subscribed--
 		}
-		c.touched = e.now()
-		c.mu.Unlock()
+		if c.epoch != "" {
+			c.touched = e.now().UnixNano()
+		}
+		e.release(c)
 	}
 	return nil
 }
@@ -305,15 +535,21 @@ func (e *memoryEngine) RemovePresence(ctx context.Context, channel string, clien
 	if c == nil {
 		return nil
 	}
-	defer c.mu.Unlock()
 	if _, ok := c.presence[client.Client]; !ok {
+		c.mu.Unlock()
 		return nil
 	}
 	delete(c.presence, client.Client)
-	c.touched = e.now()
+	if len(c.presence) == 0 {
+		c.presence = nil
+	}
+	if c.epoch != "" {
+		c.touched = e.now().UnixNano()
+	}
 	if h := e.handler(); h != nil && joinLeave {
 		h.HandlePresence(&heraldv1.PresenceEvent{Channel: channel, Client: client}, false)
 	}
+	e.release(c)
 	return nil
 }
 
@@ -339,17 +575,20 @@ func (e *memoryEngine) Command(ctx context.Context, cmd *heraldv1.BridgeSessionR
 }
 
 func (e *memoryEngine) Channels(ctx context.Context) ([]ChannelState, error) {
+	empty := e.empty(e.now())
 	var out []ChannelState
 	for i := range e.shards {
 		s := &e.shards[i]
 		s.mu.Lock()
 		for _, c := range s.chans {
 			c.mu.Lock()
-			out = append(out, ChannelState{
-				Name:     c.name,
-				Position: &heraldv1.StreamPosition{Offset: c.offset, Epoch: c.epoch},
-				Clients:  len(c.presence),
-			})
+			if c.epoch != "" || len(c.presence) > 0 {
+				pos := &heraldv1.StreamPosition{Offset: c.offset, Epoch: c.epoch}
+				if c.epoch == "" {
+					pos.Epoch = empty
+				}
+				out = append(out, ChannelState{Name: c.name, Position: pos, Clients: len(c.presence)})
+			}
 			c.mu.Unlock()
 		}
 		s.mu.Unlock()
@@ -360,14 +599,27 @@ func (e *memoryEngine) Channels(ctx context.Context) ([]ChannelState, error) {
 func (e *memoryEngine) Ping(ctx context.Context) error { return nil }
 
 func (e *memoryEngine) Close() error {
-	e.closeOnce.Do(func() { close(e.done) })
+	e.closeOnce.Do(func() {
+		close(e.done)
+		e.wg.Wait()
+		// The gauges are process-wide: take this engine's share out.
+		metricEngineChannels.Sub(float64(e.channels.Load()))
+		metricIdempotencyKeys.Sub(float64(e.keys.Load()))
+	})
 	e.wg.Wait()
 	return nil
 }
 
-// idleFor is how long a channel with no subscribers, presence or retained
-// history is kept before its state (offsets, epoch) is forgotten.
-const idleFor = 10 * time.Minute
+// The schedule on which idle channel state is forgotten (documented in
+// docs/operations.md): every sweepEvery, the sweep trims expired history
+// and idempotency keys, and forgets the state of a channel that has no
+// subscription and no presence on this node, no history left, no
+// idempotency key left, and had no publication (or last unsubscribe or
+// leave) for idleFor, or for its history TTL if that is longer.
+const (
+	sweepEvery = 10 * time.Second
+	idleFor    = 10 * time.Minute
+)
 
 // sweep forgets idle channels, so that memory follows the active set.
 func (e *memoryEngine) sweep() {
@@ -378,8 +630,14 @@ func (e *memoryEngine) sweep() {
 		for name, c := range s.chans {
 			c.mu.Lock()
 			c.trim(now)
-			if c.subscribed == 0 && len(c.presence) == 0 && c.n == 0 && now.Sub(c.touched) > max(idleFor, c.ttl) {
+			e.expireDedupe(c, now)
+			if c.unused() || c.epoch != "" && c.subscribed == 0 && len(c.presence) == 0 && c.n == 0 &&
+				c.dd == nil && now.UnixNano()-c.touched > int64(max(idleFor, c.ttl)) {
 				delete(s.chans, name)
+				if c.epoch != "" {
+					e.channels.Add(-1)
+					metricEngineChannels.Dec()
+				}
 			}
 			c.mu.Unlock()
 		}

@@ -46,6 +46,18 @@ var (
 		Name: "herald_publish_rate_limited_total",
 		Help: "Publishes refused because their API key was over its publish_rate, by key name.",
 	}, []string{"key"})
+	metricLimitRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_limit_refusals_total",
+		Help: "Operations refused with RESOURCE_EXHAUSTED because they would go beyond a configured limit, by option (limits.max_channels_per_node, limits.max_idempotency_keys, limits.max_idempotency_keys_per_channel).",
+	}, []string{"limit"})
+	metricEngineChannels = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "herald_engine_channels",
+		Help: "Channels whose state (epoch, offset, history, idempotency keys) the memory engine holds; bounded by limits.max_channels_per_node.",
+	})
+	metricIdempotencyKeys = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "herald_idempotency_keys",
+		Help: "Idempotency keys the memory engine remembers; bounded by limits.max_idempotency_keys.",
+	})
 	metricBuildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "herald_build_info",
 		Help: "Always 1; labels tell the version and Go version.",
@@ -54,6 +66,7 @@ var (
 
 func init() {
 	prometheus.MustRegister(metricPublications, metricPublishErrors, metricPublishDuplicates,
-		metricEngineDuration, metricEngineErrors, metricStreams, metricStreamEnds, metricBridges, metricKeyRateLimited, metricBuildInfo)
+		metricEngineDuration, metricEngineErrors, metricStreams, metricStreamEnds, metricBridges, metricKeyRateLimited, metricBuildInfo,
+		metricLimitRefusals, metricEngineChannels, metricIdempotencyKeys)
 	metricBuildInfo.WithLabelValues(Version, runtime.Version()).Set(1)
 }

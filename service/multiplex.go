@@ -33,28 +33,33 @@ import (
 // subscribers under its shard lock). muxSub.mu is taken alone. Nothing
 // holding muxStream.mu or muxSub.mu calls into the hub.
 
-// muxQueueFactor scales limits.subscriber_queue to the shared queue of a
-// SubscribeMany stream, which carries many channels: 4096 → 65,536 events
-// pending at most. Memory is allocated as the queue grows, not up front.
+// muxQueueFactor scales limits.subscriber_queue and
+// limits.subscriber_queue_bytes to the shared queue of a SubscribeMany
+// stream, which carries many channels: 4096 → 65,536 events and 4 MiB →
+// 64 MiB pending at most. Memory is allocated as the queue grows, not up
+// front.
 const muxQueueFactor = 16
 
 // muxPrepare bounds the subscribes of one stream being prepared at once
 // (registration and history read); the receiver waits beyond it.
 const muxPrepare = 64
 
-var errSlowMux = status.Error(codes.ResourceExhausted, "too slow: the stream's queue of pending events is full; resubscribe every channel from the last position you received")
+var errSlowMux = status.Error(codes.ResourceExhausted, "too slow: the stream's queue of pending events is full (limits.subscriber_queue, limits.subscriber_queue_bytes, times 16); resubscribe every channel from the last position you received")
 
 // muxStream is one SubscribeMany stream.
 type muxStream struct {
-	s     *Server
-	ctx   context.Context
-	limit int
-	wake  chan struct{} // capacity 1: the queue went from empty to not empty
-	prep  chan struct{} // semaphore of subscribes being prepared
-	held  int           // events held by subscriptions being prepared; owned by the sender
+	s          *Server
+	ctx        context.Context
+	limit      int           // events pending at most, queued or held
+	limitBytes int           // their bytes (eventSize)
+	wake       chan struct{} // capacity 1: the queue went from empty to not empty
+	prep       chan struct{} // semaphore of subscribes being prepared
+	held       int           // events held by subscriptions being prepared; owned by the sender
+	heldBytes  int           // their bytes; owned by the sender
 
 	mu    sync.Mutex // guards below
 	queue []muxEvent
+	bytes int                // of the queue's events
 	subs  map[uint64]*muxSub // open subscriptions by id
 	done  chan struct{}      // closed when err is set
 	err   error              // why the stream ends
@@ -105,7 +110,8 @@ type muxPrep struct {
 	recovered bool
 	err       error
 
-	held []event // live events that came while preparing; owned by the sender
+	held      []event // live events that came while preparing; owned by the sender
+	heldBytes int
 }
 
 type muxState uint8
@@ -154,13 +160,14 @@ func (s *Server) SubscribeMany(stream grpc.BidiStreamingServer[heraldv1.Subscrib
 	}
 	ctx := stream.Context()
 	m := &muxStream{
-		s:     s,
-		ctx:   ctx,
-		limit: s.hub.queue * muxQueueFactor,
-		wake:  make(chan struct{}, 1),
-		prep:  make(chan struct{}, muxPrepare),
-		subs:  make(map[uint64]*muxSub),
-		done:  make(chan struct{}),
+		s:          s,
+		ctx:        ctx,
+		limit:      s.hub.queue * muxQueueFactor,
+		limitBytes: s.hub.queueBytes * muxQueueFactor,
+		wake:       make(chan struct{}, 1),
+		prep:       make(chan struct{}, muxPrepare),
+		subs:       make(map[uint64]*muxSub),
+		done:       make(chan struct{}),
 	}
 	s.muxes.add(m)
 	defer s.muxes.remove(m)
@@ -171,8 +178,17 @@ func (s *Server) SubscribeMany(stream grpc.BidiStreamingServer[heraldv1.Subscrib
 	// which happens when this handler returns: the sender may be blocked
 	// in Send on a client that does not read, so the handler cannot wait
 	// for it.
-	go m.receive(stream)
-	go m.send(stream)
+	for _, loop := range []func(grpc.BidiStreamingServer[heraldv1.SubscribeManyRequest, heraldv1.SubscribeManyResponse]){m.receive, m.send} {
+		go func() {
+			defer func() { // gRPC's recovery covers the handler's goroutine only
+				if r := recover(); r != nil {
+					s.log.Error("panic in a SubscribeMany stream", "panic", r)
+					m.end(status.Error(codes.Internal, "internal error"))
+				}
+			}()
+			loop(stream)
+		}()
+	}
 	var err error
 	select {
 	case <-m.done:
@@ -218,20 +234,23 @@ func (m *muxStream) closeAll() {
 }
 
 // push appends to the shared queue. Every kind of event counts against
-// the limit (a client that subscribes and unsubscribes without reading
-// fills it too); over it the whole stream ends, so no subscription is left
-// waiting for a lost event.
+// the limits (a client that subscribes and unsubscribes without reading
+// fills it too); over one the whole stream ends, so no subscription is
+// left waiting for a lost event. An event alone in the queue is always
+// taken.
 func (m *muxStream) push(e muxEvent) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.err != nil {
 		return
 	}
-	if len(m.queue) >= m.limit {
+	if len(m.queue) >= m.limit || len(m.queue) > 0 && m.bytes+int(e.ev.size) > m.limitBytes {
 		m.endLocked(errSlowMux)
+		m.queue, m.bytes = nil, 0
 		return
 	}
 	m.queue = append(m.queue, e)
+	m.bytes += int(e.ev.size)
 	if len(m.queue) == 1 {
 		select {
 		case m.wake <- struct{}{}:
@@ -314,6 +333,10 @@ func (m *muxStream) subscribe(id uint64, req *heraldv1.SubscribeRequest) {
 		m.refuse(id, invalid(err))
 		return
 	}
+	if err := checkSubscribe(req); err != nil {
+		m.refuse(id, invalid(err))
+		return
+	}
 	if err := authorize(m.ctx, permRead, req.Channel); err != nil {
 		m.refuse(id, err)
 		return
@@ -340,6 +363,12 @@ func (m *muxStream) subscribe(id uint64, req *heraldv1.SubscribeRequest) {
 	}
 	go func() {
 		defer func() { <-m.prep }()
+		defer func() { // gRPC's recovery covers the handler's goroutine only
+			if r := recover(); r != nil {
+				m.s.log.Error("panic preparing a SubscribeMany subscription", "channel", req.Channel, "panic", r)
+				m.end(status.Error(codes.Internal, "internal error"))
+			}
+		}()
 		ms.prepare()
 	}()
 }
@@ -403,7 +432,7 @@ func (m *muxStream) send(stream grpc.BidiStreamingServer[heraldv1.SubscribeManyR
 			m.mu.Unlock()
 			return
 		}
-		batch, m.queue = m.queue, batch[:0]
+		batch, m.queue, m.bytes = m.queue, batch[:0], 0
 		m.mu.Unlock()
 		for i := range batch {
 			if err := m.handle(stream, &batch[i]); err != nil {
@@ -423,11 +452,13 @@ func (m *muxStream) handle(stream grpc.BidiStreamingServer[heraldv1.SubscribeMan
 	case muxDeliver:
 		switch ms.state {
 		case muxPreparing:
-			if m.held >= m.limit {
+			if m.held >= m.limit || m.heldBytes+int(e.ev.size) > m.limitBytes {
 				return errSlowMux
 			}
 			ms.prep.held = append(ms.prep.held, e.ev)
+			ms.prep.heldBytes += int(e.ev.size)
 			m.held++
+			m.heldBytes += int(e.ev.size)
 		case muxLive:
 			return m.forward(stream, ms, e.ev)
 		}
@@ -453,6 +484,7 @@ func (m *muxStream) handle(stream grpc.BidiStreamingServer[heraldv1.SubscribeMan
 		ms.state, ms.prep = muxLive, nil // the preparing goroutine is done with it
 		held := p.held
 		m.held -= len(held)
+		m.heldBytes -= p.heldBytes
 		for _, ev := range held {
 			if err := m.forward(stream, ms, ev); err != nil || ms.state != muxLive {
 				return err
@@ -523,7 +555,8 @@ func (m *muxStream) drop(ms *muxSub) {
 	// ms.prep stays: its preparing goroutine may still be writing to it.
 	if p := ms.prep; p != nil {
 		m.held -= len(p.held)
-		p.held = nil
+		m.heldBytes -= p.heldBytes
+		p.held, p.heldBytes = nil, 0
 	}
 	ms.state = muxDead
 }

@@ -415,6 +415,7 @@ func TestSubscribeManyCloseEndsWithUnavailable(t *testing.T) {
 
 func TestSubscribeManyAbortEndsOneSubscription(t *testing.T) {
 	ts := startServer(t, testConfig(t, nil))
+	ts.publish(t, "room:lost", "0") // a stream at offset 0 would take up a new epoch's offset 1
 	m := ts.subscribeMany(t, nil)
 	m.subscribe(t, 1, &heraldv1.SubscribeRequest{Channel: "room:lost"})
 	m.subscribe(t, 2, &heraldv1.SubscribeRequest{Channel: "room:kept"})

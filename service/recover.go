@@ -26,10 +26,14 @@ func historyReader(e Engine, channel string) recovery.Reader {
 
 // recover returns the channel's current position and, when since is set,
 // every publication after since up to that position, or recovered=false
-// when history cannot cover the gap (or since is of another epoch, or a
-// position the epoch never had).
+// when history cannot cover the gap (or since is of another epoch, a
+// position the epoch never had, or names no epoch).
 func (s *Server) recover(ctx context.Context, channel string, since *heraldv1.StreamPosition) (pos *heraldv1.StreamPosition, replay []*heraldv1.Publication, recovered bool, err error) {
-	if since == nil {
+	if since == nil || since.Epoch == "" {
+		// Without an epoch the offset could belong to any life of the
+		// channel: a client that lost its epoch is never told that it
+		// recovered (it may be across a restart); it goes live from the
+		// current position with recovered=false.
 		res, err := s.engine.History(ctx, channel, HistoryQuery{})
 		if err != nil {
 			return nil, nil, false, err

@@ -26,8 +26,9 @@ import (
 // hash tag {C} puts all of a channel's keys, and its pub/sub channel, in one
 // Cluster slot):
 //
-//	P:{C}:m        hash: e = epoch, o = last offset. Expires MetaTTL (at
-//	               least the history TTL) after the last publish.
+//	P:{C}:m        hash: e = epoch, o = last offset, c = when the epoch
+//	               began (ms). Expires MetaTTL (at least the history TTL)
+//	               after the last publish.
 //	P:{C}:h        stream: the history, entry ID "<offset>-0", field d = the
 //	               Publication (protobuf). MAXLEN = history size; the key
 //	               expires history TTL after the last publish.
@@ -42,12 +43,18 @@ import (
 //	P:channels     sorted set: channel -> expiry (unix ms), the registry
 //	               behind Channels. Written outside the scripts, so it may
 //	               live in another slot.
+//	P:era          string, no expiry: the era of empty epochs (see
+//	               emptyEpoch), random; set if missing at Start and when a
+//	               publish begins a channel's state, so it changes when
+//	               Redis loses its data.
 //
 // Publish runs one Lua script (redis_publish.lua) that dedupes, increments
 // the offset, creates the epoch when the channel has none, appends to the
 // stream and SPUBLISHes the publication with its offset and epoch, so every
 // node sees one order. A channel whose meta key is gone (expired, FLUSHALL,
-// a new Redis) gets a new random epoch on its next publish or history read.
+// a new Redis) gets a new random epoch on its next publish. Reads (history,
+// presence, the registry) never write a channel's keys: a channel without
+// state reads as offset 0 of its empty epoch.
 //
 // Fan-out uses a fixed number of pub/sub connections (redisShards); a
 // channel always maps to the same one, whose receive goroutine delivers it,
@@ -239,6 +246,33 @@ func (e *redisEngine) key(channel, kind string) string {
 
 func (e *redisEngine) registryKey() string { return e.prefix + ":channels" }
 
+func (e *redisEngine) eraKey() string { return e.prefix + ":era" }
+
+// setEra makes the era if there is none (Redis lost it, or is new).
+func (e *redisEngine) setEra(ctx context.Context) error {
+	return e.client.SetNX(ctx, e.eraKey(), newEpoch(), 0).Err()
+}
+
+// period numbers the stretch of time (ms since 1970) an empty epoch stands
+// for: half the meta TTL, since a channel's state lives at least MetaTTL
+// (see emptyEpoch), and clocks of nodes and Redis may differ by much less
+// than the other half.
+func (e *redisEngine) period(ms int64) int64 { return ms / max(e.opts.MetaTTL.Milliseconds()/2, 1) }
+
+// emptyEpochAt returns the empty epoch at ms, or, while Redis has no era
+// (between losing its data and the next publish or start), a random epoch
+// that no position resumes from.
+func (e *redisEngine) emptyEpochAt(ctx context.Context, ms int64) (string, error) {
+	era, err := e.client.Get(ctx, e.eraKey()).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return newEpoch(), nil
+	case err != nil:
+		return "", err
+	}
+	return emptyEpoch(era, e.period(ms)), nil
+}
+
 func (e *redisEngine) handler() Handler {
 	if b := e.h.Load(); b != nil {
 		return b.Handler
@@ -266,13 +300,35 @@ func (e *redisEngine) Start(ctx context.Context, h Handler) error {
 	}
 	e.wg.Add(1)
 	go func() { defer e.wg.Done(); e.refreshLoop() }()
+	// The era, so that empty epochs are stable from the first read on:
+	// best effort, within the same wait as the control subscription.
+	era := make(chan struct{})
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		defer close(era)
+		ctx, cancel := context.WithTimeout(e.ctx, e.opts.Timeout)
+		defer cancel()
+		if err := e.setEra(ctx); err != nil && e.ctx.Err() == nil {
+			e.log.Warn("redis: could not check the era key; the next publish of a new channel sets it", "err", err)
+		}
+	}()
 	t := time.NewTimer(e.opts.Timeout)
 	defer t.Stop()
-	select {
-	case <-e.shards[0].controlReady:
-	case <-t.C:
-		e.log.Warn("redis: control subscription not confirmed yet; continuing", "addr", e.client.Options().Addr)
-	case <-ctx.Done():
+	for ready, eraSet := e.shards[0].controlReady, era; ready != nil || eraSet != nil; {
+		select {
+		case <-ready:
+			ready = nil
+		case <-eraSet:
+			eraSet = nil
+		case <-t.C:
+			if ready != nil {
+				e.log.Warn("redis: control subscription not confirmed yet; continuing", "addr", e.client.Options().Addr)
+			}
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
 	}
 	return nil
 }
@@ -320,12 +376,18 @@ func (e *redisEngine) publishArgs(pub *heraldv1.Publication, opts PublishOptions
 
 // published applies the script's reply to pub.
 func (e *redisEngine) published(ctx context.Context, pub *heraldv1.Publication, opts PublishOptions, res []any) (PublishResult, error) {
-	offset, epoch, dup, err := publishReply(res)
+	offset, epoch, dup, created, err := publishReply(res)
 	if err != nil {
 		return PublishResult{}, e.fail(ctx, "publish", err)
 	}
 	if !dup {
 		pub.Offset, pub.Epoch = offset, epoch
+	}
+	if created {
+		// The channel's state began: make sure there is an era (Redis may
+		// have lost its data), so that empty epochs read from now on can
+		// resume. Best effort: without one they never resume.
+		_ = e.setEra(ctx)
 	}
 	e.register(ctx, pub.Channel, e.metaTTL(opts.HistoryTTL))
 	return PublishResult{Position: &heraldv1.StreamPosition{Offset: offset, Epoch: epoch}, Duplicate: dup}, nil
@@ -386,17 +448,18 @@ func (e *redisEngine) PublishBatch(ctx context.Context, pubs []*heraldv1.Publica
 	return results, errs
 }
 
-func publishReply(res []any) (offset uint64, epoch string, dup bool, err error) {
-	if len(res) != 3 {
-		return 0, "", false, fmt.Errorf("unexpected reply %v", res)
+func publishReply(res []any) (offset uint64, epoch string, dup, created bool, err error) {
+	if len(res) != 4 {
+		return 0, "", false, false, fmt.Errorf("unexpected reply %v", res)
 	}
 	o, ok1 := res[0].(int64)
 	ep, ok2 := res[1].(string)
 	d, ok3 := res[2].(int64)
-	if !ok1 || !ok2 || !ok3 {
-		return 0, "", false, fmt.Errorf("unexpected reply %v", res)
+	c, ok4 := res[3].(int64)
+	if !ok1 || !ok2 || !ok3 || !ok4 {
+		return 0, "", false, false, fmt.Errorf("unexpected reply %v", res)
 	}
-	return uint64(o), ep, d == 1, nil
+	return uint64(o), ep, d == 1, c == 1, nil
 }
 
 // register records channel in the registry behind Channels, at most once
@@ -430,35 +493,57 @@ func (e *redisEngine) History(ctx context.Context, channel string, q HistoryQuer
 		reverse = "1"
 	}
 	res, err := historyScript.Run(ctx, e.client, []string{e.key(channel, "m"), e.key(channel, "h")},
-		newEpoch(), ms(e.opts.MetaTTL), since, sinceEpoch, max(q.Limit, 0), reverse,
+		since, sinceEpoch, max(q.Limit, 0), reverse,
 	).Slice()
 	if err != nil {
 		return HistoryResult{}, e.fail(ctx, "history", err)
 	}
-	out, mismatch, err := historyReply(res)
+	out, match, created, err := historyReply(res)
 	if err != nil {
 		return HistoryResult{}, e.fail(ctx, "history", err)
 	}
-	if mismatch {
+	switch {
+	case out.Position.Epoch == "": // no state
+		z, err := e.emptyEpochAt(ctx, time.Now().UnixMilli())
+		if err != nil {
+			return HistoryResult{}, e.fail(ctx, "history", err)
+		}
+		out.Position.Epoch = z
+		if q.Since != nil && q.Since.Epoch != "" && q.Since.Epoch != z {
+			return out, ErrEpochMismatch
+		}
+	case match == 1:
 		return out, ErrEpochMismatch
+	case match == 2:
+		// since is offset 0 of another epoch: it continues this one only
+		// if it is the empty epoch of the period the state began in.
+		born, err := e.emptyEpochAt(ctx, created)
+		if err != nil {
+			return HistoryResult{}, e.fail(ctx, "history", err)
+		}
+		if q.Since.Epoch != born {
+			out.Publications = nil
+			return out, ErrEpochMismatch
+		}
 	}
 	return out, nil
 }
 
-func historyReply(res []any) (HistoryResult, bool, error) {
+func historyReply(res []any) (out HistoryResult, match, created int64, err error) {
 	bad := fmt.Errorf("unexpected history reply")
-	if len(res) != 5 {
-		return HistoryResult{}, false, bad
+	if len(res) != 6 {
+		return HistoryResult{}, 0, 0, bad
 	}
 	offset, ok1 := res[0].(int64)
 	epoch, ok2 := res[1].(string)
 	oldest, ok3 := res[2].(int64)
-	mismatch, ok4 := res[3].(int64)
+	match, ok4 := res[3].(int64)
 	entries, ok5 := res[4].([]any)
-	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 {
-		return HistoryResult{}, false, bad
+	created, ok6 := res[5].(int64)
+	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 {
+		return HistoryResult{}, 0, 0, bad
 	}
-	out := HistoryResult{
+	out = HistoryResult{
 		Position: &heraldv1.StreamPosition{Offset: uint64(offset), Epoch: epoch},
 		Oldest:   uint64(oldest),
 	}
@@ -468,15 +553,15 @@ func historyReply(res []any) (HistoryResult, bool, error) {
 	for _, x := range entries {
 		s, ok := x.(string)
 		if !ok {
-			return HistoryResult{}, false, bad
+			return HistoryResult{}, 0, 0, bad
 		}
 		pub := &heraldv1.Publication{}
 		if err := proto.Unmarshal([]byte(s), pub); err != nil {
-			return HistoryResult{}, false, fmt.Errorf("history entry: %w", err)
+			return HistoryResult{}, 0, 0, fmt.Errorf("history entry: %w", err)
 		}
 		out.Publications = append(out.Publications, pub)
 	}
-	return out, mismatch == 1, nil
+	return out, match, created, nil
 }
 
 func (e *redisEngine) Command(ctx context.Context, cmd *heraldv1.BridgeSessionResponse) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"testing"
@@ -103,7 +104,7 @@ func pubOf(channel, text string) *heraldv1.Publication {
 func TestEngineContract(t *testing.T) {
 	engines := map[string]func(t *testing.T, h Handler) Engine{
 		"memory": func(t *testing.T, h Handler) Engine {
-			e := NewMemoryEngine()
+			e := NewMemoryEngine(MemoryOptions{})
 			if err := e.Start(context.Background(), h); err != nil {
 				t.Fatal(err)
 			}
@@ -128,10 +129,14 @@ func TestEngineContract(t *testing.T) {
 			const ch = "chat:contract"
 			opts := PublishOptions{HistorySize: 3, HistoryTTL: time.Minute, DedupeWindow: time.Minute}
 
-			// A position read before the first publish keeps its epoch.
+			// A channel without state reads as offset 0 of its empty
+			// epoch, stable from one read to the next.
 			before, err := e.History(ctx, ch, HistoryQuery{})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if again, err := e.History(ctx, ch, HistoryQuery{}); err != nil || again.Position.Epoch != before.Position.Epoch {
+				t.Fatalf("empty channel position %v, then %v %v", before.Position, again.Position, err)
 			}
 			if before.Position.Offset != 0 || before.Position.Epoch == "" {
 				t.Fatalf("empty channel position = %v", before.Position)
@@ -149,10 +154,15 @@ func TestEngineContract(t *testing.T) {
 				if res.Position.Offset != uint64(i) || p.Offset != uint64(i) || res.Duplicate {
 					t.Fatalf("publish %d: %v dup=%v pub.Offset=%d", i, res.Position, res.Duplicate, p.Offset)
 				}
-				epoch = res.Position.Epoch
-				if epoch != before.Position.Epoch || p.Epoch != epoch {
-					t.Fatalf("epoch %q, want %q", epoch, before.Position.Epoch)
+				if i > 1 && res.Position.Epoch != epoch || p.Epoch != res.Position.Epoch || epoch == before.Position.Epoch {
+					t.Fatalf("publish %d: epoch %q, first %q, empty %q", i, res.Position.Epoch, epoch, before.Position.Epoch)
 				}
+				epoch = res.Position.Epoch
+			}
+			// The position read before the first publish still resumes:
+			// its empty epoch is the one in which the state began.
+			if res, err := e.History(ctx, ch, HistoryQuery{Since: before.Position, Limit: 10}); err != nil || len(res.Publications) != 3 || res.Publications[0].Offset != 3 { // history keeps 3
+				t.Fatalf("history since the empty position: %+v, %v", res, err)
 			}
 			waitFor(t, "5 deliveries", func() bool { return rec.count(func(r *recorder) int { return len(r.pubs) }) == 5 })
 			for i, p := range rec.pubs {
@@ -185,6 +195,12 @@ func TestEngineContract(t *testing.T) {
 				{"since 4 limit 1", HistoryQuery{Since: &heraldv1.StreamPosition{Offset: 4, Epoch: epoch}, Limit: 1}, []uint64{5}},
 				{"since top", HistoryQuery{Since: &heraldv1.StreamPosition{Offset: 6, Epoch: epoch}, Limit: 10}, nil},
 				{"since beyond", HistoryQuery{Since: &heraldv1.StreamPosition{Offset: 1 << 62, Epoch: epoch}, Limit: 10}, nil},
+				// Offsets no channel has (the API refuses them) must not
+				// overflow an engine's arithmetic either.
+				{"since 2^63", HistoryQuery{Since: &heraldv1.StreamPosition{Offset: 1 << 63, Epoch: epoch}, Limit: 10}, nil},
+				{"since 2^64-1", HistoryQuery{Since: &heraldv1.StreamPosition{Offset: math.MaxUint64, Epoch: epoch}, Limit: 10}, nil},
+				{"reverse since 2^63", HistoryQuery{Since: &heraldv1.StreamPosition{Offset: 1 << 63, Epoch: epoch}, Limit: 10, Reverse: true}, []uint64{6, 5, 4}},
+				{"reverse since 2^64-1", HistoryQuery{Since: &heraldv1.StreamPosition{Offset: math.MaxUint64, Epoch: epoch}, Limit: 2, Reverse: true}, []uint64{6, 5}},
 				{"reverse", HistoryQuery{Limit: 2, Reverse: true}, []uint64{6, 5}},
 				{"reverse since 6", HistoryQuery{Since: &heraldv1.StreamPosition{Offset: 6, Epoch: epoch}, Limit: 10, Reverse: true}, []uint64{5, 4}},
 				{"reverse since 1", HistoryQuery{Since: &heraldv1.StreamPosition{Offset: 1, Epoch: epoch}, Limit: 10, Reverse: true}, nil},
@@ -389,7 +405,7 @@ func BenchmarkPublish(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			var e Engine
 			if name == "memory" {
-				e = NewMemoryEngine()
+				e = NewMemoryEngine(MemoryOptions{})
 				_ = e.Start(context.Background(), nopHandler{})
 				b.Cleanup(func() { _ = e.Close() })
 			} else {

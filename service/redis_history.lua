@@ -1,27 +1,27 @@
--- Read a channel's position and a page of its history. A channel without
--- state gets an epoch here, as on its first publish, so that positions read
--- before and after that publish belong to one epoch.
+-- Read a channel's position and a page of its history. It writes nothing:
+-- a channel without state (no meta hash) answers with epoch '', and the
+-- caller reports its empty epoch (see emptyEpoch in engine.go).
 --
 -- KEYS[1] meta hash, KEYS[2] history stream
--- ARGV[1] epoch to use if the channel has none
--- ARGV[2] meta TTL, ms
--- ARGV[3] since offset ('' for none)
--- ARGV[4] since epoch ('' matches any)
--- ARGV[5] limit
--- ARGV[6] '1' for newest first
--- Returns {offset, epoch, oldest, mismatch (0 or 1), {publication...}}.
+-- ARGV[1] since offset ('' for none)
+-- ARGV[2] since epoch ('' matches any)
+-- ARGV[3] limit
+-- ARGV[4] '1' for newest first
+-- Returns {offset, epoch, oldest, match, {publication...}, created}, where
+-- created is when the state began (ms, Redis clock; 0 if unknown) and match
+-- is 0 when since belongs to the epoch (or is not given), 1 when it does
+-- not, and 2 when since is offset 0 of another epoch: the caller then
+-- compares that epoch with the empty epoch of the period the state was
+-- created in (the page is read from the oldest publication).
 
 local meta, hist = KEYS[1], KEYS[2]
-local epoch = redis.call('hget', meta, 'e')
-local offset = 0
+local m = redis.call('hmget', meta, 'e', 'o', 'c')
+local epoch = m[1]
 if not epoch then
-  epoch = ARGV[1]
-  redis.call('del', hist)
-  redis.call('hset', meta, 'e', epoch, 'o', 0)
-  redis.call('pexpire', meta, ARGV[2])
-else
-  offset = tonumber(redis.call('hget', meta, 'o') or '0')
+  return {0, '', 0, 0, {}, 0}
 end
+local offset = tonumber(m[2] or '0')
+local created = tonumber(m[3] or '0')
 
 local oldest = 0
 local first = redis.call('xrange', hist, '-', '+', 'COUNT', 1)
@@ -29,22 +29,28 @@ if #first > 0 then
   oldest = tonumber(string.match(first[1][1], '^(%d+)'))
 end
 
-if ARGV[4] ~= '' and ARGV[4] ~= epoch then
-  return {offset, epoch, oldest, 1, {}}
+local match = 0
+if ARGV[2] ~= '' and ARGV[2] ~= epoch then
+  if ARGV[1] ~= '0' or created == 0 then
+    return {offset, epoch, oldest, 1, {}, created}
+  end
+  match = 2
 end
-local limit = tonumber(ARGV[5])
+local limit = tonumber(ARGV[3])
 local out = {}
 if limit <= 0 or oldest == 0 then
-  return {offset, epoch, oldest, 0, out}
+  return {offset, epoch, oldest, match, out, created}
 end
 
-local since = ARGV[3]
+-- since is compared as a number before it is used as a stream ID, so any
+-- offset (up to 2^64-1) is safe.
+local since = ARGV[1]
 local entries
-if ARGV[6] ~= '1' then
+if ARGV[4] ~= '1' then
   local start = '-'
   if since ~= '' then
     if tonumber(since) >= offset then
-      return {offset, epoch, oldest, 0, out}
+      return {offset, epoch, oldest, match, out, created}
     end
     start = '(' .. since .. '-0'
   end
@@ -53,7 +59,7 @@ else
   local stop = '+'
   if since ~= '' and tonumber(since) <= offset then
     if tonumber(since) <= 1 then
-      return {offset, epoch, oldest, 0, out}
+      return {offset, epoch, oldest, match, out, created}
     end
     stop = '(' .. since .. '-0'
   end
@@ -62,4 +68,4 @@ end
 for i = 1, #entries do
   out[i] = entries[i][2][2]
 end
-return {offset, epoch, oldest, 0, out}
+return {offset, epoch, oldest, match, out, created}

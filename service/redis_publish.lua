@@ -11,7 +11,8 @@
 -- ARGV[5] epoch to use if the channel has none (random, chosen by the caller)
 -- ARGV[6] dedupe window, ms ('0': no idempotency key)
 -- ARGV[7] pub/sub channel
--- Returns {offset, epoch, duplicate (0 or 1)}.
+-- Returns {offset, epoch, duplicate (0 or 1), created (1 when this publish
+-- began the channel's state)}.
 
 local meta, hist, dkey = KEYS[1], KEYS[2], KEYS[3]
 
@@ -19,17 +20,22 @@ if ARGV[6] ~= '0' then
   local d = redis.call('get', dkey)
   if d then
     local sp = string.find(d, ' ', 1, true)
-    return {tonumber(string.sub(d, 1, sp - 1)), string.sub(d, sp + 1), 1}
+    return {tonumber(string.sub(d, 1, sp - 1)), string.sub(d, sp + 1), 1, 0}
   end
 end
 
 local epoch = redis.call('hget', meta, 'e')
+local created = 0
 if not epoch then
-  -- The channel's state is gone (expired, flushed, a new Redis): a new
-  -- epoch, and no history left over from an older one.
+  -- The channel has no state (never published, expired, flushed, a new
+  -- Redis): a new epoch, and no history left over from an older one. c
+  -- records when (ms, Redis clock), for the empty epoch a position read
+  -- just before may carry (see redis_history.lua).
   epoch = ARGV[5]
+  created = 1
+  local t = redis.call('time')
   redis.call('del', hist)
-  redis.call('hset', meta, 'e', epoch)
+  redis.call('hset', meta, 'e', epoch, 'c', string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)))
 end
 local offset = redis.call('hincrby', meta, 'o', 1)
 redis.call('pexpire', meta, ARGV[4])
@@ -63,4 +69,4 @@ if ARGV[6] ~= '0' then
 end
 
 redis.call('spublish', ARGV[7], 'p' .. data)
-return {offset, epoch, 0}
+return {offset, epoch, 0, created}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,12 +12,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/herald-io/herald/channelname"
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"github.com/herald-io/herald/internal/buildinfo"
 	"github.com/herald-io/herald/internal/recovery"
+	"github.com/herald-io/herald/payload"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -72,7 +73,7 @@ func New(cfg config.Config, engine Engine, log *slog.Logger) *Server {
 		cfg:      cfg,
 		ns:       cfg.NamespaceIndex(),
 		engine:   engine,
-		hub:      newHub(engine, cfg.Limits.SubscriberQueue),
+		hub:      newHub(engine, cfg.Limits.SubscriberQueue, cfg.Limits.SubscriberQueueBytes),
 		log:      log,
 		node:     newNodeID(),
 		start:    time.Now(),
@@ -142,35 +143,72 @@ func (s *Server) HandleCommand(cmd *heraldv1.BridgeSessionResponse) {
 	}
 }
 
-// payload is a validated payload: JSON text or binary.
-type payload struct {
+// validPayload is a validated payload: compact JSON text or binary.
+type validPayload struct {
 	json   []byte
 	binary []byte
 }
 
-// toPayload validates the payload of a publish. data is converted to
-// compact JSON text once, here; subscribers get the same bytes.
-func (s *Server) toPayload(data *structpb.Value, binary, rawJSON []byte, set bool) (payload, error) {
-	var p payload
-	switch {
-	case !set:
-		return p, errors.New("payload is required: set data (JSON), raw_json or binary")
-	case data != nil:
-		b, err := json.Marshal(data.AsInterface())
-		if err != nil {
-			return p, fmt.Errorf("data: %v", err)
-		}
-		p.json = b
-	case rawJSON != nil:
-		if !json.Valid(rawJSON) {
-			return p, errors.New("raw_json is not valid JSON")
-		}
-		p.json = rawJSON
-	default:
-		p.binary = binary
+// rawPayload is the payload oneof of a PublishRequest or BroadcastRequest:
+// which field is set and what it holds.
+type rawPayload struct {
+	field string          // "data", "json", "raw_json" or "binary"; "" when none is set
+	data  *structpb.Value // data
+	bytes []byte          // json, raw_json or binary
+}
+
+func publishPayload(req *heraldv1.PublishRequest) rawPayload {
+	switch p := req.Payload.(type) {
+	case *heraldv1.PublishRequest_Data:
+		return rawPayload{field: "data", data: p.Data}
+	case *heraldv1.PublishRequest_Json:
+		return rawPayload{field: "json", bytes: []byte(p.Json)}
+	case *heraldv1.PublishRequest_RawJson:
+		return rawPayload{field: "raw_json", bytes: p.RawJson}
+	case *heraldv1.PublishRequest_Binary:
+		return rawPayload{field: "binary", bytes: p.Binary}
+	}
+	return rawPayload{}
+}
+
+func broadcastPayload(req *heraldv1.BroadcastRequest) rawPayload {
+	switch p := req.Payload.(type) {
+	case *heraldv1.BroadcastRequest_Data:
+		return rawPayload{field: "data", data: p.Data}
+	case *heraldv1.BroadcastRequest_Json:
+		return rawPayload{field: "json", bytes: []byte(p.Json)}
+	case *heraldv1.BroadcastRequest_RawJson:
+		return rawPayload{field: "raw_json", bytes: p.RawJson}
+	case *heraldv1.BroadcastRequest_Binary:
+		return rawPayload{field: "binary", bytes: p.Binary}
+	}
+	return rawPayload{}
+}
+
+// toPayload validates the payload of a publish: the one door of every
+// publish path (Publish, PublishStream, Broadcast; the REST gateway and the
+// bridge call these). A JSON payload, in whichever field it came, becomes
+// compact JSON text once, here, or is refused: it must be valid JSON in
+// UTF-8, since every reader gets it as text (a WebSocket text frame cannot
+// carry anything else). Subscribers get the same bytes.
+func (s *Server) toPayload(in rawPayload) (validPayload, error) {
+	var p validPayload
+	var err error
+	switch in.field {
+	case "":
+		return p, errors.New("payload is required: set json (JSON text), data (a google.protobuf.Value), raw_json or binary")
+	case "data":
+		p.json, err = payload.FromValue(in.data)
+	case "binary":
+		p.binary = in.bytes
 		if p.binary == nil {
 			p.binary = []byte{}
 		}
+	default:
+		p.json, err = payload.Compact(in.bytes)
+	}
+	if err != nil {
+		return p, fmt.Errorf("%s: %w", in.field, err)
 	}
 	if n := len(p.json) + len(p.binary); n > s.cfg.Limits.MaxPayload {
 		return p, fmt.Errorf("payload is %d bytes; the limit is %d", n, s.cfg.Limits.MaxPayload)
@@ -178,7 +216,7 @@ func (s *Server) toPayload(data *structpb.Value, binary, rawJSON []byte, set boo
 	return p, nil
 }
 
-func (p payload) set(pub *heraldv1.Publication) {
+func (p validPayload) set(pub *heraldv1.Publication) {
 	if p.json != nil {
 		pub.Payload = &heraldv1.Publication_RawJson{RawJson: p.json}
 	} else {
@@ -217,7 +255,7 @@ type prepared struct {
 
 // prepare checks a publication and builds it; with finish, it is the one
 // path of every publication, from any API.
-func (s *Server) prepare(ctx context.Context, channel string, p payload, key string, tags map[string]string, from *heraldv1.ClientInfo) (prepared, error) {
+func (s *Server) prepare(ctx context.Context, channel string, p validPayload, key string, tags map[string]string, from *heraldv1.ClientInfo) (prepared, error) {
 	ns, err := s.ns.Lookup(channel)
 	if err != nil {
 		return prepared{}, invalid(err)
@@ -249,7 +287,7 @@ func (s *Server) finish(pr prepared, res PublishResult, err error) (*heraldv1.Pu
 	return &heraldv1.PublishResponse{Position: res.Position, Duplicate: res.Duplicate}, nil
 }
 
-func (s *Server) publish(ctx context.Context, channel string, p payload, key string, tags map[string]string, from *heraldv1.ClientInfo) (*heraldv1.PublishResponse, error) {
+func (s *Server) publish(ctx context.Context, channel string, p validPayload, key string, tags map[string]string, from *heraldv1.ClientInfo) (*heraldv1.PublishResponse, error) {
 	pr, err := s.prepare(ctx, channel, p, key, tags, from)
 	if err != nil {
 		return nil, err
@@ -274,7 +312,7 @@ func (s *Server) prepareRequest(ctx context.Context, req *heraldv1.PublishReques
 	if err := validateMeta(req.IdempotencyKey, req.Tags); err != nil {
 		return prepared{}, invalid(err)
 	}
-	p, err := s.toPayload(req.GetData(), req.GetBinary(), req.GetRawJson(), req.Payload != nil)
+	p, err := s.toPayload(publishPayload(req))
 	if err != nil {
 		return prepared{}, invalid(err)
 	}
@@ -456,7 +494,7 @@ func (s *Server) Broadcast(ctx context.Context, req *heraldv1.BroadcastRequest) 
 	if err := validateMeta(req.IdempotencyKey, req.Tags); err != nil {
 		return nil, invalid(err)
 	}
-	p, err := s.toPayload(req.GetData(), req.GetBinary(), req.GetRawJson(), req.Payload != nil)
+	p, err := s.toPayload(broadcastPayload(req))
 	if err != nil {
 		return nil, invalid(err)
 	}
@@ -473,22 +511,36 @@ func (s *Server) Broadcast(ctx context.Context, req *heraldv1.BroadcastRequest) 
 	return resp, nil
 }
 
-// forFormat returns pub as a subscriber asked for it: JSON payloads as a
-// google.protobuf.Value by default, untouched with PAYLOAD_FORMAT_RAW.
+// forFormat returns pub as a reader asked for it. JSON payloads are stored
+// as compact text in raw_json; they go out as that text: in `json` by
+// default, untouched in `raw_json` with PAYLOAD_FORMAT_RAW, and through a
+// google.protobuf.Value only with PAYLOAD_FORMAT_VALUE.
 func forFormat(pub *heraldv1.Publication, f heraldv1.PayloadFormat) *heraldv1.Publication {
 	raw, ok := pub.Payload.(*heraldv1.Publication_RawJson)
 	if !ok || f == heraldv1.PayloadFormat_PAYLOAD_FORMAT_RAW {
 		return pub
 	}
-	v := &structpb.Value{}
-	if err := v.UnmarshalJSON(raw.RawJson); err != nil {
-		return pub // not reachable: payloads are validated on publish
-	}
-	return &heraldv1.Publication{
+	out := &heraldv1.Publication{
 		Channel: pub.Channel, Offset: pub.Offset, Epoch: pub.Epoch,
-		Payload: &heraldv1.Publication_Data{Data: v},
-		Tags:    pub.Tags, Publisher: pub.Publisher, TimeUnixMs: pub.TimeUnixMs,
+		Tags: pub.Tags, Publisher: pub.Publisher, TimeUnixMs: pub.TimeUnixMs,
 	}
+	if f == heraldv1.PayloadFormat_PAYLOAD_FORMAT_VALUE {
+		v := &structpb.Value{}
+		if err := v.UnmarshalJSON(raw.RawJson); err == nil {
+			out.Payload = &heraldv1.Publication_Data{Data: v}
+			return out
+		}
+		// What a Value cannot hold (1e400, a repeated key) stays text.
+	}
+	if !utf8.Valid(raw.RawJson) {
+		// Stored before payloads were checked: a string field cannot
+		// carry it (the stream would fail to marshal), so it goes as the
+		// bytes it is.
+		out.Payload = &heraldv1.Publication_Binary{Binary: raw.RawJson}
+		return out
+	}
+	out.Payload = &heraldv1.Publication_Json{Json: string(raw.RawJson)}
+	return out
 }
 
 // Subscribe implements HeraldService.Subscribe. The subscriber is
@@ -500,6 +552,9 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 	if err != nil {
 		return invalid(err)
 	}
+	if err := checkSubscribe(req); err != nil {
+		return invalid(err)
+	}
 	if err := authorize(ctx, permRead, req.Channel); err != nil {
 		return err
 	}
@@ -509,7 +564,9 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 	sub := &subscriber{
 		channel:        req.Channel,
 		presenceEvents: req.PresenceEvents && ns.JoinLeave,
-		queue:          make(chan event, s.hub.queue),
+		q:              newSubQueue(),
+		maxEvents:      s.hub.queue,
+		maxBytes:       s.hub.queueBytes,
 		done:           make(chan struct{}),
 	}
 	if err := s.hub.add(ctx, sub); err != nil {
@@ -523,6 +580,34 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 	if err != nil {
 		return toStatus(s.log, err)
 	}
+	// The stream is written by a goroutine of its own, so that a client
+	// that stops reading (its Send blocks) is still cut off when its queue
+	// is full: this handler returns, gRPC ends the stream, and the blocked
+	// Send returns with it.
+	sent := make(chan error, 1)
+	go func() {
+		defer func() { // gRPC's recovery covers the handler's goroutine only
+			if r := recover(); r != nil {
+				s.log.Error("panic in Subscribe sender", "panic", r)
+				sent <- status.Error(codes.Internal, "internal error")
+			}
+		}()
+		sent <- s.sendStream(stream, req, sub, pos, replay, recovered)
+	}()
+	select {
+	case <-sub.done:
+		metricStreamEnds.WithLabelValues(endReason(sub.err)).Inc()
+		return sub.err
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	case err := <-sent:
+		return err
+	}
+}
+
+// sendStream writes a Subscribe stream: the subscribed event, the replay,
+// then what the hub queues, until the subscriber stops or the stream ends.
+func (s *Server) sendStream(stream grpc.ServerStreamingServer[heraldv1.SubscribeResponse], req *heraldv1.SubscribeRequest, sub *subscriber, pos *heraldv1.StreamPosition, replay []*heraldv1.Publication, recovered bool) error {
 	if err := stream.Send(&heraldv1.SubscribeResponse{Event: &heraldv1.SubscribeResponse_Subscribed{
 		Subscribed: &heraldv1.Subscribed{Position: pos, Recovered: recovered},
 	}}); err != nil {
@@ -534,14 +619,14 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 		}
 	}
 	seam := recovery.Seam{Offset: pos.Offset, Epoch: pos.Epoch}
+	var batch []event
 	for {
-		select {
-		case <-sub.done:
-			metricStreamEnds.WithLabelValues(endReason(sub.err)).Inc()
-			return sub.err
-		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
-		case ev := <-sub.queue:
+		batch = sub.q.take(batch, sub.done, stream.Context().Done())
+		if batch == nil {
+			return nil // the handler returns why
+		}
+		for i, ev := range batch {
+			batch[i] = event{}
 			var resp *heraldv1.SubscribeResponse
 			switch {
 			case ev.pub != nil:
@@ -563,6 +648,9 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 				return err
 			}
 		}
+		if cap(batch) > 1024 {
+			batch = nil // after a burst: let the queue shrink back
+		}
 	}
 }
 
@@ -583,12 +671,18 @@ func (s *Server) History(ctx context.Context, req *heraldv1.HistoryRequest) (*he
 	if _, err := s.ns.Lookup(req.Channel); err != nil {
 		return nil, invalid(err)
 	}
+	if err := checkPosition("since", req.Since); err != nil {
+		return nil, invalid(err)
+	}
+	if err := checkFormat(req.PayloadFormat); err != nil {
+		return nil, invalid(err)
+	}
 	if err := authorize(ctx, permRead, req.Channel); err != nil {
 		return nil, err
 	}
 	limit := int(req.Limit)
 	if limit == 0 {
-		limit = defaultPage
+		limit = min(defaultPage, s.cfg.Limits.MaxHistoryPage)
 	}
 	if limit > s.cfg.Limits.MaxHistoryPage {
 		return nil, status.Errorf(codes.InvalidArgument, "limit %d is above the maximum page of %d", limit, s.cfg.Limits.MaxHistoryPage)

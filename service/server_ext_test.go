@@ -51,7 +51,12 @@ func testConfig(t testing.TB, edit func(*config.Config)) config.Config {
 
 func startServer(t testing.TB, cfg config.Config) *testServer {
 	t.Helper()
-	engine := service.NewMemoryEngine()
+	return startServerOn(t, cfg, service.NewMemoryEngine(service.MemoryOptionsFrom(cfg.Limits)))
+}
+
+// startServerOn is startServer on an engine of the caller's.
+func startServerOn(t testing.TB, cfg config.Config, engine service.Engine) *testServer {
+	t.Helper()
 	core := service.New(cfg, engine, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := core.Start(ctx); err != nil {
@@ -176,43 +181,64 @@ func TestPublishSubscribeOrderConcurrentPublishers(t *testing.T) {
 	}
 }
 
-func TestJSONPayloadIsJSONByDefault(t *testing.T) {
+// TestJSONPayloadFormats: by default JSON payloads come as their text in
+// `json` (exact), with PAYLOAD_FORMAT_RAW as the same text in `raw_json`,
+// with PAYLOAD_FORMAT_VALUE as a Value in `data`; binary is binary in all.
+func TestJSONPayloadFormats(t *testing.T) {
 	ts := startServer(t, testConfig(t, nil))
-	s := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: "news", PayloadFormat: heraldv1.PayloadFormat_PAYLOAD_FORMAT_UNSPECIFIED})
-	// subscribe() switches unspecified to raw; ask again for the default.
-	s.cancel()
-	stream, err := ts.client.Subscribe(context.Background(), &heraldv1.SubscribeRequest{Channel: "news"})
-	if err != nil {
-		t.Fatal(err)
+	open := func(f heraldv1.PayloadFormat) grpc.ServerStreamingClient[heraldv1.SubscribeResponse] {
+		stream, err := ts.client.Subscribe(context.Background(), &heraldv1.SubscribeRequest{Channel: "news", PayloadFormat: f})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		return stream
 	}
-	if _, err := stream.Recv(); err != nil {
-		t.Fatal(err)
-	}
+	def := open(heraldv1.PayloadFormat_PAYLOAD_FORMAT_UNSPECIFIED)
+	raw := open(heraldv1.PayloadFormat_PAYLOAD_FORMAT_RAW)
+	val := open(heraldv1.PayloadFormat_PAYLOAD_FORMAT_VALUE)
 	v, _ := structpb.NewValue(map[string]any{"text": "hi", "n": 2})
 	if _, err := ts.client.Publish(context.Background(), &heraldv1.PublishRequest{Channel: "news", Payload: &heraldv1.PublishRequest_Data{Data: v}}); err != nil {
 		t.Fatal(err)
 	}
-	ts.publish(t, "news", `[1,"two"]`)
+	ts.publish(t, "news", `{"id":12345678901234567891,"b":[1.0,"two"],"a":1e400}`)
 	bin := []byte{0, 1, 2, 255}
 	if _, err := ts.client.Publish(context.Background(), &heraldv1.PublishRequest{Channel: "news", Payload: &heraldv1.PublishRequest_Binary{Binary: bin}}); err != nil {
 		t.Fatal(err)
 	}
-	var got []*heraldv1.Publication
-	for len(got) < 3 {
-		ev, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
+	read := func(stream grpc.ServerStreamingClient[heraldv1.SubscribeResponse]) []*heraldv1.Publication {
+		var got []*heraldv1.Publication
+		for len(got) < 3 {
+			ev, err := stream.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, ev.GetPublication())
 		}
-		got = append(got, ev.GetPublication())
+		return got
 	}
-	if m := got[0].GetData().GetStructValue().AsMap(); m["text"] != "hi" || m["n"] != 2.0 {
-		t.Errorf("first payload = %v, want the published object", m)
-	}
-	if l := got[1].GetData().GetListValue().AsSlice(); len(l) != 2 || l[1] != "two" {
-		t.Errorf("second payload = %v", l)
+	// A Value is converted to text once, keys sorted.
+	const first, second = `{"n":2,"text":"hi"}`, `{"id":12345678901234567891,"b":[1.0,"two"],"a":1e400}`
+	got := read(def)
+	if got[0].GetJson() != first || got[1].GetJson() != second {
+		t.Errorf("default format: %q, %q; want %q, %q", got[0].GetJson(), got[1].GetJson(), first, second)
 	}
 	if b := got[2].GetBinary(); string(b) != string(bin) {
 		t.Errorf("binary payload = %v, want %v", b, bin)
+	}
+	got = read(raw)
+	if string(got[0].GetRawJson()) != first || string(got[1].GetRawJson()) != second || string(got[2].GetBinary()) != string(bin) {
+		t.Errorf("raw format: %v", got)
+	}
+	got = read(val)
+	if m := got[0].GetData().GetStructValue().AsMap(); m["text"] != "hi" || m["n"] != 2.0 {
+		t.Errorf("value format: first payload = %v, want the published object", m)
+	}
+	// 1e400 is no double: that payload stays text.
+	if got[1].GetJson() != second || string(got[2].GetBinary()) != string(bin) {
+		t.Errorf("value format: %v", got[1:])
 	}
 }
 

@@ -223,7 +223,7 @@ func (ch *channel) deliver(pub *heraldv1.Publication) {
 		ch.last, ch.epoch = pub.Offset, pub.Epoch
 	}
 	observeDelivery(pub)
-	ep := &encodedPub{pub: pub}
+	ep := &encodedPub{pub: pub, log: ch.h.b.log}
 	ch.fanout(ep)
 }
 
@@ -365,7 +365,7 @@ func (ch *channel) resume(s *session, sb *sub, id uint32, since *heraldv1.Stream
 		if !ok {
 			break
 		}
-		add(&encodedPub{pub: p})
+		add(&encodedPub{pub: p, log: b.log})
 	}
 	for _, ep := range sb.pending {
 		if !ok {

@@ -3,11 +3,12 @@ package wsbridge
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/json"
-	"strconv"
-	"unicode/utf8"
+	"errors"
+	"log/slog"
+	"sync/atomic"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/payload"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -52,8 +53,8 @@ func decodeFrames(f format, msg []byte, fn func(*heraldv1.ClientFrame, *requestE
 			if len(line) == 0 {
 				continue
 			}
-			fr := &heraldv1.ClientFrame{}
-			if err := jsonIn.Unmarshal(line, fr); err != nil {
+			fr, err := decodeJSONFrame(line)
+			if err != nil {
 				if !fn(nil, reqErr(ErrBadFrame, "bad JSON frame: %s", err.Error())) {
 					return
 				}
@@ -86,6 +87,39 @@ func decodeFrames(f format, msg []byte, fn func(*heraldv1.ClientFrame, *requestE
 	}
 }
 
+// decodeJSONFrame decodes one herald.json client frame. The `data` of a
+// publish is taken out first as the exact text it has in the frame and set
+// as the frame's `json`: protojson would decode it into a
+// google.protobuf.Value, changing its numbers and key order. The text is
+// checked when the frame is handled (session.publish), where a bad payload is
+// error 110 like on every other publish path.
+func decodeJSONFrame(line []byte) (*heraldv1.ClientFrame, error) {
+	fr := &heraldv1.ClientFrame{}
+	rest, data, err := payload.Extract(line, "publish", "data")
+	if err != nil {
+		// Not one JSON object, or a repeated key: protojson's words for
+		// the first, when it has some.
+		if perr := jsonIn.Unmarshal(line, fr); perr != nil {
+			return nil, perr
+		}
+		return nil, err
+	}
+	if err := jsonIn.Unmarshal(rest, fr); err != nil {
+		return nil, err
+	}
+	if data != nil {
+		pf := fr.GetPublish()
+		if pf == nil || pf.Payload != nil {
+			return nil, errors.New("publish: set one payload: data (JSON), json (JSON text) or binary")
+		}
+		if text, err := payload.Compact(data); err == nil {
+			data = text
+		}
+		pf.Payload = &heraldv1.PublishFrame_Json{Json: string(data)}
+	}
+	return fr, nil
+}
+
 func checkFrame(fr *heraldv1.ClientFrame) (*heraldv1.ClientFrame, *requestError) {
 	if fr.Body == nil {
 		return fr, reqErr(ErrBadFrame, "unknown or empty frame: set exactly one of connect, refresh, subscribe, unsubscribe, publish, history, presence, presence_stats, ping")
@@ -97,10 +131,13 @@ func checkFrame(fr *heraldv1.ClientFrame) (*heraldv1.ClientFrame, *requestError)
 }
 
 // encodeFrame encodes a server frame for f. Protobuf frames carry their
-// varint length prefix, so the writer only concatenates them.
+// varint length prefix, so the writer only concatenates them. JSON frames
+// are protobuf JSON, except that publications (a `pub` push, a `history`
+// reply) have their JSON payloads spliced in exactly as `data`
+// (payload.AppendMessage).
 func encodeFrame(f format, fr *heraldv1.ServerFrame) []byte {
 	if f == formatJSON {
-		b, err := jsonOut.Marshal(fr)
+		b, err := payload.AppendMessage(nil, fr)
 		if err != nil {
 			b, _ = jsonOut.Marshal(errorFrame(fr.Id, reqErr(ErrInternal, "internal error")))
 		}
@@ -124,119 +161,97 @@ func errorFrame(id uint32, e *requestError) *heraldv1.ServerFrame {
 // never modified.
 type encodedPub struct {
 	pub   *heraldv1.Publication
+	log   *slog.Logger // for the first invalid payload; may be nil
 	json  []byte
 	proto []byte
+	safe  *heraldv1.Publication // pub as it may be written (see lossless); nil until checked
 }
 
+// bytes returns the publication's frame for f, encoding it on first use.
 func (e *encodedPub) bytes(f format) []byte {
 	if f == formatJSON {
 		if e.json == nil {
-			e.json = appendPubJSON(nil, e.pub)
+			pub := e.lossless()
+			b := make([]byte, 0, pubFrameSize(pub))
+			b = append(b, `{"pub":`...)
+			b = payload.AppendCheckedPublication(b, pub)
+			e.json = append(b, '}')
 		}
 		return e.json
 	}
 	if e.proto == nil {
-		e.proto = encodeFrame(formatProto, &heraldv1.ServerFrame{Body: &heraldv1.ServerFrame_Pub{Pub: e.pub}})
+		e.proto = encodeFrame(formatProto, &heraldv1.ServerFrame{Body: &heraldv1.ServerFrame_Pub{Pub: e.lossless()}})
 	}
 	return e.proto
 }
 
-// appendPubJSON appends the JSON frame of a publication push, built by hand
-// so that a raw JSON payload is copied once as JSON (protojson would write
-// raw_json as base64). It decodes with protojson into the same ServerFrame
-// as protojson's own encoding of the frame with the payload as `data`.
-func appendPubJSON(b []byte, pub *heraldv1.Publication) []byte {
-	b = append(b, `{"pub":{"channel":`...)
-	b = appendJSONString(b, pub.Channel)
-	if pub.Offset != 0 {
-		b = append(b, `,"offset":"`...)
-		b = strconv.AppendUint(b, pub.Offset, 10)
-		b = append(b, '"')
-	}
-	if pub.Epoch != "" {
-		b = append(b, `,"epoch":`...)
-		b = appendJSONString(b, pub.Epoch)
-	}
-	switch p := pub.Payload.(type) {
-	case *heraldv1.Publication_RawJson:
-		b = append(b, `,"data":`...)
-		if bytes.IndexByte(p.RawJson, '\n') >= 0 || bytes.IndexByte(p.RawJson, '\r') >= 0 {
-			// Frames are separated by "\n": compact multi-line JSON.
-			var buf bytes.Buffer
-			if json.Compact(&buf, p.RawJson) == nil {
-				b = append(b, buf.Bytes()...)
-			} else {
-				b = append(b, "null"...)
-			}
-		} else {
-			b = append(b, p.RawJson...)
-		}
-	case *heraldv1.Publication_Binary:
-		b = append(b, `,"binary":"`...)
-		b = base64.StdEncoding.AppendEncode(b, p.Binary)
-		b = append(b, '"')
-	case *heraldv1.Publication_Data:
-		if v, err := jsonOut.Marshal(p.Data); err == nil {
-			b = append(b, `,"data":`...)
-			b = append(b, v...)
+// lossless returns the publication as it may be written, checking its
+// payload once for both subprotocols.
+//
+// A JSON payload that is not valid JSON in UTF-8 can only be data stored
+// before the core checked payloads (in Redis, say). It must never reach a
+// text frame, where invalid UTF-8 makes the browser drop the connection,
+// and with it every frame packed in the same message, on every resume: it
+// goes as `binary` instead, the same bytes, in both subprotocols.
+func (e *encodedPub) lossless() *heraldv1.Publication {
+	if e.safe == nil {
+		var ok bool
+		if e.safe, ok = payload.Lossless(e.pub); !ok {
+			noteInvalidPayload(e.log, e.pub)
 		}
 	}
-	if len(pub.Tags) > 0 {
-		b = append(b, `,"tags":{`...)
-		first := true
-		for k, v := range pub.Tags {
-			if !first {
-				b = append(b, ',')
-			}
-			first = false
-			b = appendJSONString(b, k)
-			b = append(b, ':')
-			b = appendJSONString(b, v)
-		}
-		b = append(b, '}')
-	}
-	if pub.Publisher != nil {
-		if v, err := jsonOut.Marshal(pub.Publisher); err == nil {
-			b = append(b, `,"publisher":`...)
-			b = append(b, v...)
-		}
-	}
-	if pub.TimeUnixMs != 0 {
-		b = append(b, `,"time_unix_ms":"`...)
-		b = strconv.AppendInt(b, pub.TimeUnixMs, 10)
-		b = append(b, '"')
-	}
-	return append(b, "}}"...)
+	return e.safe
 }
 
-const hexDigits = "0123456789abcdef"
+// invalidLogged is set once the process logged an invalid payload: the
+// metric counts every one, the log says it once.
+var invalidLogged atomic.Bool
 
-// appendJSONString appends s as a JSON string.
-func appendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				b = append(b, '\\', c)
-			case c < 0x20:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			default:
-				b = append(b, c)
-			}
-			i++
+// noteInvalidPayload counts a publication whose JSON payload was delivered
+// as binary because it is not valid JSON in UTF-8, and logs the first.
+func noteInvalidPayload(log *slog.Logger, pub *heraldv1.Publication) {
+	metricInvalidPayloads.Inc()
+	if log != nil && invalidLogged.CompareAndSwap(false, true) {
+		log.Warn("a publication's JSON payload is not valid JSON in UTF-8 (stored before payloads were checked?): delivered as binary so that no text frame breaks; herald_ws_invalid_payloads_total counts them, this is logged once",
+			"channel", pub.Channel, "offset", pub.Offset, "epoch", pub.Epoch)
+	}
+}
+
+// checkedPubs returns pubs with every invalid JSON payload turned into
+// binary (payload.Lossless), counting them; pubs itself when none is.
+func checkedPubs(log *slog.Logger, pubs []*heraldv1.Publication) []*heraldv1.Publication {
+	out := pubs
+	for i, p := range pubs {
+		q, ok := payload.Lossless(p)
+		if ok {
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, `\ufffd`...)
-		} else if r == '\u2028' || r == '\u2029' {
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-		} else {
-			b = append(b, s[i:i+size]...)
+		if &out[0] == &pubs[0] {
+			out = append([]*heraldv1.Publication(nil), pubs...)
 		}
-		i += size
+		out[i] = q
+		noteInvalidPayload(log, p)
 	}
-	return append(b, '"')
+	return out
+}
+
+// pubFrameSize estimates the length of a publication's JSON frame, so that
+// it is built in one allocation.
+func pubFrameSize(pub *heraldv1.Publication) int {
+	n := 112 + 2*(len(pub.Channel)+len(pub.Epoch))
+	switch p := pub.Payload.(type) {
+	case *heraldv1.Publication_RawJson:
+		n += len(p.RawJson)
+	case *heraldv1.Publication_Json:
+		n += len(p.Json)
+	case *heraldv1.Publication_Binary:
+		n += base64.StdEncoding.EncodedLen(len(p.Binary))
+	}
+	for k, v := range pub.Tags {
+		n += 6 + 2*(len(k)+len(v))
+	}
+	if pub.Publisher != nil {
+		n += 128
+	}
+	return n
 }

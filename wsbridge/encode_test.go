@@ -2,7 +2,9 @@ package wsbridge
 
 import (
 	"bytes"
+	"encoding/json"
 	"testing"
+	"unicode/utf8"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -26,7 +28,7 @@ func TestPubJSONMatchesProtojson(t *testing.T) {
 		{Channel: "oldtime", TimeUnixMs: -5, Payload: &heraldv1.Publication_RawJson{RawJson: []byte(`1`)}},
 	}
 	for _, pub := range pubs {
-		got := appendPubJSON(nil, pub)
+		got := (&encodedPub{pub: pub}).bytes(formatJSON)
 		if bytes.IndexByte(got, '\n') >= 0 {
 			t.Errorf("%s: frame has a newline: %s", pub.Channel, got)
 		}
@@ -65,6 +67,10 @@ func FuzzDecodeFrames(f *testing.F) {
 		`{"id":5,"publish":{"channel":"chat:a","binary":"AAEC"}}`,
 		`{"id":6,"history":{"channel":"c","limit":10,"reverse":true}}`,
 		`{"id":7,"presence_stats":{"channel":"c"}}`,
+		`{"id":8,"publish":{"channel":"chat:a","data":{"id":12345678901234567891,"b":1,"a":[1.0,-0,1e400]}}}`,
+		`{"id":9,"publish":{"channel":"chat:a","data":1,"data":2}}`,
+		`{"id":9,"publish":{"channel":"chat:a","data":1,"binary":"AA=="}}`,
+		`{"id":10,"publish":{"channel":"chat:a","json":"{"a":1}"}}`,
 		`{"id":1}`, `{`, `[]`, "\n\n", `{"id":"x","ping":{}}`,
 	}
 	for _, s := range seeds {
@@ -92,6 +98,12 @@ func FuzzDecodeFrames(f *testing.F) {
 			}
 			if fr.Id == 0 || fr.Body == nil {
 				t.Fatalf("accepted a frame without id or body: %v", fr)
+			}
+			if !utf8.ValidString(fr.GetPublish().GetJson()) {
+				return true // refused when handled (error 110); it cannot be encoded
+			}
+			if j := fr.GetPublish().GetJson(); format == formatJSON && j != "" && !json.Valid([]byte(j)) {
+				t.Fatalf("a JSON frame gave invalid JSON text %q", j)
 			}
 			var b []byte
 			if format == formatJSON {
@@ -122,4 +134,33 @@ func appendVarint(b []byte, v uint64) []byte {
 		v >>= 7
 	}
 	return append(b, byte(v))
+}
+
+// TestInvalidJSONPayloadBecomesBinary: a stored JSON payload that is not
+// valid UTF-8 (data from before the core checked payloads) is encoded as
+// binary in both subprotocols, never as text that would break a text frame,
+// and counted once per encoding.
+func TestInvalidJSONPayloadBecomesBinary(t *testing.T) {
+	bad := []byte("{\"a\":\"\xff\"}")
+	pub := &heraldv1.Publication{Channel: "c", Offset: 1, Epoch: "e", Payload: &heraldv1.Publication_RawJson{RawJson: bad}}
+	ep := &encodedPub{pub: pub}
+	js := ep.bytes(formatJSON)
+	if !utf8.Valid(js) {
+		t.Fatalf("JSON frame is not UTF-8: %q", js)
+	}
+	var fr heraldv1.ServerFrame
+	if err := protojson.Unmarshal(js, &fr); err != nil || !bytes.Equal(fr.GetPub().GetBinary(), bad) {
+		t.Fatalf("JSON frame %s: %v", js, err)
+	}
+	pb := ep.bytes(formatProto)
+	fr.Reset()
+	if err := proto.Unmarshal(pb[1:], &fr); err != nil || !bytes.Equal(fr.GetPub().GetBinary(), bad) || fr.GetPub().GetRawJson() != nil {
+		t.Fatalf("protobuf frame: %v %v", &fr, err)
+	}
+	if ep.safe == pub || pub.GetRawJson() == nil {
+		t.Fatal("the stored publication itself was changed, or not replaced")
+	}
+	if got := checkedPubs(nil, []*heraldv1.Publication{pub}); !bytes.Equal(got[0].GetBinary(), bad) || pub.GetRawJson() == nil {
+		t.Fatalf("checkedPubs: %v (the original must stay as it is: %v)", got, pub)
+	}
 }

@@ -52,6 +52,10 @@ var (
 		Name: "herald_ws_upstream_restarts_total",
 		Help: "Upstream resumes: the bridge's SubscribeMany stream to the core broke and was reopened, or the core ended one channel's subscription on it and the channel resubscribed.",
 	})
+	metricInvalidPayloads = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "herald_ws_invalid_payloads_total",
+		Help: "Publications whose JSON payload is not valid JSON in UTF-8 (stored before payloads were checked), delivered to browsers as binary instead so that no text frame breaks; once per publication fanned out, and once per replay or history read that carries it.",
+	})
 	metricDeliveryLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "herald_delivery_latency_seconds",
 		Help:    "From a publication's acceptance by a core (its time_unix_ms) to its fan-out at this bridge; once per publication per bridge. Millisecond resolution; across nodes it includes clock skew.",
@@ -118,7 +122,7 @@ func init() {
 		metricRefused.WithLabelValues(r)
 	}
 	prometheus.MustRegister(metricCommands, metricSlowCloses, metricAuthFailures, metricRefused, metricRateLimited,
-		metricUpstreamRestarts, metricDeliveryLatency,
+		metricUpstreamRestarts, metricDeliveryLatency, metricInvalidPayloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "herald_ws_channels",
 			Help: "Channels with an upstream subscription to the core (one per channel per bridge, all on one SubscribeMany stream).",

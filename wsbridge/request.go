@@ -6,6 +6,7 @@ import (
 	"time"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/payload"
 )
 
 // subscribe subscribes the session to a channel and queues the reply
@@ -138,6 +139,18 @@ func (s *session) publish(f *heraldv1.PublishFrame) (*heraldv1.ServerFrame, erro
 	}
 	req := &heraldv1.PublishRequest{Channel: f.Channel, IdempotencyKey: f.IdempotencyKey, Publisher: s.clientInfo()}
 	switch p := f.Payload.(type) {
+	case *heraldv1.PublishFrame_Json:
+		// The exact text of `data` in a herald.json frame, or `json` in a
+		// herald.proto frame; checked here, since a text that is not
+		// UTF-8 cannot even be sent to the core in a string field.
+		if err := payload.Check([]byte(p.Json)); err != nil {
+			field := "data"
+			if s.format == formatProto {
+				field = "json"
+			}
+			return nil, reqErr(ErrBadRequest, "%s: %s", field, err.Error())
+		}
+		req.Payload = &heraldv1.PublishRequest_Json{Json: p.Json}
 	case *heraldv1.PublishFrame_Data:
 		req.Payload = &heraldv1.PublishRequest_Data{Data: p.Data}
 	case *heraldv1.PublishFrame_Binary:
@@ -186,16 +199,15 @@ func (s *session) history(f *heraldv1.HistoryFrame) (*heraldv1.ServerFrame, erro
 	if err := s.readable(f.Channel, true); err != nil {
 		return nil, err
 	}
-	format := heraldv1.PayloadFormat_PAYLOAD_FORMAT_UNSPECIFIED // JSON payloads as `data`
-	if s.format == formatProto {
-		format = heraldv1.PayloadFormat_PAYLOAD_FORMAT_RAW // as in live publications
-	}
 	ctx, cancel := s.b.callContext()
 	defer cancel()
-	res, err := s.b.core.History(ctx, &heraldv1.HistoryRequest{Channel: f.Channel, Since: f.Since, Limit: f.Limit, Reverse: f.Reverse, PayloadFormat: format})
+	// JSON payloads as their exact text, as in live publications: in
+	// `herald.json` frames they are written as `data` (encodeFrame).
+	res, err := s.b.core.History(ctx, &heraldv1.HistoryRequest{Channel: f.Channel, Since: f.Since, Limit: f.Limit, Reverse: f.Reverse, PayloadFormat: heraldv1.PayloadFormat_PAYLOAD_FORMAT_RAW})
 	if err != nil {
 		return nil, err
 	}
+	res.Publications = checkedPubs(s.b.log, res.Publications)
 	return &heraldv1.ServerFrame{Body: &heraldv1.ServerFrame_History{History: res}}, nil
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/herald-io/herald/client"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/payload"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
@@ -110,8 +110,8 @@ func publish(ctx context.Context, args []string, stdout io.Writer) error {
 	if *binary {
 		msg.Binary = body
 	} else {
-		if !json.Valid(body) {
-			return fmt.Errorf("payload is not valid JSON (quote strings: '\"hi\"'; or use --binary)")
+		if err := payload.Check(body); err != nil {
+			return fmt.Errorf("payload is %v (quote strings: '\"hi\"'; or use --binary)", err)
 		}
 		msg.JSON = body
 	}
@@ -156,7 +156,7 @@ func subscribeTo(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		fs.Usage()
 		return errors.New("want CHANNEL")
 	}
-	opts := client.SubscribeOptions{PresenceEvents: *presence, DecodeJSON: true}
+	opts := client.SubscribeOptions{PresenceEvents: *presence}
 	if *since != "" {
 		pos, err := client.ParsePosition(*since)
 		if err != nil {
@@ -184,7 +184,12 @@ func subscribeTo(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			}
 			return explain(c, err)
 		}
-		out, _ := printJSON.Marshal(ev.SubscribeResponse)
+		// Publications with their JSON payload as `data`, exactly as
+		// published (payload.AppendMessage), everything else as protojson.
+		out, err := payload.AppendMessage(nil, ev.SubscribeResponse)
+		if err != nil {
+			return err
+		}
 		fmt.Fprintln(stdout, string(out))
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/herald-io/herald/config"
+	"github.com/herald-io/herald/internal/payloadtest"
 	"github.com/herald-io/herald/internal/tlstest"
 	"github.com/herald-io/herald/node"
 )
@@ -148,5 +150,63 @@ func TestClientCommandsOverTLS(t *testing.T) {
 	}
 	if err := pub("--tls", "--cert-file", f.ClientCert, "--key-file", f.ClientKey); err == nil {
 		t.Fatal("trusted a certificate from an unknown CA")
+	}
+}
+
+// TestCLIJSONExact: `herald publish` sends a JSON payload as its text and
+// `herald subscribe` prints it back as `data`, token for token (big
+// integers, 1.0, key order, escapes, deep nesting); text that is not UTF-8
+// JSON is refused before anything is sent.
+func TestCLIJSONExact(t *testing.T) {
+	cfg := config.Default()
+	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	n, err := node.Start(context.Background(), cfg, node.Core, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Shutdown(context.Background()) })
+	addr := "--addr=" + n.GRPCAddr.String()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var subOut syncBuffer
+	subDone := make(chan error, 1)
+	go func() { subDone <- subscribe(ctx, []string{addr, "news"}, &subOut) }()
+	waitFor(t, func() bool { return strings.Contains(subOut.String(), `"subscribed"`) })
+
+	for _, tc := range payloadtest.Corpus {
+		if err := publish(context.Background(), []string{addr, "news", tc.In}, io.Discard); err != nil {
+			t.Fatalf("%s: %v", tc.Name, err)
+		}
+	}
+	var got []string
+	waitFor(t, func() bool {
+		got = got[:0]
+		for _, line := range strings.Split(subOut.String(), "\n") {
+			var ev struct {
+				Publication *struct {
+					Data json.RawMessage `json:"data"`
+				} `json:"publication"`
+			}
+			if line == "" || json.Unmarshal([]byte(line), &ev) != nil || ev.Publication == nil {
+				continue
+			}
+			got = append(got, string(ev.Publication.Data))
+		}
+		return len(got) == len(payloadtest.Corpus)
+	})
+	for i, tc := range payloadtest.Corpus {
+		if got[i] != tc.Want {
+			t.Errorf("%s: subscribe printed data %s, want %s", tc.Name, got[i], tc.Want)
+		}
+	}
+	for _, tc := range payloadtest.Invalid {
+		if err := publish(context.Background(), []string{addr, "news", tc.In}, io.Discard); err == nil {
+			t.Errorf("%s: %q accepted", tc.Name, tc.In)
+		}
+	}
+	cancel()
+	if err := <-subDone; err != nil {
+		t.Fatalf("subscribe after Ctrl-C: %v", err)
 	}
 }

@@ -115,9 +115,15 @@ const (
 	NewEpoch
 )
 
-// Step classifies pub, and moves the seam to it when it is Next.
+// Step classifies pub, and moves the seam to it when it is Next. A seam
+// at offset 0 (a stream that has seen nothing, typically in the empty
+// epoch of a channel without state) takes up the epoch of a first
+// publication (offset 1): it missed nothing, since a stream is registered
+// for deliveries before it reads its position.
 func (s *Seam) Step(pub *heraldv1.Publication) Step {
 	switch {
+	case pub.Epoch != s.Epoch && s.Offset == 0 && pub.Offset == 1:
+		s.Epoch = pub.Epoch // and it is Next
 	case pub.Epoch != s.Epoch:
 		return NewEpoch
 	case pub.Offset <= s.Offset:

@@ -81,4 +81,14 @@ func TestSeam(t *testing.T) {
 	if s.Offset != 7 {
 		t.Fatalf("seam at %d, want 7", s.Offset)
 	}
+	// A stream that has seen nothing takes up the epoch of a first
+	// publication; anything else of another epoch breaks it.
+	empty := Seam{Offset: 0, Epoch: "none"}
+	if got := empty.Step(&heraldv1.Publication{Offset: 1, Epoch: "new"}); got != Next || empty.Epoch != "new" {
+		t.Fatalf("first publication: %v, seam %+v", got, empty)
+	}
+	empty = Seam{Offset: 0, Epoch: "none"}
+	if got := empty.Step(&heraldv1.Publication{Offset: 2, Epoch: "new"}); got != NewEpoch {
+		t.Fatalf("second publication of another epoch: %v", got)
+	}
 }

@@ -257,7 +257,7 @@ type ConnectFrame struct {
 	// after this position: the `subscribed` push then says whether the
 	// publications missed since then were recovered, and they follow it in
 	// order. Only meaningful for the same user as before; ignored for
-	// anonymous connections.
+	// anonymous connections. With an empty epoch it is not recovered.
 	PersonalSince *StreamPosition `protobuf:"bytes,3,opt,name=personal_since,json=personalSince,proto3" json:"personal_since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -365,7 +365,8 @@ type SubscribeFrame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The channel.
 	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
-	// Resume after this position (see HeraldService.Subscribe).
+	// Resume after this position (see HeraldService.Subscribe): offset and
+	// epoch; with an empty epoch the subscription is not recovered.
 	Since         *StreamPosition `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -466,12 +467,16 @@ type PublishFrame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The channel.
 	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
-	// The payload.
+	// The payload. In `herald.json` frames, `data` is taken as the exact JSON
+	// text it has in the frame (numbers and key order kept), not decoded into
+	// a google.protobuf.Value. In `herald.proto` frames, `data` is a Value
+	// (lossy, see PublishRequest.data) and `json` carries the exact text.
 	//
 	// Types that are valid to be assigned to Payload:
 	//
 	//	*PublishFrame_Data
 	//	*PublishFrame_Binary
+	//	*PublishFrame_Json
 	Payload isPublishFrame_Payload `protobuf_oneof:"payload"`
 	// Optional idempotency key.
 	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
@@ -541,6 +546,15 @@ func (x *PublishFrame) GetBinary() []byte {
 	return nil
 }
 
+func (x *PublishFrame) GetJson() string {
+	if x != nil {
+		if x, ok := x.Payload.(*PublishFrame_Json); ok {
+			return x.Json
+		}
+	}
+	return ""
+}
+
 func (x *PublishFrame) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
@@ -562,9 +576,16 @@ type PublishFrame_Binary struct {
 	Binary []byte `protobuf:"bytes,3,opt,name=binary,proto3,oneof"`
 }
 
+type PublishFrame_Json struct {
+	// A JSON payload as its exact text (UTF-8).
+	Json string `protobuf:"bytes,5,opt,name=json,proto3,oneof"`
+}
+
 func (*PublishFrame_Data) isPublishFrame_Payload() {}
 
 func (*PublishFrame_Binary) isPublishFrame_Payload() {}
+
+func (*PublishFrame_Json) isPublishFrame_Payload() {}
 
 // HistoryFrame reads history.
 type HistoryFrame struct {
@@ -1495,11 +1516,12 @@ const file_herald_v1_frames_proto_rawDesc = "" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12/\n" +
 	"\x05since\x18\x02 \x01(\v2\x19.herald.v1.StreamPositionR\x05since\",\n" +
 	"\x10UnsubscribeFrame\x12\x18\n" +
-	"\achannel\x18\x01 \x01(\tR\achannel\"\xa4\x01\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\"\xba\x01\n" +
 	"\fPublishFrame\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12,\n" +
 	"\x04data\x18\x02 \x01(\v2\x16.google.protobuf.ValueH\x00R\x04data\x12\x18\n" +
-	"\x06binary\x18\x03 \x01(\fH\x00R\x06binary\x12'\n" +
+	"\x06binary\x18\x03 \x01(\fH\x00R\x06binary\x12\x14\n" +
+	"\x04json\x18\x05 \x01(\tH\x00R\x04json\x12'\n" +
 	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKeyB\t\n" +
 	"\apayload\"\x89\x01\n" +
 	"\fHistoryFrame\x12\x18\n" +
@@ -1661,6 +1683,7 @@ func file_herald_v1_frames_proto_init() {
 	file_herald_v1_frames_proto_msgTypes[5].OneofWrappers = []any{
 		(*PublishFrame_Data)(nil),
 		(*PublishFrame_Binary)(nil),
+		(*PublishFrame_Json)(nil),
 	}
 	file_herald_v1_frames_proto_msgTypes[9].OneofWrappers = []any{
 		(*ServerFrame_Error)(nil),

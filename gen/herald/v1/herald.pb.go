@@ -27,15 +27,32 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// PayloadFormat chooses how a subscriber receives JSON payloads.
+// PayloadFormat chooses how a reader (Subscribe, SubscribeMany, History)
+// receives JSON payloads. Binary payloads are always `binary`. Whatever the
+// format, a JSON payload is the text that was stored: the publisher's JSON
+// compacted (insignificant whitespace removed; numbers, strings and key
+// order untouched).
+//
+// The REST gateway shows every JSON payload as `data` with the exact JSON
+// text, whatever the format asked for (except PAYLOAD_FORMAT_VALUE, which
+// goes through google.protobuf.Value).
 type PayloadFormat int32
 
 const (
-	// The default: JSON payloads arrive in `data`, as JSON.
+	// The default: JSON payloads arrive in `json`, as their exact text (a
+	// string; grpcurl shows it as a JSON string). Parse it with any JSON
+	// parser that keeps what you need (big integers, key order).
 	PayloadFormat_PAYLOAD_FORMAT_UNSPECIFIED PayloadFormat = 0
-	// JSON payloads arrive as UTF-8 text in `raw_json`, undecoded; cheaper for
-	// programs that forward the bytes (the WebSocket bridge does).
+	// JSON payloads arrive as the same exact text in `raw_json` (bytes), for
+	// programs that forward them without decoding (the WebSocket bridge does).
 	PayloadFormat_PAYLOAD_FORMAT_RAW PayloadFormat = 1
+	// JSON payloads arrive in `data` as a google.protobuf.Value. Lossy:
+	// numbers become doubles (integers beyond 2^53 change, `1.0` shows as
+	// `1`) and object keys lose their order. A payload that a Value cannot
+	// hold at all (a number beyond the range of a double, such as `1e400`, or
+	// an object with a repeated key) arrives in `json` instead. Only for
+	// readers that want a Value.
+	PayloadFormat_PAYLOAD_FORMAT_VALUE PayloadFormat = 2
 )
 
 // Enum value maps for PayloadFormat.
@@ -43,10 +60,12 @@ var (
 	PayloadFormat_name = map[int32]string{
 		0: "PAYLOAD_FORMAT_UNSPECIFIED",
 		1: "PAYLOAD_FORMAT_RAW",
+		2: "PAYLOAD_FORMAT_VALUE",
 	}
 	PayloadFormat_value = map[string]int32{
 		"PAYLOAD_FORMAT_UNSPECIFIED": 0,
 		"PAYLOAD_FORMAT_RAW":         1,
+		"PAYLOAD_FORMAT_VALUE":       2,
 	}
 )
 
@@ -143,13 +162,15 @@ type Publication struct {
 	Offset uint64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
 	// Epoch the offset belongs to.
 	Epoch string `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	// The payload.
+	// The payload: one of `json`, `raw_json` or `data` for a JSON payload,
+	// as the reader's PayloadFormat asks, or `binary`.
 	//
 	// Types that are valid to be assigned to Payload:
 	//
 	//	*Publication_Data
 	//	*Publication_Binary
 	//	*Publication_RawJson
+	//	*Publication_Json
 	Payload isPublication_Payload `protobuf_oneof:"payload"`
 	// Tags set by the publisher, delivered as they were given.
 	Tags map[string]string `protobuf:"bytes,7,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -248,6 +269,15 @@ func (x *Publication) GetRawJson() []byte {
 	return nil
 }
 
+func (x *Publication) GetJson() string {
+	if x != nil {
+		if x, ok := x.Payload.(*Publication_Json); ok {
+			return x.Json
+		}
+	}
+	return ""
+}
+
 func (x *Publication) GetTags() map[string]string {
 	if x != nil {
 		return x.Tags
@@ -274,18 +304,24 @@ type isPublication_Payload interface {
 }
 
 type Publication_Data struct {
-	// A JSON payload, shown as JSON.
+	// A JSON payload as a google.protobuf.Value (PAYLOAD_FORMAT_VALUE):
+	// lossy, see PayloadFormat.
 	Data *structpb.Value `protobuf:"bytes,4,opt,name=data,proto3,oneof"`
 }
 
 type Publication_Binary struct {
-	// A binary payload, opaque to Herald.
+	// A binary payload, opaque to Herald, delivered byte for byte.
 	Binary []byte `protobuf:"bytes,5,opt,name=binary,proto3,oneof"`
 }
 
 type Publication_RawJson struct {
-	// A JSON payload as UTF-8 text (see PAYLOAD_FORMAT_RAW).
+	// A JSON payload as its exact text, UTF-8 (PAYLOAD_FORMAT_RAW).
 	RawJson []byte `protobuf:"bytes,6,opt,name=raw_json,json=rawJson,proto3,oneof"`
+}
+
+type Publication_Json struct {
+	// A JSON payload as its exact text, UTF-8 (the default format).
+	Json string `protobuf:"bytes,10,opt,name=json,proto3,oneof"`
 }
 
 func (*Publication_Data) isPublication_Payload() {}
@@ -293,6 +329,8 @@ func (*Publication_Data) isPublication_Payload() {}
 func (*Publication_Binary) isPublication_Payload() {}
 
 func (*Publication_RawJson) isPublication_Payload() {}
+
+func (*Publication_Json) isPublication_Payload() {}
 
 // ClientInfo describes one connection of a user.
 type ClientInfo struct {
@@ -363,13 +401,17 @@ type PublishRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Channel to publish to.
 	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
-	// The payload; exactly one must be set.
+	// The payload; exactly one must be set. A JSON payload must be valid
+	// JSON in UTF-8 (anything else is INVALID_ARGUMENT, and nothing is
+	// published); it is stored and delivered as its text with insignificant
+	// whitespace removed, its numbers, strings and key order as sent.
 	//
 	// Types that are valid to be assigned to Payload:
 	//
 	//	*PublishRequest_Data
 	//	*PublishRequest_Binary
 	//	*PublishRequest_RawJson
+	//	*PublishRequest_Json
 	Payload isPublishRequest_Payload `protobuf_oneof:"payload"`
 	// Optional idempotency key (at most 128 bytes). A publish with a key seen in
 	// the channel within the dedupe window returns the original position and
@@ -456,6 +498,15 @@ func (x *PublishRequest) GetRawJson() []byte {
 	return nil
 }
 
+func (x *PublishRequest) GetJson() string {
+	if x != nil {
+		if x, ok := x.Payload.(*PublishRequest_Json); ok {
+			return x.Json
+		}
+	}
+	return ""
+}
+
 func (x *PublishRequest) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
@@ -482,7 +533,12 @@ type isPublishRequest_Payload interface {
 }
 
 type PublishRequest_Data struct {
-	// A JSON payload.
+	// A JSON payload as a google.protobuf.Value, converted to JSON text
+	// once, on publish: its numbers are doubles (integers beyond 2^53 are
+	// not exact) and its object keys are sorted, since a Struct has no
+	// order. Every Value in it must have a kind set: a Value with none
+	// (what some protobuf libraries produce from a mis-spelt field) is
+	// INVALID_ARGUMENT. To send JSON exactly, use `json`.
 	Data *structpb.Value `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
 }
 
@@ -492,8 +548,14 @@ type PublishRequest_Binary struct {
 }
 
 type PublishRequest_RawJson struct {
-	// A JSON payload as UTF-8 text; it must be valid JSON.
+	// A JSON payload as its exact text, UTF-8 (bytes).
 	RawJson []byte `protobuf:"bytes,4,opt,name=raw_json,json=rawJson,proto3,oneof"`
+}
+
+type PublishRequest_Json struct {
+	// A JSON payload as its exact text (the usual way to publish JSON from
+	// any language: `{"json": "{\"id\":12345678901234567891}"}`).
+	Json string `protobuf:"bytes,8,opt,name=json,proto3,oneof"`
 }
 
 func (*PublishRequest_Data) isPublishRequest_Payload() {}
@@ -501,6 +563,8 @@ func (*PublishRequest_Data) isPublishRequest_Payload() {}
 func (*PublishRequest_Binary) isPublishRequest_Payload() {}
 
 func (*PublishRequest_RawJson) isPublishRequest_Payload() {}
+
+func (*PublishRequest_Json) isPublishRequest_Payload() {}
 
 // PublishResponse acknowledges a publication.
 type PublishResponse struct {
@@ -769,13 +833,14 @@ type BroadcastRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Channels to publish to (at most 1000).
 	Channels []string `protobuf:"bytes,1,rep,name=channels,proto3" json:"channels,omitempty"`
-	// The payload.
+	// The payload, as in PublishRequest.
 	//
 	// Types that are valid to be assigned to Payload:
 	//
 	//	*BroadcastRequest_Data
 	//	*BroadcastRequest_Binary
 	//	*BroadcastRequest_RawJson
+	//	*BroadcastRequest_Json
 	Payload isBroadcastRequest_Payload `protobuf_oneof:"payload"`
 	// Optional idempotency key, applied per channel.
 	IdempotencyKey string `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
@@ -856,6 +921,15 @@ func (x *BroadcastRequest) GetRawJson() []byte {
 	return nil
 }
 
+func (x *BroadcastRequest) GetJson() string {
+	if x != nil {
+		if x, ok := x.Payload.(*BroadcastRequest_Json); ok {
+			return x.Json
+		}
+	}
+	return ""
+}
+
 func (x *BroadcastRequest) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
@@ -875,7 +949,8 @@ type isBroadcastRequest_Payload interface {
 }
 
 type BroadcastRequest_Data struct {
-	// A JSON payload.
+	// A JSON payload as a google.protobuf.Value (lossy, see
+	// PublishRequest.data).
 	Data *structpb.Value `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
 }
 
@@ -885,8 +960,13 @@ type BroadcastRequest_Binary struct {
 }
 
 type BroadcastRequest_RawJson struct {
-	// A JSON payload as UTF-8 text.
+	// A JSON payload as its exact text, UTF-8 (bytes).
 	RawJson []byte `protobuf:"bytes,4,opt,name=raw_json,json=rawJson,proto3,oneof"`
+}
+
+type BroadcastRequest_Json struct {
+	// A JSON payload as its exact text.
+	Json string `protobuf:"bytes,7,opt,name=json,proto3,oneof"`
 }
 
 func (*BroadcastRequest_Data) isBroadcastRequest_Payload() {}
@@ -894,6 +974,8 @@ func (*BroadcastRequest_Data) isBroadcastRequest_Payload() {}
 func (*BroadcastRequest_Binary) isBroadcastRequest_Payload() {}
 
 func (*BroadcastRequest_RawJson) isBroadcastRequest_Payload() {}
+
+func (*BroadcastRequest_Json) isBroadcastRequest_Payload() {}
 
 // BroadcastResponse has one result per requested channel, in order.
 type BroadcastResponse struct {
@@ -947,6 +1029,9 @@ type SubscribeRequest struct {
 	// Channel to subscribe to.
 	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
 	// Resume after this position: replay what came after it, then go live.
+	// Both its offset and its epoch (from the last publication or
+	// `subscribed` received) are needed; with an empty epoch the resume is
+	// not recovered (`recovered: false`, live from the current position).
 	Since *StreamPosition `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
 	// How JSON payloads are delivered.
 	PayloadFormat PayloadFormat `protobuf:"varint,3,opt,name=payload_format,json=payloadFormat,proto3,enum=herald.v1.PayloadFormat" json:"payload_format,omitempty"`
@@ -2730,14 +2815,16 @@ const file_herald_v1_herald_proto_rawDesc = "" +
 	"\x16herald/v1/herald.proto\x12\therald.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\">\n" +
 	"\x0eStreamPosition\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\tR\x05epoch\"\x8b\x03\n" +
+	"\x05epoch\x18\x02 \x01(\tR\x05epoch\"\xa1\x03\n" +
 	"\vPublication\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12,\n" +
 	"\x04data\x18\x04 \x01(\v2\x16.google.protobuf.ValueH\x00R\x04data\x12\x18\n" +
 	"\x06binary\x18\x05 \x01(\fH\x00R\x06binary\x12\x1b\n" +
-	"\braw_json\x18\x06 \x01(\fH\x00R\arawJson\x124\n" +
+	"\braw_json\x18\x06 \x01(\fH\x00R\arawJson\x12\x14\n" +
+	"\x04json\x18\n" +
+	" \x01(\tH\x00R\x04json\x124\n" +
 	"\x04tags\x18\a \x03(\v2 .herald.v1.Publication.TagsEntryR\x04tags\x123\n" +
 	"\tpublisher\x18\b \x01(\v2\x15.herald.v1.ClientInfoR\tpublisher\x12 \n" +
 	"\ftime_unix_ms\x18\t \x01(\x03R\n" +
@@ -2750,12 +2837,13 @@ const file_herald_v1_herald_proto_rawDesc = "" +
 	"ClientInfo\x12\x16\n" +
 	"\x06client\x18\x01 \x01(\tR\x06client\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12*\n" +
-	"\x04info\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\x04info\"\xea\x02\n" +
+	"\x04info\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\x04info\"\x80\x03\n" +
 	"\x0ePublishRequest\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12,\n" +
 	"\x04data\x18\x02 \x01(\v2\x16.google.protobuf.ValueH\x00R\x04data\x12\x18\n" +
 	"\x06binary\x18\x03 \x01(\fH\x00R\x06binary\x12\x1b\n" +
-	"\braw_json\x18\x04 \x01(\fH\x00R\arawJson\x12'\n" +
+	"\braw_json\x18\x04 \x01(\fH\x00R\arawJson\x12\x14\n" +
+	"\x04json\x18\b \x01(\tH\x00R\x04json\x12'\n" +
 	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x127\n" +
 	"\x04tags\x18\x06 \x03(\v2#.herald.v1.PublishRequest.TagsEntryR\x04tags\x123\n" +
 	"\tpublisher\x18\a \x01(\v2\x15.herald.v1.ClientInfoR\tpublisher\x1a7\n" +
@@ -2776,12 +2864,13 @@ const file_herald_v1_herald_proto_rawDesc = "" +
 	"\x06result\"5\n" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xbb\x02\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xd1\x02\n" +
 	"\x10BroadcastRequest\x12\x1a\n" +
 	"\bchannels\x18\x01 \x03(\tR\bchannels\x12,\n" +
 	"\x04data\x18\x02 \x01(\v2\x16.google.protobuf.ValueH\x00R\x04data\x12\x18\n" +
 	"\x06binary\x18\x03 \x01(\fH\x00R\x06binary\x12\x1b\n" +
-	"\braw_json\x18\x04 \x01(\fH\x00R\arawJson\x12'\n" +
+	"\braw_json\x18\x04 \x01(\fH\x00R\arawJson\x12\x14\n" +
+	"\x04json\x18\a \x01(\tH\x00R\x04json\x12'\n" +
 	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x129\n" +
 	"\x04tags\x18\x06 \x03(\v2%.herald.v1.BroadcastRequest.TagsEntryR\x04tags\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
@@ -2889,10 +2978,11 @@ const file_herald_v1_herald_proto_rawDesc = "" +
 	"\ftoken_sha256\x18\x02 \x01(\fR\vtokenSha256\x12\x16\n" +
 	"\x06frames\x18\x03 \x01(\fR\x06frames\x12\x16\n" +
 	"\x06binary\x18\x04 \x01(\bR\x06binary\x12\x16\n" +
-	"\x06origin\x18\x05 \x01(\tR\x06origin*G\n" +
+	"\x06origin\x18\x05 \x01(\tR\x06origin*a\n" +
 	"\rPayloadFormat\x12\x1e\n" +
 	"\x1aPAYLOAD_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n" +
-	"\x12PAYLOAD_FORMAT_RAW\x10\x012\xc6\n" +
+	"\x12PAYLOAD_FORMAT_RAW\x10\x01\x12\x18\n" +
+	"\x14PAYLOAD_FORMAT_VALUE\x10\x022\xc6\n" +
 	"\n" +
 	"\rHeraldService\x12k\n" +
 	"\aPublish\x12\x19.herald.v1.PublishRequest\x1a\x1a.herald.v1.PublishResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/channels/{channel}/publish\x12V\n" +
@@ -3053,11 +3143,13 @@ func file_herald_v1_herald_proto_init() {
 		(*Publication_Data)(nil),
 		(*Publication_Binary)(nil),
 		(*Publication_RawJson)(nil),
+		(*Publication_Json)(nil),
 	}
 	file_herald_v1_herald_proto_msgTypes[3].OneofWrappers = []any{
 		(*PublishRequest_Data)(nil),
 		(*PublishRequest_Binary)(nil),
 		(*PublishRequest_RawJson)(nil),
+		(*PublishRequest_Json)(nil),
 	}
 	file_herald_v1_herald_proto_msgTypes[6].OneofWrappers = []any{
 		(*PublishStreamResponse_Ok)(nil),
@@ -3067,6 +3159,7 @@ func file_herald_v1_herald_proto_init() {
 		(*BroadcastRequest_Data)(nil),
 		(*BroadcastRequest_Binary)(nil),
 		(*BroadcastRequest_RawJson)(nil),
+		(*BroadcastRequest_Json)(nil),
 	}
 	file_herald_v1_herald_proto_msgTypes[11].OneofWrappers = []any{
 		(*SubscribeResponse_Subscribed)(nil),

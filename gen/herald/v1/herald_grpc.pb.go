@@ -69,10 +69,14 @@ type HeraldServiceClient interface {
 	// `subscribed`. With `since`, the publications after that position follow
 	// it in order, then live ones, with no gap and no duplicate at the seam; if
 	// that is impossible (history too short, epoch changed) `subscribed` says
-	// `recovered: false` and live publications follow. A subscriber that falls
-	// too far behind is ended with RESOURCE_EXHAUSTED; a stream whose continuity
-	// the node can no longer guarantee ends with ABORTED: resubscribe from the
-	// last position you saw.
+	// `recovered: false` and live publications follow. `since` must name its
+	// epoch: a `since` with an empty epoch (a client that lost it) is never
+	// recovered, since its offset could belong to any epoch; `subscribed`
+	// says `recovered: false` with the current position, and live
+	// publications follow. A subscriber that falls too far behind is ended
+	// with RESOURCE_EXHAUSTED; a stream whose continuity the node can no
+	// longer guarantee ends with ABORTED: resubscribe from the last position
+	// you saw.
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
 	// SubscribeMany carries many subscriptions on one stream: a bridge opens
 	// one per core and subscribes to every channel it needs on it, instead of
@@ -308,10 +312,14 @@ type HeraldServiceServer interface {
 	// `subscribed`. With `since`, the publications after that position follow
 	// it in order, then live ones, with no gap and no duplicate at the seam; if
 	// that is impossible (history too short, epoch changed) `subscribed` says
-	// `recovered: false` and live publications follow. A subscriber that falls
-	// too far behind is ended with RESOURCE_EXHAUSTED; a stream whose continuity
-	// the node can no longer guarantee ends with ABORTED: resubscribe from the
-	// last position you saw.
+	// `recovered: false` and live publications follow. `since` must name its
+	// epoch: a `since` with an empty epoch (a client that lost it) is never
+	// recovered, since its offset could belong to any epoch; `subscribed`
+	// says `recovered: false` with the current position, and live
+	// publications follow. A subscriber that falls too far behind is ended
+	// with RESOURCE_EXHAUSTED; a stream whose continuity the node can no
+	// longer guarantee ends with ABORTED: resubscribe from the last position
+	// you saw.
 	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
 	// SubscribeMany carries many subscriptions on one stream: a bridge opens
 	// one per core and subscribes to every channel it needs on it, instead of

@@ -1,0 +1,109 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+)
+
+// heapInUse returns the live heap after a full collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// testClock is a clock for the memory engine that tests move by hand.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newTestClock() *testClock { return &testClock{t: time.Unix(1_700_000_000, 0)} }
+
+func (c *testClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// BenchmarkOneMessageChannels measures the heap the memory engine holds per
+// channel that received one small publication, at the default history size
+// and at a large one (issue 9, item 9). heapB/channel is the live heap after
+// GC, divided by the channels.
+//
+//	go test ./service -run '^$' -bench OneMessageChannels -benchtime 1x
+func BenchmarkOneMessageChannels(b *testing.B) {
+	for _, tc := range []struct{ size, channels int }{{100, 100_000}, {100_000, 200}} {
+		b.Run(fmt.Sprintf("history_size=%d/channels=%d", tc.size, tc.channels), func(b *testing.B) {
+			ctx := context.Background()
+			payload := []byte(`{"n":1}`)
+			for range b.N {
+				e := newMemoryEngine(time.Now, MemoryOptions{})
+				before := heapInUse()
+				for i := range tc.channels {
+					pub := &heraldv1.Publication{Channel: "bench:" + strconv.Itoa(i), Payload: &heraldv1.Publication_RawJson{RawJson: payload}}
+					if _, err := e.Publish(ctx, pub, PublishOptions{HistorySize: tc.size, HistoryTTL: 5 * time.Minute}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				held := heapInUse() - before
+				b.ReportMetric(float64(held)/float64(tc.channels), "heapB/channel")
+				b.ReportMetric(float64(held)/(1<<20), "heapMiB")
+				runtime.KeepAlive(e)
+			}
+		})
+	}
+}
+
+// BenchmarkIdempotencyKeys measures the heap held by 600,000 unique
+// 128-byte idempotency keys (600 channels x 1,000, history off), and what
+// is left once the 2-minute dedupe window and one sweep have passed (issue
+// 9, item 10).
+//
+//	go test ./service -run '^$' -bench IdempotencyKeys -benchtime 1x
+func BenchmarkIdempotencyKeys(b *testing.B) {
+	ctx := context.Background()
+	const channels, perChannel = 600, 1000
+	window := 2 * time.Minute
+	payload := []byte(`{"n":1}`)
+	for range b.N {
+		clock := newTestClock()
+		e := newMemoryEngine(clock.now, MemoryOptions{})
+		before := heapInUse()
+		for c := range channels {
+			ch := "bench:" + strconv.Itoa(c)
+			for k := range perChannel {
+				key := fmt.Sprintf("%s-%d-", ch, k)
+				key += strings.Repeat("k", 128-len(key))
+				pub := &heraldv1.Publication{Channel: ch, Payload: &heraldv1.Publication_RawJson{RawJson: payload}}
+				if _, err := e.Publish(ctx, pub, PublishOptions{IdempotencyKey: key, DedupeWindow: window}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		held := heapInUse() - before
+		clock.advance(window + 11*time.Second)
+		e.sweep()
+		after := heapInUse() - before
+		b.ReportMetric(float64(held)/(1<<20), "heapMiB")
+		b.ReportMetric(float64(held)/float64(channels*perChannel), "heapB/key")
+		b.ReportMetric(float64(after)/(1<<20), "heapMiB-after-window")
+		runtime.KeepAlive(e)
+	}
+}

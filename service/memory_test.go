@@ -1,0 +1,360 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+)
+
+// startedMemoryEngine returns a memory engine on clock whose sweep the
+// test runs by hand (Start's ticker is not started).
+func startedMemoryEngine(t *testing.T, clock *testClock, opts MemoryOptions) *memoryEngine {
+	t.Helper()
+	e := newMemoryEngine(clock.now, opts)
+	e.h = nopHandler{}
+	t.Cleanup(func() { _ = e.Close() })
+	return e
+}
+
+// ringLen is the length of a channel's history ring (0 without state).
+func (e *memoryEngine) ringLen(channel string) int {
+	c := e.channel(channel, false)
+	if c == nil {
+		return 0
+	}
+	defer c.mu.Unlock()
+	return len(c.ring)
+}
+
+// held reports whether the engine holds an entry for channel.
+func (e *memoryEngine) held(channel string) bool {
+	c := e.channel(channel, false)
+	if c != nil {
+		c.mu.Unlock()
+	}
+	return c != nil
+}
+
+// TestMemoryHistoryGrowsLazily is issue 9, item 9: the history ring of a
+// channel grows with its publications (doubling, up to history_size) and
+// shrinks when they expire, instead of being allocated at history_size on
+// the first publication.
+func TestMemoryHistoryGrowsLazily(t *testing.T) {
+	clock := newTestClock()
+	e := startedMemoryEngine(t, clock, MemoryOptions{})
+	ctx := context.Background()
+	opts := PublishOptions{HistorySize: 100_000, HistoryTTL: time.Minute}
+	for i, want := range []int{1, 2, 4, 4, 8} {
+		if _, err := e.Publish(ctx, pubOf("big", fmt.Sprint(i)), opts); err != nil {
+			t.Fatal(err)
+		}
+		if got := e.ringLen("big"); got != want {
+			t.Fatalf("after %d publications the ring holds %d entries, want %d", i+1, got, want)
+		}
+	}
+	clock.advance(2 * time.Minute) // all five expire
+	e.sweep()
+	if got := e.ringLen("big"); got != 0 {
+		t.Fatalf("after the history TTL the ring holds %d entries, want 0", got)
+	}
+	// A ring mostly expired shrinks.
+	for i := range 64 {
+		if _, err := e.Publish(ctx, pubOf("big", fmt.Sprint(i)), opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.advance(50 * time.Second)
+	for i := range 3 {
+		if _, err := e.Publish(ctx, pubOf("big", fmt.Sprint(i)), opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.advance(20 * time.Second) // the 64 expire, the 3 stay
+	e.sweep()
+	if got := e.ringLen("big"); got > 8 {
+		t.Fatalf("3 entries left in a ring of %d", got)
+	}
+	res, err := e.History(ctx, "big", HistoryQuery{Limit: 10})
+	if err != nil || len(res.Publications) != 3 || res.Oldest != 70 || res.Position.Offset != 72 {
+		t.Fatalf("history after shrinking: %+v %v", res, err)
+	}
+}
+
+// TestMemoryHistoryModel checks the ring against a plain list, through
+// growth, wrap-around, expiry and shrinking, for every query shape.
+func TestMemoryHistoryModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	ctx := context.Background()
+	for size := 1; size <= 9; size++ {
+		clock := newTestClock()
+		e := startedMemoryEngine(t, clock, MemoryOptions{})
+		type entry struct {
+			offset uint64
+			at     time.Time
+		}
+		var model []entry // what the channel should retain
+		var top uint64
+		ttl := 10 * time.Second
+		for step := range 200 {
+			switch rng.IntN(4) {
+			case 0:
+				clock.advance(time.Duration(rng.IntN(4000)) * time.Millisecond)
+			default:
+				res, err := e.Publish(ctx, pubOf("m", fmt.Sprint(step)), PublishOptions{HistorySize: size, HistoryTTL: ttl})
+				if err != nil {
+					t.Fatal(err)
+				}
+				top = res.Position.Offset
+				model = append(model, entry{top, clock.now()})
+				if len(model) > size {
+					model = model[1:]
+				}
+			}
+			if rng.IntN(5) == 0 {
+				e.sweep()
+			}
+			for len(model) > 0 && clock.now().Sub(model[0].at) > ttl {
+				model = model[1:]
+			}
+			var oldest uint64
+			if len(model) > 0 {
+				oldest = model[0].offset
+			}
+			since := uint64(rng.IntN(int(top) + 3))
+			limit := 1 + rng.IntN(size+2)
+			for _, reverse := range []bool{false, true} {
+				var want []uint64
+				for i := range model {
+					m := model[i]
+					if reverse {
+						m = model[len(model)-1-i]
+					}
+					if (!reverse && m.offset > since || reverse && m.offset < since) && len(want) < limit {
+						want = append(want, m.offset)
+					}
+				}
+				res, err := e.History(ctx, "m", HistoryQuery{Since: &heraldv1.StreamPosition{Offset: since}, Limit: limit, Reverse: reverse})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got []uint64
+				for _, p := range res.Publications {
+					got = append(got, p.Offset)
+				}
+				if fmt.Sprint(got) != fmt.Sprint(want) || res.Oldest != oldest || res.Position.Offset != top {
+					t.Fatalf("size %d step %d since %d limit %d reverse %v: got %v oldest %d top %d, want %v oldest %d top %d",
+						size, step, since, limit, reverse, got, res.Oldest, res.Position.Offset, want, oldest, top)
+				}
+			}
+		}
+	}
+}
+
+// TestMemoryIdleChannelsForgotten is the schedule of issue 9, item 9, as
+// docs/operations.md states it: a channel's state is forgotten at the
+// first sweep after it has had no subscription, no presence, no history
+// and no idempotency key left, and no publication for 10 minutes (its
+// history TTL if longer); the gauge of channels held follows.
+func TestMemoryIdleChannelsForgotten(t *testing.T) {
+	clock := newTestClock()
+	e := startedMemoryEngine(t, clock, MemoryOptions{})
+	ctx := context.Background()
+	opts := PublishOptions{HistorySize: 10, HistoryTTL: time.Minute}
+	for _, ch := range []string{"idle", "subscribed", "keyed", "present"} {
+		o := opts
+		if ch == "keyed" {
+			o.IdempotencyKey, o.DedupeWindow = "k", 15*time.Minute
+		}
+		if _, err := e.Publish(ctx, pubOf(ch, "x"), o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Subscribe(ctx, "subscribed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.AddPresence(ctx, "present", &heraldv1.ClientInfo{Client: "c1"}, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.channels.Load(); got != 4 {
+		t.Fatalf("%d channels with state, want 4", got)
+	}
+	clock.advance(9 * time.Minute)
+	e.sweep()
+	if !e.held("idle") {
+		t.Fatal("forgotten before 10 minutes")
+	}
+	clock.advance(time.Minute + time.Second)
+	e.sweep()
+	for ch, want := range map[string]bool{"idle": false, "subscribed": true, "keyed": true, "present": true} {
+		if e.held(ch) != want {
+			t.Errorf("%s held = %v after 10 minutes idle, want %v", ch, !want, want)
+		}
+	}
+	clock.advance(5 * time.Minute) // the key's 15-minute window passed
+	_ = e.Unsubscribe(ctx, "subscribed")
+	_ = e.RemovePresence(ctx, "present", &heraldv1.ClientInfo{Client: "c1"}, false)
+	e.sweep()
+	if e.held("keyed") {
+		t.Error("a channel whose idempotency key expired is still held")
+	}
+	clock.advance(10*time.Minute + time.Second) // idle since the unsubscribe and leave
+	e.sweep()
+	if e.held("subscribed") || e.held("present") || e.channels.Load() != 0 {
+		t.Errorf("still held: subscribed %v, present %v, %d channels", e.held("subscribed"), e.held("present"), e.channels.Load())
+	}
+}
+
+// TestMemoryReadsCreateNoState is issue 9, items 9 and 12, for the memory
+// engine: reading a channel that has no state (History, Presence) leaves
+// nothing behind, and a subscription holds only an entry that goes with
+// it. The epoch such a channel reports is stable across reads.
+func TestMemoryReadsCreateNoState(t *testing.T) {
+	clock := newTestClock()
+	e := startedMemoryEngine(t, clock, MemoryOptions{})
+	ctx := context.Background()
+	var epoch string
+	for i := range 20_000 {
+		ch := fmt.Sprintf("never:%d", i)
+		res, err := e.History(ctx, ch, HistoryQuery{Limit: 10})
+		if err != nil || res.Position.Offset != 0 {
+			t.Fatalf("history: %+v %v", res, err)
+		}
+		if epoch == "" {
+			epoch = res.Position.Epoch
+		} else if res.Position.Epoch != epoch {
+			t.Fatalf("empty epoch %q, then %q", epoch, res.Position.Epoch)
+		}
+		if _, err := e.Presence(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+		_ = e.Subscribe(ctx, ch)
+		_ = e.Unsubscribe(ctx, ch)
+	}
+	n := 0
+	for i := range e.shards {
+		n += len(e.shards[i].chans)
+	}
+	if n != 0 || e.channels.Load() != 0 {
+		t.Fatalf("%d entries and %d channels with state after reads only", n, e.channels.Load())
+	}
+}
+
+// TestMemoryEmptyEpochResumes: a position read from a channel without
+// state resumes into the state begun in the same period, and never across
+// a life of the state it did not see (another period, or another
+// process).
+func TestMemoryEmptyEpochResumes(t *testing.T) {
+	ctx := context.Background()
+	opts := PublishOptions{HistorySize: 10, HistoryTTL: time.Minute}
+	resume := func(e *memoryEngine, ch string, since *heraldv1.StreamPosition) error {
+		_, err := e.History(ctx, ch, HistoryQuery{Since: since, Limit: 10})
+		return err
+	}
+	empty := func(e *memoryEngine, ch string) *heraldv1.StreamPosition {
+		res, err := e.History(ctx, ch, HistoryQuery{})
+		if err != nil || res.Position.Offset != 0 {
+			t.Fatalf("empty position: %+v %v", res, err)
+		}
+		return res.Position
+	}
+	clock := newTestClock()
+	e := startedMemoryEngine(t, clock, MemoryOptions{})
+
+	// Read, then the first publication in the same period: continues.
+	pos := empty(e, "a")
+	clock.advance(time.Second)
+	if _, err := e.Publish(ctx, pubOf("a", "1"), opts); err != nil {
+		t.Fatal(err)
+	}
+	if err := resume(e, "a", pos); err != nil {
+		t.Fatalf("resume into the state begun in the same period: %v", err)
+	}
+	// A position of a later offset in that empty epoch is not one.
+	if err := resume(e, "a", &heraldv1.StreamPosition{Offset: 1, Epoch: pos.Epoch}); !errors.Is(err, ErrEpochMismatch) {
+		t.Fatalf("offset 1 of the empty epoch: %v, want ErrEpochMismatch", err)
+	}
+
+	// Read; the state begins and is forgotten; read again: not continued.
+	pos = empty(e, "b")
+	if _, err := e.Publish(ctx, pubOf("b", "1"), opts); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(idleFor + sweepEvery)
+	e.sweep()
+	if e.held("b") {
+		t.Fatal("b still held")
+	}
+	if err := resume(e, "b", pos); !errors.Is(err, ErrEpochMismatch) {
+		t.Fatalf("resume across a forgotten life of b's state: %v, want ErrEpochMismatch", err)
+	}
+
+	// Read; the state begins in a later period: not continued.
+	pos = empty(e, "c")
+	clock.advance(idleFor)
+	if _, err := e.Publish(ctx, pubOf("c", "1"), opts); err != nil {
+		t.Fatal(err)
+	}
+	if err := resume(e, "c", pos); !errors.Is(err, ErrEpochMismatch) {
+		t.Fatalf("resume into state begun a period later: %v, want ErrEpochMismatch", err)
+	}
+
+	// Another process (restart): another era.
+	pos = empty(e, "d")
+	other := startedMemoryEngine(t, clock, MemoryOptions{})
+	if err := resume(other, "d", pos); !errors.Is(err, ErrEpochMismatch) {
+		t.Fatalf("resume on another engine: %v, want ErrEpochMismatch", err)
+	}
+}
+
+// TestMemoryIdempotencyKeysExpire is issue 9, item 10: idempotency keys
+// are forgotten by the sweep once their window passed, not only when the
+// next keyed publish of their channel comes (600,000 keys used to stay
+// until then), and the count of keys held follows.
+func TestMemoryIdempotencyKeysExpire(t *testing.T) {
+	clock := newTestClock()
+	e := startedMemoryEngine(t, clock, MemoryOptions{})
+	ctx := context.Background()
+	window := 2 * time.Minute
+	publish := func(ch, key string) PublishResult {
+		t.Helper()
+		res, err := e.Publish(ctx, pubOf(ch, key), PublishOptions{IdempotencyKey: key, DedupeWindow: window})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	for i := range 1000 {
+		publish(fmt.Sprintf("keys:%d", i%10), fmt.Sprint(i))
+	}
+	clock.advance(window / 2)
+	if res := publish("keys:3", "3"); !res.Duplicate || res.Position.Offset != 1 {
+		t.Fatalf("retry within the window: %+v", res)
+	}
+	if e.keys.Load() != 1000 {
+		t.Fatalf("%d keys held, want 1000", e.keys.Load())
+	}
+	clock.advance(window/2 + time.Second)
+	e.sweep()
+	held := 0
+	for i := range 10 {
+		c := e.channel(fmt.Sprintf("keys:%d", i), false)
+		if c == nil {
+			continue
+		}
+		if c.dd != nil {
+			held += len(c.dd.offsets) + len(c.dd.order)
+		}
+		c.mu.Unlock()
+	}
+	if held != 0 || e.keys.Load() != 0 {
+		t.Fatalf("after the window and a sweep: %d keys in maps and lists, %d counted, want none", held, e.keys.Load())
+	}
+	if res := publish("keys:3", "3"); res.Duplicate {
+		t.Fatalf("a key past its window is still a duplicate: %+v", res)
+	}
+}
