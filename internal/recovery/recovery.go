@@ -53,7 +53,9 @@ const (
 // the last one handed over. A page may hold publications past until.
 // It returns how it ended and the channel's position as last read (the
 // current position when the epoch changed); an error from read or fn
-// ends it at once.
+// ends it at once. The Reader decides what continues an epoch (ErrEpoch
+// when it does not): an engine lets offset 0 of a channel's empty epoch
+// continue into the epoch its first publication starts.
 func Recover(ctx context.Context, read Reader, since *heraldv1.StreamPosition, until uint64, limit int,
 	fn func(pubs []*heraldv1.Publication, pos *heraldv1.StreamPosition) error) (Outcome, *heraldv1.StreamPosition, error) {
 	from := &heraldv1.StreamPosition{Offset: since.GetOffset(), Epoch: since.GetEpoch()}
@@ -66,9 +68,6 @@ func Recover(ctx context.Context, read Reader, since *heraldv1.StreamPosition, u
 			return 0, nil, err
 		}
 		pos := pg.Position
-		if from.Epoch != "" && pos.GetEpoch() != from.Epoch {
-			return EpochChanged, pos, nil
-		}
 		if first && from.Offset > pos.GetOffset() {
 			return Beyond, pos, nil
 		}
