@@ -189,9 +189,10 @@ type Limits struct {
 	DedupeWindow Duration `yaml:"dedupe_window" json:"dedupe_window"`
 	// MaxIdempotencyKeys bounds the idempotency keys the memory engine
 	// remembers at once on this node; MaxIdempotencyKeysPerChannel bounds
-	// them per channel. A publish with a new key beyond either is refused
-	// with RESOURCE_EXHAUSTED (publishes without a key are not affected).
-	// Defaults 1000000 and 100000. The Redis engine stores keys in Redis
+	// them per channel. Beyond either the oldest key (of the channel) is
+	// forgotten before its window ends, so a retry of that publication is
+	// published again (herald_idempotency_keys_evicted_total counts them);
+	// the publish itself always goes on. Defaults 1000000 and 100000. The Redis engine stores keys in Redis
 	// with the window as their expiry and does not count them.
 	MaxIdempotencyKeys           int `yaml:"max_idempotency_keys" json:"max_idempotency_keys"`
 	MaxIdempotencyKeysPerChannel int `yaml:"max_idempotency_keys_per_channel" json:"max_idempotency_keys_per_channel"`

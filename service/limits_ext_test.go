@@ -388,32 +388,47 @@ func TestIdempotencyKeyCaps(t *testing.T) {
 	}))
 	ctx := context.Background()
 	keys := metricValue(t, "herald_idempotency_keys")
-	publish := func(ch, key string) (*heraldv1.PublishResponse, error) {
-		return ts.client.Publish(ctx, &heraldv1.PublishRequest{Channel: ch, Payload: jsonPayload("1"), IdempotencyKey: key})
-	}
-	for _, c := range []struct{ ch, key, refused string }{
-		{"room:k1", "a", ""}, {"room:k1", "b", ""}, {"room:k1", "c", ""},
-		{"room:k1", "d", "limits.max_idempotency_keys_per_channel"},
-		{"room:k2", "a", ""}, {"room:k2", "b", ""},
-		{"room:k2", "c", "limits.max_idempotency_keys"},
-		{"room:k3", "a", "limits.max_idempotency_keys"},
-	} {
-		_, err := publish(c.ch, c.key)
-		switch {
-		case c.refused == "" && err != nil:
-			t.Fatalf("%s key %s: %v", c.ch, c.key, err)
-		case c.refused != "" && (status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "("+c.refused+")")):
-			t.Fatalf("%s key %s: %v, want RESOURCE_EXHAUSTED naming %s", c.ch, c.key, err, c.refused)
+	perChannel := metricValue(t, "herald_idempotency_keys_evicted_total", "limit", "limits.max_idempotency_keys_per_channel")
+	perNode := metricValue(t, "herald_idempotency_keys_evicted_total", "limit", "limits.max_idempotency_keys")
+	publish := func(ch, key string) *heraldv1.PublishResponse {
+		t.Helper()
+		resp, err := ts.client.Publish(ctx, &heraldv1.PublishRequest{Channel: ch, Payload: jsonPayload("1"), IdempotencyKey: key})
+		if err != nil {
+			t.Fatalf("%s key %q: %v; over a key cap a publish goes on (the oldest key is forgotten)", ch, key, err)
 		}
+		return resp
+	}
+	// Over the channel's cap (3), room:k1's oldest key (a) is forgotten.
+	for _, k := range []string{"a", "b", "c", "d"} {
+		publish("room:k1", k)
+	}
+	if got := metricValue(t, "herald_idempotency_keys_evicted_total", "limit", "limits.max_idempotency_keys_per_channel") - perChannel; got != 1 {
+		t.Fatalf("per-channel evictions rose by %v, want 1", got)
+	}
+	// Over the node's cap (5): room:k2's own oldest key goes.
+	publish("room:k2", "a")
+	publish("room:k2", "b") // 5 keys: b, c, d of k1; a, b of k2
+	publish("room:k2", "c") // evicts k2's a
+	// A channel holding no key at the node's cap publishes, unremembered.
+	publish("room:k3", "a")
+	if got := metricValue(t, "herald_idempotency_keys_evicted_total", "limit", "limits.max_idempotency_keys") - perNode; got != 2 {
+		t.Fatalf("node-cap evictions rose by %v, want 2", got)
 	}
 	if got := metricValue(t, "herald_idempotency_keys") - keys; got != 5 {
-		t.Fatalf("herald_idempotency_keys rose by %v, want 5", got)
+		t.Fatalf("herald_idempotency_keys rose by %v, want 5 (the node's cap)", got)
 	}
-	if resp, err := publish("room:k1", "b"); err != nil || !resp.Duplicate || resp.Position.Offset != 2 {
-		t.Fatalf("retry of a key held: %v %v, want duplicate of offset 2", resp, err)
-	}
-	if _, err := publish("room:k3", ""); err != nil {
-		t.Fatalf("publish without a key at the cap: %v", err)
+	for _, c := range []struct {
+		ch, key string
+		dup     bool
+		offset  uint64
+	}{
+		{"room:k1", "b", true, 2}, {"room:k1", "d", true, 4}, {"room:k2", "c", true, 3},
+		{"room:k1", "a", false, 5}, // forgotten: published again
+		{"room:k3", "a", false, 2}, // never remembered
+	} {
+		if resp := publish(c.ch, c.key); resp.Duplicate != c.dup || resp.Position.Offset != c.offset {
+			t.Fatalf("retry %s %s: duplicate %v offset %d, want %v %d", c.ch, c.key, resp.Duplicate, resp.Position.Offset, c.dup, c.offset)
+		}
 	}
 }
 

@@ -247,9 +247,8 @@ func (e *memoryEngine) Publish(ctx context.Context, pub *heraldv1.Publication, o
 			defer c.mu.Unlock()
 			return PublishResult{Position: &heraldv1.StreamPosition{Offset: off, Epoch: c.epoch}, Duplicate: true}, nil
 		}
-		if err := e.admitKey(c, opts.DedupeWindow); err != nil {
-			e.release(c)
-			return PublishResult{}, err
+		if !e.admitKey(c) {
+			key = ""
 		}
 	}
 	if c.epoch == "" {
@@ -302,21 +301,47 @@ func (d *dedupeSet) lookup(key string) (uint64, bool) {
 	return off, ok
 }
 
-// admitKey counts one more idempotency key against the limits, or refuses
-// it. c.mu must be held.
-func (e *memoryEngine) admitKey(c *memChannel, window time.Duration) error {
-	if c.dd != nil && len(c.dd.offsets) >= e.opts.MaxKeysPerChannel {
-		return refuse("limits.max_idempotency_keys_per_channel",
-			"channel %q holds %d idempotency keys, its limit (limits.max_idempotency_keys_per_channel); keys expire after the dedupe window (%v); publish without a key, or later",
-			truncate(c.name, 64), len(c.dd.offsets), window)
+// admitKey makes room for one more idempotency key of c within the limits
+// and reports whether the key is to be remembered. Over the channel's cap
+// its oldest key is forgotten; over the node's cap too, when the channel
+// holds one; a channel holding none at the node's cap publishes without
+// remembering the key. Either way the publish goes on: a refusal would
+// turn the caps into a way for one publisher (or a client that keys every
+// publish, as Herald's Go client does) to stop every keyed publish on the
+// node, while forgetting the oldest keys only shortens how far back a
+// retry is recognised, which herald_idempotency_keys_evicted_total shows.
+// c.mu must be held.
+func (e *memoryEngine) admitKey(c *memChannel) bool {
+	if d := c.dd; d != nil && len(d.offsets) >= e.opts.MaxKeysPerChannel {
+		e.evictOldestKey(c, "limits.max_idempotency_keys_per_channel")
 	}
 	if n := e.keys.Add(1); n > int64(e.opts.MaxKeys) {
-		e.keys.Add(-1)
-		return refuse("limits.max_idempotency_keys",
-			"this node holds %d idempotency keys, its limit (limits.max_idempotency_keys); keys expire after the dedupe window (%v); publish without a key, or later",
-			e.opts.MaxKeys, window)
+		if c.dd == nil || len(c.dd.offsets) == 0 {
+			e.keys.Add(-1)
+			metricKeysEvicted.WithLabelValues("limits.max_idempotency_keys").Inc()
+			return false
+		}
+		e.evictOldestKey(c, "limits.max_idempotency_keys")
 	}
-	return nil
+	return true
+}
+
+// evictOldestKey forgets c's oldest idempotency key before its window
+// ends, counting it under limit. c.mu must be held; c.dd holds a key.
+func (e *memoryEngine) evictOldestKey(c *memChannel, limit string) {
+	d := c.dd
+	for d.head < len(d.order) {
+		k := d.order[d.head]
+		d.order[d.head] = dedupeKey{}
+		d.head++
+		if _, ok := d.offsets[k.key]; ok {
+			delete(d.offsets, k.key)
+			e.keys.Add(-1)
+			metricIdempotencyKeys.Dec()
+			metricKeysEvicted.WithLabelValues(limit).Inc()
+			return
+		}
+	}
 }
 
 // expireDedupe forgets the keys older than the channel's window, and the
