@@ -41,6 +41,8 @@ type groupSpec struct {
 	Timeout time.Duration `json:"timeout"`
 	// ReadBuf is gorilla's read buffer size per connection.
 	ReadBuf int `json:"read_buf"`
+	// Transport is websocket (default), sse or http_stream.
+	Transport string `json:"transport,omitempty"`
 }
 
 func userOf(i int) string { return "bench-" + strconv.Itoa(i) }
@@ -122,7 +124,8 @@ func (r *groupResult) merge(o *groupResult) {
 // side; received is read by the group while it runs.
 type client struct {
 	idx      int
-	conn     *websocket.Conn
+	conn     *websocket.Conn // websocket
+	stream   *streamConn     // sse, http_stream
 	received atomic.Int64
 	gone     atomic.Bool // the read loop ended
 }
@@ -131,7 +134,8 @@ type client struct {
 type group struct {
 	spec    groupSpec
 	dialers []*websocket.Dialer
-	clients []*client // nil where the connection failed
+	nets    []*net.Dialer // the same, for sse and http_stream
+	clients []*client     // nil where the connection failed
 	lat     *recorder
 	closing atomic.Bool
 	wg      sync.WaitGroup
@@ -168,6 +172,7 @@ func newGroup(spec groupSpec) *group {
 		if s != "" {
 			nd.LocalAddr = &net.TCPAddr{IP: net.ParseIP(s)}
 		}
+		g.nets = append(g.nets, nd)
 		g.dialers = append(g.dialers, &websocket.Dialer{
 			NetDialContext:   nd.DialContext,
 			HandshakeTimeout: spec.Timeout,
@@ -211,7 +216,13 @@ func (g *group) open(ctx context.Context, j int) {
 	t0 := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, g.spec.Timeout)
 	defer cancel()
-	c, err := g.handshake(ctx, i, g.dialers[j%len(g.dialers)])
+	var c *client
+	var err error
+	if t := g.spec.Transport; t == "sse" || t == "http_stream" {
+		c, err = g.streamHandshake(ctx, i, g.nets[j%len(g.nets)])
+	} else {
+		c, err = g.handshake(ctx, i, g.dialers[j%len(g.dialers)])
+	}
 	d := time.Since(t0)
 	g.mu.Lock()
 	if err != nil {
@@ -228,6 +239,10 @@ func (g *group) open(ctx context.Context, j int) {
 	}
 	g.clients[j] = c
 	g.wg.Add(1)
+	if c.stream != nil {
+		go g.streamReadLoop(c)
+		return
+	}
 	go g.readLoop(c)
 }
 
@@ -252,13 +267,9 @@ func (g *group) handshake(ctx context.Context, i int, d *websocket.Dialer) (*cli
 		conn.SetReadDeadline(dl)
 		conn.SetWriteDeadline(dl)
 	}
-	token := ""
-	if g.spec.JWTSecret != "" {
-		claims := jwt.RegisteredClaims{Subject: userOf(i), ExpiresAt: jwt.NewNumericDate(time.Now().Add(24 * time.Hour))}
-		token, err = jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(g.spec.JWTSecret))
-		if err != nil {
-			return nil, err
-		}
+	token, err := g.token(i)
+	if err != nil {
+		return nil, err
 	}
 	tok, _ := json.Marshal(token)
 	if err := conn.WriteMessage(websocket.TextMessage, []byte(`{"id":1,"connect":{"token":`+string(tok)+`,"name":"herald-bench"}}`)); err != nil {
@@ -309,6 +320,15 @@ func (g *group) handshake(ctx context.Context, i int, d *websocket.Dialer) (*cli
 	conn.SetWriteDeadline(time.Time{})
 	ok = true
 	return &client{idx: i, conn: conn}, nil
+}
+
+// token signs client i's token (empty without a JWT secret).
+func (g *group) token(i int) (string, error) {
+	if g.spec.JWTSecret == "" {
+		return "", nil
+	}
+	claims := jwt.RegisteredClaims{Subject: userOf(i), ExpiresAt: jwt.NewNumericDate(time.Now().Add(24 * time.Hour))}
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(g.spec.JWTSecret))
 }
 
 // closeErr shortens gorilla's close errors.
@@ -530,6 +550,10 @@ func (g *group) closeAll() {
 		go func() {
 			defer wg.Done()
 			for c := range work {
+				if c.stream != nil {
+					_ = c.stream.nc.Close()
+					continue
+				}
 				_ = c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 				_ = c.conn.Close()
 			}

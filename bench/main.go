@@ -19,7 +19,7 @@ Loads a running Herald over loopback as real clients do and prints a
 summary and one line "RESULT {json}" per run.
 
 Modes:
-  idle      -n N [-hold D] [-pid PID]     N subscribed WebSocket connections: connect
+  idle      -n N [-hold D] [-pid PID]     N subscribed connections (-transport websocket, sse, http_stream): connect
                                           time, server memory per connection
   fanout    -n N -rate R -dur D           N subscribers of one channel, a gRPC
                                           publisher at R msgs/s
@@ -61,6 +61,7 @@ type options struct {
 	connConc    int
 	timeout     time.Duration
 	readBuf     int
+	transport   string
 	settle      time.Duration
 	hold        time.Duration
 	concurrency int
@@ -132,6 +133,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (*options, error) {
 	fs.IntVar(&o.connConc, "conn-concurrency", 64, "handshakes in flight per process")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Second, "limit of one connection's dial, connect and subscribe")
 	fs.IntVar(&o.readBuf, "read-buf", 4096, "client read buffer per connection in bytes")
+	fs.StringVar(&o.transport, "transport", "websocket", "how clients connect (idle, fanout, channels): websocket (-ws), sse (GET /sse beside -ws) or http_stream (POST /stream beside -ws)")
 	fs.DurationVar(&o.settle, "settle", time.Second, "pause after connecting, before measuring")
 	fs.DurationVar(&o.hold, "hold", 0, "idle: how long to hold the connections after measuring")
 	fs.IntVar(&o.concurrency, "concurrency", 1, "publish: concurrent unary workers, or PublishStream streams")
@@ -201,6 +203,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (*options, error) {
 		return nil, errors.New("bench: -n must be at least 1")
 	case o.procs < 1:
 		return nil, errors.New("bench: -procs must be at least 1")
+	case o.transport != "websocket" && o.transport != "sse" && o.transport != "http_stream":
+		return nil, fmt.Errorf("bench: -transport %q: want websocket, sse or http_stream", o.transport)
 	case o.size < 0 || o.concurrency < 1 || o.connConc < 1 || o.readBuf < 64:
 		return nil, errors.New("bench: -size, -concurrency, -conn-concurrency or -read-buf out of range")
 	case (o.mode == "fanout" || o.mode == "channels") && (o.rate <= 0 || o.dur <= 0):

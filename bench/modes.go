@@ -54,6 +54,7 @@ func (r *run) clients(spec groupSpec) (clientSet, error) {
 		return nil, err
 	}
 	spec.WS, spec.Concurrency, spec.Timeout, spec.ReadBuf = o.ws, o.connConc, o.timeout, o.readBuf
+	spec.Transport = o.transport
 	spec.JWTSecret = o.jwtSecret
 	if o.procs == 1 {
 		spec.Base, spec.N, spec.Src = 0, n, srcs

@@ -237,6 +237,9 @@ func (n *Node) start(ctx context.Context) error {
 	mux := http.NewServeMux()
 	if n.bridge != nil {
 		mux.Handle("/ws", n.bridge)
+		mux.Handle("/sse", n.bridge.SSE())
+		mux.Handle("/stream", n.bridge.HTTPStream())
+		mux.Handle("/command", n.bridge.Commands())
 	}
 	if n.core != nil {
 		gw := newGatewayMux() // rest.go

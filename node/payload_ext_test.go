@@ -798,6 +798,23 @@ var publishPaths = []publishPath{
 	// strings: the only place valid JSON has them) is sent with spaces.
 	{name: "browser herald.json publish", skip: func(s string) bool { return strings.ContainsAny(s, "\n\r") && !json.Valid([]byte(s)) }, publish: func(r *readers, text string) (string, bool) {
 		text = strings.NewReplacer("\n", " ", "\r", " ").Replace(text)
+		if !utf8.ValidString(text) {
+			// RFC 6455 8.1: a text message that is not UTF-8 fails the
+			// connection (close 1007) before any frame in it is decoded;
+			// on a connection of its own, since it ends.
+			b := dialBrowser(r.t, r.env, "herald.json")
+			b.sendJSON(`{"id":%d,"publish":{"channel":"` + r.channel + `","data":` + text + `}}`)
+			_ = b.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for {
+				if _, _, err := b.ws.ReadMessage(); err != nil {
+					var ce *websocket.CloseError
+					if errors.As(err, &ce) {
+						return fmt.Sprintf("close %d %s", ce.Code, ce.Text), ce.Code == 1007
+					}
+					return err.Error(), false
+				}
+			}
+		}
 		id := r.wsJSON.sendJSON(`{"id":%d,"publish":{"channel":"` + r.channel + `","data":` + text + `}}`)
 		raw := r.wsJSON.replyRaw(id)
 		fr := &heraldv1.ServerFrame{}
@@ -846,7 +863,7 @@ func TestJSONPayloadsExactOnEveryPath(t *testing.T) {
 						t.Fatalf("%s %s: %q was accepted", path.name, tc.Name, tc.In)
 					}
 					if !ok {
-						t.Errorf("%s %s: refused with %s, want invalid argument (HTTP 400, error 100/110)", path.name, tc.Name, refused)
+						t.Errorf("%s %s: refused with %s, want invalid argument (HTTP 400, error 100/110; close 1007 for a text frame that is not UTF-8)", path.name, tc.Name, refused)
 					}
 				}
 				// Nothing refused was stored or delivered: the next

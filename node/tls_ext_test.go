@@ -1,8 +1,10 @@
 package node_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net/http"
 	"os"
 	"strings"
@@ -142,5 +144,103 @@ func TestBridgeToTLSCore(t *testing.T) {
 			t.Fatalf("waiting for the publication: %v (%s)", err, got)
 		}
 		got += string(msg)
+	}
+}
+
+// TestStreamsOverTLS opens an SSE stream and an HTTP stream over HTTPS,
+// with HTTP/1.1 (the connection is hijacked) and HTTP/2 (the handler holds
+// the stream): each connects, receives a publication and answers a
+// command; a client that goes away is noticed on both.
+func TestStreamsOverTLS(t *testing.T) {
+	f := tlstest.NewFiles(t)
+	n := startNode(t, func(c *config.Config) {
+		c.TLS = config.TLS{CertFile: f.Cert, KeyFile: f.Key}
+	})
+	cc, err := grpc.NewClient(n.GRPCAddr.String(), grpc.WithTransportCredentials(credentials.NewTLS(f.ClientTLS(t, false))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	be := heraldv1.NewHeraldServiceClient(cc)
+	base := "https://" + n.HTTPAddr.String()
+	for _, h2 := range []bool{false, true} {
+		for _, sse := range []bool{true, false} {
+			t.Run(fmt.Sprintf("h2=%v sse=%v", h2, sse), func(t *testing.T) {
+				tr := &http.Transport{TLSClientConfig: f.ClientTLS(t, false), ForceAttemptHTTP2: h2}
+				if !h2 {
+					tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+				}
+				hc := &http.Client{Transport: tr}
+				defer tr.CloseIdleConnections()
+				ch := fmt.Sprintf("chat:tls-%v-%v", h2, sse)
+				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				defer cancel()
+				var req *http.Request
+				if sse {
+					req, _ = http.NewRequestWithContext(ctx, "GET", base+"/sse?channel="+ch, nil)
+				} else {
+					req, _ = http.NewRequestWithContext(ctx, "POST", base+"/stream", strings.NewReader(`{"id":1,"connect":{}}`+"\n"+`{"id":2,"subscribe":{"channel":"`+ch+`"}}`))
+				}
+				resp, err := hc.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				if resp.StatusCode != 200 || (resp.ProtoMajor == 2) != h2 {
+					t.Fatalf("%s over %s", resp.Status, resp.Proto)
+				}
+				br := bufio.NewReader(resp.Body)
+				lines := make(chan string, 100)
+				go func() {
+					defer close(lines)
+					for {
+						l, err := br.ReadString('\n')
+						if err != nil {
+							return
+						}
+						// protojson may put spaces anywhere between tokens:
+						// match without them (no value here holds one).
+						lines <- strings.ReplaceAll(strings.TrimPrefix(strings.TrimSpace(l), "data: "), " ", "")
+					}
+				}()
+				var seen []string
+				waitLine := func(what string) string {
+					for l := range lines {
+						seen = append(seen, l)
+						if strings.Contains(l, what) {
+							return l
+						}
+					}
+					t.Fatalf("stream ended before %s; lines: %q", what, seen)
+					return ""
+				}
+				conn := waitLine(`"session_token"`)
+				tok := conn[strings.Index(conn, `"session_token":"`)+len(`"session_token":"`):]
+				tok = tok[:strings.IndexByte(tok, '"')]
+				waitLine(`"channel":"` + ch + `"`)
+				if _, err := be.Publish(ctx, &heraldv1.PublishRequest{Channel: ch, Payload: &heraldv1.PublishRequest_Data{Data: structpb.NewStringValue("secure")}}); err != nil {
+					t.Fatal(err)
+				}
+				waitLine(`"secure"`)
+				cmd, _ := http.NewRequestWithContext(ctx, "POST", base+"/command", strings.NewReader(`{"id":7,"ping":{}}`))
+				cmd.Header.Set("Authorization", "Bearer "+tok)
+				cmd.Header.Set("Content-Type", "application/json")
+				cr, err := hc.Do(cmd)
+				if err != nil || cr.StatusCode != http.StatusAccepted {
+					t.Fatalf("command: %v %v", err, cr)
+				}
+				cr.Body.Close()
+				waitLine(`{"id":7,"pong":{}}`)
+				cancel()
+				resp.Body.Close()
+				deadline := time.Now().Add(10 * time.Second)
+				for n.Bridge().Stats().Connections != 0 {
+					if time.Now().After(deadline) {
+						t.Fatalf("the bridge did not notice the client left: %+v", n.Bridge().Stats())
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			})
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 
+	"github.com/herald-io/herald/internal/codename"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -40,30 +41,6 @@ func toStatus(log *slog.Logger, err error) error {
 	return status.Error(codes.Internal, "internal error")
 }
 
-// codeName is the lower snake case name of a gRPC code, as used in Error.
-func codeName(err error) string {
-	switch status.Code(err) {
-	case codes.InvalidArgument:
-		return "invalid_argument"
-	case codes.FailedPrecondition:
-		return "failed_precondition"
-	case codes.Unavailable:
-		return "unavailable"
-	case codes.ResourceExhausted:
-		return "resource_exhausted"
-	case codes.PermissionDenied:
-		return "permission_denied"
-	case codes.Unauthenticated:
-		return "unauthenticated"
-	case codes.DeadlineExceeded:
-		return "deadline_exceeded"
-	case codes.Canceled:
-		return "canceled"
-	case codes.NotFound:
-		return "not_found"
-	case codes.Aborted:
-		return "aborted"
-	default:
-		return "internal"
-	}
-}
+// codeName is the lower snake case name of err's gRPC code, as used in
+// Error and metric labels (the bridge parses it back: internal/codename).
+func codeName(err error) string { return codename.Of(status.Code(err)) }

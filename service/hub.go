@@ -10,6 +10,7 @@ import (
 	"time"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/internal/recovery"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -423,16 +424,6 @@ func (hc *hubChannel) stopAll(err error) {
 
 var errSlowSubscriber = status.Error(codes.ResourceExhausted, "subscriber too slow: its queue of pending events is full (limits.subscriber_queue, limits.subscriber_queue_bytes); resubscribe from the last position you received")
 
-// startsState reports whether pub, of another epoch than a stream's
-// position at offset last, is the first publication of the channel's
-// state and continues the stream: a stream that has seen nothing (offset
-// 0, typically in the empty epoch of a channel without state) and gets
-// offset 1 has missed nothing, since streams are registered in the hub
-// before they read their position, and the hub delivers in order.
-func startsState(last uint64, pub *heraldv1.Publication) bool {
-	return last == 0 && pub.Offset == 1
-}
-
 // positionPub stands for a position where the hub remembers the last
 // publication of a channel.
 func positionPub(channel string, pos *heraldv1.StreamPosition) *heraldv1.Publication {
@@ -499,42 +490,40 @@ func (h *hub) catchUp(channel string, hc *hubChannel, pub *heraldv1.Publication)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), catchUpTimeout)
 	defer cancel()
-	from := &heraldv1.StreamPosition{Offset: last.Offset, Epoch: last.Epoch}
-	const page = 1000
-	for {
-		res, err := h.engine.History(ctx, channel, HistoryQuery{Since: from, Limit: page})
-		switch {
-		case errors.Is(err, ErrEpochMismatch) && res.Position != nil:
-			h.abort(channel, hc, errEpochChanged, positionPub(channel, res.Position))
-			return
-		case err != nil:
-			h.abort(channel, hc, errReset, nil)
-			return
-		}
-		top := res.Position.Offset
-		switch {
-		case pub != nil && top < pub.Offset:
-			// History is behind what was delivered (a lagging replica?).
-			h.abort(channel, hc, errReset, pub)
-			return
-		case from.Offset >= top:
-			return // nothing missed
-		case res.Oldest == 0 || res.Oldest > from.Offset+1 || len(res.Publications) == 0:
-			h.abort(channel, hc, errReset, positionPub(channel, res.Position))
-			return
-		}
-		sh.mu.RLock()
-		for _, p := range res.Publications {
-			hc.last.Store(p)
-			hc.send(event{pub: p}, false)
-		}
-		sh.mu.RUnlock()
-		from.Offset = res.Publications[len(res.Publications)-1].Offset
-		if from.Offset >= top {
-			return
-		}
+	since := &heraldv1.StreamPosition{Offset: last.Offset, Epoch: last.Epoch}
+	out, pos, err := recovery.Recover(ctx, historyReader(h.engine, channel), since, 0, recoverPage,
+		func(pubs []*heraldv1.Publication, pos *heraldv1.StreamPosition) error {
+			if pub != nil && pos.Offset < pub.Offset {
+				return errHistoryBehind
+			}
+			sh.mu.RLock()
+			for _, p := range pubs {
+				hc.last.Store(p)
+				hc.send(event{pub: p}, false)
+			}
+			sh.mu.RUnlock()
+			return nil
+		})
+	switch {
+	case errors.Is(err, errHistoryBehind):
+		h.abort(channel, hc, errReset, pub) // history is behind what was delivered (a lagging replica?)
+	case err != nil:
+		h.abort(channel, hc, errReset, nil)
+	case out == recovery.EpochChanged && pos != nil:
+		h.abort(channel, hc, errEpochChanged, positionPub(channel, pos))
+	case out == recovery.EpochChanged:
+		h.abort(channel, hc, errReset, nil)
+	case out == recovery.Gap:
+		h.abort(channel, hc, errReset, positionPub(channel, pos))
+	case pub != nil && pos.Offset < pub.Offset:
+		h.abort(channel, hc, errReset, pub) // nothing missed, but history is behind what was delivered
 	}
+	// Recovered (or Beyond: this node is ahead of history): nothing more.
 }
+
+// errHistoryBehind ends a catch-up whose history is behind the
+// publication that revealed the gap.
+var errHistoryBehind = errors.New("history is behind the deliveries")
 
 // abort ends the streams of a channel with err, and remembers last (nil:
 // unknown) as the position that later deliveries continue from.

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/internal/recovery"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -94,9 +95,8 @@ type muxSub struct {
 
 	// Owned by the sender.
 	state muxState
-	prep  *muxPrep // while preparing; the sender drops it once live
-	last  uint64
-	epoch string
+	prep  *muxPrep      // while preparing; the sender drops it once live
+	seam  recovery.Seam // once live: the last publication sent
 }
 
 // muxPrep is what a subscription needs only while it is being prepared,
@@ -480,7 +480,7 @@ func (m *muxStream) handle(stream grpc.BidiStreamingServer[heraldv1.SubscribeMan
 				return err
 			}
 		}
-		ms.last, ms.epoch = p.pos.Offset, p.pos.Epoch
+		ms.seam = recovery.Seam{Offset: p.pos.Offset, Epoch: p.pos.Epoch}
 		ms.state, ms.prep = muxLive, nil // the preparing goroutine is done with it
 		held := p.held
 		m.held -= len(held)
@@ -504,26 +504,21 @@ func (m *muxStream) handle(stream grpc.BidiStreamingServer[heraldv1.SubscribeMan
 	return nil
 }
 
-// forward sends a live event of a live subscription, as Subscribe does:
-// publications already replayed are skipped; a gap or another epoch ends
-// the subscription with ABORTED.
+// forward sends a live event of a live subscription, as Subscribe does
+// (recovery.Seam): publications already replayed are skipped; a gap or
+// another epoch ends the subscription with ABORTED.
 func (m *muxStream) forward(stream grpc.BidiStreamingServer[heraldv1.SubscribeManyRequest, heraldv1.SubscribeManyResponse], ms *muxSub, ev event) error {
 	var resp *heraldv1.SubscribeResponse
 	switch {
 	case ev.pub != nil:
-		if ev.pub.Epoch != ms.epoch {
-			if !startsState(ms.last, ev.pub) {
-				return m.ended(stream, ms, errEpochChanged)
-			}
-			ms.epoch = ev.pub.Epoch
-		}
-		if ev.pub.Offset <= ms.last {
+		switch ms.seam.Step(ev.pub) {
+		case recovery.NewEpoch:
+			return m.ended(stream, ms, errEpochChanged)
+		case recovery.Duplicate:
 			return nil // replayed already, or older than the subscription
-		}
-		if ev.pub.Offset != ms.last+1 {
+		case recovery.Broken:
 			return m.ended(stream, ms, errReset)
 		}
-		ms.last = ev.pub.Offset
 		resp = &heraldv1.SubscribeResponse{Event: &heraldv1.SubscribeResponse_Publication{Publication: forFormat(ev.pub, ms.format)}}
 	case ev.join:
 		resp = &heraldv1.SubscribeResponse{Event: &heraldv1.SubscribeResponse_Join{Join: ev.presence}}

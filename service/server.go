@@ -18,6 +18,7 @@ import (
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"github.com/herald-io/herald/internal/buildinfo"
+	"github.com/herald-io/herald/internal/recovery"
 	"github.com/herald-io/herald/payload"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -617,7 +618,7 @@ func (s *Server) sendStream(stream grpc.ServerStreamingServer[heraldv1.Subscribe
 			return err
 		}
 	}
-	last, epoch := pos.Offset, pos.Epoch
+	seam := recovery.Seam{Offset: pos.Offset, Epoch: pos.Epoch}
 	var batch []event
 	for {
 		batch = sub.q.take(batch, sub.done, stream.Context().Done())
@@ -629,19 +630,14 @@ func (s *Server) sendStream(stream grpc.ServerStreamingServer[heraldv1.Subscribe
 			var resp *heraldv1.SubscribeResponse
 			switch {
 			case ev.pub != nil:
-				if ev.pub.Epoch != epoch {
-					if !startsState(last, ev.pub) {
-						return errEpochChanged
-					}
-					epoch = ev.pub.Epoch
-				}
-				if ev.pub.Offset <= last {
+				switch seam.Step(ev.pub) {
+				case recovery.NewEpoch:
+					return errEpochChanged
+				case recovery.Duplicate:
 					continue // replayed already, or older than the subscription
-				}
-				if ev.pub.Offset != last+1 {
+				case recovery.Broken:
 					return errReset
 				}
-				last = ev.pub.Offset
 				resp = &heraldv1.SubscribeResponse{Event: &heraldv1.SubscribeResponse_Publication{Publication: forFormat(ev.pub, req.PayloadFormat)}}
 			case ev.join:
 				resp = &heraldv1.SubscribeResponse{Event: &heraldv1.SubscribeResponse_Join{Join: ev.presence}}
@@ -667,52 +663,6 @@ func endReason(err error) string {
 		return "reset"
 	default:
 		return "shutdown"
-	}
-}
-
-// recover returns the channel's current position and, when since is set,
-// every publication after since up to that position, or recovered=false
-// when history cannot cover the gap or since names no epoch.
-func (s *Server) recover(ctx context.Context, channel string, since *heraldv1.StreamPosition) (pos *heraldv1.StreamPosition, replay []*heraldv1.Publication, recovered bool, err error) {
-	if since == nil || since.Epoch == "" {
-		// Without an epoch the offset could belong to any life of the
-		// channel: a client that lost its epoch is never told that it
-		// recovered (it may be across a restart); it goes live from the
-		// current position with recovered=false.
-		res, err := s.engine.History(ctx, channel, HistoryQuery{})
-		if err != nil {
-			return nil, nil, false, err
-		}
-		return res.Position, nil, false, nil
-	}
-	from := &heraldv1.StreamPosition{Offset: since.Offset, Epoch: since.Epoch}
-	const page = 1000
-	for {
-		res, err := s.engine.History(ctx, channel, HistoryQuery{Since: from, Limit: page})
-		if errors.Is(err, ErrEpochMismatch) {
-			return res.Position, nil, false, nil
-		}
-		if err != nil {
-			return nil, nil, false, err
-		}
-		top := res.Position.Offset
-		switch {
-		case since.Offset > top:
-			return res.Position, nil, false, nil // a position this epoch never had
-		case from.Offset == top:
-			return res.Position, replay, true, nil
-		case res.Oldest == 0 || res.Oldest > from.Offset+1:
-			return res.Position, nil, false, nil // the gap is older than history
-		}
-		replay = append(replay, res.Publications...)
-		if len(res.Publications) == 0 {
-			return res.Position, nil, false, nil
-		}
-		from.Offset = res.Publications[len(res.Publications)-1].Offset
-		from.Epoch = res.Position.Epoch
-		if from.Offset >= top {
-			return res.Position, replay, true, nil
-		}
 	}
 }
 

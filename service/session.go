@@ -119,6 +119,15 @@ func (s *Server) bridgeRecv(ctx context.Context, stream grpc.BidiStreamingServer
 		if err != nil {
 			return err
 		}
+		if cmd := req.GetCommand(); cmd != nil {
+			// A command POSTed to this bridge for a session it does not
+			// hold: every bridge of every node gets it, the one holding
+			// the session handles it.
+			if err := s.forwardCommand(ctx, b, cmd); err != nil {
+				return err
+			}
+			continue
+		}
 		up := req.GetPresence()
 		if up == nil {
 			continue
@@ -155,6 +164,24 @@ func (s *Server) bridgeRecv(ctx context.Context, stream grpc.BidiStreamingServer
 			}
 		}
 	}
+}
+
+// maxForwardedFrames bounds the frames of one forwarded session command
+// (a bridge sends at most its max_frame).
+const maxForwardedFrames = 1 << 20
+
+// forwardCommand passes a session command from bridge b to every bridge,
+// through the engine (every node).
+func (s *Server) forwardCommand(ctx context.Context, b *bridgeSession, cmd *heraldv1.SessionCommand) error {
+	if cmd.Session == "" || len(cmd.Frames) > maxForwardedFrames {
+		s.log.Debug("bridge forwarded a malformed session command", "bridge", b.id, "bytes", len(cmd.Frames))
+		return nil
+	}
+	cmd.Origin = b.id
+	if err := s.engine.Command(ctx, &heraldv1.BridgeSessionResponse{Msg: &heraldv1.BridgeSessionResponse_Command{Command: cmd}}); err != nil {
+		s.log.Warn("forwarding a session command failed", "bridge", b.id, "err", err)
+	}
+	return nil
 }
 
 // dropPresence forgets every presence entry of a bridge that went away.

@@ -4,7 +4,9 @@
 // public API of herald.js, so it is also an example of it.
 //
 // Query parameters: ?channel=chat:room2 (the chat channel), ?name=alice,
-// ?token=JWT, ?connect=0 (don't connect on load).
+// ?token=JWT, ?connect=0 (don't connect on load), ?transport=sse (or
+// http_stream, websocket; several separated by commas: the transports to
+// try, in order).
 
 import { Herald } from "/herald.js";
 
@@ -46,7 +48,8 @@ function start() {
   herald?.disconnect();
   const url = /** @type {HTMLInputElement} */ ($("url")).value.trim() || "/ws";
   const token = /** @type {HTMLInputElement} */ ($("token")).value.trim();
-  const h = new Herald(url, { token });
+  const transports = params.get("transport")?.split(",").filter(Boolean);
+  const h = new Herald(url, transports?.length ? { token, transports: /** @type {any} */ (transports) } : { token });
   herald = h;
   // @ts-ignore: for devtools and tests
   window.herald = h;
@@ -55,7 +58,7 @@ function start() {
     const s = $("state");
     s.textContent = ctx.state;
     s.className = `state ${ctx.state}`;
-    $("whoami").textContent = ctx.state === "connected" ? `${h.user || "anonymous"} · ${h.client}` : "";
+    $("whoami").textContent = ctx.state === "connected" ? `${h.user || "anonymous"} · ${h.client} · ${h.transport}` : "";
   });
   h.on("connecting", (ctx) => {
     if (ctx.code || ctx.delay !== undefined) {

@@ -97,9 +97,28 @@ export interface HeraldOptions {
    * the server's ping interval.
    */
   pingInterval?: number;
+  /**
+   * Transports to try, in order. Default ["websocket", "http_stream", "sse"]:
+   * a WebSocket where it gets through, else HTTP streaming (a fetch with a
+   * streaming body), else SSE (EventSource). When one fails before it
+   * opened (a proxy refusing the WebSocket upgrade), the next is tried at
+   * once; the one that worked is kept for reconnects. `["sse"]` forces SSE.
+   */
+  transports?: Transport[];
+  /** URLs of the other transports' endpoints. Default: /sse, /stream and /command beside the WebSocket URL. */
+  sseURL?: string;
+  streamURL?: string;
+  commandURL?: string;
   /** WebSocket constructor, for runtimes without a global one. */
   WebSocket?: typeof WebSocket;
+  /** EventSource constructor (sse transport). */
+  EventSource?: typeof EventSource;
+  /** fetch (http_stream and sse transports). */
+  fetch?: typeof fetch;
 }
+
+/** How frames travel. */
+export type Transport = "websocket" | "http_stream" | "sse";
 
 export type State = "disconnected" | "connecting" | "connected";
 
@@ -111,6 +130,8 @@ export interface ConnectedContext {
   version: string;
   /** Seconds between server pings. */
   pingInterval: number;
+  /** The transport this connection uses. */
+  transport: Transport;
 }
 
 export interface DisconnectContext {
@@ -190,6 +211,8 @@ export declare class HeraldError extends Error {
 export declare class Herald {
   constructor(url?: string, options?: HeraldOptions);
   readonly url: string;
+  /** The transport of the current (or last) connection; "" before the first. */
+  readonly transport: Transport | "";
   state: State;
   client: string;
   user: string;

@@ -1,10 +1,17 @@
 // @ts-check
 /**
- * Herald browser client: connect to a Herald bridge over WebSocket, subscribe
- * to channels, publish, read history and presence. Reconnects by itself with
- * backoff and resumes every subscription from the last position it saw, so
+ * Herald browser client: connect to a Herald bridge, subscribe to channels,
+ * publish, read history and presence. Reconnects by itself with backoff and
+ * resumes every subscription from the last position it saw, so
  * publications missed during a drop arrive once, in order; when they cannot,
  * the subscription says so (`recovered: false`) and the app refetches.
+ *
+ * The connection is a WebSocket where it can be; where the upgrade fails (a
+ * proxy that does not pass WebSockets), the client falls back to HTTP
+ * streaming (a fetch with a streaming body), then to SSE (EventSource),
+ * with the same API, events, reconnect and recovery; on the last two the
+ * client's own frames go by POST to the bridge's /command endpoint. The
+ * `transports` option sets the order, or forces one.
  *
  * No dependencies and no build step: this file is the package. Types are in
  * herald.d.ts next to it.
@@ -26,6 +33,12 @@
 
 /** The WebSocket subprotocol: protobuf-JSON frames in text messages. */
 const SUBPROTOCOL = "herald.json";
+
+/** Transports, in the default order of preference. */
+const TRANSPORTS = Object.freeze(["websocket", "http_stream", "sse"]);
+
+/** A command POST stays below the bridge's default max_frame (64 KiB). */
+const MAX_COMMAND_BYTES = 60000;
 
 /**
  * Codes of errors raised by the client itself; the server's codes are
@@ -143,11 +156,19 @@ export class Herald extends Emitter {
   /** User id of the connection (empty when anonymous). */
   user = "";
 
-  /** @type {Required<Omit<import("./herald").HeraldOptions, "token" | "getToken" | "pingInterval" | "WebSocket">> & import("./herald").HeraldOptions} */
+  /** @type {Required<Omit<import("./herald").HeraldOptions, "token" | "getToken" | "pingInterval" | "WebSocket" | "EventSource" | "fetch" | "sseURL" | "streamURL" | "commandURL">> & import("./herald").HeraldOptions} */
   #opts;
   #url = "";
-  /** @type {WebSocket | null} */
-  #ws = null;
+  /** @type {Link | null} the current connection, on one of the transports */
+  #link = null;
+  /** @type {readonly string[]} */
+  #transports;
+  /** Index in #transports of the transport the next attempt uses. */
+  #ti = 0;
+  /** The transport of the last connection that opened. */
+  #transport = "";
+  /** The last SSE event id received: resumes the personal channel on SSE. */
+  #lastEventId = "";
   /** Incremented whenever the current socket is abandoned; stale callbacks compare it. */
   #gen = 0;
   #nextId = 1;
@@ -189,7 +210,9 @@ export class Herald extends Emitter {
 
   /**
    * @param {string} [url] WebSocket URL of the bridge; relative URLs and
-   *   http(s) URLs are resolved against the page. Default "/ws".
+   *   http(s) URLs are resolved against the page. Default "/ws". The other
+   *   transports' endpoints are its siblings (/sse, /stream, /command)
+   *   unless the options name them.
    * @param {import("./herald").HeraldOptions} [options]
    */
   constructor(url, options = {}) {
@@ -199,8 +222,12 @@ export class Herald extends Emitter {
       timeout: 10000,
       minReconnectDelay: 500,
       maxReconnectDelay: 20000,
+      transports: TRANSPORTS,
       ...options,
     };
+    const ts = this.#opts.transports.filter((t) => TRANSPORTS.includes(t));
+    if (!ts.length) throw new Error(`herald: transports must name some of ${TRANSPORTS.join(", ")}`);
+    this.#transports = ts;
     this.#token = options.token;
     this.#url = resolveURL(url ?? "/ws");
   }
@@ -208,6 +235,14 @@ export class Herald extends Emitter {
   /** The WebSocket URL in use. */
   get url() {
     return this.#url;
+  }
+
+  /**
+   * The transport of the current (or last) connection: "websocket",
+   * "http_stream" or "sse"; empty before the first one opened.
+   */
+  get transport() {
+    return this.#transport;
   }
 
   /**
@@ -365,6 +400,7 @@ export class Herald extends Emitter {
   async #open() {
     this.#reconnectTimer = undefined;
     const gen = ++this.#gen;
+    const kind = this.#transports[this.#ti];
     let token = this.#token ?? "";
     // The token given in the options serves the first connection; every
     // later one asks getToken (when set) for a fresh token.
@@ -382,26 +418,44 @@ export class Herald extends Emitter {
       }
       if (gen !== this.#gen || this.state !== "connecting") return;
     }
-    /** @type {WebSocket} */
-    let ws;
+    /** @type {LinkHandlers} */
+    const handlers = {
+      onopen: () => {
+        if (gen !== this.#gen) return;
+        this.#transport = kind;
+        this.#handshake(gen, token);
+      },
+      onmessage: (data) => {
+        if (gen === this.#gen) this.#onMessage(data);
+      },
+      onclose: (code, reason, opened) => {
+        if (gen === this.#gen) this.#onClose(code, reason, opened);
+      },
+    };
     try {
-      const WS = this.#opts.WebSocket ?? globalThis.WebSocket;
-      ws = new WS(this.#url, SUBPROTOCOL);
+      this.#link = this.#makeLink(kind, handlers);
     } catch (err) {
       this._emit("error", { type: "transport", error: err });
-      this.#drop(0, String(err), true);
-      return;
+      this.#onClose(0, String(err), false);
     }
-    this.#ws = ws;
-    ws.onopen = () => {
-      if (gen === this.#gen) this.#handshake(gen, token);
-    };
-    ws.onmessage = (e) => {
-      if (gen === this.#gen) this.#onMessage(e.data);
-    };
-    ws.onclose = (e) => {
-      if (gen === this.#gen) this.#onClose(e.code, e.reason);
-    };
+  }
+
+  /**
+   * Opens a connection on one transport.
+   * @param {string} kind
+   * @param {LinkHandlers} handlers
+   * @returns {Link}
+   */
+  #makeLink(kind, handlers) {
+    const o = this.#opts;
+    const fetchFn = o.fetch ?? globalThis.fetch?.bind(globalThis);
+    if (kind === "websocket") return new WebSocketLink(this.#url, handlers, o.WebSocket ?? globalThis.WebSocket);
+    const command = o.commandURL ? resolveHTTP(o.commandURL) : sibling(this.#url, "command");
+    if (kind === "http_stream") {
+      return new StreamLink(o.streamURL ? resolveHTTP(o.streamURL) : sibling(this.#url, "stream"), command, handlers, fetchFn);
+    }
+    const sse = o.sseURL ? resolveHTTP(o.sseURL) : sibling(this.#url, "sse");
+    return new SSELink(sse, command, handlers, o.EventSource ?? globalThis.EventSource, fetchFn, this.#lastEventId);
   }
 
   /**
@@ -439,6 +493,7 @@ export class Herald extends Emitter {
           expiresIn: res.expires_in ?? 0,
           version: res.version ?? "",
           pingInterval: res.ping_interval ?? 0,
+          transport: this.#transport,
         });
         for (const sub of this.#subs.values()) this.#sendSubscribe(sub);
         for (const w of this.#waiters.splice(0)) w.resolve();
@@ -464,11 +519,11 @@ export class Herald extends Emitter {
    */
   #drop(code, reason, reconnect, delay) {
     this.#gen++;
-    const ws = this.#ws;
-    this.#ws = null;
-    if (ws) {
-      ws.onopen = ws.onmessage = ws.onclose = null;
-      if (ws.readyState <= 1) ws.close(1000);
+    const link = this.#link;
+    this.#link = null;
+    if (link) {
+      if (link.lastEventId) this.#lastEventId = link.lastEventId;
+      link.close();
     }
     clearInterval(this.#pingTimer);
     clearTimeout(this.#refreshTimer);
@@ -483,7 +538,7 @@ export class Herald extends Emitter {
     for (const sub of this.#subs.values()) sub._transportDown();
     if (reconnect && !this.#closing) {
       const wait = delay ?? this.#backoff();
-      this.#attempt++;
+      if (delay !== 0) this.#attempt++;
       this.#setState("connecting", { code, reason, reconnect: true, delay: wait });
       this.#reconnectTimer = setTimeout(() => this.#open(), wait);
       return;
@@ -505,8 +560,19 @@ export class Herald extends Emitter {
   /**
    * @param {number} code
    * @param {string} reason
+   * @param {boolean} opened whether the transport had opened (else it is
+   *   unreachable here: a WebSocket upgrade refused by a proxy...)
    */
-  #onClose(code, reason) {
+  #onClose(code, reason, opened) {
+    if (!opened && !this.#advice) {
+      if (this.#ti + 1 < this.#transports.length) {
+        // This transport does not get through: try the next one now.
+        this.#ti++;
+        this.#drop(code, reason || "transport unavailable", true, 0);
+        return;
+      }
+      this.#ti = 0; // none did: start again from the first, after a backoff
+    }
     const advice = this.#advice;
     this.#advice = null;
     let reconnect = advice ? advice.reconnect : !NO_RECONNECT.has(code);
@@ -737,8 +803,8 @@ export class Herald extends Emitter {
    * @returns {Promise<any>}
    */
   #request(kind, body, timeout = this.#opts.timeout) {
-    const ws = this.#ws;
-    if (!ws || ws.readyState !== 1) {
+    const link = this.#link;
+    if (!link || !link.ready) {
       return Promise.reject(new HeraldError(ErrorCode.CONNECTION_CLOSED, "connection closed", true));
     }
     const id = this.#nextId;
@@ -749,8 +815,319 @@ export class Herald extends Emitter {
         reject(new HeraldError(ErrorCode.TIMEOUT, `${kind}: timed out`, true));
       }, Math.max(timeout, 0));
       this.#pending.set(id, { resolve, reject, timer });
-      ws.send(JSON.stringify({ id, [kind]: body }));
+      link.send(JSON.stringify({ id, [kind]: body }));
     });
+  }
+}
+
+// ---- transports ----
+
+/**
+ * @typedef {object} LinkHandlers
+ * @property {() => void} onopen the link can take the connect frame
+ * @property {(data: unknown) => void} onmessage frames ("\n"-separated JSON)
+ * @property {(code: number, reason: string, opened: boolean) => void} onclose
+ */
+
+/**
+ * @typedef {object} Link one connection on one transport
+ * @property {boolean} ready whether send may be called
+ * @property {string} [lastEventId]
+ * @property {(text: string) => void} send sends one client frame (JSON)
+ * @property {() => void} close closes it without calling its handlers
+ */
+
+/** A WebSocket connection. */
+class WebSocketLink {
+  #ws;
+  #opened = false;
+  /**
+   * @param {string} url
+   * @param {LinkHandlers} h
+   * @param {typeof WebSocket} WS
+   */
+  constructor(url, h, WS) {
+    const ws = (this.#ws = new WS(url, SUBPROTOCOL));
+    ws.onopen = () => {
+      this.#opened = true;
+      h.onopen();
+    };
+    ws.onmessage = (e) => h.onmessage(e.data);
+    ws.onclose = (e) => h.onclose(e.code, e.reason, this.#opened);
+  }
+  get ready() {
+    return this.#ws.readyState === 1;
+  }
+  /** @param {string} text */
+  send(text) {
+    this.#ws.send(text);
+  }
+  close() {
+    const ws = this.#ws;
+    ws.onopen = ws.onmessage = ws.onclose = null;
+    if (ws.readyState <= 1) ws.close(1000);
+  }
+}
+
+/**
+ * Sends a unidirectional session's frames by POST to /command, with the
+ * session token of its connect reply, one POST at a time; frames queued
+ * meanwhile go together in the next.
+ */
+class CommandSender {
+  #url;
+  #fetch;
+  #onfail;
+  #token = "";
+  /** @type {string[]} */
+  #queue = [];
+  #busy = false;
+  #closed = false;
+  /**
+   * @param {string} url
+   * @param {typeof fetch} fetchFn
+   * @param {(err: unknown) => void} onfail the session cannot take commands
+   */
+  constructor(url, fetchFn, onfail) {
+    this.#url = url;
+    this.#fetch = fetchFn;
+    this.#onfail = onfail;
+  }
+  get token() {
+    return this.#token;
+  }
+  /** @param {string} token */
+  setToken(token) {
+    this.#token = token;
+    this.#flush();
+  }
+  /** @param {string} text */
+  send(text) {
+    this.#queue.push(text);
+    this.#flush();
+  }
+  close() {
+    this.#closed = true;
+    this.#queue = [];
+  }
+  async #flush() {
+    if (this.#busy || this.#closed || !this.#token || !this.#queue.length) return;
+    this.#busy = true;
+    const enc = new TextEncoder();
+    let n = 0;
+    let size = 0;
+    while (n < this.#queue.length && (n === 0 || size + enc.encode(this.#queue[n]).length + 1 <= MAX_COMMAND_BYTES)) {
+      size += enc.encode(this.#queue[n]).length + 1;
+      n++;
+    }
+    const body = this.#queue.splice(0, n).join("\n");
+    try {
+      for (let attempt = 0; ; attempt++) {
+        const res = await this.#fetch(this.#url, {
+          method: "POST",
+          headers: { "Content-Type": "application/json", Authorization: "Bearer " + this.#token },
+          body,
+          cache: "no-store",
+        });
+        if (res.status === 202) break;
+        if ((res.status === 429 || res.status === 503) && attempt < 3) {
+          const after = Number(res.headers.get("Retry-After")) || 0.5;
+          await new Promise((r) => setTimeout(r, after * 1000));
+          if (this.#closed) return;
+          continue;
+        }
+        throw new Error(`command: HTTP ${res.status}`);
+      }
+    } catch (err) {
+      this.#busy = false;
+      if (!this.#closed) this.#onfail(err);
+      return;
+    }
+    this.#busy = false;
+    this.#flush();
+  }
+}
+
+/**
+ * An HTTP stream: a POST of the connect frame whose response body streams
+ * the session's frames as NDJSON (empty lines are heartbeats).
+ */
+class StreamLink {
+  #url;
+  #h;
+  #fetch;
+  #cmd;
+  #ctrl = new AbortController();
+  #started = false;
+  #opened = false;
+  #closed = false;
+  ready = true;
+  /**
+   * @param {string} url
+   * @param {string} command
+   * @param {LinkHandlers} h
+   * @param {typeof fetch} fetchFn
+   */
+  constructor(url, command, h, fetchFn) {
+    if (!fetchFn) throw new Error("herald: no fetch for the http_stream transport");
+    this.#url = url;
+    this.#h = h;
+    this.#fetch = fetchFn;
+    this.#cmd = new CommandSender(command, fetchFn, (err) => this.#fail(0, String(err)));
+    queueMicrotask(() => !this.#closed && h.onopen());
+  }
+  /** @param {string} text */
+  send(text) {
+    if (this.#started) {
+      this.#cmd.send(text);
+      return;
+    }
+    this.#started = true;
+    this.#run(text);
+  }
+  /** @param {string} body the connect frame */
+  async #run(body) {
+    try {
+      const res = await this.#fetch(this.#url, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body,
+        cache: "no-store",
+        signal: this.#ctrl.signal,
+      });
+      if (res.status !== 200 || !res.body) return this.#fail(1006, `HTTP ${res.status}`);
+      this.#opened = true;
+      const reader = res.body.getReader();
+      const dec = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || this.#closed) break;
+        buf += dec.decode(value, { stream: true });
+        for (let i; (i = buf.indexOf("\n")) >= 0; ) {
+          const line = buf.slice(0, i);
+          buf = buf.slice(i + 1);
+          if (!this.#cmd.token && line.includes('"session_token"')) {
+            try {
+              const t = JSON.parse(line).connect?.session_token;
+              if (t) this.#cmd.setToken(t);
+            } catch {
+              // not the connect reply
+            }
+          }
+          this.#h.onmessage(line);
+        }
+      }
+      this.#fail(1006, "stream ended");
+    } catch (err) {
+      this.#fail(1006, String(err));
+    }
+  }
+  /**
+   * @param {number} code
+   * @param {string} reason
+   */
+  #fail(code, reason) {
+    if (this.#closed) return;
+    this.close();
+    this.#h.onclose(code, reason, this.#opened);
+  }
+  close() {
+    this.#closed = true;
+    this.ready = false;
+    this.#cmd.close();
+    this.#ctrl.abort();
+  }
+}
+
+/**
+ * An SSE stream (EventSource). Its connect is the GET itself: the client's
+ * connect frame becomes the URL, and the server's `connect` event answers
+ * it. The browser's own reconnect is not used (the client reconnects with
+ * backoff and a fresh token); the personal channel resumes through the
+ * last event id, the other subscriptions with `since` as on every
+ * transport.
+ */
+class SSELink {
+  #url;
+  #h;
+  #ES;
+  #cmd;
+  #lastId;
+  /** @type {EventSource | null} */
+  #es = null;
+  #connectId = 0;
+  #opened = false;
+  #closed = false;
+  ready = true;
+  /**
+   * @param {string} url
+   * @param {string} command
+   * @param {LinkHandlers} h
+   * @param {typeof EventSource} ES
+   * @param {typeof fetch} fetchFn
+   * @param {string} lastEventId
+   */
+  constructor(url, command, h, ES, fetchFn, lastEventId) {
+    if (!ES || !fetchFn) throw new Error("herald: no EventSource or fetch for the sse transport");
+    this.#url = url;
+    this.#h = h;
+    this.#ES = ES;
+    this.#lastId = lastEventId;
+    this.#cmd = new CommandSender(command, fetchFn, (err) => this.#fail(0, String(err)));
+    queueMicrotask(() => !this.#closed && h.onopen());
+  }
+  get lastEventId() {
+    return this.#lastId;
+  }
+  /** @param {string} text */
+  send(text) {
+    if (this.#es) {
+      this.#cmd.send(text);
+      return;
+    }
+    const f = JSON.parse(text);
+    const c = f.connect ?? {};
+    this.#connectId = f.id;
+    const u = new URL(this.#url);
+    if (c.token) u.searchParams.set("token", c.token);
+    if (c.name) u.searchParams.set("name", c.name);
+    if (c.personal_since && this.#lastId) u.searchParams.set("last_event_id", this.#lastId);
+    const es = (this.#es = new this.#ES(u.href));
+    es.onopen = () => {
+      this.#opened = true;
+    };
+    es.onmessage = (e) => {
+      if (this.#closed) return;
+      if (e.lastEventId) this.#lastId = e.lastEventId;
+      let data = String(e.data);
+      if (!this.#cmd.token && data.startsWith('{"connect":')) {
+        // The answer to the connect frame this link turned into the URL.
+        try {
+          this.#cmd.setToken(JSON.parse(data).connect?.session_token ?? "");
+        } catch {
+          // left to the client's frame errors
+        }
+        data = `{"id":${this.#connectId},` + data.slice(1);
+      }
+      this.#h.onmessage(data);
+    };
+    es.onerror = () => this.#fail(1006, "event stream closed");
+  }
+  /**
+   * @param {number} code
+   * @param {string} reason
+   */
+  #fail(code, reason) {
+    if (this.#closed) return;
+    this.close();
+    this.#h.onclose(code, reason, this.#opened);
+  }
+  close() {
+    this.#closed = true;
+    this.ready = false;
+    this.#cmd.close();
+    this.#es?.close();
   }
 }
 
@@ -959,6 +1336,26 @@ function resolveURL(url) {
   const u = new URL(url, globalThis.location?.href);
   if (u.protocol === "http:") u.protocol = "ws:";
   else if (u.protocol === "https:") u.protocol = "wss:";
+  return u.href;
+}
+
+/** @param {string} url */
+function resolveHTTP(url) {
+  const u = new URL(url, globalThis.location?.href);
+  if (u.protocol === "ws:") u.protocol = "http:";
+  else if (u.protocol === "wss:") u.protocol = "https:";
+  return u.href;
+}
+
+/**
+ * The http(s) URL of endpoint name beside a WebSocket URL: /ws → /sse.
+ * @param {string} wsURL
+ * @param {string} name
+ */
+function sibling(wsURL, name) {
+  const u = new URL(resolveHTTP(wsURL));
+  u.pathname = u.pathname.endsWith("/ws") ? u.pathname.slice(0, -2) + name : u.pathname.replace(/\/?$/, "/" + name);
+  u.search = "";
   return u.href;
 }
 

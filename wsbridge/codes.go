@@ -60,21 +60,25 @@ var errorCodes = []struct {
 // CloseCode is a WebSocket close code sent by the bridge.
 type CloseCode int
 
-// Close codes. Every close by the bridge (except 1009, which gorilla sends
-// itself) is preceded by a DisconnectFrame push with the same code.
+// Close codes. Every close by the bridge is preceded by a DisconnectFrame
+// push with the same code; on SSE and HTTP streaming that push is the
+// stream's last frame.
 const (
-	CloseNormal        CloseCode = 1000
-	CloseMessageTooBig CloseCode = 1009 // a message larger than max_frame
-	CloseBadFrame      CloseCode = 4000 // protocol violation: first frame not connect, undecodable frames repeatedly
-	CloseInvalidToken  CloseCode = 4001 // missing, malformed or unverifiable token; connect timeout
-	CloseTokenExpired  CloseCode = 4002 // token expired (at connect, or later without refresh)
-	CloseForbidden     CloseCode = 4003 // refresh for another user
-	CloseSlowConsumer  CloseCode = 4004 // the outbound queue overflowed
-	CloseDisconnected  CloseCode = 4005 // the backend called Disconnect for the user
-	CloseShutdown      CloseCode = 4006 // the bridge is shutting down; reconnect after reconnect_delay_ms
-	CloseTooManyConns  CloseCode = 4007 // max_conns_per_user reached
-	CloseRateLimited   CloseCode = 4008 // request rate abused
-	CloseNoPong        CloseCode = 4009 // no pong within ping_interval
+	CloseNormal          CloseCode = 1000
+	CloseProtocolError   CloseCode = 1002 // the client broke RFC 6455 (WebSocket only)
+	CloseUnsupportedData CloseCode = 1003 // a binary message on herald.json, a text message on herald.proto
+	CloseInvalidPayload  CloseCode = 1007 // a text message that is not UTF-8
+	CloseMessageTooBig   CloseCode = 1009 // a message larger than max_frame
+	CloseBadFrame        CloseCode = 4000 // protocol violation: first frame not connect, undecodable frames repeatedly
+	CloseInvalidToken    CloseCode = 4001 // missing, malformed or unverifiable token; connect timeout
+	CloseTokenExpired    CloseCode = 4002 // token expired (at connect, or later without refresh)
+	CloseForbidden       CloseCode = 4003 // refresh for another user
+	CloseSlowConsumer    CloseCode = 4004 // the outbound queue overflowed
+	CloseDisconnected    CloseCode = 4005 // the backend called Disconnect for the user
+	CloseShutdown        CloseCode = 4006 // the bridge is shutting down; reconnect after reconnect_delay_ms
+	CloseTooManyConns    CloseCode = 4007 // max_conns_per_user reached
+	CloseRateLimited     CloseCode = 4008 // request rate abused
+	CloseNoPong          CloseCode = 4009 // no pong within ping_interval
 )
 
 // closeCodes describes every close code, for docs and tests.
@@ -85,7 +89,10 @@ var closeCodes = []struct {
 	Meaning   string
 }{
 	{CloseNormal, "normal", false, "the client closed, or the bridge acknowledges its close"},
-	{CloseMessageTooBig, "message_too_big", true, "a WebSocket message larger than max_frame (sent by the WebSocket layer, without DisconnectFrame)"},
+	{CloseProtocolError, "protocol_error", false, "the client broke the WebSocket protocol (RFC 6455): an unmasked frame, a bad opcode or close code..."},
+	{CloseUnsupportedData, "unsupported_data", false, "a binary message on herald.json, or a text message on herald.proto"},
+	{CloseInvalidPayload, "invalid_payload", false, "a text message (herald.json) that is not valid UTF-8"},
+	{CloseMessageTooBig, "message_too_big", true, "a message larger than max_frame (a WebSocket message, a command POST or the body of an HTTP stream's connect)"},
 	{CloseBadFrame, "bad_frame", false, "protocol violation: first frame not connect, or too many undecodable frames"},
 	{CloseInvalidToken, "invalid_token", false, "missing (where anonymous is off), malformed or unverifiable token, or no connect within 10s"},
 	{CloseTokenExpired, "token_expired", true, "the token expired (at connect, or later without refresh): reconnect with a fresh token"},

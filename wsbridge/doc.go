@@ -1,41 +1,58 @@
-// Package wsbridge is Herald's WebSocket edge: it terminates browser
-// WebSockets (gorilla/websocket), authenticates them with JWTs, enforces
-// channel permissions per namespace and turns browser frames into calls on
-// the core's gRPC API. It imports the generated client only, never the core,
-// so `herald serve` (in-process connection) and `herald bridge --core ADDR`
-// (remote core) run the same code.
+// Package wsbridge is Herald's edge: it serves browsers over WebSocket,
+// SSE (EventSource) and HTTP streaming, authenticates them, enforces
+// channel permissions per namespace and turns their frames into calls on
+// the core's gRPC API. It imports the generated client only, never the
+// core, so `herald serve` (in-process connection) and `herald bridge
+// --core ADDR` (remote core) run the same code.
 //
 // # Structure
 //
-//   - A [Bridge] holds, per channel, one upstream subscription however
-//     many local connections watch the channel (hub.go), and fans out
-//     locally. Every channel's subscription rides the bridge's one
-//     SubscribeMany stream to the core, by id: no goroutine, HTTP/2
-//     stream or core-side queue per channel. One goroutine receives on
-//     the stream and delivers to the channels; when the stream breaks it
-//     reopens it with backoff and resubscribes every channel from the
-//     last offset delivered. Each publication is encoded once per
-//     subprotocol and the same bytes are queued to every subscriber
-//     (encode.go).
-//   - Each connection (conn.go) has one reader goroutine, started after the
-//     HTTP handler returns, and a writer goroutine that exists only while
-//     the connection has output queued. The queue is bounded in frames and
-//     bytes; over it the connection is closed as a slow consumer and no one
-//     else waits. The writer packs everything queued into as few WebSocket
-//     messages as it can, frames them itself in a pooled buffer and sends
-//     them in one socket write (no allocation per delivery); a write that
-//     does not end is cut by the heartbeat rather than by a deadline per
-//     write. The reader waits in gorilla's NextReader with a stack small
-//     enough for Go's 2 KB minimum and hands each message to a short-lived
-//     goroutine, so that deep request handling (JWT, protojson) never grows
-//     the stacks of idle connections.
-//   - One BridgeSession stream (session.go) reports presence to the core and
-//     receives Disconnect and Unsubscribe commands.
+// A browser's protocol session is apart from the transport its frames
+// travel on:
+//
+//   - session.go, request.go: the protocol session (session): identity,
+//     subscriptions, the dispatch of client frames from any transport,
+//     limits, token expiry and refresh, the personal channel. It queues
+//     encoded frames to its transport and asks it to close with a code;
+//     it never sees a socket.
+//   - authenticator.go: who a client is, behind the authenticator
+//     interface, from what it presented (token, transport, allowlisted
+//     headers and cookies, address); jwtAuth (jwt.go) is one.
+//   - transport.go: the transport every session has: one bounded
+//     outbound queue of shared, encoded frames (limits in frames and bytes,
+//     slow consumers closed with 4004, a writer goroutine that exists only
+//     while something is queued, pooled buffers, no allocation per
+//     delivery), and a wire that writes its batches and cuts its
+//     connection. Three wires: websocket.go (RFC 6455 framing, both ways:
+//     wsframe.go reads client frames, gorilla only answers the handshake),
+//     sse.go (EventSource events whose ids resume every channel, sseid.go)
+//     and httpstream.go (NDJSON or length-prefixed protobuf), the last two
+//     on httpconn.go's hijacked HTTP response.
+//   - command.go: the /command endpoint through which clients of the
+//     unidirectional transports send their frames, forwarded through the
+//     core to the bridge holding the session when a load balancer sends
+//     it elsewhere.
+//   - hub.go, channel.go: per channel, one upstream subscription however
+//     many local sessions watch it; the channel fans each publication out,
+//     encoded once per subprotocol (encode.go), to its subscribers'
+//     transports, and makes new subscriptions live from now or resumed
+//     from a position (channel.subscribe, channel.resume) in one place.
+//   - upstream.go: the bridge's one SubscribeMany stream to the core,
+//     carrying every channel's subscription by id: no goroutine, HTTP/2
+//     stream or core-side queue per channel. When it breaks it is reopened
+//     with backoff and every channel resumes from its last position.
+//   - control.go: the BridgeSession control stream to the core: presence
+//     reports, the core's Disconnect and Unsubscribe commands, forwarded
+//     session commands.
+//   - registry.go (sessions by id and user, heartbeat), limits.go
+//     (admission and publish rates), drain.go, codes.go (error and close
+//     codes), permission.go, metrics.go.
 //
 // # Lock order
 //
-// hub shard mu → upstream mu → channel mu → conn mu. registry shard mu →
-// conn mu.
-// conn.subMu is taken alone or before hub locks, never inside them.
-// Nothing that holds conn.mu takes another lock.
+// hubShard.mu → upstream.mu → channel.mu → transport.mu.
+// sessionShard.mu → transport.mu.
+// session.subMu is taken alone or before hub locks and transport.mu, never
+// inside them. control.mu, commandShard.mu and commandQueue.mu are taken
+// alone. Nothing that holds transport.mu takes another lock.
 package wsbridge

@@ -8,8 +8,8 @@ import (
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 )
 
-// StopAccepting makes the bridge refuse new WebSocket upgrades (HTTP 503)
-// while its connections stay open: the first step of a drain. Shutdown
+// StopAccepting makes the bridge refuse new connections (HTTP 503), on
+// every transport, while its sessions stay open: the first step of a drain. Shutdown
 // does it too.
 func (b *Bridge) StopAccepting() { b.closing.Store(true) }
 
@@ -21,16 +21,11 @@ func (b *Bridge) StopAccepting() { b.closing.Store(true) }
 // position to wait for and are not waited for.
 func (b *Bridge) CatchUp(ctx context.Context) {
 	var chans []*channel
-	for i := range b.hub.shards {
-		sh := &b.hub.shards[i]
-		sh.mu.Lock()
-		for _, ch := range sh.chans {
-			if ch.ns.HistorySize > 0 {
-				chans = append(chans, ch)
-			}
+	b.hub.each(func(ch *channel) {
+		if ch.ns.HistorySize > 0 {
+			chans = append(chans, ch)
 		}
-		sh.mu.Unlock()
-	}
+	})
 	work := make(chan *channel)
 	var wg sync.WaitGroup
 	for range min(8, len(chans)) {

@@ -18,8 +18,9 @@ import (
 type format uint8
 
 const (
-	formatJSON  format = iota // herald.json: text messages, protojson frames separated by "\n"
-	formatProto               // herald.proto: binary messages, each frame preceded by its varint length
+	formatJSON  format = iota // herald.json: protojson frames, separated by "\n" when packed
+	formatProto               // herald.proto: binary protobuf frames, each preceded by its varint length
+	numFormats
 )
 
 // Subprotocol names.
@@ -90,7 +91,7 @@ func decodeFrames(f format, msg []byte, fn func(*heraldv1.ClientFrame, *requestE
 // publish is taken out first as the exact text it has in the frame and set
 // as the frame's `json`: protojson would decode it into a
 // google.protobuf.Value, changing its numbers and key order. The text is
-// checked when the frame is handled (conn.publish), where a bad payload is
+// checked when the frame is handled (session.publish), where a bad payload is
 // error 110 like on every other publish path.
 func decodeJSONFrame(line []byte) (*heraldv1.ClientFrame, error) {
 	fr := &heraldv1.ClientFrame{}

@@ -38,7 +38,7 @@ func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return c, bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c)), nil
 }
 
-func benchConn(b testing.TB, br *Bridge, f format) *conn {
+func benchSession(b testing.TB, br *Bridge, f format) *session {
 	r := httptest.NewRequest("GET", "/ws", nil)
 	r.Header.Set("Connection", "upgrade")
 	r.Header.Set("Upgrade", "websocket")
@@ -51,15 +51,15 @@ func benchConn(b testing.TB, br *Bridge, f format) *conn {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return newConn(br, ws)
+	return (&wsConn{}).start(br, ws.NetConn(), ws.Subprotocol(), &credentials{})
 }
 
 var _ http.Hijacker = hijacker{}
 
 // BenchmarkFanout measures one publication delivered to N subscribers of a
 // channel, half on each subprotocol, through the whole path: shared
-// encoding, queueing, the on-demand writer and gorilla's framing (to a
-// socket that discards). allocs/op is per publication; the goal is that it
+// encoding, the transports' queues, the on-demand writer and the
+// WebSocket framing (to a socket that discards). allocs/op is per publication; the goal is that it
 // does not grow with N (0 allocations per delivery).
 func BenchmarkFanout(b *testing.B) {
 	for _, n := range []int{1, 100, 1000, 10000} {
@@ -71,19 +71,86 @@ func BenchmarkFanout(b *testing.B) {
 			br.ctx, br.cancel = context.WithCancel(context.Background())
 			br.upgrader = websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 16 << 10, WriteBufferPool: &writeBufferPool, Subprotocols: []string{SubprotocolJSON, SubprotocolProto}}
 			ns := config.DefaultNamespace("chat")
-			ch := &channel{h: &hub{b: br}, name: "chat:bench", ns: &ns, subs: make(map[*conn]*sub, n)}
-			conns := make([]*conn, n)
-			for i := range conns {
-				conns[i] = benchConn(b, br, format(i%2))
-				ch.subs[conns[i]] = &sub{live: true}
+			ch := &channel{h: &hub{b: br}, name: "chat:bench", ns: &ns, subs: make(map[*session]*sub, n)}
+			sessions := make([]*session, n)
+			for i := range sessions {
+				sessions[i] = benchSession(b, br, format(i%2))
+				ch.subs[sessions[i]] = &sub{live: true}
 			}
 			payload := []byte(`{"text":"0123456789012345678901234567890123456789012345"}`)
 			idle := func() {
-				for _, c := range conns {
+				for _, s := range sessions {
 					for {
-						c.mu.Lock()
-						w := c.writing
-						c.mu.Unlock()
+						s.t.mu.Lock()
+						w := s.t.writing
+						s.t.mu.Unlock()
+						if !w {
+							break
+						}
+						runtime.Gosched()
+					}
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				ch.deliver(&heraldv1.Publication{Channel: ch.name, Offset: uint64(i + 1), Epoch: "e", Payload: &heraldv1.Publication_RawJson{RawJson: payload}})
+				idle()
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
+			br.wg.Wait()
+		})
+	}
+}
+
+// streamSession is a session on an SSE or HTTP-stream transport writing
+// to a socket that discards.
+func streamSession(br *Bridge, kind transportKind, f format, channel string) *session {
+	c := &httpConn{nc: discardConn{}}
+	c.init(br, c, kind, f)
+	if kind == transportSSE {
+		c.sse = newSSEIDs([]string{channel})
+		c.sse.resume("", "")
+	}
+	return newSession(br, &c.transport, &credentials{})
+}
+
+// BenchmarkFanoutTransports is BenchmarkFanout on each transport (1000
+// subscribers): on SSE every event also carries the stream's resume id,
+// built in the writer's pooled buffer.
+func BenchmarkFanoutTransports(b *testing.B) {
+	const n = 1000
+	for _, tc := range []struct {
+		name string
+		kind transportKind
+		f    format
+	}{{"websocket", transportWebSocket, formatJSON}, {"sse", transportSSE, formatJSON}, {"http_stream", transportHTTPStream, formatJSON}, {"http_stream_proto", transportHTTPStream, formatProto}} {
+		b.Run(tc.name, func(b *testing.B) {
+			cfg := config.Default()
+			cfg.Bridge.QueueFrames = 1 << 20
+			cfg.Bridge.QueueBytes = 1 << 30
+			br := &Bridge{cfg: cfg.Bridge, log: slog.New(slog.DiscardHandler)}
+			br.ctx, br.cancel = context.WithCancel(context.Background())
+			br.upgrader = websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 16 << 10, WriteBufferPool: &writeBufferPool, Subprotocols: []string{SubprotocolJSON, SubprotocolProto}}
+			ns := config.DefaultNamespace("chat")
+			ch := &channel{h: &hub{b: br}, name: "chat:bench", ns: &ns, subs: make(map[*session]*sub, n)}
+			sessions := make([]*session, n)
+			for i := range sessions {
+				if tc.kind == transportWebSocket {
+					sessions[i] = benchSession(b, br, tc.f)
+				} else {
+					sessions[i] = streamSession(br, tc.kind, tc.f, ch.name)
+				}
+				ch.subs[sessions[i]] = &sub{live: true}
+			}
+			payload := []byte(`{"text":"0123456789012345678901234567890123456789012345"}`)
+			idle := func() {
+				for _, s := range sessions {
+					for {
+						s.t.mu.Lock()
+						w := s.t.writing
+						s.t.mu.Unlock()
 						if !w {
 							break
 						}

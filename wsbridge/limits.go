@@ -131,17 +131,17 @@ func remoteIP(r *http.Request) string {
 	return host
 }
 
-// allowPublish takes a token from the bucket of c's user (an anonymous
-// connection has its own). Buckets are created on first use and swept when
+// allowPublish takes a token from the bucket of s's user (an anonymous
+// session has its own). Buckets are created on first use and swept when
 // full again (a full bucket is the same as a new one), so idle users cost
 // nothing.
-func (l *limits) allowPublish(c *conn) error {
+func (l *limits) allowPublish(s *session) error {
 	if l.userRate == 0 {
 		return nil
 	}
-	key := c.user
+	key := s.user
 	if key == "" {
-		key = "\x00" + c.id // no user id contains NUL
+		key = "\x00" + s.id // no user id contains NUL
 	}
 	now := time.Now()
 	l.userMu.Lock()

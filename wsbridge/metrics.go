@@ -18,18 +18,16 @@ import (
 // time, frames sent are added once per write (a batch), and the latency is
 // observed once per publication per bridge.
 
-var subprotocolNames = [2]string{SubprotocolJSON, SubprotocolProto}
+var subprotocolNames = [numFormats]string{SubprotocolJSON, SubprotocolProto}
 
 var (
-	// Open WebSocket connections and subscriptions, by subprotocol.
-	wsConns, wsSubs [2]atomic.Int64
+	// Open sessions and subscriptions, by transport and subprotocol.
+	metricConns, metricSubs [numTransports][numFormats]atomic.Int64
 
-	metricFramesSent [2]prometheus.Counter
+	metricFramesSent [numTransports][numFormats]prometheus.Counter
 
-	metricCloses = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "herald_ws_closes_total",
-		Help: "WebSocket connections closed by the bridge, by close code (docs/protocol.md lists them).",
-	}, []string{"code"})
+	// metricCloses counts closes by the bridge per transport, by close code.
+	metricCloses     [numTransports]*prometheus.CounterVec
 	metricSlowCloses = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "herald_ws_slow_consumer_closes_total",
 		Help: "Connections closed because their outbound queue overflowed (close code 4004).",
@@ -46,6 +44,10 @@ var (
 		Name: "herald_ws_rate_limited_total",
 		Help: "Browser requests refused by a rate limit (error 108), by limit (request_rate, user_publish_rate).",
 	}, []string{"limit"})
+	metricCommands = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_ws_commands_total",
+		Help: "Command POSTs for SSE and HTTP-streaming sessions, by result: local (queued for a session of this bridge), forwarded_out (sent to the core for another bridge), forwarded_in (received for a session of this bridge), bad_token, bad_format, too_large, queue_full, forward_limited, forward_unavailable.",
+	}, []string{"result"})
 	metricUpstreamRestarts = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "herald_ws_upstream_restarts_total",
 		Help: "Upstream resumes: the bridge's SubscribeMany stream to the core broke and was reopened, or the core ended one channel's subscription on it and the channel resubscribed.",
@@ -60,9 +62,9 @@ var (
 		Buckets: []float64{.001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	})
 
-	// closeCounters holds a resolved counter per documented close code, so
-	// that counting a close is a map read and an atomic add.
-	closeCounters = map[CloseCode]prometheus.Counter{}
+	// closeCounters holds a resolved counter per transport and documented
+	// close code, so that counting a close is a map read and an atomic add.
+	closeCounters [numTransports]map[CloseCode]prometheus.Counter
 )
 
 // bridges are the live bridges of the process, for the gauges that need
@@ -72,30 +74,46 @@ var bridges struct {
 	set map[*Bridge]struct{}
 }
 
+// metricPrefix names each transport's metric families: herald_ws_*,
+// herald_sse_*, herald_http_stream_*.
+var metricPrefix = [numTransports]string{"herald_ws_", "herald_sse_", "herald_http_stream_"}
+
+// transportFormats are the subprotocols each transport carries (SSE is
+// text: herald.json only).
+var transportFormats = [numTransports][]format{{formatJSON, formatProto}, {formatJSON}, {formatJSON, formatProto}}
+
 func init() {
-	for f, name := range subprotocolNames {
-		f := f
-		l := prometheus.Labels{"subprotocol": name}
-		metricFramesSent[f] = prometheus.NewCounter(prometheus.CounterOpts{
-			Name:        "herald_ws_frames_sent_total",
-			Help:        "Server frames written to browsers (publications, replies, pushes), by subprotocol; several may share one WebSocket message.",
-			ConstLabels: l,
-		})
-		prometheus.MustRegister(metricFramesSent[f],
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name:        "herald_ws_connections",
-				Help:        "Open WebSocket connections, by subprotocol (including ones not yet authenticated).",
+	for k := range numTransports {
+		what := [numTransports]string{"WebSocket connections", "SSE streams", "HTTP streams"}[k]
+		for _, f := range transportFormats[k] {
+			l := prometheus.Labels{"subprotocol": subprotocolNames[f]}
+			metricFramesSent[k][f] = prometheus.NewCounter(prometheus.CounterOpts{
+				Name:        metricPrefix[k] + "frames_sent_total",
+				Help:        "Server frames written to browsers on " + what + " (publications, replies, pushes), by subprotocol; several may share one write.",
 				ConstLabels: l,
-			}, func() float64 { return float64(wsConns[f].Load()) }),
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name:        "herald_ws_subscriptions",
-				Help:        "Connection-channel subscriptions, by subprotocol.",
-				ConstLabels: l,
-			}, func() float64 { return float64(wsSubs[f].Load()) }),
-		)
-	}
-	for _, c := range closeCodes {
-		closeCounters[c.Code] = metricCloses.WithLabelValues(strconv.Itoa(int(c.Code)))
+			})
+			prometheus.MustRegister(metricFramesSent[k][f],
+				prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+					Name:        metricPrefix[k] + "connections",
+					Help:        "Open " + what + ", by subprotocol (including ones not yet authenticated).",
+					ConstLabels: l,
+				}, func() float64 { return float64(metricConns[k][f].Load()) }),
+				prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+					Name:        metricPrefix[k] + "subscriptions",
+					Help:        "Session-channel subscriptions of " + what + ", by subprotocol.",
+					ConstLabels: l,
+				}, func() float64 { return float64(metricSubs[k][f].Load()) }),
+			)
+		}
+		metricCloses[k] = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricPrefix[k] + "closes_total",
+			Help: what + " closed by the bridge, by close code (docs/protocol.md lists them).",
+		}, []string{"code"})
+		prometheus.MustRegister(metricCloses[k])
+		closeCounters[k] = map[CloseCode]prometheus.Counter{}
+		for _, c := range closeCodes {
+			closeCounters[k][c.Code] = metricCloses[k].WithLabelValues(strconv.Itoa(int(c.Code)))
+		}
 	}
 	for _, r := range []string{"missing_token", "invalid_token", "expired_token"} {
 		metricAuthFailures.WithLabelValues(r)
@@ -103,7 +121,7 @@ func init() {
 	for _, r := range []string{"max_connections", "max_conns_per_ip", "accept_rate", "shutting_down"} {
 		metricRefused.WithLabelValues(r)
 	}
-	prometheus.MustRegister(metricCloses, metricSlowCloses, metricAuthFailures, metricRefused, metricRateLimited,
+	prometheus.MustRegister(metricCommands, metricSlowCloses, metricAuthFailures, metricRefused, metricRateLimited,
 		metricUpstreamRestarts, metricDeliveryLatency, metricInvalidPayloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "herald_ws_channels",
@@ -144,49 +162,46 @@ func eachBridge(f func(*Bridge)) {
 	}
 }
 
-// queuedBytes sums the unsent bytes of every connection; it runs at scrape
+// queuedBytes sums the unsent bytes of every session; it runs at scrape
 // time only.
 func queuedBytes() float64 {
 	var n int
 	eachBridge(func(b *Bridge) {
-		b.eachConn(func(c *conn) {
-			c.mu.Lock()
-			n += c.qbytes
-			c.mu.Unlock()
-		})
+		b.eachSession(func(s *session) { n += s.t.queued() })
 	})
 	return float64(n)
 }
 
 // onClose counts and logs a close by the bridge. It runs once per
-// connection, from closeWith.
-func (c *conn) onClose(code CloseCode, reason string) {
-	if m, ok := closeCounters[code]; ok {
+// session, from closeWith.
+func (s *session) onClose(code CloseCode, reason string) {
+	k := s.t.kind
+	if m, ok := closeCounters[k][code]; ok {
 		m.Inc()
 	} else {
-		metricCloses.WithLabelValues(strconv.Itoa(int(code))).Inc()
+		metricCloses[k].WithLabelValues(strconv.Itoa(int(code))).Inc()
 	}
 	if code == CloseSlowConsumer {
 		metricSlowCloses.Inc()
 	}
 	// reason never holds a token: token errors are written by verify,
 	// which reports what is wrong, not the token.
-	c.b.log.Debug("connection closing", "conn", c.id, "user", c.user, "code", int(code), "reason", reason)
+	s.b.log.Debug("connection closing", "conn", s.id, "transport", k.String(), "user", s.user, "code", int(code), "reason", reason)
 }
 
 // authFailed counts and logs a refused connect.
-func (c *conn) authFailed(reason string, err error) {
-	metricAuthFailures.WithLabelValues(reason).Inc()
-	if err != nil {
-		c.b.log.Debug("connect refused", "conn", c.id, "reason", reason, "err", err)
+func (s *session) authFailed(r *refusal) {
+	metricAuthFailures.WithLabelValues(r.metric).Inc()
+	if r.err != nil {
+		s.b.log.Debug("connect refused", "conn", s.id, "transport", s.t.kind.String(), "reason", r.metric, "err", r.err)
 	} else {
-		c.b.log.Debug("connect refused", "conn", c.id, "reason", reason)
+		s.b.log.Debug("connect refused", "conn", s.id, "transport", s.t.kind.String(), "reason", r.metric)
 	}
 }
 
-// authOK logs an authenticated connection.
-func (c *conn) authOK() {
-	c.b.log.Debug("connected", "conn", c.id, "user", c.user, "anonymous", c.ident == nil, "subprotocol", subprotocolNames[c.format])
+// authOK logs an authenticated session.
+func (s *session) authOK() {
+	s.b.log.Debug("connected", "conn", s.id, "transport", s.t.kind.String(), "user", s.user, "anonymous", s.ident == nil, "subprotocol", subprotocolNames[s.format])
 }
 
 // observeDelivery records the publish-to-fan-out latency of pub, once per

@@ -2,212 +2,372 @@ package wsbridge
 
 import (
 	"context"
-	mrand "math/rand/v2"
+	"errors"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"golang.org/x/time/rate"
 )
 
-// session keeps the bridge's BridgeSession stream to the core: it reports
-// presence (which connection is subscribed where, for namespaces with
-// presence on), batched, and applies the core's Disconnect and Unsubscribe
-// commands. When the stream breaks, the core forgets the bridge's presence;
-// the session reconnects and reports every current membership again.
+// session is one client's protocol session: who it is, what it is
+// subscribed to, its limits and token expiry, and the handling of its
+// requests. It knows nothing of how its frames travel: it queues encoded
+// frames to its transport and asks it to close with a code.
+//
+// Requests are handled one message at a time: by the WebSocket reader's
+// handler goroutine, or by the command queue's worker for unidirectional
+// sessions (command.go). That code owns the request state below; the
+// fan-out reads only format and t.
 type session struct {
-	b *Bridge
+	b      *Bridge
+	t      *transport
+	format format // t.format, kept here for the fan-out
+	id     string
 
-	mu       sync.Mutex
-	desired  map[memberKey]*heraldv1.ClientInfo // memberships that exist
-	reported map[memberKey]*heraldv1.ClientInfo // what the core was told
-	dirty    map[memberKey]struct{}
-	kick     chan struct{} // capacity 1: a flush is wanted
+	// Set at connect; read by other goroutines only after authed is true
+	// (user never changes after that). info is built by clientInfo on the
+	// first subscription to a presence namespace.
+	user      string
+	info      *heraldv1.ClientInfo
+	userAdded bool
+	authed    atomic.Bool
+
+	// Request state.
+	creds    *credentials // what the client presented; dropped after connect
+	ident    *identity
+	limiter  *rate.Limiter
+	strikes  int
+	badCount int
+
+	cmds *commandQueue // unidirectional sessions: commands POSTed to them
+
+	subMu    sync.Mutex
+	subs     []*channel  // channels this session is subscribed to; few, so a slice (a map costs ~250 bytes)
+	expTimer *time.Timer // guarded by subMu: the cleanup stops it
 }
 
-type memberKey struct {
-	channel string
-	client  *conn
+func newSession(b *Bridge, t *transport, creds *credentials) *session {
+	s := &session{b: b, t: t, format: t.format, id: randomID(8), creds: creds}
+	t.s = s
+	return s
 }
 
-func newSession(b *Bridge) *session {
-	return &session{
-		b:        b,
-		desired:  make(map[memberKey]*heraldv1.ClientInfo),
-		reported: make(map[memberKey]*heraldv1.ClientInfo),
-		dirty:    make(map[memberKey]struct{}),
-		kick:     make(chan struct{}, 1),
-	}
-}
+// send encodes and queues a reply or push.
+func (s *session) send(fr *heraldv1.ServerFrame) { s.t.send(encodeFrame(s.format, fr)) }
 
-func (s *session) wantsPresence(channel string) bool {
-	ns, err := s.b.ns.lookup(channel)
-	return err == nil && ns.Presence
-}
+func (s *session) sendError(id uint32, e *requestError) { s.send(errorFrame(id, e)) }
 
-// join records that c subscribed to channel.
-func (s *session) join(channel string, c *conn) {
-	if !s.wantsPresence(channel) {
+// closeWith closes the session: a DisconnectFrame is queued after what is
+// queued already (a slow consumer's queue is dropped), then the transport
+// ends its stream with code. The connection is cut closeGrace later
+// whether or not the client completed the close. Only the first call
+// counts.
+func (s *session) closeWith(code CloseCode, reason string, reconnect bool, delayMs uint32) {
+	reason = validUTF8(reason)
+	final := encodeFrame(s.format, &heraldv1.ServerFrame{Body: &heraldv1.ServerFrame_Disconnect{
+		Disconnect: &heraldv1.DisconnectFrame{Code: uint32(code), Reason: reason, Reconnect: reconnect, ReconnectDelayMs: delayMs},
+	}})
+	if !s.t.close(code, reason, final, reconnect, delayMs) {
 		return
 	}
-	k := memberKey{channel, c}
-	s.mu.Lock()
-	s.desired[k] = c.clientInfo()
-	s.dirty[k] = struct{}{}
-	s.mu.Unlock()
-	s.wake()
+	s.onClose(code, reason)
+	time.AfterFunc(closeGrace, s.t.kill)
 }
 
-// leave records that c left channel.
-func (s *session) leave(channel string, c *conn) {
-	k := memberKey{channel, c}
-	s.mu.Lock()
-	if _, ok := s.desired[k]; !ok {
-		s.mu.Unlock()
-		return
-	}
-	delete(s.desired, k)
-	s.dirty[k] = struct{}{}
-	s.mu.Unlock()
-	s.wake()
-}
+// closed reports whether the session is closing (no more frames go out).
+func (s *session) closed() bool { return s.t.isClosing() }
 
-func (s *session) wake() {
-	select {
-	case s.kick <- struct{}{}:
-	default:
+// start registers the session; its transport calls it before the first
+// frame, from the goroutine that will read or wait for the connection.
+func (s *session) start() {
+	s.b.register(s)
+	if s.b.closing.Load() {
+		s.closeWith(CloseShutdown, "server shutting down; reconnect", true, 1000)
 	}
 }
 
-// batch returns the changes not yet reported, and marks them reported.
-func (s *session) batch() *heraldv1.PresenceUpdate {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.dirty) == 0 {
-		return nil
+// ended releases everything of a session whose connection is gone. Its
+// transport calls it once, when it has stopped reading.
+func (s *session) ended() {
+	s.t.kill()
+	if s.cmds != nil {
+		s.cmds.stop() // no request of this session runs beside its cleanup
 	}
-	up := &heraldv1.PresenceUpdate{}
-	for k := range s.dirty {
-		want, have := s.desired[k], s.reported[k]
-		switch {
-		case want != nil && have == nil:
-			up.Joins = append(up.Joins, &heraldv1.PresenceEvent{Channel: k.channel, Client: want})
-			s.reported[k] = want
-		case want == nil && have != nil:
-			up.Leaves = append(up.Leaves, &heraldv1.PresenceEvent{Channel: k.channel, Client: have})
-			delete(s.reported, k)
-		}
+	s.subMu.Lock()
+	subs := s.subs
+	s.subs = nil
+	if s.expTimer != nil {
+		s.expTimer.Stop()
+		s.expTimer = nil
 	}
-	clear(s.dirty)
-	if len(up.Joins) == 0 && len(up.Leaves) == 0 {
-		return nil
+	s.subMu.Unlock()
+	for _, ch := range subs {
+		s.b.hub.leave(ch, s)
+		s.b.control.leave(ch.name, s)
 	}
-	return up
+	s.b.unregister(s)
 }
 
-// reset forgets what the core knew (its session ended) so that every
-// membership is reported again.
-func (s *session) reset() {
-	s.mu.Lock()
-	clear(s.reported)
-	for k := range s.desired {
-		s.dirty[k] = struct{}{}
-	}
-	s.mu.Unlock()
-}
-
-// flushFinal is called at shutdown, after every connection closed: the
-// pending leaves are sent by run before it ends.
-func (s *session) flushFinal() { s.wake() }
-
-// run keeps the session up until ctx ends.
-func (s *session) run(ctx context.Context) {
-	backoff := 50 * time.Millisecond
-	for ctx.Err() == nil {
-		start := time.Now()
-		err := s.stream(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(start) > 5*time.Second {
-			backoff = 50 * time.Millisecond
-		}
-		s.b.log.Debug("bridge session broke; reconnecting", "err", err)
-		t := time.NewTimer(backoff/2 + mrand.N(backoff/2+1))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
-}
-
-func (s *session) stream(ctx context.Context) error {
-	// The stream outlives ctx by a moment at shutdown so that the final
-	// leaves reach the core; the core also drops everything when it ends.
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
-	st, err := s.b.core.BridgeSession(sctx)
-	if err != nil {
-		return err
-	}
-	s.reset()
-	if err := st.Send(&heraldv1.BridgeSessionRequest{Msg: &heraldv1.BridgeSessionRequest_Hello{Hello: &heraldv1.BridgeHello{Bridge: s.b.id}}}); err != nil {
-		return err
-	}
-	recvErr := make(chan error, 1)
-	recvDone := make(chan struct{})
-	defer func() {
-		cancel()
-		<-recvDone
-	}()
+// process handles one client message in a goroutine of its own, and waits
+// for it. Connect (JWT verification) and requests (protojson, calls to the
+// core) need deep stacks; grown in a long-lived reader, a stack stays
+// grown for the connection's life, and because Go starts new goroutines
+// with the average stack size seen at the last GC, every new reader and
+// writer would start bigger too. Client messages are rare next to
+// deliveries, so a goroutine each costs little.
+func (s *session) process(msg []byte) {
+	done := make(chan struct{})
 	go func() {
-		defer close(recvDone)
-		_, _ = st.Header() // the core's acceptance, watched by coreStream
-		for {
-			cmd, err := st.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			switch m := cmd.Msg.(type) {
-			case *heraldv1.BridgeSessionResponse_Disconnect:
-				s.b.disconnectUser(m.Disconnect)
-			case *heraldv1.BridgeSessionResponse_Unsubscribe:
-				s.b.unsubscribeUser(m.Unsubscribe)
-			}
-		}
+		defer close(done)
+		s.handleMessage(msg)
 	}()
-	flush := func() error {
-		if up := s.batch(); up != nil {
-			return st.Send(&heraldv1.BridgeSessionRequest{Msg: &heraldv1.BridgeSessionRequest_Presence{Presence: up}})
+	<-done
+}
+
+// handleMessage decodes one client message (several frames may be packed
+// in it) and handles its frames in order.
+func (s *session) handleMessage(msg []byte) { decodeFrames(s.format, msg, s.handle) }
+
+// handle processes one decoded frame (or decoding error); it returns false
+// to stop processing the rest of the message.
+func (s *session) handle(fr *heraldv1.ClientFrame, derr *requestError) bool {
+	if s.closed() {
+		return false
+	}
+	if derr != nil {
+		var id uint32
+		if fr != nil {
+			id = fr.Id
 		}
-		return nil
+		if !s.authed.Load() {
+			s.closeWith(CloseBadFrame, derr.msg, false, 0)
+			return false
+		}
+		s.badCount++
+		if s.badCount > 16 {
+			s.closeWith(CloseBadFrame, "too many malformed frames", false, 0)
+			return false
+		}
+		s.sendError(id, derr)
+		return true
 	}
-	if err := flush(); err != nil {
-		return err
+	if !s.authed.Load() {
+		cf, ok := fr.Body.(*heraldv1.ClientFrame_Connect)
+		if !ok {
+			s.closeWith(CloseBadFrame, "the first frame must be connect", false, 0)
+			return false
+		}
+		return s.connect(fr.Id, cf.Connect, nil)
 	}
-	for {
-		select {
-		case <-s.kick:
-			// Let a burst of joins (a reconnect storm) gather into one update.
-			time.Sleep(2 * time.Millisecond)
-			if err := flush(); err != nil {
-				return err
-			}
-		case err := <-recvErr:
-			return err
-		case <-ctx.Done():
-			_ = flush()
-			_ = st.CloseSend()
-			t := time.NewTimer(time.Second)
-			select {
-			case <-recvErr:
-			case <-t.C:
-			}
-			t.Stop()
-			return ctx.Err()
+	if !s.limiter.Allow() {
+		s.strikes++
+		if s.strikes > 4*int(max(s.b.cfg.RequestRate, 1)) {
+			s.closeWith(CloseRateLimited, "request rate limit exceeded repeatedly", true, 1000)
+			return false
+		}
+		metricRateLimited.WithLabelValues("request_rate").Inc()
+		s.sendError(fr.Id, reqErr(ErrRateLimited, "too many requests: the limit is %g per second", s.b.cfg.RequestRate))
+		return true
+	}
+	s.strikes = 0
+	var (
+		reply *heraldv1.ServerFrame
+		err   error
+	)
+	switch body := fr.Body.(type) {
+	case *heraldv1.ClientFrame_Connect:
+		err = reqErr(ErrAlreadyConnected, "already connected")
+	case *heraldv1.ClientFrame_Refresh:
+		reply, err = s.refresh(body.Refresh)
+	case *heraldv1.ClientFrame_Subscribe:
+		// The reply is queued by subscribe itself, in order with the
+		// replayed publications.
+		err = s.subscribe(fr.Id, body.Subscribe.Channel, body.Subscribe.Since)
+	case *heraldv1.ClientFrame_Unsubscribe:
+		reply, err = s.unsubscribe(body.Unsubscribe.Channel)
+	case *heraldv1.ClientFrame_Publish:
+		reply, err = s.publish(body.Publish)
+	case *heraldv1.ClientFrame_History:
+		reply, err = s.history(body.History)
+	case *heraldv1.ClientFrame_Presence:
+		reply, err = s.presence(body.Presence.Channel)
+	case *heraldv1.ClientFrame_PresenceStats:
+		reply, err = s.presenceStats(body.PresenceStats.Channel)
+	case *heraldv1.ClientFrame_Ping:
+		reply = &heraldv1.ServerFrame{Body: &heraldv1.ServerFrame_Pong{Pong: &heraldv1.PingFrame{}}}
+	}
+	var ce *closeError
+	switch {
+	case errors.As(err, &ce):
+		s.closeWith(ce.code, ce.reason, false, 0)
+		return false
+	case err != nil:
+		s.sendError(fr.Id, fromStatus(err))
+	case reply != nil:
+		reply.Id = fr.Id
+		s.send(reply)
+	}
+	return true
+}
+
+// connect authenticates the session with what the client presented and
+// the connect frame, replies `connect` (id reqID), then subscribes the
+// personal channel and the channels the authenticator or the transport
+// named (each announced by a `subscribed` push). initial, when set, gives
+// once the user is known the transport's own resume positions (SSE:
+// those of Last-Event-ID) of the personal channel and of the channels it
+// subscribes at connect (the URL's). It returns false when the session
+// was refused (and is closing).
+func (s *session) connect(reqID uint32, f *heraldv1.ConnectFrame, initial func(user string) (*heraldv1.StreamPosition, []initialSub)) bool {
+	creds := s.creds
+	if creds == nil {
+		creds = &credentials{}
+	}
+	s.creds = nil
+	if f.Token != "" {
+		creds.token = f.Token
+	}
+	creds.name = f.Name
+	ctx, cancel := s.b.callContext()
+	id, err := s.b.auth.authenticate(ctx, creds)
+	cancel()
+	var ref *refusal
+	if errors.As(err, &ref) {
+		s.authFailed(ref)
+		s.closeWith(ref.code, ref.reason, ref.reconnect, ref.delayMs)
+		return false
+	}
+	if err != nil {
+		s.b.log.Warn("authentication failed", "conn", s.id, "transport", s.t.kind.String(), "err", err)
+		s.closeWith(CloseShutdown, "authentication unavailable; reconnect later", true, 1000)
+		return false
+	}
+	s.ident = id
+	if id != nil {
+		s.user = id.user
+		if !s.b.addUser(s) {
+			s.closeWith(CloseTooManyConns, "too many connections for this user", true, 5000)
+			return false
+		}
+		s.userAdded = true
+	}
+	s.limiter = rate.NewLimiter(rate.Limit(s.b.cfg.RequestRate), 4*int(max(s.b.cfg.RequestRate, 1)))
+	s.authed.Store(true)
+	s.authOK()
+	connected := &heraldv1.ConnectedFrame{
+		Client:       s.id,
+		User:         s.user,
+		Version:      s.b.version,
+		PingInterval: uint32(s.b.cfg.PingInterval.D() / time.Second),
+	}
+	if s.cmds != nil {
+		connected.SessionToken = s.cmds.token
+	}
+	personalSince := f.PersonalSince
+	var subs []initialSub
+	if initial != nil {
+		if p, in := initial(s.user); p != nil || in != nil {
+			personalSince, subs = p, in
 		}
 	}
+	s.armExpiry(connected, nil)
+	s.send(&heraldv1.ServerFrame{Id: reqID, Body: &heraldv1.ServerFrame_Connect{Connect: connected}})
+	if s.user != "" {
+		// With personal_since, the `subscribed` push says whether what was
+		// published while the client was away is recovered, and it follows.
+		if err := s.subscribe(0, personalChannel(s.user), personalSince); err != nil {
+			// Not a warning per session when the core is unreachable or
+			// refuses the bridge: that is logged once, elsewhere.
+			level := slog.LevelWarn
+			if fromStatus(err).code.temporary() {
+				level = slog.LevelDebug
+			}
+			s.b.log.Log(context.Background(), level, "personal channel subscription failed", "user", s.user, "err", err)
+			s.sendError(0, fromStatus(err))
+		}
+	}
+	if id != nil {
+		for _, name := range id.subscribe {
+			subs = append(subs, initialSub{channel: name})
+		}
+	}
+	for _, in := range subs {
+		if s.closed() {
+			break
+		}
+		if err := s.subscribe(0, in.channel, in.since); err != nil {
+			s.sendError(0, fromStatus(err))
+		}
+	}
+	return true
+}
+
+// initialSub is a channel subscribed at connect, with the position to
+// resume after (nil: from now).
+type initialSub struct {
+	channel string
+	since   *heraldv1.StreamPosition
+}
+
+func personalChannel(user string) string { return "user:" + user }
+
+// clientInfo returns the session's presence identity, built on first
+// use: most sessions never join a presence namespace. It is called by
+// request handling only (one message at a time), so it needs no lock.
+func (s *session) clientInfo() *heraldv1.ClientInfo {
+	if s.info == nil {
+		s.info = s.ident.clientInfo(s.id)
+	}
+	return s.info
+}
+
+// armExpiry (re)starts the timer closing the session when its identity
+// expires, and fills expires_in.
+func (s *session) armExpiry(connected *heraldv1.ConnectedFrame, refreshed *heraldv1.RefreshedFrame) {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	if s.expTimer != nil {
+		s.expTimer.Stop()
+		s.expTimer = nil
+	}
+	if s.ident == nil || s.ident.expires.IsZero() || s.closed() {
+		return
+	}
+	d := time.Until(s.ident.expires)
+	secs := uint32(max(d, 0) / time.Second)
+	if connected != nil {
+		connected.ExpiresIn = max(secs, 1)
+	}
+	if refreshed != nil {
+		refreshed.ExpiresIn = max(secs, 1)
+	}
+	s.expTimer = time.AfterFunc(d, func() {
+		s.closeWith(CloseTokenExpired, "token expired; reconnect with a fresh token", true, 0)
+	})
+}
+
+// refresh replaces the session's identity with the one a new token gives,
+// for the same user.
+func (s *session) refresh(f *heraldv1.RefreshFrame) (*heraldv1.ServerFrame, error) {
+	if s.ident == nil {
+		return nil, reqErr(ErrInvalidToken, "anonymous connections have no token to refresh")
+	}
+	ctx, cancel := s.b.callContext()
+	id, err := s.b.auth.refresh(ctx, s.ident, f.Token)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	id.info = s.ident.info // presence keeps the info the session joined with
+	s.ident = id
+	out := &heraldv1.RefreshedFrame{}
+	s.armExpiry(nil, out)
+	return &heraldv1.ServerFrame{Body: &heraldv1.ServerFrame_Refresh{Refresh: out}}, nil
+}
+
+func (b *Bridge) callContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(b.ctx, callTimeout)
 }

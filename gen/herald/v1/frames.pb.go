@@ -1156,7 +1156,12 @@ type ConnectedFrame struct {
 	// Server version.
 	Version string `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
 	// Interval of server pings, in seconds.
-	PingInterval  uint32 `protobuf:"varint,5,opt,name=ping_interval,json=pingInterval,proto3" json:"ping_interval,omitempty"`
+	PingInterval uint32 `protobuf:"varint,5,opt,name=ping_interval,json=pingInterval,proto3" json:"ping_interval,omitempty"`
+	// On SSE and HTTP streaming (transports the client cannot send on), the
+	// token that authenticates the commands it POSTs to the bridge's
+	// /command endpoint for this session (`Authorization: Bearer <token>`).
+	// Unguessable, valid for this session only; empty on WebSocket.
+	SessionToken  string `protobuf:"bytes,6,opt,name=session_token,json=sessionToken,proto3" json:"session_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1224,6 +1229,13 @@ func (x *ConnectedFrame) GetPingInterval() uint32 {
 		return x.PingInterval
 	}
 	return 0
+}
+
+func (x *ConnectedFrame) GetSessionToken() string {
+	if x != nil {
+		return x.SessionToken
+	}
+	return ""
 }
 
 // RefreshedFrame accepts a new token.
@@ -1548,14 +1560,15 @@ const file_herald_v1_frames_proto_rawDesc = "" +
 	"ErrorFrame\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +
-	"\ttemporary\x18\x03 \x01(\bR\ttemporary\"\x9a\x01\n" +
+	"\ttemporary\x18\x03 \x01(\bR\ttemporary\"\xbf\x01\n" +
 	"\x0eConnectedFrame\x12\x16\n" +
 	"\x06client\x18\x01 \x01(\tR\x06client\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x1d\n" +
 	"\n" +
 	"expires_in\x18\x03 \x01(\rR\texpiresIn\x12\x18\n" +
 	"\aversion\x18\x04 \x01(\tR\aversion\x12#\n" +
-	"\rping_interval\x18\x05 \x01(\rR\fpingInterval\"/\n" +
+	"\rping_interval\x18\x05 \x01(\rR\fpingInterval\x12#\n" +
+	"\rsession_token\x18\x06 \x01(\tR\fsessionToken\"/\n" +
 	"\x0eRefreshedFrame\x12\x1d\n" +
 	"\n" +
 	"expires_in\x18\x01 \x01(\rR\texpiresIn\"\xa2\x01\n" +

@@ -2419,6 +2419,7 @@ type BridgeSessionRequest struct {
 	//
 	//	*BridgeSessionRequest_Hello
 	//	*BridgeSessionRequest_Presence
+	//	*BridgeSessionRequest_Command
 	Msg           isBridgeSessionRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2479,6 +2480,15 @@ func (x *BridgeSessionRequest) GetPresence() *PresenceUpdate {
 	return nil
 }
 
+func (x *BridgeSessionRequest) GetCommand() *SessionCommand {
+	if x != nil {
+		if x, ok := x.Msg.(*BridgeSessionRequest_Command); ok {
+			return x.Command
+		}
+	}
+	return nil
+}
+
 type isBridgeSessionRequest_Msg interface {
 	isBridgeSessionRequest_Msg()
 }
@@ -2493,9 +2503,17 @@ type BridgeSessionRequest_Presence struct {
 	Presence *PresenceUpdate `protobuf:"bytes,2,opt,name=presence,proto3,oneof"`
 }
 
+type BridgeSessionRequest_Command struct {
+	// A command POSTed to this bridge for a session it does not hold: the
+	// core passes it to every bridge (BridgeSessionResponse.command).
+	Command *SessionCommand `protobuf:"bytes,3,opt,name=command,proto3,oneof"`
+}
+
 func (*BridgeSessionRequest_Hello) isBridgeSessionRequest_Msg() {}
 
 func (*BridgeSessionRequest_Presence) isBridgeSessionRequest_Msg() {}
+
+func (*BridgeSessionRequest_Command) isBridgeSessionRequest_Msg() {}
 
 // BridgeHello identifies a bridge.
 type BridgeHello struct {
@@ -2607,6 +2625,7 @@ type BridgeSessionResponse struct {
 	//
 	//	*BridgeSessionResponse_Disconnect
 	//	*BridgeSessionResponse_Unsubscribe
+	//	*BridgeSessionResponse_Command
 	Msg           isBridgeSessionResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2667,6 +2686,15 @@ func (x *BridgeSessionResponse) GetUnsubscribe() *UnsubscribeRequest {
 	return nil
 }
 
+func (x *BridgeSessionResponse) GetCommand() *SessionCommand {
+	if x != nil {
+		if x, ok := x.Msg.(*BridgeSessionResponse_Command); ok {
+			return x.Command
+		}
+	}
+	return nil
+}
+
 type isBridgeSessionResponse_Msg interface {
 	isBridgeSessionResponse_Msg()
 }
@@ -2681,9 +2709,104 @@ type BridgeSessionResponse_Unsubscribe struct {
 	Unsubscribe *UnsubscribeRequest `protobuf:"bytes,2,opt,name=unsubscribe,proto3,oneof"`
 }
 
+type BridgeSessionResponse_Command struct {
+	// A command for a session of an SSE or HTTP-streaming client, POSTed to
+	// another bridge; the bridge holding the session handles it, the others
+	// ignore it.
+	Command *SessionCommand `protobuf:"bytes,3,opt,name=command,proto3,oneof"`
+}
+
 func (*BridgeSessionResponse_Disconnect) isBridgeSessionResponse_Msg() {}
 
 func (*BridgeSessionResponse_Unsubscribe) isBridgeSessionResponse_Msg() {}
+
+func (*BridgeSessionResponse_Command) isBridgeSessionResponse_Msg() {}
+
+// SessionCommand carries client frames POSTed for a session to a bridge that
+// does not hold it, so that any bridge behind a load balancer can take a
+// session's commands.
+type SessionCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session's client id (ConnectedFrame.client).
+	Session string `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	// SHA-256 of the session token the POST presented; the bridge holding the
+	// session compares it with its own (the token itself never travels).
+	TokenSha256 []byte `protobuf:"bytes,2,opt,name=token_sha256,json=tokenSha256,proto3" json:"token_sha256,omitempty"`
+	// The client frames, in the session's subprotocol: newline-separated JSON
+	// for herald.json, varint-length-prefixed protobuf for herald.proto.
+	Frames []byte `protobuf:"bytes,3,opt,name=frames,proto3" json:"frames,omitempty"`
+	// Whether frames are herald.proto (binary) rather than herald.json.
+	Binary bool `protobuf:"varint,4,opt,name=binary,proto3" json:"binary,omitempty"`
+	// The bridge that received the POST.
+	Origin        string `protobuf:"bytes,5,opt,name=origin,proto3" json:"origin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionCommand) Reset() {
+	*x = SessionCommand{}
+	mi := &file_herald_v1_herald_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionCommand) ProtoMessage() {}
+
+func (x *SessionCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionCommand.ProtoReflect.Descriptor instead.
+func (*SessionCommand) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SessionCommand) GetSession() string {
+	if x != nil {
+		return x.Session
+	}
+	return ""
+}
+
+func (x *SessionCommand) GetTokenSha256() []byte {
+	if x != nil {
+		return x.TokenSha256
+	}
+	return nil
+}
+
+func (x *SessionCommand) GetFrames() []byte {
+	if x != nil {
+		return x.Frames
+	}
+	return nil
+}
+
+func (x *SessionCommand) GetBinary() bool {
+	if x != nil {
+		return x.Binary
+	}
+	return false
+}
+
+func (x *SessionCommand) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
 
 var File_herald_v1_herald_proto protoreflect.FileDescriptor
 
@@ -2832,22 +2955,30 @@ const file_herald_v1_herald_proto_rawDesc = "" +
 	"\bchannels\x18\x05 \x01(\rR\bchannels\x12\x18\n" +
 	"\astreams\x18\x06 \x01(\rR\astreams\x12\x18\n" +
 	"\aclients\x18\a \x01(\rR\aclients\x12\x18\n" +
-	"\abridges\x18\b \x01(\rR\abridges\"\x86\x01\n" +
+	"\abridges\x18\b \x01(\rR\abridges\"\xbd\x01\n" +
 	"\x14BridgeSessionRequest\x12.\n" +
 	"\x05hello\x18\x01 \x01(\v2\x16.herald.v1.BridgeHelloH\x00R\x05hello\x127\n" +
-	"\bpresence\x18\x02 \x01(\v2\x19.herald.v1.PresenceUpdateH\x00R\bpresenceB\x05\n" +
+	"\bpresence\x18\x02 \x01(\v2\x19.herald.v1.PresenceUpdateH\x00R\bpresence\x125\n" +
+	"\acommand\x18\x03 \x01(\v2\x19.herald.v1.SessionCommandH\x00R\acommandB\x05\n" +
 	"\x03msg\"%\n" +
 	"\vBridgeHello\x12\x16\n" +
 	"\x06bridge\x18\x01 \x01(\tR\x06bridge\"r\n" +
 	"\x0ePresenceUpdate\x12.\n" +
 	"\x05joins\x18\x01 \x03(\v2\x18.herald.v1.PresenceEventR\x05joins\x120\n" +
-	"\x06leaves\x18\x02 \x03(\v2\x18.herald.v1.PresenceEventR\x06leaves\"\xa1\x01\n" +
+	"\x06leaves\x18\x02 \x03(\v2\x18.herald.v1.PresenceEventR\x06leaves\"\xd8\x01\n" +
 	"\x15BridgeSessionResponse\x12>\n" +
 	"\n" +
 	"disconnect\x18\x01 \x01(\v2\x1c.herald.v1.DisconnectRequestH\x00R\n" +
 	"disconnect\x12A\n" +
-	"\vunsubscribe\x18\x02 \x01(\v2\x1d.herald.v1.UnsubscribeRequestH\x00R\vunsubscribeB\x05\n" +
-	"\x03msg*a\n" +
+	"\vunsubscribe\x18\x02 \x01(\v2\x1d.herald.v1.UnsubscribeRequestH\x00R\vunsubscribe\x125\n" +
+	"\acommand\x18\x03 \x01(\v2\x19.herald.v1.SessionCommandH\x00R\acommandB\x05\n" +
+	"\x03msg\"\x95\x01\n" +
+	"\x0eSessionCommand\x12\x18\n" +
+	"\asession\x18\x01 \x01(\tR\asession\x12!\n" +
+	"\ftoken_sha256\x18\x02 \x01(\fR\vtokenSha256\x12\x16\n" +
+	"\x06frames\x18\x03 \x01(\fR\x06frames\x12\x16\n" +
+	"\x06binary\x18\x04 \x01(\bR\x06binary\x12\x16\n" +
+	"\x06origin\x18\x05 \x01(\tR\x06origin*a\n" +
 	"\rPayloadFormat\x12\x1e\n" +
 	"\x1aPAYLOAD_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PAYLOAD_FORMAT_RAW\x10\x01\x12\x18\n" +
@@ -2883,7 +3014,7 @@ func file_herald_v1_herald_proto_rawDescGZIP() []byte {
 }
 
 var file_herald_v1_herald_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_herald_v1_herald_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_herald_v1_herald_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_herald_v1_herald_proto_goTypes = []any{
 	(PayloadFormat)(0),               // 0: herald.v1.PayloadFormat
 	(*StreamPosition)(nil),           // 1: herald.v1.StreamPosition
@@ -2922,25 +3053,26 @@ var file_herald_v1_herald_proto_goTypes = []any{
 	(*BridgeHello)(nil),              // 34: herald.v1.BridgeHello
 	(*PresenceUpdate)(nil),           // 35: herald.v1.PresenceUpdate
 	(*BridgeSessionResponse)(nil),    // 36: herald.v1.BridgeSessionResponse
-	nil,                              // 37: herald.v1.Publication.TagsEntry
-	nil,                              // 38: herald.v1.PublishRequest.TagsEntry
-	nil,                              // 39: herald.v1.BroadcastRequest.TagsEntry
-	(*structpb.Value)(nil),           // 40: google.protobuf.Value
+	(*SessionCommand)(nil),           // 37: herald.v1.SessionCommand
+	nil,                              // 38: herald.v1.Publication.TagsEntry
+	nil,                              // 39: herald.v1.PublishRequest.TagsEntry
+	nil,                              // 40: herald.v1.BroadcastRequest.TagsEntry
+	(*structpb.Value)(nil),           // 41: google.protobuf.Value
 }
 var file_herald_v1_herald_proto_depIdxs = []int32{
-	40, // 0: herald.v1.Publication.data:type_name -> google.protobuf.Value
-	37, // 1: herald.v1.Publication.tags:type_name -> herald.v1.Publication.TagsEntry
+	41, // 0: herald.v1.Publication.data:type_name -> google.protobuf.Value
+	38, // 1: herald.v1.Publication.tags:type_name -> herald.v1.Publication.TagsEntry
 	3,  // 2: herald.v1.Publication.publisher:type_name -> herald.v1.ClientInfo
-	40, // 3: herald.v1.ClientInfo.info:type_name -> google.protobuf.Value
-	40, // 4: herald.v1.PublishRequest.data:type_name -> google.protobuf.Value
-	38, // 5: herald.v1.PublishRequest.tags:type_name -> herald.v1.PublishRequest.TagsEntry
+	41, // 3: herald.v1.ClientInfo.info:type_name -> google.protobuf.Value
+	41, // 4: herald.v1.PublishRequest.data:type_name -> google.protobuf.Value
+	39, // 5: herald.v1.PublishRequest.tags:type_name -> herald.v1.PublishRequest.TagsEntry
 	3,  // 6: herald.v1.PublishRequest.publisher:type_name -> herald.v1.ClientInfo
 	1,  // 7: herald.v1.PublishResponse.position:type_name -> herald.v1.StreamPosition
 	4,  // 8: herald.v1.PublishStreamRequest.publish:type_name -> herald.v1.PublishRequest
 	5,  // 9: herald.v1.PublishStreamResponse.ok:type_name -> herald.v1.PublishResponse
 	8,  // 10: herald.v1.PublishStreamResponse.error:type_name -> herald.v1.Error
-	40, // 11: herald.v1.BroadcastRequest.data:type_name -> google.protobuf.Value
-	39, // 12: herald.v1.BroadcastRequest.tags:type_name -> herald.v1.BroadcastRequest.TagsEntry
+	41, // 11: herald.v1.BroadcastRequest.data:type_name -> google.protobuf.Value
+	40, // 12: herald.v1.BroadcastRequest.tags:type_name -> herald.v1.BroadcastRequest.TagsEntry
 	7,  // 13: herald.v1.BroadcastResponse.results:type_name -> herald.v1.PublishStreamResponse
 	1,  // 14: herald.v1.SubscribeRequest.since:type_name -> herald.v1.StreamPosition
 	0,  // 15: herald.v1.SubscribeRequest.payload_format:type_name -> herald.v1.PayloadFormat
@@ -2963,41 +3095,43 @@ var file_herald_v1_herald_proto_depIdxs = []int32{
 	1,  // 32: herald.v1.ChannelInfo.position:type_name -> herald.v1.StreamPosition
 	34, // 33: herald.v1.BridgeSessionRequest.hello:type_name -> herald.v1.BridgeHello
 	35, // 34: herald.v1.BridgeSessionRequest.presence:type_name -> herald.v1.PresenceUpdate
-	17, // 35: herald.v1.PresenceUpdate.joins:type_name -> herald.v1.PresenceEvent
-	17, // 36: herald.v1.PresenceUpdate.leaves:type_name -> herald.v1.PresenceEvent
-	27, // 37: herald.v1.BridgeSessionResponse.disconnect:type_name -> herald.v1.DisconnectRequest
-	29, // 38: herald.v1.BridgeSessionResponse.unsubscribe:type_name -> herald.v1.UnsubscribeRequest
-	4,  // 39: herald.v1.HeraldService.Publish:input_type -> herald.v1.PublishRequest
-	6,  // 40: herald.v1.HeraldService.PublishStream:input_type -> herald.v1.PublishStreamRequest
-	9,  // 41: herald.v1.HeraldService.Broadcast:input_type -> herald.v1.BroadcastRequest
-	11, // 42: herald.v1.HeraldService.Subscribe:input_type -> herald.v1.SubscribeRequest
-	13, // 43: herald.v1.HeraldService.SubscribeMany:input_type -> herald.v1.SubscribeManyRequest
-	18, // 44: herald.v1.HeraldService.History:input_type -> herald.v1.HistoryRequest
-	20, // 45: herald.v1.HeraldService.Presence:input_type -> herald.v1.PresenceRequest
-	22, // 46: herald.v1.HeraldService.PresenceStats:input_type -> herald.v1.PresenceStatsRequest
-	24, // 47: herald.v1.HeraldService.Channels:input_type -> herald.v1.ChannelsRequest
-	27, // 48: herald.v1.HeraldService.Disconnect:input_type -> herald.v1.DisconnectRequest
-	29, // 49: herald.v1.HeraldService.Unsubscribe:input_type -> herald.v1.UnsubscribeRequest
-	31, // 50: herald.v1.HeraldService.Info:input_type -> herald.v1.InfoRequest
-	33, // 51: herald.v1.HeraldService.BridgeSession:input_type -> herald.v1.BridgeSessionRequest
-	5,  // 52: herald.v1.HeraldService.Publish:output_type -> herald.v1.PublishResponse
-	7,  // 53: herald.v1.HeraldService.PublishStream:output_type -> herald.v1.PublishStreamResponse
-	10, // 54: herald.v1.HeraldService.Broadcast:output_type -> herald.v1.BroadcastResponse
-	12, // 55: herald.v1.HeraldService.Subscribe:output_type -> herald.v1.SubscribeResponse
-	15, // 56: herald.v1.HeraldService.SubscribeMany:output_type -> herald.v1.SubscribeManyResponse
-	19, // 57: herald.v1.HeraldService.History:output_type -> herald.v1.HistoryResponse
-	21, // 58: herald.v1.HeraldService.Presence:output_type -> herald.v1.PresenceResponse
-	23, // 59: herald.v1.HeraldService.PresenceStats:output_type -> herald.v1.PresenceStatsResponse
-	25, // 60: herald.v1.HeraldService.Channels:output_type -> herald.v1.ChannelsResponse
-	28, // 61: herald.v1.HeraldService.Disconnect:output_type -> herald.v1.DisconnectResponse
-	30, // 62: herald.v1.HeraldService.Unsubscribe:output_type -> herald.v1.UnsubscribeResponse
-	32, // 63: herald.v1.HeraldService.Info:output_type -> herald.v1.InfoResponse
-	36, // 64: herald.v1.HeraldService.BridgeSession:output_type -> herald.v1.BridgeSessionResponse
-	52, // [52:65] is the sub-list for method output_type
-	39, // [39:52] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	37, // 35: herald.v1.BridgeSessionRequest.command:type_name -> herald.v1.SessionCommand
+	17, // 36: herald.v1.PresenceUpdate.joins:type_name -> herald.v1.PresenceEvent
+	17, // 37: herald.v1.PresenceUpdate.leaves:type_name -> herald.v1.PresenceEvent
+	27, // 38: herald.v1.BridgeSessionResponse.disconnect:type_name -> herald.v1.DisconnectRequest
+	29, // 39: herald.v1.BridgeSessionResponse.unsubscribe:type_name -> herald.v1.UnsubscribeRequest
+	37, // 40: herald.v1.BridgeSessionResponse.command:type_name -> herald.v1.SessionCommand
+	4,  // 41: herald.v1.HeraldService.Publish:input_type -> herald.v1.PublishRequest
+	6,  // 42: herald.v1.HeraldService.PublishStream:input_type -> herald.v1.PublishStreamRequest
+	9,  // 43: herald.v1.HeraldService.Broadcast:input_type -> herald.v1.BroadcastRequest
+	11, // 44: herald.v1.HeraldService.Subscribe:input_type -> herald.v1.SubscribeRequest
+	13, // 45: herald.v1.HeraldService.SubscribeMany:input_type -> herald.v1.SubscribeManyRequest
+	18, // 46: herald.v1.HeraldService.History:input_type -> herald.v1.HistoryRequest
+	20, // 47: herald.v1.HeraldService.Presence:input_type -> herald.v1.PresenceRequest
+	22, // 48: herald.v1.HeraldService.PresenceStats:input_type -> herald.v1.PresenceStatsRequest
+	24, // 49: herald.v1.HeraldService.Channels:input_type -> herald.v1.ChannelsRequest
+	27, // 50: herald.v1.HeraldService.Disconnect:input_type -> herald.v1.DisconnectRequest
+	29, // 51: herald.v1.HeraldService.Unsubscribe:input_type -> herald.v1.UnsubscribeRequest
+	31, // 52: herald.v1.HeraldService.Info:input_type -> herald.v1.InfoRequest
+	33, // 53: herald.v1.HeraldService.BridgeSession:input_type -> herald.v1.BridgeSessionRequest
+	5,  // 54: herald.v1.HeraldService.Publish:output_type -> herald.v1.PublishResponse
+	7,  // 55: herald.v1.HeraldService.PublishStream:output_type -> herald.v1.PublishStreamResponse
+	10, // 56: herald.v1.HeraldService.Broadcast:output_type -> herald.v1.BroadcastResponse
+	12, // 57: herald.v1.HeraldService.Subscribe:output_type -> herald.v1.SubscribeResponse
+	15, // 58: herald.v1.HeraldService.SubscribeMany:output_type -> herald.v1.SubscribeManyResponse
+	19, // 59: herald.v1.HeraldService.History:output_type -> herald.v1.HistoryResponse
+	21, // 60: herald.v1.HeraldService.Presence:output_type -> herald.v1.PresenceResponse
+	23, // 61: herald.v1.HeraldService.PresenceStats:output_type -> herald.v1.PresenceStatsResponse
+	25, // 62: herald.v1.HeraldService.Channels:output_type -> herald.v1.ChannelsResponse
+	28, // 63: herald.v1.HeraldService.Disconnect:output_type -> herald.v1.DisconnectResponse
+	30, // 64: herald.v1.HeraldService.Unsubscribe:output_type -> herald.v1.UnsubscribeResponse
+	32, // 65: herald.v1.HeraldService.Info:output_type -> herald.v1.InfoResponse
+	36, // 66: herald.v1.HeraldService.BridgeSession:output_type -> herald.v1.BridgeSessionResponse
+	54, // [54:67] is the sub-list for method output_type
+	41, // [41:54] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_herald_proto_init() }
@@ -3044,10 +3178,12 @@ func file_herald_v1_herald_proto_init() {
 	file_herald_v1_herald_proto_msgTypes[32].OneofWrappers = []any{
 		(*BridgeSessionRequest_Hello)(nil),
 		(*BridgeSessionRequest_Presence)(nil),
+		(*BridgeSessionRequest_Command)(nil),
 	}
 	file_herald_v1_herald_proto_msgTypes[35].OneofWrappers = []any{
 		(*BridgeSessionResponse_Disconnect)(nil),
 		(*BridgeSessionResponse_Unsubscribe)(nil),
+		(*BridgeSessionResponse_Command)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3055,7 +3191,7 @@ func file_herald_v1_herald_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_herald_proto_rawDesc), len(file_herald_v1_herald_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   39,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

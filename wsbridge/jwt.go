@@ -1,6 +1,7 @@
 package wsbridge
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,6 +44,10 @@ type identity struct {
 	channels []string
 	info     *structpb.Value
 	expires  time.Time // zero: never
+	// subscribe are channels the session is subscribed to at connect,
+	// besides the personal channel (an authenticator may name them; JWTs
+	// do not).
+	subscribe []string
 }
 
 // newVerifier returns the verifier of the bridge's JWT options: keys, and
@@ -155,4 +160,39 @@ func (id *identity) clientInfo(client string) *heraldv1.ClientInfo {
 		return &heraldv1.ClientInfo{Client: client}
 	}
 	return &heraldv1.ClientInfo{Client: client, User: id.user, Info: id.info}
+}
+
+// jwtAuth authenticates with JWTs (verifier); an empty token connects
+// anonymously where that is allowed.
+type jwtAuth struct {
+	v         *verifier
+	anonymous bool
+}
+
+func (a *jwtAuth) authenticate(_ context.Context, c *credentials) (*identity, error) {
+	if c.token == "" {
+		if a.anonymous {
+			return nil, nil
+		}
+		return nil, &refusal{code: CloseInvalidToken, reason: "a token is required", metric: "missing_token"}
+	}
+	id, err := a.v.verify(c.token)
+	if errors.Is(err, jwt.ErrTokenExpired) {
+		return nil, &refusal{code: CloseTokenExpired, reason: "token expired", reconnect: true, metric: "expired_token"}
+	}
+	if err != nil {
+		return nil, &refusal{code: CloseInvalidToken, reason: err.Error(), metric: "invalid_token", err: err}
+	}
+	return id, nil
+}
+
+func (a *jwtAuth) refresh(_ context.Context, cur *identity, token string) (*identity, error) {
+	id, err := a.v.verify(token)
+	if err != nil {
+		return nil, reqErr(ErrInvalidToken, "%s", err.Error())
+	}
+	if id.user != cur.user {
+		return nil, &closeError{CloseForbidden, "refresh token is for another user"}
+	}
+	return id, nil
 }

@@ -1,0 +1,236 @@
+package wsbridge
+
+import (
+	"context"
+	mrand "math/rand/v2"
+	"sync"
+	"time"
+
+	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+)
+
+// control keeps the bridge's control stream to the core (BridgeSession):
+// it reports presence (which session is subscribed where, for namespaces
+// with presence on), batched, and applies the core's Disconnect and
+// Unsubscribe commands. When the stream breaks, the core forgets the
+// bridge's presence; control reconnects and reports every current
+// membership again.
+type control struct {
+	b *Bridge
+
+	mu       sync.Mutex
+	desired  map[memberKey]*heraldv1.ClientInfo // memberships that exist
+	reported map[memberKey]*heraldv1.ClientInfo // what the core was told
+	dirty    map[memberKey]struct{}
+	kick     chan struct{}                 // capacity 1: a flush is wanted
+	fwd      chan *heraldv1.SessionCommand // commands for sessions of other bridges, to send
+}
+
+// forwardQueue bounds the commands waiting to be forwarded to the core.
+const forwardQueue = 256
+
+type memberKey struct {
+	channel string
+	client  *session
+}
+
+func newControl(b *Bridge) *control {
+	return &control{
+		b:        b,
+		desired:  make(map[memberKey]*heraldv1.ClientInfo),
+		reported: make(map[memberKey]*heraldv1.ClientInfo),
+		dirty:    make(map[memberKey]struct{}),
+		kick:     make(chan struct{}, 1),
+		fwd:      make(chan *heraldv1.SessionCommand, forwardQueue),
+	}
+}
+
+func (s *control) wantsPresence(channel string) bool {
+	ns, err := s.b.ns.lookup(channel)
+	return err == nil && ns.Presence
+}
+
+// join records that c subscribed to channel.
+func (s *control) join(channel string, c *session) {
+	if !s.wantsPresence(channel) {
+		return
+	}
+	k := memberKey{channel, c}
+	s.mu.Lock()
+	s.desired[k] = c.clientInfo()
+	s.dirty[k] = struct{}{}
+	s.mu.Unlock()
+	s.wake()
+}
+
+// leave records that c left channel.
+func (s *control) leave(channel string, c *session) {
+	k := memberKey{channel, c}
+	s.mu.Lock()
+	if _, ok := s.desired[k]; !ok {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.desired, k)
+	s.dirty[k] = struct{}{}
+	s.mu.Unlock()
+	s.wake()
+}
+
+func (s *control) wake() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// forward queues a command for a session this bridge does not hold, to be
+// sent to the core on the control stream; false when too many wait.
+func (s *control) forward(cmd *heraldv1.SessionCommand) bool {
+	select {
+	case s.fwd <- cmd:
+		return true
+	default:
+		return false
+	}
+}
+
+// batch returns the changes not yet reported, and marks them reported.
+func (s *control) batch() *heraldv1.PresenceUpdate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.dirty) == 0 {
+		return nil
+	}
+	up := &heraldv1.PresenceUpdate{}
+	for k := range s.dirty {
+		want, have := s.desired[k], s.reported[k]
+		switch {
+		case want != nil && have == nil:
+			up.Joins = append(up.Joins, &heraldv1.PresenceEvent{Channel: k.channel, Client: want})
+			s.reported[k] = want
+		case want == nil && have != nil:
+			up.Leaves = append(up.Leaves, &heraldv1.PresenceEvent{Channel: k.channel, Client: have})
+			delete(s.reported, k)
+		}
+	}
+	clear(s.dirty)
+	if len(up.Joins) == 0 && len(up.Leaves) == 0 {
+		return nil
+	}
+	return up
+}
+
+// reset forgets what the core knew (its session ended) so that every
+// membership is reported again.
+func (s *control) reset() {
+	s.mu.Lock()
+	clear(s.reported)
+	for k := range s.desired {
+		s.dirty[k] = struct{}{}
+	}
+	s.mu.Unlock()
+}
+
+// flushFinal is called at shutdown, after every session closed: the
+// pending leaves are sent by run before it ends.
+func (s *control) flushFinal() { s.wake() }
+
+// run keeps the session up until ctx ends.
+func (s *control) run(ctx context.Context) {
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := s.stream(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > 5*time.Second {
+			backoff = 50 * time.Millisecond
+		}
+		s.b.log.Debug("bridge session broke; reconnecting", "err", err)
+		t := time.NewTimer(backoff/2 + mrand.N(backoff/2+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (s *control) stream(ctx context.Context) error {
+	// The stream outlives ctx by a moment at shutdown so that the final
+	// leaves reach the core; the core also drops everything when it ends.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	st, err := s.b.core.BridgeSession(sctx)
+	if err != nil {
+		return err
+	}
+	s.reset()
+	if err := st.Send(&heraldv1.BridgeSessionRequest{Msg: &heraldv1.BridgeSessionRequest_Hello{Hello: &heraldv1.BridgeHello{Bridge: s.b.id}}}); err != nil {
+		return err
+	}
+	recvErr := make(chan error, 1)
+	recvDone := make(chan struct{})
+	defer func() {
+		cancel()
+		<-recvDone
+	}()
+	go func() {
+		defer close(recvDone)
+		_, _ = st.Header() // the core's acceptance, watched by coreStream
+		for {
+			cmd, err := st.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			switch m := cmd.Msg.(type) {
+			case *heraldv1.BridgeSessionResponse_Disconnect:
+				s.b.disconnectUser(m.Disconnect)
+			case *heraldv1.BridgeSessionResponse_Unsubscribe:
+				s.b.unsubscribeUser(m.Unsubscribe)
+			case *heraldv1.BridgeSessionResponse_Command:
+				s.b.commands.deliverForwarded(m.Command)
+			}
+		}
+	}()
+	flush := func() error {
+		if up := s.batch(); up != nil {
+			return st.Send(&heraldv1.BridgeSessionRequest{Msg: &heraldv1.BridgeSessionRequest_Presence{Presence: up}})
+		}
+		return nil
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-s.kick:
+			// Let a burst of joins (a reconnect storm) gather into one update.
+			time.Sleep(2 * time.Millisecond)
+			if err := flush(); err != nil {
+				return err
+			}
+		case cmd := <-s.fwd:
+			if err := st.Send(&heraldv1.BridgeSessionRequest{Msg: &heraldv1.BridgeSessionRequest_Command{Command: cmd}}); err != nil {
+				return err
+			}
+		case err := <-recvErr:
+			return err
+		case <-ctx.Done():
+			_ = flush()
+			_ = st.CloseSend()
+			t := time.NewTimer(time.Second)
+			select {
+			case <-recvErr:
+			case <-t.C:
+			}
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,436 @@
+package wsbridge_test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/herald-io/herald/config"
+	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/node"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+func subscribeFrame(channel string, since *heraldv1.StreamPosition) *heraldv1.ClientFrame {
+	return &heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_Subscribe{Subscribe: &heraldv1.SubscribeFrame{Channel: channel, Since: since}}}
+}
+
+func publishFrame(channel string, v *structpb.Value) *heraldv1.ClientFrame {
+	return &heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_Publish{Publish: &heraldv1.PublishFrame{Channel: channel, Payload: &heraldv1.PublishFrame_Data{Data: v}}}}
+}
+
+// subscribedPush waits for the `subscribed` push of channel.
+func (c *streamClient) subscribedPush(channel string) *heraldv1.SubscribedFrame {
+	c.t.Helper()
+	return c.waitFor("subscribed "+channel, func(f *heraldv1.ServerFrame) bool { return f.GetSubscribed().GetChannel() == channel }).GetSubscribed()
+}
+
+// TestSSE: an EventSource-style client connects with its token in the
+// URL, is subscribed to its personal channel and the URL's channels,
+// receives publications as events whose ids resume every one of them, and
+// after a reconnect with Last-Event-ID gets exactly what it missed, with
+// recovered=true; an id of another stream resumes nothing.
+func TestSSE(t *testing.T) {
+	n := startNode(t, testConfig(), node.Serve)
+	be := backend(t, n, "")
+	q := url.Values{"token": {token(t, "u1", time.Hour, nil)}, "channel": {"chat:sse", "news:sse"}, "name": {"test/1"}}
+	c := openSSE(t, httpBase(n), q, "")
+	cf := c.connected()
+	if cf.User != "u1" || cf.SessionToken == "" || !strings.HasPrefix(cf.SessionToken, cf.Client+".") {
+		t.Fatalf("connect: %v", cf)
+	}
+	for _, ch := range []string{"user:u1", "chat:sse", "news:sse"} {
+		if s := c.subscribedPush(ch); !s.Recoverable || s.Recovered {
+			t.Fatalf("%s: %v", ch, s)
+		}
+	}
+	for i := 1; i <= 3; i++ {
+		publish(t, be, "chat:sse", fmt.Sprintf(`{"n":%d}`, i))
+	}
+	publish(t, be, "user:u1", `{"p":1}`)
+	for i := 1; i <= 3; i++ {
+		if p := c.nextPub("chat:sse"); p.Offset != uint64(i) || jsonData(t, p) != fmt.Sprintf(`{"n":%d}`, i) {
+			t.Fatalf("pub %d: %v", i, p)
+		}
+	}
+	c.nextPub("user:u1")
+	if c.lastID == "" {
+		t.Fatal("no event id")
+	}
+	for _, ev := range c.events {
+		if p := ev.frame.GetPub(); p != nil && !ev.hasID {
+			t.Fatalf("publication event without an id: %+v", ev)
+		}
+	}
+	last := c.lastID
+	c.close()
+	eventually(t, "the first stream gone", func() bool { return n.Bridge().Stats().Connections == 0 })
+
+	// Missed while away: 4..6 on chat:sse, one on the personal channel.
+	for i := 4; i <= 6; i++ {
+		publish(t, be, "chat:sse", fmt.Sprintf(`{"n":%d}`, i))
+	}
+	publish(t, be, "user:u1", `{"p":2}`)
+	c2 := openSSE(t, httpBase(n), q, last)
+	c2.connected()
+	if s := c2.subscribedPush("chat:sse"); !s.Recovered {
+		t.Fatalf("chat:sse not recovered: %v", s)
+	}
+	if s := c2.subscribedPush("user:u1"); !s.Recovered {
+		t.Fatalf("personal channel not recovered: %v", s)
+	}
+	for i := 4; i <= 6; i++ {
+		if p := c2.nextPub("chat:sse"); p.Offset != uint64(i) {
+			t.Fatalf("replay: offset %d, want %d", p.Offset, i)
+		}
+	}
+	if p := c2.nextPub("user:u1"); jsonData(t, p) != `{"p":2}` {
+		t.Fatalf("personal replay: %v", p)
+	}
+	publish(t, be, "chat:sse", `{"n":7}`)
+	if p := c2.nextPub("chat:sse"); p.Offset != 7 {
+		t.Fatalf("live after the replay: %v", p)
+	}
+	// Every publication once: nothing before 4 was replayed.
+	for _, fr := range c2.buf {
+		if p := fr.GetPub(); p != nil {
+			t.Fatalf("unexpected publication %v", p)
+		}
+	}
+
+	// The id of another stream (other channels) resumes nothing.
+	q3 := url.Values{"token": {token(t, "u1", time.Hour, nil)}, "channel": {"chat:sse"}}
+	c3 := openSSE(t, httpBase(n), q3, last)
+	c3.connected()
+	if s := c3.subscribedPush("chat:sse"); s.Recovered {
+		t.Fatalf("resumed with another stream's id: %v", s)
+	}
+}
+
+// TestSSECommands: a session on SSE subscribes, publishes, reads history
+// and presence and unsubscribes through POST /command with its session
+// token; replies come on the stream with the requests' ids. A POST without
+// the right token, with a body in the wrong format, or too large, is
+// refused with an HTTP status and disturbs nothing.
+func TestSSECommands(t *testing.T) {
+	cfg := testConfig()
+	cfg.Bridge.MaxFrame = 2048
+	n := startNode(t, cfg, node.Serve)
+	be := backend(t, n, "")
+	c := openSSE(t, httpBase(n), url.Values{"token": {token(t, "u2", time.Hour, nil)}}, "")
+	c.connected()
+	c.subscribedPush("user:u2")
+	if r := c.request(subscribeFrame("chat:cmd", nil)); r.GetSubscribe() == nil {
+		t.Fatalf("subscribe: %v", r)
+	}
+	r := c.request(publishFrame("chat:cmd", structpb.NewStringValue("from-sse")))
+	if r.GetPublish().GetPosition().GetOffset() != 1 {
+		t.Fatalf("publish: %v", r)
+	}
+	if p := c.nextPub("chat:cmd"); jsonData(t, p) != `"from-sse"` || p.GetPublisher().GetUser() != "u2" {
+		t.Fatalf("own publication: %v", p)
+	}
+	h := c.request(&heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_History{History: &heraldv1.HistoryFrame{Channel: "chat:cmd", Limit: 10}}})
+	if len(h.GetHistory().GetPublications()) != 1 {
+		t.Fatalf("history: %v", h)
+	}
+	eventually(t, "presence", func() bool {
+		r := c.request(&heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_Presence{Presence: &heraldv1.PresenceFrame{Channel: "chat:cmd"}}})
+		return len(r.GetPresence().GetClients()) == 1
+	})
+	// Several frames in one POST are handled in order.
+	c.command(c.base, &heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_Ping{Ping: &heraldv1.PingFrame{}}},
+		&heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_Unsubscribe{Unsubscribe: &heraldv1.UnsubscribeFrame{Channel: "chat:cmd"}}})
+	c.waitFor("pong", func(f *heraldv1.ServerFrame) bool { return f.GetPong() != nil })
+	c.waitFor("unsubscribe", func(f *heraldv1.ServerFrame) bool { return f.GetUnsubscribe() != nil })
+	publish(t, be, "chat:cmd", `"after unsubscribe"`)
+
+	post := func(auth, ct, body string) int {
+		req, _ := http.NewRequest("POST", httpBase(n)+"/command", strings.NewReader(body))
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		req.Header.Set("Content-Type", ct)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	ping := `{"id":99,"ping":{}}`
+	for _, tc := range []struct {
+		name, auth, ct, body string
+		want                 int
+	}{
+		{"no token", "", "application/json", ping, 401},
+		{"wrong secret", "Bearer " + c.connectedClient() + ".bogus", "application/json", ping, 401},
+		{"protobuf for a JSON session", "Bearer " + c.token, "application/x-protobuf", "\x02\x08\x01", 415},
+		{"too large", "Bearer " + c.token, "application/json", strings.Repeat(" ", 3000), 413},
+		{"not UTF-8", "Bearer " + c.token, "application/json", "\xff", 400},
+		{"empty", "Bearer " + c.token, "application/json", "", 400},
+	} {
+		if got := post(tc.auth, tc.ct, tc.body); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	// Nothing of the above reached the session; it still works, and the
+	// unsubscribed channel's publication did not come.
+	if r := c.request(&heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_Ping{Ping: &heraldv1.PingFrame{}}}); r.GetPong() == nil {
+		t.Fatalf("ping after bad POSTs: %v", r)
+	}
+	for _, fr := range c.buf {
+		if fr.GetPub() != nil || fr.Id == 99 {
+			t.Fatalf("unexpected frame %v", fr)
+		}
+	}
+}
+
+func (c *streamClient) connectedClient() string {
+	id, _, _ := strings.Cut(c.token, ".")
+	return id
+}
+
+// TestHTTPStream: a fetch-style stream in both formats. The body's connect
+// and subscribe are answered with their ids; publications follow as NDJSON
+// lines or length-prefixed protobuf frames; commands work as on SSE. A
+// body that does not begin with connect, or with a bad token, ends the
+// stream with the WebSocket's close codes.
+func TestHTTPStream(t *testing.T) {
+	n := startNode(t, testConfig(), node.Serve)
+	be := backend(t, n, "")
+	for _, binary := range []bool{false, true} {
+		t.Run(fmt.Sprint("binary=", binary), func(t *testing.T) {
+			user := fmt.Sprintf("hs-%v", binary)
+			ch := "chat:hs-" + user
+			c := openStream(t, httpBase(n), binary, connectFrame(token(t, user, time.Hour, nil)), subscribeFrame(ch, nil))
+			cf := c.waitFor("connect reply", func(f *heraldv1.ServerFrame) bool { return f.Id == 1 }).GetConnect()
+			if cf.GetUser() != user || cf.SessionToken == "" {
+				t.Fatalf("connect: %v", cf)
+			}
+			c.token = cf.SessionToken
+			if r := c.waitFor("subscribe reply", func(f *heraldv1.ServerFrame) bool { return f.Id == 2 }); r.GetSubscribe() == nil {
+				t.Fatalf("subscribe: %v", r)
+			}
+			for i := 1; i <= 3; i++ {
+				publish(t, be, ch, fmt.Sprint(i))
+			}
+			for i := 1; i <= 3; i++ {
+				if p := c.nextPub(ch); p.Offset != uint64(i) || jsonData(t, p) != fmt.Sprint(i) {
+					t.Fatalf("pub %d: %v", i, p)
+				}
+			}
+			if r := c.request(publishFrame(ch, structpb.NewBoolValue(true))); r.GetPublish() == nil {
+				t.Fatalf("publish: %v", r)
+			}
+			if p := c.nextPub(ch); jsonData(t, p) != "true" {
+				t.Fatalf("own publication: %v", p)
+			}
+		})
+	}
+	t.Run("no connect", func(t *testing.T) {
+		c := openStream(t, httpBase(n), false, subscribeFrame("chat:x", nil))
+		c.expectEnd(4000)
+	})
+	t.Run("bad token", func(t *testing.T) {
+		c := openStream(t, httpBase(n), true, connectFrame("not.a.jwt"))
+		c.expectEnd(4001)
+	})
+}
+
+// TestSSEHeartbeat: an idle SSE stream gets a comment line each
+// ping_interval (and stays open: no pong is expected).
+func TestSSEHeartbeat(t *testing.T) {
+	cfg := testConfig()
+	cfg.Bridge.PingInterval = config.Duration(100 * time.Millisecond)
+	n := startNode(t, cfg, node.Serve)
+	c := openSSE(t, httpBase(n), url.Values{"token": {token(t, "hb", time.Hour, nil)}}, "")
+	c.connected()
+	for c.comments < 5 {
+		if !c.read(2*time.Second) && c.err != nil {
+			t.Fatalf("stream ended after %d heartbeats: %v", c.comments, c.err)
+		}
+	}
+}
+
+// TestSSEDrain: a bridge shutting down ends each SSE stream with the
+// `disconnect` frame (4006, reconnect, a jittered delay) as its last event,
+// which sets `retry:` to that delay so that the browser's own reconnect
+// waits as told.
+func TestSSEDrain(t *testing.T) {
+	n := startNodeNoCleanup(t, testConfig(), node.Serve)
+	c := openSSE(t, httpBase(n), url.Values{"token": {token(t, "drain", time.Hour, nil)}, "channel": {"chat:drain"}}, "")
+	c.connected()
+	c.subscribedPush("chat:drain")
+	go func() { _ = n.Shutdown(ctx(t)) }()
+	d := c.expectEnd(4006)
+	if !d.Reconnect || d.ReconnectDelayMs == 0 {
+		t.Fatalf("disconnect: %v", d)
+	}
+	ev := c.events[len(c.events)-1]
+	if ev.frame.GetDisconnect() == nil || ev.retry != int(max(d.ReconnectDelayMs, 500)) {
+		t.Fatalf("last event %+v, want the disconnect with retry %d", ev, d.ReconnectDelayMs)
+	}
+}
+
+// TestSSESlowReader: an SSE client that stops reading is cut off as a slow
+// consumer (4004) while another SSE client on the same channel receives
+// every publication in order, at its own pace.
+func TestSSESlowReader(t *testing.T) {
+	cfg := testConfig()
+	cfg.Bridge.QueueFrames = 64
+	cfg.Bridge.QueueBytes = 64 << 10
+	n := startNode(t, cfg, node.Serve)
+	be := backend(t, n, "")
+	const ch = "chat:slow-sse"
+	// The slow reader: a raw connection that reads its headers and the
+	// first events, then nothing.
+	nc, err := net.Dial("tcp", n.HTTPAddr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4096)
+	}
+	fmt.Fprintf(nc, "GET /sse?token=%s&channel=%s HTTP/1.1\r\nHost: %s\r\n\r\n", token(t, "slow", time.Hour, nil), ch, n.HTTPAddr)
+	br := bufio.NewReader(nc)
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		// protojson may put spaces between tokens: match without them.
+		if strings.Contains(strings.ReplaceAll(line, " ", ""), `"subscribed":{"channel":"chat:slow-sse"`) {
+			break
+		}
+	}
+	fast := openSSE(t, httpBase(n), url.Values{"token": {token(t, "fast", time.Hour, nil)}, "channel": {ch}}, "")
+	fast.subscribedPush(ch)
+
+	var fastGot atomic.Uint64
+	done := make(chan error, 1)
+	var target atomic.Uint64
+	target.Store(1 << 62)
+	go func() {
+		var got uint64
+		for {
+			if !fast.read(10 * time.Second) {
+				done <- fmt.Errorf("fast reader after %d: %v", got, fast.err)
+				return
+			}
+			for _, fr := range fast.buf {
+				if p := fr.GetPub(); p != nil {
+					got++
+					if p.Offset != got {
+						done <- fmt.Errorf("fast reader: offset %d, want %d", p.Offset, got)
+						return
+					}
+					fastGot.Store(got)
+				}
+			}
+			fast.buf = fast.buf[:0]
+			if got >= target.Load() {
+				done <- nil
+				return
+			}
+		}
+	}()
+	payload := `"` + strings.Repeat("x", 4000) + `"`
+	var last uint64
+	for i := 0; i < 20000 && n.Bridge().Stats().SlowConsumers == 0; i++ {
+		last = publish(t, be, ch, payload).Offset
+		for deadline := time.Now().Add(10 * time.Second); last > fastGot.Load()+8 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if s := n.Bridge().Stats().SlowConsumers; s != 1 {
+		t.Fatalf("slow consumers: %d", s)
+	}
+	for i := 0; i < 50; i++ {
+		last = publish(t, be, ch, payload).Offset
+	}
+	target.Store(last)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// The slow reader's stream ends: with the 4004 disconnect event if its
+	// socket drained, or cut.
+	_ = nc.SetReadDeadline(time.Now().Add(15 * time.Second))
+	var tail strings.Builder
+	for {
+		line, err := br.ReadString('\n')
+		tail.WriteString(line)
+		if err != nil {
+			break
+		}
+	}
+	if s := strings.ReplaceAll(tail.String(), " ", ""); strings.Contains(s, `"disconnect"`) && !strings.Contains(s, `"code":4004`) {
+		t.Fatalf("slow reader's last events: %.300s", s[max(0, len(s)-300):])
+	}
+}
+
+// TestCommandsForwarded: behind a load balancer a command POST may reach
+// a bridge that does not hold the session. Two bridges on one core: the
+// SSE stream is on bridge A, its commands go to bridge B, which forwards
+// them through the core; the replies come on A's stream.
+func TestCommandsForwarded(t *testing.T) {
+	const key = "core-api-key-0123456789"
+	coreCfg := testConfig()
+	coreCfg.APIKeys = []config.APIKey{{Name: "bridge", Key: key}}
+	core := startNode(t, coreCfg, node.Core)
+	bridgeCfg := testConfig()
+	bridgeCfg.Bridge.Core = core.GRPCAddr.String()
+	bridgeCfg.Bridge.CoreAPIKey = key
+	a := startNode(t, bridgeCfg, node.BridgeOnly)
+	b := startNode(t, bridgeCfg, node.BridgeOnly)
+	be := backend(t, core, key)
+
+	c := openSSE(t, httpBase(a), url.Values{"token": {token(t, "fw", time.Hour, nil)}}, "")
+	c.connected()
+	c.subscribedPush("user:fw")
+	// B learns of nothing until its control stream is up; retry the first
+	// request until its reply arrives.
+	eventually(t, "bridge B's control stream", func() bool {
+		fr := &heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_Ping{Ping: &heraldv1.PingFrame{}}}
+		if code := c.command(httpBase(b), fr); code != http.StatusAccepted {
+			t.Fatalf("POST to bridge B: %d", code)
+		}
+		id := fr.Id
+		for c.read(200 * time.Millisecond) {
+		}
+		for _, f := range c.buf {
+			if f.Id == id && f.GetPong() != nil {
+				return true
+			}
+		}
+		return false
+	})
+	if r := c.requestVia(httpBase(b), subscribeFrame("chat:fw", nil)); r.GetSubscribe() == nil {
+		t.Fatalf("subscribe through bridge B: %v", r)
+	}
+	publish(t, be, "chat:fw", `"x"`)
+	if p := c.nextPub("chat:fw"); jsonData(t, p) != `"x"` {
+		t.Fatalf("pub: %v", p)
+	}
+	// A wrong token forwarded through B is refused by A: no reply.
+	bad := &streamClient{t: t, token: c.connectedClient() + ".wrong-secret"}
+	if code := bad.command(httpBase(b), &heraldv1.ClientFrame{Id: 77, Body: &heraldv1.ClientFrame_Ping{Ping: &heraldv1.PingFrame{}}}); code != http.StatusAccepted {
+		t.Fatalf("forwarded POST: %d", code)
+	}
+	if r := c.requestVia(httpBase(b), &heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_Ping{Ping: &heraldv1.PingFrame{}}}); r.GetPong() == nil {
+		t.Fatal(r)
+	}
+	for _, f := range c.buf {
+		if f.Id == 77 {
+			t.Fatalf("a command with a wrong token was handled: %v", f)
+		}
+	}
+}
