@@ -4,7 +4,9 @@
 # imports google/api/http.proto: both need stubs too, or importing
 # herald_pb2 fails with "No module named 'google.api'").
 #
-#   examples/python/generate.sh [--grpc-tools] [out]     (default out: gen)
+#   examples/python/generate.sh [--grpc-tools] [out]
+#
+# out defaults to the gen folder beside this script.
 #
 # By default it uses protoc and grpc_python_plugin, which on Debian 12 come
 # from the packages protobuf-compiler and protobuf-compiler-grpc, the same
@@ -15,7 +17,7 @@ set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tools=0
 if [ "${1:-}" = "--grpc-tools" ]; then tools=1; shift; fi
-out=${1:-gen}
+out=${1:-$(dirname "$0")/gen}
 mkdir -p "$out"
 set -- -I "$root/proto" -I "$root/third_party" --python_out="$out" --grpc_python_out="$out" \
   herald/v1/herald.proto google/api/annotations.proto google/api/http.proto
