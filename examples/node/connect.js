@@ -44,6 +44,7 @@ function connect(options = {}) {
     // (GOAWAY too_many_pings): keep keepalive pings at 20 s or more.
     'grpc.keepalive_time_ms': 30000,
     'grpc.keepalive_timeout_ms': 10000,
+    'grpc.keepalive_permit_without_calls': 1, // allowed: also between calls
     ...options,
   });
   const metadata = new grpc.Metadata();

@@ -32,3 +32,5 @@ except grpc.RpcError as err:
         sys.exit(0)
     print(f"ended after {time.monotonic() - start:.1f} s: {err.code().name}: {err.details()}")
     sys.exit(2)
+print(f"ended after {time.monotonic() - start:.1f} s: the node ended the stream")
+sys.exit(2)
