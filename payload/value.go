@@ -63,7 +63,7 @@ func (e *valueError) withHelp() error {
 	}
 	return fmt.Errorf("%s %s; nothing was published. "+
 		"A protobuf library that does not know google.protobuf.Value's JSON mapping sends empty Values "+
-		"(with protobufjs, build Values with Value.fromObject or set camelCase fields such as structValue, stringValue): "+
+		"(with protobufjs, set the camelCase fields, such as structValue and stringValue; Value.fromObject of plain JSON is empty too): "+
 		"to send JSON exactly from any language, put its text in the `json` field, or POST it as `data` to the REST gateway",
 		at, e.msg)
 }
