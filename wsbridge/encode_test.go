@@ -164,3 +164,38 @@ func TestInvalidJSONPayloadBecomesBinary(t *testing.T) {
 		t.Fatalf("checkedPubs: %v (the original must stay as it is: %v)", got, pub)
 	}
 }
+
+// TestRPCFramesExact: an rpc frame's data is taken as its exact JSON text
+// (not through a Value), whatever else the frame holds, and a publish
+// whose data mentions "rpc" stays a publish; the JSON reply carries the
+// backend's text as data, and decodes as the frame protojson expects.
+func TestRPCFramesExact(t *testing.T) {
+	const text = `{"z":12345678901234567891,"a":1.0}`
+	for _, line := range []string{
+		`{"id":3,"rpc":{"method":"m","data":` + text + `}}`,
+		`{"rpc":{"data":` + text + `,"method":"m"},"id":3}`,
+	} {
+		fr, err := decodeJSONFrame([]byte(line))
+		if err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		if got := fr.GetRpc().GetJson(); got != text || fr.GetRpc().GetMethod() != "m" || fr.Id != 3 {
+			t.Fatalf("%s decoded as %v", line, fr)
+		}
+	}
+	fr, err := decodeJSONFrame([]byte(`{"id":4,"publish":{"channel":"c","data":{"rpc":` + text + `}}}`))
+	if err != nil || fr.GetPublish().GetJson() != `{"rpc":`+text+`}` {
+		t.Fatalf("publish mentioning rpc: %v, %v", fr, err)
+	}
+	if _, err := decodeJSONFrame([]byte(`{"id":5,"rpc":{"method":"m","json":"1","data":2}}`)); err == nil {
+		t.Fatal("an rpc frame with two payloads decoded")
+	}
+	out := encodeFrame(formatJSON, &heraldv1.ServerFrame{Id: 9, Body: &heraldv1.ServerFrame_Rpc{Rpc: &heraldv1.RPCResultFrame{Payload: &heraldv1.RPCResultFrame_Json{Json: text}}}})
+	if string(out) != `{"id":9,"rpc":{"data":`+text+`}}` {
+		t.Fatalf("reply = %s", out)
+	}
+	var back heraldv1.ServerFrame
+	if err := protojson.Unmarshal(out, &back); err != nil || back.GetRpc().GetData() == nil {
+		t.Fatalf("the reply does not decode as a ServerFrame: %v", err)
+	}
+}
