@@ -228,6 +228,13 @@ func TestAdminConsole(t *testing.T) {
 	}
 	waitFor(t, ops, "the admin view after a reload", `document.getElementById("admin-body").checkVisibility() && `+stat("bridges")+` === "1"`)
 	checkKeyNotStored(t, ops, true)
+
+	// The console of the bridge alone (no REST API there) says so.
+	if err := chromedp.Do(bob, chromedp.Navigate("http://"+d.bridge.HTTPAddr.String()+"/?connect=0"), chromedp.Click(chromedp.ID("admin-toggle"))); err != nil {
+		t.Fatal(err)
+	}
+	enterKey(t, bob, adminKey, false)
+	waitFor(t, bob, "the error of a bridge without REST", `document.getElementById("admin-error").textContent.startsWith("HTTP 404: 404 page not found (this node serves no REST API: a bridge alone?")`)
 }
 
 // clickNow clicks the element of a CSS selector in one turn of the page's
