@@ -402,6 +402,9 @@ export class Herald extends Emitter {
     ws.onclose = (e) => {
       if (gen === this.#gen) this.#onClose(e.code, e.reason);
     };
+    // A failed socket closes next (onclose reconnects); handling "error"
+    // keeps Node's ws from throwing it as an unhandled event.
+    ws.onerror = () => {};
   }
 
   /**
