@@ -119,6 +119,7 @@ func tarballFiles(t *testing.T, path string) []string {
 // nodeClientScript connects with the installed package, as a Node program
 // would, and reports each step on stdout as one JSON line. It waits for a
 // line on stdin (the Go test's publication is out) before it publishes.
+// First it checks that a refused handshake is retried, not fatal.
 const nodeClientScript = `
 import { Herald, HeraldError } from "@herald-io/client";
 import WebSocket from "ws";
@@ -128,6 +129,18 @@ const [url, token, channel] = process.argv.slice(2);
 const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 const fail = (err) => { out({ step: "error", message: String(err?.stack ?? err) }); process.exit(1); };
 setTimeout(() => fail("timed out"), 30000).unref();
+
+// A refused handshake (here HTTP 404) is an "error" event of a ws socket,
+// which ends the process when nobody listens to it; the client must
+// retry instead, as it does in browsers.
+const refused = new Herald(url.replace(/\/ws$/, "/no-such-endpoint"), { WebSocket, token, minReconnectDelay: 10, maxReconnectDelay: 20 });
+let retries = 0;
+await new Promise((resolve) => {
+  refused.on("connecting", (c) => { if (c.delay !== undefined && ++retries === 2) resolve(); });
+  refused.connect();
+});
+refused.disconnect();
+out({ step: "refused handshake retried", retries });
 
 const received = [];
 let wake = null;
@@ -165,9 +178,10 @@ h.disconnect(); // and the process ends: the client holds no timer or socket aft
 // Go files), that the client has no runtime dependencies, then installs
 // the tarball with ws into an empty directory and runs a Node program that
 // imports the package by its name and talks to a real node configured as
-// in production (API keys, JWTs for clients): it connects with a token,
-// subscribes, receives a publication made over gRPC, publishes, and reads
-// history.
+// in production (API keys, JWTs for clients): a refused handshake is
+// retried (it used to end the process: ws's unhandled "error" event), then
+// it connects with a token, subscribes, receives a publication made over
+// gRPC, publishes, and reads history.
 func TestNPMPackage(t *testing.T) {
 	nodeBin, npmBin := needNode(t)
 	pkg := readPackageJSON(t)
@@ -260,6 +274,13 @@ func TestNPMPackage(t *testing.T) {
 		} `json:"history"`
 		Position uint64 `json:"position"`
 	}
+	// nodeStderr is what node wrote on stderr, once it has exited (Wait
+	// has copied all of it): for failure messages.
+	nodeStderr := func() string {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return stderr.String()
+	}
 	lines := bufio.NewScanner(stdout)
 	seen := map[string]step{}
 	next := func(want string) step {
@@ -274,17 +295,18 @@ func TestNPMPackage(t *testing.T) {
 			}
 			t.Logf("node: %s", lines.Text())
 			if s.Step == "error" {
-				t.Fatalf("node client failed: %s\nstderr:\n%s", s.Message, stderr.String())
+				t.Fatalf("node client failed: %s\nstderr:\n%s", s.Message, nodeStderr())
 			}
 			seen[s.Step] = s
 			if s.Step == want {
 				return s
 			}
 		}
-		t.Fatalf("node exited before %q: %v\nstderr:\n%s", want, lines.Err(), stderr.String())
+		t.Fatalf("node exited before %q: %v\nstderr:\n%s", want, lines.Err(), nodeStderr())
 		return step{}
 	}
 
+	next("refused handshake retried")
 	next("subscribed")
 	if c := next("connected"); c.User != "node-user" {
 		t.Fatalf("connected as %q, want node-user (the token's sub)", c.User)
