@@ -60,8 +60,15 @@ func startAdminDeployment(t *testing.T) *adminDeployment {
 		c.Bridge.JWTSecret = browserJWTKey
 		c.Bridge.AllowedOrigins = []string{origin}
 	})
+	// Like most load balancers, the front door sends each request to its
+	// backend with the backend's own address as Host, and says where the
+	// request came from in X-Forwarded-*; the browser's Origin goes through.
 	proxy := func(n *node.Node) http.Handler {
-		return httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: n.HTTPAddr.String()})
+		target := &url.URL{Scheme: "http", Host: n.HTTPAddr.String()}
+		return &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(target)
+			r.SetXForwarded()
+		}}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", proxy(core))
