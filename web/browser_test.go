@@ -27,9 +27,8 @@ import (
 // These tests drive herald.js and the console in a real headless Chromium
 // (Debian's chromium) against real nodes on loopback, and publish over real
 // gRPC. Without Chromium they skip, unless HERALD_REQUIRE_BROWSER=1 (CI),
-// which makes that a failure. HERALD_SCREENSHOT=path.png saves a screenshot
-// of the console with two chat messages (that is how docs/console.png is
-// made); normal runs write no files.
+// which makes that a failure. The README's screenshots come from
+// TestScreenshots (screenshot_test.go).
 
 const chromiumPath = "/usr/bin/chromium"
 
@@ -442,17 +441,6 @@ func testConsoleChatAcrossTabs(t *testing.T, d *deploytest.Deployment) {
 			`document.querySelectorAll('.channel[data-channel="chat:lobby"] .feed li.pub').length === 2`)
 		waitFor(t, tab, fmt.Sprintf("two people online in tab %d", i+1),
 			`document.querySelectorAll("#chat-who li").length === 2`)
-	}
-
-	if path := os.Getenv("HERALD_SCREENSHOT"); path != "" {
-		png, err := chromedp.Run(tab1, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("screenshot saved to %s", path)
 	}
 
 	// The page's own log records nothing alarming.

@@ -28,7 +28,7 @@
  * await herald.publish("chat:lobby", { text: "hi" });
  * ```
  *
- * @module herald-client
+ * @module @herald-io/client
  */
 
 /** The WebSocket subprotocol: protobuf-JSON frames in text messages. */
@@ -854,6 +854,10 @@ class WebSocketLink {
     };
     ws.onmessage = (e) => h.onmessage(e.data);
     ws.onclose = (e) => h.onclose(e.code, e.reason, this.#opened);
+    // A failed socket closes next (onclose reconnects); handling "error"
+    // keeps Node's ws from throwing it as an unhandled event, which ends
+    // the process.
+    ws.onerror = () => {};
   }
   get ready() {
     return this.#ws.readyState === 1;
