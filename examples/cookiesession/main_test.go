@@ -228,7 +228,7 @@ func TestWalkthrough(t *testing.T) {
 			var reply struct {
 				Connect struct{ User string } `json:"connect"`
 			}
-			if err != nil || json.Unmarshal(msg, &reply) != nil || reply.Connect.User != "ann" {
+			if err != nil || json.Unmarshal(bytes.SplitN(msg, []byte("\n"), 2)[0], &reply) != nil || reply.Connect.User != "ann" {
 				t.Fatalf("WebSocket connect: %s %v", msg, err)
 			}
 
