@@ -112,3 +112,65 @@ func TestBrowserCookieSessionAndRPC(t *testing.T) {
 		})
 	}
 }
+
+// TestConsoleRPCAndSessionEnd: the console, opened by a user logged in to
+// the application, is connected by its cookie and can call the backend
+// (its rpc box shows the answer, and the backend's error with its code).
+// When the backend ends the session at its expiry (refresh refused: 4002),
+// herald.js reconnects without a token, and the connect hook's refusal
+// (4001) stops it. (Before, herald.js never reconnected after 4002
+// without getToken, so a cookie session could not be asked again.)
+func TestConsoleRPCAndSessionEnd(t *testing.T) {
+	s, d := startWithHooks(t, deploytest.Shape{})
+	ctx := newBrowser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(s.LoginURL+"?user=cat")); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(d.BrowserURL()+"/")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "the console connected as cat", `document.getElementById("whoami").textContent.startsWith("cat ·")`)
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS("#rpc summary")),
+		chromedp.SendKeys(chromedp.ID("rpc-method"), "whoami"),
+		chromedp.Click(chromedp.CSS("#rpc-form button")),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "the rpc answer", `document.getElementById("rpc-result").textContent === '{"user":"cat","transport":"websocket"}' &&
+		document.getElementById("rpc-result").className === "result ok"`)
+	if err := chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.ID("rpc-method"), "fail"),
+		chromedp.Click(chromedp.CSS("#rpc-form button")),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "the rpc error", `document.getElementById("rpc-result").textContent === "1001 (temporary): it failed"`)
+
+	// The session ends at its expiry: reconnect, then the refusal stops it.
+	s.SetExpiresIn(1)
+	eval[bool](t, ctx, `(async () => {
+  const { Herald } = await import("/herald.js");
+  const r = (window.r = { states: [] });
+  const h = new Herald("/ws", { minReconnectDelay: 50, maxReconnectDelay: 200 });
+  h.on("state", (c) => r.states.push(c.state + (c.code ? " " + c.code : "")));
+  h.connect();
+  await h.ready();
+  return true;
+})()`)
+	s.Logout("cat")
+	waitFor(t, ctx, "the end of the session", `window.r.states.at(-1) === "disconnected 4001"`)
+	states := eval[[]string](t, ctx, `window.r.states`)
+	if want := "connecting 4002"; !slicesContains(states, want) {
+		t.Fatalf("states %v: want %q (a reconnect after the backend ended the session)", states, want)
+	}
+}
+
+func slicesContains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
