@@ -267,3 +267,41 @@ func TestCircuit(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkClientCall is one hook call answered at once by a backend on
+// loopback (internal/hooktest, in the same process): what a hook adds to
+// the request that makes it, without the bridge around it.
+func BenchmarkClientCall(b *testing.B) {
+	s := hooktest.Start(b, hooktest.Options{})
+	cookie := s.Login("ann")
+	for _, form := range []string{"grpc", "http"} {
+		cfg := config.Default().Hooks
+		if form == "grpc" {
+			cfg.GRPCAddr = s.GRPCAddr
+		} else {
+			cfg.HTTPURL = s.HTTPURL
+		}
+		c, err := hooks.New(cfg, hooks.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = c.Close() })
+		ctx := context.Background()
+		b.Run("connect/"+form, func(b *testing.B) {
+			req := &hooksv1.ConnectRequest{Session: &hooksv1.Session{Client: "c", Transport: "websocket"}, Cookies: map[string]string{"session": cookie}}
+			for b.Loop() {
+				if _, err := c.Connect(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("publish/"+form, func(b *testing.B) {
+			req := &hooksv1.PublishRequest{Session: &hooksv1.Session{Client: "c", User: "ann"}, Channel: "room:1", Payload: &hooksv1.PublishRequest_Json{Json: `{"text":"hi"}`}}
+			for b.Loop() {
+				if _, err := c.Publish(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
