@@ -59,12 +59,20 @@ func checkRefusal(r *hooksv1.Refusal, def uint32, closing bool) error {
 var errNoDecision = errors.New("the answer sets no decision")
 
 // checkJSON checks and compacts a JSON answer payload in place.
-func checkJSON(text *string) error {
+func checkJSON(text *string, maxPayload int) error {
 	b, err := payload.Compact([]byte(*text))
 	if err != nil {
 		return fmt.Errorf("json: %w", err)
 	}
 	*text = string(b)
+	return checkSize(len(b), maxPayload)
+}
+
+// checkSize bounds a payload of an answer (0: no bound).
+func checkSize(n, maxPayload int) error {
+	if maxPayload > 0 && n > maxPayload {
+		return fmt.Errorf("a payload of %d bytes: the limit is %d (limits.max_payload)", n, maxPayload)
+	}
 	return nil
 }
 
@@ -132,14 +140,17 @@ func checkSubscribe(r *hooksv1.SubscribeResponse) error {
 	return errNoDecision
 }
 
-func checkPublish(r *hooksv1.PublishResponse) error {
+func checkPublish(r *hooksv1.PublishResponse, maxPayload int) error {
 	switch d := r.Decision.(type) {
 	case *hooksv1.PublishResponse_Allow:
 		if d.Allow == nil {
 			return errNoDecision
 		}
-		if p, ok := d.Allow.Payload.(*hooksv1.PublishAllow_Json); ok {
-			return checkJSON(&p.Json)
+		switch p := d.Allow.Payload.(type) {
+		case *hooksv1.PublishAllow_Json:
+			return checkJSON(&p.Json, maxPayload)
+		case *hooksv1.PublishAllow_Binary:
+			return checkSize(len(p.Binary), maxPayload)
 		}
 		return nil
 	case *hooksv1.PublishResponse_Refuse:
@@ -159,14 +170,17 @@ func checkPublish(r *hooksv1.PublishResponse) error {
 	return errNoDecision
 }
 
-func checkRPC(r *hooksv1.RPCResponse) error {
+func checkRPC(r *hooksv1.RPCResponse, maxPayload int) error {
 	switch d := r.Decision.(type) {
 	case *hooksv1.RPCResponse_Result:
 		if d.Result == nil {
 			return errNoDecision
 		}
-		if p, ok := d.Result.Payload.(*hooksv1.RPCResult_Json); ok {
-			return checkJSON(&p.Json)
+		switch p := d.Result.Payload.(type) {
+		case *hooksv1.RPCResult_Json:
+			return checkJSON(&p.Json, maxPayload)
+		case *hooksv1.RPCResult_Binary:
+			return checkSize(len(p.Binary), maxPayload)
 		}
 		return nil
 	case *hooksv1.RPCResponse_Error:

@@ -22,6 +22,10 @@ type Options struct {
 	MaxMessage int
 	// UserAgent is sent with HTTP calls. Default "herald".
 	UserAgent string
+	// MaxPayload bounds a payload in an answer (a publication's
+	// replacement, an RPC result): a larger one is a BadAnswer. Default
+	// 0: no bound beyond MaxMessage.
+	MaxPayload int
 }
 
 // Client calls the application's backend. Its methods are safe for
@@ -29,6 +33,7 @@ type Options struct {
 type Client struct {
 	cfg     config.Hooks
 	backend string
+	maxPay  int
 	c       caller
 	log     *slog.Logger
 	sem     chan struct{}
@@ -67,6 +72,7 @@ func New(cfg config.Hooks, opts Options) (*Client, error) {
 	c := &Client{
 		cfg:     cfg,
 		backend: cfg.Backend(),
+		maxPay:  opts.MaxPayload,
 		log:     opts.Log,
 		sem:     make(chan struct{}, max(cfg.MaxInFlight, 1)),
 		logged:  make(map[string]time.Time),
@@ -120,13 +126,13 @@ func (c *Client) Subscribe(ctx context.Context, req *hooksv1.SubscribeRequest) (
 // Publish asks what to do with a browser's publication.
 func (c *Client) Publish(ctx context.Context, req *hooksv1.PublishRequest) (*hooksv1.PublishResponse, error) {
 	resp := &hooksv1.PublishResponse{}
-	return resp, c.do(ctx, "publish", req, resp, func() error { return checkPublish(resp) })
+	return resp, c.do(ctx, "publish", req, resp, func() error { return checkPublish(resp, c.maxPay) })
 }
 
 // RPC passes a browser's rpc frame to the backend.
 func (c *Client) RPC(ctx context.Context, req *hooksv1.RPCRequest) (*hooksv1.RPCResponse, error) {
 	resp := &hooksv1.RPCResponse{}
-	return resp, c.do(ctx, "rpc", req, resp, func() error { return checkRPC(resp) })
+	return resp, c.do(ctx, "rpc", req, resp, func() error { return checkRPC(resp, c.maxPay) })
 }
 
 // do makes one call under the circuit, the in-flight bound and the

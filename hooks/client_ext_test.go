@@ -305,3 +305,29 @@ func BenchmarkClientCall(b *testing.B) {
 		})
 	}
 }
+
+// TestClientPayloadBound: an answer's payload beyond MaxPayload (the
+// bridge passes limits.max_payload) is a BadAnswer, not a frame too large
+// for the browser's queue.
+func TestClientPayloadBound(t *testing.T) {
+	s := hooktest.Start(t, hooktest.Options{})
+	for _, form := range []string{"grpc", "http"} {
+		cfg := config.Default().Hooks
+		if form == "grpc" {
+			cfg.GRPCAddr = s.GRPCAddr
+		} else {
+			cfg.HTTPURL = s.HTTPURL
+		}
+		c, err := hooks.New(cfg, hooks.Options{MaxPayload: 16})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.RPC(bg(t), &hooksv1.RPCRequest{Method: "echo", Payload: &hooksv1.RPCRequest_Json{Json: `"0123456789abcdef"`}}); hooks.KindOf(err) != hooks.BadAnswer || !strings.Contains(err.Error(), "max_payload") {
+			t.Fatalf("%s: an 18-byte answer with MaxPayload 16: %v", form, err)
+		}
+		if _, err := c.RPC(bg(t), &hooksv1.RPCRequest{Method: "echo", Payload: &hooksv1.RPCRequest_Json{Json: `"0123456789abc"`}}); err != nil {
+			t.Fatalf("%s: a 15-byte answer: %v", form, err)
+		}
+	}
+}

@@ -32,8 +32,8 @@ func FuzzAnswerJSON(f *testing.F) {
 			{func() proto.Message { return &hooksv1.ConnectResponse{} }, func(m proto.Message) error { return checkConnect(m.(*hooksv1.ConnectResponse)) }},
 			{func() proto.Message { return &hooksv1.RefreshResponse{} }, func(m proto.Message) error { return checkRefresh(m.(*hooksv1.RefreshResponse)) }},
 			{func() proto.Message { return &hooksv1.SubscribeResponse{} }, func(m proto.Message) error { return checkSubscribe(m.(*hooksv1.SubscribeResponse)) }},
-			{func() proto.Message { return &hooksv1.PublishResponse{} }, func(m proto.Message) error { return checkPublish(m.(*hooksv1.PublishResponse)) }},
-			{func() proto.Message { return &hooksv1.RPCResponse{} }, func(m proto.Message) error { return checkRPC(m.(*hooksv1.RPCResponse)) }},
+			{func() proto.Message { return &hooksv1.PublishResponse{} }, func(m proto.Message) error { return checkPublish(m.(*hooksv1.PublishResponse), 0) }},
+			{func() proto.Message { return &hooksv1.RPCResponse{} }, func(m proto.Message) error { return checkRPC(m.(*hooksv1.RPCResponse), 0) }},
 		} {
 			m := c.m()
 			if UnmarshalJSON(b, m) != nil || c.check(m) != nil {

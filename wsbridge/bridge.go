@@ -136,7 +136,7 @@ func New(cfg config.Config, core grpc.ClientConnInterface, opts Options) (*Bridg
 		seed:    maphash.MakeSeed(),
 	}
 	if cfg.Hooks.Backend() != "" {
-		hc, err := hooks.New(cfg.Hooks, hooks.Options{Log: log.With("component", "hooks"), MaxMessage: cfg.Limits.MaxGRPCMessage, UserAgent: "herald/" + opts.Version})
+		hc, err := hooks.New(cfg.Hooks, hooks.Options{Log: log.With("component", "hooks"), MaxMessage: cfg.Limits.MaxGRPCMessage, MaxPayload: cfg.Limits.MaxPayload, UserAgent: "herald/" + opts.Version})
 		if err != nil {
 			return nil, err
 		}
