@@ -161,25 +161,29 @@ func (c *Client) do(ctx context.Context, hook string, req, resp proto.Message, c
 		<-c.sem
 	}()
 
-	cctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout.D())
+	deadline := now.Add(c.cfg.Timeout.D())
+	cctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	metricCalls.WithLabelValues(hook).Inc()
 	err := c.c.call(cctx, hook, req, resp)
 	metricDuration.WithLabelValues(hook).Observe(time.Since(now).Seconds())
+	// The caller's deadline, when it comes no later than ours, is ours.
+	pd, hasPD := ctx.Deadline()
+	ownDeadline := ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) && hasPD && !pd.Before(deadline)
 	var kind Kind
 	switch {
 	case err == nil:
 		if cerr := check(); cerr != nil {
 			kind, err = BadAnswer, cerr
 		}
+	case cctx.Err() != nil && ownDeadline:
+		kind = Timeout
+		err = fmt.Errorf("no answer within %v (hooks.timeout)", c.cfg.Timeout.D())
 	case ctx.Err() != nil:
 		// The caller went away (its session closed, the bridge stops):
 		// no verdict on the backend.
 		c.br.drop(probe)
 		return &Error{Kind: Unavailable, Hook: hook, Err: ctx.Err()}
-	case cctx.Err() != nil:
-		kind = Timeout
-		err = fmt.Errorf("no answer within %v (hooks.timeout)", c.cfg.Timeout.D())
 	case KindOf(err) == BadAnswer:
 		kind = BadAnswer
 	default:
