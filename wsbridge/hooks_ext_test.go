@@ -480,7 +480,9 @@ func TestHookFailures(t *testing.T) {
 			if form == "http" {
 				backendName = s.HTTPURL
 			}
-			circuit := func() float64 { return hookMetric(t, "herald_hook_circuit_state", map[string]string{"backend": backendName}) }
+			circuit := func() float64 {
+				return hookMetric(t, "herald_hook_circuit_state", map[string]string{"backend": backendName})
+			}
 			be := backend(t, n, "")
 			bystander := connect(t, n, "", token(t, "by", time.Hour, nil))
 			if r := bystander.subscribe("chat:bystander", nil); r.GetSubscribe() == nil {
@@ -564,4 +566,3 @@ func TestHookFailures(t *testing.T) {
 		})
 	}
 }
-
