@@ -566,3 +566,45 @@ func TestHookFailures(t *testing.T) {
 		})
 	}
 }
+
+// TestCommandsWaitForConnect: a command POSTed as soon as an SSE
+// stream's `connect` event gives its session token is handled after the
+// stream's own connect has finished (its channels subscribed), not beside
+// it: requests of a session are handled one at a time. The subscribe hook
+// makes the stream's channel slow to subscribe. (Before, the command's
+// reply came first, and the race detector saw the two goroutines share
+// the session's request state.)
+func TestCommandsWaitForConnect(t *testing.T) {
+	s := hooktest.Start(t, hooktest.Options{})
+	s.Handle("subscribe", func(ctx context.Context, m proto.Message) (proto.Message, error) {
+		if m.(*hooksv1.SubscribeRequest).Channel == "room:slow" {
+			select {
+			case <-time.After(500 * time.Millisecond):
+			case <-ctx.Done():
+			}
+		}
+		return &hooksv1.SubscribeResponse{Decision: &hooksv1.SubscribeResponse_Allow{Allow: &hooksv1.SubscribeAllow{}}}, nil
+	})
+	n := startNode(t, hookConfig(s, "grpc"), node.Serve)
+	c := openSSEHeader(t, httpBase(n), url.Values{"channel": {"room:slow"}}, "", cookieHeader(s.Login("ann")))
+	c.connected()
+	c.command(httpBase(n), &heraldv1.ClientFrame{Id: 50, Body: &heraldv1.ClientFrame_Ping{Ping: &heraldv1.PingFrame{}}})
+	var order []string
+	for len(order) < 2 {
+		if !c.read(10 * time.Second) {
+			t.Fatalf("stream ended: %v", c.err)
+		}
+		for _, fr := range c.buf {
+			switch {
+			case fr.GetSubscribed().GetChannel() == "room:slow":
+				order = append(order, "subscribed")
+			case fr.Id == 50:
+				order = append(order, "pong")
+			}
+		}
+		c.buf = nil
+	}
+	if order[0] != "subscribed" {
+		t.Fatalf("order %v: the command was handled before the stream's connect had finished", order)
+	}
+}
