@@ -52,6 +52,9 @@ type Config struct {
 	Limits Limits `yaml:"limits" json:"limits"`
 	// Bridge configures the WebSocket bridge.
 	Bridge Bridge `yaml:"bridge" json:"bridge"`
+	// Hooks configures the bridge's calls to the application's backend
+	// (connect, refresh, subscribe, publish and RPC hooks).
+	Hooks Hooks `yaml:"hooks" json:"hooks"`
 	// ShutdownTimeout bounds a graceful shutdown. Default 10s.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout" json:"shutdown_timeout"`
 	// LogLevel is debug, info, warn or error. Default info.
@@ -166,6 +169,17 @@ type Namespace struct {
 	// AllowHistory lets subscribers read history; AllowPresence, presence.
 	AllowHistory  bool `yaml:"allow_history" json:"allow_history"`
 	AllowPresence bool `yaml:"allow_presence" json:"allow_presence"`
+	// SubscribeHook asks the application's backend (hooks) whether a
+	// browser may subscribe to a channel of the namespace, unless a grant
+	// (a token's `channels` claim, Connect's channels) or the personal
+	// channel allows it already; AllowSubscribe and AllowAnonymous are
+	// then not consulted. History and presence need a subscription.
+	SubscribeHook bool `yaml:"subscribe_hook" json:"subscribe_hook"`
+	// PublishHook asks the application's backend (hooks) about every
+	// browser publication to the namespace (allow, refuse, replace the
+	// data, or skip); AllowPublish and AllowAnonymous are then not
+	// consulted.
+	PublishHook bool `yaml:"publish_hook" json:"publish_hook"`
 }
 
 // Limits bound sizes and counts that clients control.
@@ -345,6 +359,12 @@ func Default() Config {
 			RequestRate:     50,
 			MaxConnections:  100000,
 		},
+		Hooks: Hooks{
+			Timeout:         Duration(2 * time.Second),
+			MaxInFlight:     1000,
+			CircuitFailures: 5,
+			CircuitOpen:     Duration(5 * time.Second),
+		},
 	}
 }
 
@@ -459,6 +479,11 @@ var flagRoles = map[string]uint8{
 	"queue-bytes": browsers, "queue-frames": browsers, "request-rate": browsers, "max-connections": browsers,
 	"max-conns-per-ip": browsers, "accept-rate": browsers, "accept-burst": browsers, "user-publish-rate": browsers,
 
+	"hooks-grpc-addr": browsers, "hooks-http-url": browsers, "hooks-api-key": browsers, "hooks-tls": browsers,
+	"hooks-ca-file": browsers, "hooks-cert-file": browsers, "hooks-key-file": browsers, "hooks-timeout": browsers,
+	"hooks-max-in-flight": browsers, "hooks-connect": browsers, "hooks-refresh": browsers, "hooks-rpc-methods": browsers,
+	"hooks-headers": browsers, "hooks-cookies": browsers,
+
 	"core": coreLinks, "core-api-key": coreLinks, "core-tls": coreLinks, "core-ca-file": coreLinks,
 	"core-cert-file": coreLinks, "core-key-file": coreLinks,
 }
@@ -534,6 +559,20 @@ func (c *Config) register(fs *flag.FlagSet) {
 	str(&c.Bridge.CoreCAFile, "core-ca-file", "PEM CAs verifying the core's certificate (implies --core-tls)")
 	str(&c.Bridge.CoreCertFile, "core-cert-file", "client certificate for a core requiring mTLS")
 	str(&c.Bridge.CoreKeyFile, "core-key-file", "key of --core-cert-file")
+	str(&c.Hooks.GRPCAddr, "hooks-grpc-addr", "host:port of the app backend's herald.hooks.v1.HooksService (gRPC)")
+	str(&c.Hooks.HTTPURL, "hooks-http-url", "base URL of the app backend's hooks as JSON over HTTP (POST <url>/<hook>)")
+	str(&c.Hooks.APIKey, "hooks-api-key", "key sent to the app backend with every hook call (authorization: Bearer)")
+	boolean(&c.Hooks.TLS, "hooks-tls", "dial hooks-grpc-addr over TLS")
+	str(&c.Hooks.CAFile, "hooks-ca-file", "PEM CAs verifying the app backend's certificate (implies --hooks-tls)")
+	str(&c.Hooks.CertFile, "hooks-cert-file", "client certificate for an app backend requiring mTLS")
+	str(&c.Hooks.KeyFile, "hooks-key-file", "key of --hooks-cert-file")
+	dur(&c.Hooks.Timeout, "hooks-timeout", "deadline of one hook call")
+	integer(&c.Hooks.MaxInFlight, "hooks-max-in-flight", "hook calls in flight per bridge; beyond it calls are refused at once")
+	boolean(&c.Hooks.Connect, "hooks-connect", "ask the app backend who connecting browsers are (Connect hook)")
+	boolean(&c.Hooks.Refresh, "hooks-refresh", "ask the app backend whether expiring sessions go on (Refresh hook)")
+	list(&c.Hooks.RPCMethods, "hooks-rpc-methods", "rpc methods passed to the app backend (a final * matches any rest)")
+	list(&c.Hooks.Headers, "hooks-headers", "request headers passed to the Connect hook")
+	list(&c.Hooks.Cookies, "hooks-cookies", "cookies passed to the Connect hook, by name")
 	str(&c.TLS.CertFile, "tls-cert-file", "PEM certificate of the HTTP and gRPC listeners (enables TLS; reloaded when it changes)")
 	str(&c.TLS.KeyFile, "tls-key-file", "PEM private key of --tls-cert-file")
 	str(&c.TLS.ClientCAFile, "tls-client-ca-file", "PEM CAs; the gRPC listener then requires client certificates (mTLS)")
@@ -692,6 +731,7 @@ func (c *Config) Validate() error {
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("tls: cert_file and key_file go together")
 	}
+	c.validateHooks(bad)
 	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
 		bad("tls.client_ca_file needs tls.cert_file and tls.key_file")
 	}
@@ -761,6 +801,9 @@ func (c Config) Redacted() string {
 	}
 	if c.Bridge.CoreAPIKey != "" {
 		c.Bridge.CoreAPIKey = "***"
+	}
+	if c.Hooks.APIKey != "" {
+		c.Hooks.APIKey = "***"
 	}
 	b, _ := json.Marshal(c)
 	return string(b)

@@ -229,7 +229,13 @@ func (n *Node) start(ctx context.Context) error {
 			return fmt.Errorf("bridge: %w", err)
 		}
 		n.bridge = b
-		if cfg.AnonymousAllowed() {
+		if on := cfg.HooksOn(); on != "" {
+			n.log.Info("hooks: the application's backend is asked", "hooks", on)
+		}
+		switch {
+		case cfg.Hooks.Connect:
+			// Connections without a JWT are the connect hook's to decide.
+		case cfg.AnonymousAllowed():
 			n.log.Warn("browsers may connect without a token (anonymous): configure bridge.jwt_secret or jwt_public_keys to require one")
 		}
 	}

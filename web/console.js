@@ -12,7 +12,7 @@
 // below): it needs an API key of scope admin, typed into the page and kept
 // in memory (or, if asked, in this tab's sessionStorage), never in a URL.
 
-import { Herald } from "/herald.js";
+import { Herald, HeraldError } from "/herald.js";
 
 const params = new URLSearchParams(location.search);
 const chatChannel = params.get("channel") || "chat:lobby";
@@ -918,6 +918,37 @@ $("chat-form").addEventListener("submit", async (e) => {
   } catch (err) {
     chat.notice(`Not sent: ${errText(err)}`, "bad");
     input.value = text;
+  }
+});
+
+// Try an RPC: the bridge passes it to the application's backend (its RPC
+// hook), where hooks.rpc_methods allows the method.
+$("rpc-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const method = /** @type {HTMLInputElement} */ ($("rpc-method")).value.trim();
+  const text = /** @type {HTMLTextAreaElement} */ ($("rpc-data")).value.trim();
+  const out = $("rpc-result");
+  if (!method || !herald) return;
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch (err) {
+    out.textContent = `data is not JSON: ${errText(err)}`;
+    out.className = "result bad";
+    return;
+  }
+  out.textContent = "calling…";
+  out.className = "result";
+  try {
+    const res = await herald.rpc(method, data);
+    out.textContent = res instanceof Uint8Array ? `${res.length} bytes` : JSON.stringify(res);
+    out.className = "result ok";
+    logEvent(`rpc ${method}: ${out.textContent}`, "ok");
+  } catch (err) {
+    const code = err instanceof HeraldError ? `${err.code}${err.temporary ? " (temporary)" : ""}: ` : "";
+    out.textContent = `${code}${errText(err)}`;
+    out.className = "result bad";
+    logEvent(`rpc ${method} failed: ${out.textContent}`, "bad");
   }
 });
 

@@ -228,6 +228,13 @@ export declare class Herald {
   presence(channel: string): Promise<ClientInfo[]>;
   presenceStats(channel: string): Promise<{ clients: number; users: number }>;
   ping(): Promise<number>;
+  /**
+   * Calls a method of the application's backend (its RPC hook; allowed by
+   * the bridge's `hooks.rpc_methods`): resolves with the backend's JSON
+   * answer (null when it gave none) or bytes; rejects with a HeraldError
+   * (the backend's code and reason, or 203/204 when it is down or slow).
+   */
+  rpc(method: string, data?: unknown): Promise<unknown>;
 }
 
 export interface SubscriptionEvents {

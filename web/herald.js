@@ -362,6 +362,28 @@ export class Herald extends Emitter {
   }
 
   /**
+   * Calls a method of the application's backend through the bridge (its
+   * RPC hook; the bridge must allow the method in `hooks.rpc_methods`) and
+   * resolves with the backend's answer: JSON data (null when it gave
+   * none), or a Uint8Array when it answered bytes. Pass a Uint8Array to
+   * send bytes. A refusal rejects with a HeraldError carrying the
+   * backend's code (104, or its own 1000-1999) and reason; a backend that
+   * is down or slow with 203 or 204 (temporary).
+   * @param {string} method
+   * @param {unknown} [data]
+   * @returns {Promise<unknown>}
+   */
+  async rpc(method, data = null) {
+    /** @type {Record<string, unknown>} */
+    const body = { method };
+    if (data instanceof Uint8Array) body.binary = bytesToBase64(data);
+    else body.data = data;
+    const res = await this.#call("rpc", body);
+    if (res.binary !== undefined) return base64ToBytes(res.binary);
+    return res.data ?? null;
+  }
+
+  /**
    * Sends an application ping and resolves with the round trip in ms.
    * @returns {Promise<number>}
    */
@@ -577,8 +599,10 @@ export class Herald extends Emitter {
     this.#advice = null;
     let reconnect = advice ? advice.reconnect : !NO_RECONNECT.has(code);
     code = advice?.code || code;
-    // The same expired token would be refused again.
-    if (code === TOKEN_EXPIRED && !this.#opts.getToken) reconnect = false;
+    // The same expired token would be refused again; without a token (a
+    // cookie session, decided by the application's connect hook) a
+    // reconnect asks the backend anew.
+    if (code === TOKEN_EXPIRED && !this.#opts.getToken && this.#token) reconnect = false;
     this.#drop(code, advice?.reason || reason || "connection closed", reconnect, advice?.delay || undefined);
   }
 
@@ -997,6 +1021,10 @@ class StreamLink {
         headers: { "Content-Type": "application/json" },
         body,
         cache: "no-store",
+        // The page's cookies go with the stream, as with a WebSocket, for
+        // a bridge whose connect hook reads a session cookie (another
+        // origin must be in the bridge's allowed_origins).
+        credentials: "include",
         signal: this.#ctrl.signal,
       });
       if (res.status !== 200 || !res.body) return this.#fail(1006, `HTTP ${res.status}`);
@@ -1097,7 +1125,9 @@ class SSELink {
     if (c.token) u.searchParams.set("token", c.token);
     if (c.name) u.searchParams.set("name", c.name);
     if (c.personal_since && this.#lastId) u.searchParams.set("last_event_id", this.#lastId);
-    const es = (this.#es = new this.#ES(u.href));
+    // With credentials: cookies go to a bridge on another origin too (it
+    // must allow the origin), as they do with a WebSocket.
+    const es = (this.#es = new this.#ES(u.href, { withCredentials: true }));
     es.onopen = () => {
       this.#opened = true;
     };
