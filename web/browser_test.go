@@ -497,6 +497,33 @@ func testConsoleChatAcrossTabs(t *testing.T, d *deploytest.Deployment) {
 			`document.querySelectorAll("#chat-who li").length === 2`)
 	}
 
+	// The channel feed and its History lines show each publication's own
+	// time (the node's), not the time they were shown: publications had
+	// no time in herald.js, so History showed the time of the click.
+	hctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h, err := core.History(hctx, &heraldv1.HistoryRequest{Channel: "chat:lobby", Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, p := range h.GetPublications() {
+		want = append(want, time.UnixMilli(p.GetTimeUnixMs()).UTC().Format("2006-01-02T15:04:05.000Z"))
+	}
+	const block = `.channel[data-channel="chat:lobby"] .feed`
+	for i, tab := range []context.Context{tab1, tab2} {
+		if got := eval[[]string](t, tab, `[...document.querySelectorAll('`+block+` li.pub time')].map((e) => e.getAttribute("datetime"))`); !slices.Equal(got, want) {
+			t.Errorf("tab %d: live publications show times %v, want theirs %v", i+1, got, want)
+		}
+		eval[bool](t, tab, `([...document.querySelectorAll('.channel[data-channel="chat:lobby"] header button')].find((b) => b.textContent === "History").click(), true)`)
+		waitFor(t, tab, "the History lines", fmt.Sprintf(`document.querySelectorAll('%s li.hist').length === %d`, block, len(want)))
+		got := eval[[]string](t, tab, `[...document.querySelectorAll('`+block+` li.hist time')].map((e) => e.getAttribute("datetime") + " " + e.textContent)`)
+		shown := eval[[]string](t, tab, fmt.Sprintf(`%s.map((iso) => iso + " " + new Date(iso).toLocaleTimeString())`, mustJSON(want)))
+		if !slices.Equal(got, shown) {
+			t.Errorf("tab %d: History shows %v, want the publications' times %v", i+1, got, shown)
+		}
+	}
+
 	// The page's own log records nothing alarming.
 	events := eval[[]string](t, tab1, `[...document.querySelectorAll("#event-log li.bad")].map((li) => li.textContent)`)
 	if len(events) > 0 {
