@@ -236,7 +236,8 @@ type apiSession map[string]any
 // cannot hold; and a session through the public API gives identical
 // publications (data parsed from the exact text, binary as Uint8Array,
 // timeUnixMs), replies and events in herald.json and herald.proto, and
-// sends the same requests in both.
+// sends the same requests in both. Damaged messages never make the
+// decoder throw (3000 seeded mutations); an unknown format is refused.
 func TestFormats(t *testing.T) {
 	nodeBin, _ := needNode(t)
 	cases := serverFrames(t)
@@ -308,7 +309,12 @@ func TestFormats(t *testing.T) {
 		Malformed    []decodeResult                       `json:"malformed"`
 		Encoded      []struct{ Name, JSON, Proto string } `json:"encoded"`
 		EncodeErrors []string                             `json:"encodeErrors"`
-		API          map[string]apiSession                `json:"api"`
+		Options      []string                             `json:"options"`
+		Fuzz         struct {
+			Runs, Frames, Errors int
+			Thrown               []string
+		} `json:"fuzz"`
+		API map[string]apiSession `json:"api"`
 	}
 	if err := json.Unmarshal(stdout, &out); err != nil {
 		t.Fatalf("node printed %.300s: %v", stdout, err)
@@ -389,6 +395,21 @@ func TestFormats(t *testing.T) {
 			if !strings.Contains(e, "herald:") {
 				t.Errorf("bad client frame %d was encoded (%s), want an error", i, e)
 			}
+		}
+	})
+
+	t.Run("damaged bytes", func(t *testing.T) {
+		f := out.Fuzz
+		t.Logf("%d damaged messages: %d frames decoded, %d errors reported", f.Runs, f.Frames, f.Errors)
+		if f.Runs != 3000 || len(f.Thrown) > 0 || f.Errors == 0 {
+			t.Errorf("decode threw on %d of %d damaged messages (first: %v), reported %d errors", len(f.Thrown), f.Runs, f.Thrown[:min(1, len(f.Thrown))], f.Errors)
+		}
+	})
+
+	t.Run("option", func(t *testing.T) {
+		want := []string{`Error: herald: format must be "json" or "protobuf", not "xml"`, `Error: herald: format must be "json" or "protobuf", not "proto"`, "ok", "ok"}
+		if !slices.Equal(out.Options, want) {
+			t.Errorf("new Herald with format xml, proto, undefined, absent: %q, want %q", out.Options, want)
 		}
 	})
 

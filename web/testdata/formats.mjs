@@ -187,6 +187,55 @@ async function session(format, msgs) {
   return r;
 }
 
+// Part 6: damaged bytes never make decode (or the stream reader) throw,
+// and what does not decode goes to onError as the decoder's own error (a
+// TypeError or RangeError there would be a check the decoder lacks). Mutations of the packed
+// message (flipped, dropped, inserted bytes, runs of varint continuation
+// bytes, cuts), from a fixed seed.
+let seed = 12345;
+const rand = (/** @type {number} */ n) => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 8) % n;
+out.fuzz = { runs: 0, thrown: [], frames: 0, errors: 0 };
+for (let run = 0; run < 3000; run++) {
+  const b = Array.from(packed.subarray(rand(packed.length), packed.length));
+  for (let k = rand(8) + 1; k > 0; k--) {
+    const at = rand(b.length + 1);
+    const what = rand(5);
+    if (what === 0) b[at] = rand(256);
+    else if (what === 1) b.splice(at, 1);
+    else if (what === 2) b.splice(at, 0, rand(256));
+    else if (what === 3) b.length = at;
+    else b.splice(at, 0, ...Array.from({ length: rand(11) + 1 }, () => 0x80 | rand(128))); // long varints
+  }
+  const m = new Uint8Array(b);
+  const onError = (/** @type {unknown} */ err) => {
+    out.fuzz.errors++;
+    if (!String(err).startsWith("Error: herald: bad protobuf frame")) throw err;
+  };
+  try {
+    out.fuzz.frames += pb.decode(m, "ServerFrame", onError).length;
+    pb.decode(m, "ClientFrame", onError);
+    const read = pb.reader((x) => pb.decode(x, "ServerFrame", onError));
+    try {
+      read(m);
+    } catch (err) {
+      // The reader may refuse a length beyond its bound: an Error of its own.
+      if (!String(err).includes("herald:")) throw err;
+    }
+  } catch (err) {
+    out.fuzz.thrown.push(String(err));
+  }
+  out.fuzz.runs++;
+}
+
+// The option: a name it does not know is refused at once; undefined is JSON.
+out.options = [{ format: "xml" }, { format: "proto" }, { format: undefined }, {}].map((o) => {
+  try {
+    return new Herald("ws://fake/ws", o) && "ok";
+  } catch (err) {
+    return String(err);
+  }
+});
+
 out.api = {};
 for (const f of ["json", "protobuf"]) out.api[f] = asJSON(await session(f, job.api[f]));
 
