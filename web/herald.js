@@ -1469,13 +1469,28 @@ function toPublication(p) {
     publisher: p.publisher ? toClientInfo(p.publisher) : null,
     timeUnixMs: Number(p.time_unix_ms ?? 0),
   };
+  const { data, binary } = readPayload(p);
+  if (binary) pub.binary = binary;
+  else pub.data = data;
+  return pub;
+}
+
+/**
+ * The payload of a frame body with a payload oneof (a publication, say),
+ * in either format: `binary` bytes (base64 in herald.json), or JSON from
+ * `raw_json` (bytes), `json` (text) or `data` (the JSON itself, or a
+ * google.protobuf.Value), parsed with JSON.parse. Throws when the text is
+ * not JSON.
+ * @param {any} p
+ * @returns {{data: unknown, binary?: Uint8Array}}
+ */
+function readPayload(p) {
   // herald.json has bytes in base64; herald.proto's frame objects hold them.
   const bytes = (/** @type {string | Uint8Array} */ b) => (typeof b === "string" ? base64ToBytes(b) : b);
-  if (p.binary !== undefined) pub.binary = bytes(p.binary);
-  else if (p.raw_json !== undefined) pub.data = JSON.parse(utf8Decoder.decode(bytes(p.raw_json)));
-  else if (p.json !== undefined) pub.data = JSON.parse(p.json);
-  else pub.data = p.data ?? null;
-  return pub;
+  if (p.binary !== undefined) return { data: null, binary: bytes(p.binary) };
+  if (p.raw_json !== undefined) return { data: JSON.parse(utf8Decoder.decode(bytes(p.raw_json))) };
+  if (p.json !== undefined) return { data: JSON.parse(p.json) };
+  return { data: p.data ?? null };
 }
 
 /** @param {string} s */
