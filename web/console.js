@@ -31,7 +31,10 @@ function el(tag, attrs = {}, ...children) {
   return e;
 }
 
-const time = () => new Date().toLocaleTimeString();
+/** The time now, or of a publication (its timeUnixMs; 0: unknown, now). */
+const time = (/** @type {number} */ ms = 0) => (ms ? new Date(ms) : new Date()).toLocaleTimeString();
+/** A <time> of a publication (its timeUnixMs), or of now. */
+const timeEl = (/** @type {number} */ ms = 0) => el("time", ms ? { datetime: new Date(ms).toISOString() } : {}, time(ms));
 const shortEpoch = (/** @type {string} */ e) => (e ? e.slice(0, 8) : "-");
 
 /** @param {string} text @param {string} [kind] */
@@ -69,7 +72,8 @@ function start() {
   const url = /** @type {HTMLInputElement} */ ($("url")).value.trim() || "/ws";
   const token = /** @type {HTMLInputElement} */ ($("token")).value.trim();
   const transports = params.get("transport")?.split(",").filter(Boolean);
-  const h = new Herald(url, transports?.length ? { token, transports: /** @type {any} */ (transports) } : { token });
+  const format = /** @type {any} */ (params.get("format") || "json");
+  const h = new Herald(url, transports?.length ? { token, format, transports: /** @type {any} */ (transports) } : { token, format });
   herald = h;
   // @ts-ignore: for devtools and tests
   window.herald = h;
@@ -312,8 +316,9 @@ function addChannel(h, channel) {
   const presence = el("ul", { class: "presence" });
   const input = /** @type {HTMLTextAreaElement} */ (el("textarea", { rows: "2", spellcheck: "false", "aria-label": "JSON to publish" }));
   input.value = channel === chatChannel ? JSON.stringify({ user: myName(), text: "hello from the console" }) : '{"hello": "world"}';
-  const line = (/** @type {string} */ cls, /** @type {(Node|string)[]} */ ...parts) => {
-    feed.append(el("li", { class: cls }, el("time", {}, time()), " ", ...parts));
+  const line = (/** @type {string} */ cls, /** @type {(Node|string)[]} */ ...parts) => lineAt(0, cls, ...parts);
+  const lineAt = (/** @type {number} */ ms, /** @type {string} */ cls, /** @type {(Node|string)[]} */ ...parts) => {
+    feed.append(el("li", { class: cls }, timeEl(ms), " ", ...parts));
     while (feed.childElementCount > 500) feed.firstElementChild?.remove();
     feed.scrollTop = feed.scrollHeight;
   };
@@ -329,7 +334,7 @@ function addChannel(h, channel) {
     },
     onPublication(pub) {
       const li = el("li", { class: "pub", "data-offset": String(pub.offset), "data-epoch": pub.epoch },
-        el("time", {}, time()), " ",
+        timeEl(pub.timeUnixMs), " ",
         el("span", { class: "off" }, `#${pub.offset}`), " ",
         el("span", { class: "epoch" }, shortEpoch(pub.epoch)), " ",
         payloadEl(pub.data, pub.binary && `<${pub.binary.length} bytes>`));
@@ -407,7 +412,7 @@ function addChannel(h, channel) {
         try {
           const page = await sub.history({ limit: 20, reverse: true });
           line("note", `history: ${page.publications.length} newest of position #${page.position.offset} (epoch ${shortEpoch(page.position.epoch)})`);
-          for (const p of page.publications.reverse()) line("hist", el("span", { class: "off" }, `#${p.offset}`), " ", payloadEl(p.data, p.binary && `<${p.binary.length} bytes>`));
+          for (const p of page.publications.reverse()) lineAt(p.timeUnixMs, "hist", el("span", { class: "off" }, `#${p.offset}`), " ", payloadEl(p.data, p.binary && `<${p.binary.length} bytes>`));
         } catch (err) {
           line("note bad", `history: ${errText(err)}`);
         }

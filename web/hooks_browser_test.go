@@ -61,10 +61,15 @@ func TestBrowserCookieSessionAndRPC(t *testing.T) {
 			if err := chromedp.Do(ctx, chromedp.Navigate(d.BrowserURL()+"/?connect=0")); err != nil {
 				t.Fatal(err)
 			}
-			for _, tr := range []string{"websocket", "http_stream", "sse"} {
+			for _, tf := range []struct{ tr, format string }{
+				{"websocket", "json"}, {"websocket", "protobuf"},
+				{"http_stream", "json"}, {"http_stream", "protobuf"},
+				{"sse", "json"},
+			} {
+				tr := tf.tr
 				got := eval[map[string]any](t, ctx, fmt.Sprintf(`(async () => {
   const { Herald, HeraldError } = await import("/herald.js");
-  const h = new Herald("/ws", { transports: [%q], timeout: 5000, minReconnectDelay: 50 });
+  const h = new Herald("/ws", { transports: [%q], format: %q, timeout: 5000, minReconnectDelay: 50 });
   h.connect();
   await h.ready();
   const who = await h.rpc("whoami");
@@ -73,10 +78,14 @@ func TestBrowserCookieSessionAndRPC(t *testing.T) {
   try { await h.rpc("fail", {}); } catch (e) { failed = { heraldError: e instanceof HeraldError, code: e.code, temporary: e.temporary, message: e.message }; }
   let refused = null;
   try { await h.rpc("not.allowed"); } catch (e) { refused = e.code; }
-  const out = { user: h.user, transport: h.transport, who, echo, failed, refused };
+  const bytes = await h.rpc("echo", new Uint8Array([0, 1, 254, 255]));
+  const out = { user: h.user, transport: h.transport, format: h.format, who, echo, failed, refused, bytes: bytes instanceof Uint8Array ? Array.from(bytes).join(",") : String(bytes) };
   h.disconnect();
   return out;
-})()`, tr))
+})()`, tr, tf.format))
+				if got["format"] != tf.format || got["bytes"] != "0,1,254,255" {
+					t.Fatalf("%s/%s: format %v, binary echo %v", tr, tf.format, got["format"], got["bytes"])
+				}
 				who, _ := got["who"].(map[string]any)
 				if got["user"] != "ann" || got["transport"] != tr || who["user"] != "ann" || who["transport"] != tr {
 					t.Fatalf("%s: %v", tr, got)

@@ -117,15 +117,16 @@ func tarballFiles(t *testing.T, path string) []string {
 }
 
 // nodeClientScript connects with the installed package, as a Node program
-// would, and reports each step on stdout as one JSON line. It waits for a
-// line on stdin (the Go test's publication is out) before it publishes.
-// First it checks that a refused handshake is retried, not fatal.
+// would, in the format named by its fourth argument, and reports each step
+// on stdout as one JSON line. It waits for a line on stdin (the Go test's
+// publication is out) before it publishes. First it checks that a refused
+// handshake is retried, not fatal.
 const nodeClientScript = `
 import { Herald, HeraldError } from "@herald-io/client";
 import WebSocket from "ws";
 import { createInterface } from "node:readline";
 
-const [url, token, channel] = process.argv.slice(2);
+const [url, token, channel, format] = process.argv.slice(2);
 const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 const fail = (err) => { out({ step: "error", message: String(err?.stack ?? err) }); process.exit(1); };
 setTimeout(() => fail("timed out"), 30000).unref();
@@ -133,7 +134,7 @@ setTimeout(() => fail("timed out"), 30000).unref();
 // A refused handshake (here HTTP 404) is an "error" event of a ws socket,
 // which ends the process when nobody listens to it; the client must
 // retry instead, as it does in browsers.
-const refused = new Herald(url.replace(/\/ws$/, "/no-such-endpoint"), { WebSocket, token, minReconnectDelay: 10, maxReconnectDelay: 20 });
+const refused = new Herald(url.replace(/\/ws$/, "/no-such-endpoint"), { WebSocket, token, format, minReconnectDelay: 10, maxReconnectDelay: 20 });
 let retries = 0;
 await new Promise((resolve) => {
   refused.on("connecting", (c) => { if (c.delay !== undefined && ++retries === 2) resolve(); });
@@ -144,16 +145,19 @@ out({ step: "refused handshake retried", retries });
 
 const received = [];
 let wake = null;
-const h = new Herald(url, { WebSocket, token, timeout: 5000 });
+const h = new Herald(url, { WebSocket, token, format, timeout: 5000 });
 h.on("error", (e) => out({ step: "client error", type: e.type, message: String(e.error) }));
 const sub = h.subscribe(channel, {
-  onPublication: (p) => { received.push({ offset: p.offset, data: p.data, user: p.publisher?.user ?? "" }); wake?.(); },
+  onPublication: (p) => {
+    received.push({ offset: p.offset, data: p.data, binary: p.binary && [...p.binary], user: p.publisher?.user ?? "", time: p.timeUnixMs });
+    wake?.();
+  },
   onSubscribed: (c) => out({ step: "subscribed", offset: c.position.offset, recoverable: c.recoverable }),
   onError: (e) => fail(e),
 });
 h.connect();
 await h.ready();
-out({ step: "connected", user: h.user, heraldError: typeof HeraldError === "function" });
+out({ step: "connected", user: h.user, format: h.format, heraldError: typeof HeraldError === "function" });
 
 const until = async (cond) => { while (!cond()) await new Promise((r) => (wake = r)); };
 const rl = createInterface({ input: process.stdin });
@@ -161,13 +165,14 @@ await rl[Symbol.asyncIterator]().next(); // the Go test has published over gRPC
 rl.close();
 await until(() => received.length >= 1);
 const res = await sub.publish({ from: "node", n: 2 });
-await until(() => received.length >= 2);
+await sub.publish(new Uint8Array([0, 1, 254, 255]));
+await until(() => received.length >= 3);
 const page = await sub.history({ limit: 10 });
 out({
   step: "done",
   published: res.offset,
   received,
-  history: page.publications.map((p) => ({ offset: p.offset, data: p.data })),
+  history: page.publications.map((p) => ({ offset: p.offset, data: p.data, binary: p.binary && [...p.binary] })),
   position: page.position.offset,
 });
 h.disconnect(); // and the process ends: the client holds no timer or socket after disconnect
@@ -235,12 +240,24 @@ func TestNPMPackage(t *testing.T) {
 
 	// The production shape: API keys on the core, JWTs for clients (see
 	// startAdminDeployment).
-	const channel = "chat:npm"
 	d := startAdminDeployment(t)
+	for _, format := range formatNames {
+		t.Run(format, func(t *testing.T) {
+			runNodeClient(t, ctx, d, nodeBin, app, script, format)
+		})
+	}
+}
+
+// runNodeClient runs nodeClientScript in format against d and checks
+// each step: a refused handshake retried, then a connection as the
+// token's user, a gRPC publication received with its time, the client's
+// own JSON and binary publications, and history.
+func runNodeClient(t *testing.T, ctx context.Context, d *adminDeployment, nodeBin, app, script, format string) {
+	channel := "chat:npm-" + format
 	token := browserToken(t, "node-user")
 	backend := d.backend
 
-	cmd := exec.CommandContext(ctx, nodeBin, script, "ws"+strings.TrimPrefix(d.base, "http")+"/ws", token, channel)
+	cmd := exec.CommandContext(ctx, nodeBin, script, "ws"+strings.TrimPrefix(d.base, "http")+"/ws", token, channel, format)
 	cmd.Dir = app
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -257,22 +274,23 @@ func TestNPMPackage(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 
+	type received struct {
+		Offset uint64         `json:"offset"`
+		Data   map[string]any `json:"data"`
+		Binary []int          `json:"binary"`
+		User   string         `json:"user"`
+		Time   int64          `json:"time"`
+	}
 	type step struct {
-		Step      string `json:"step"`
-		Message   string `json:"message"`
-		User      string `json:"user"`
-		Offset    uint64 `json:"offset"`
-		Published uint64 `json:"published"`
-		Received  []struct {
-			Offset uint64         `json:"offset"`
-			Data   map[string]any `json:"data"`
-			User   string         `json:"user"`
-		} `json:"received"`
-		History []struct {
-			Offset uint64         `json:"offset"`
-			Data   map[string]any `json:"data"`
-		} `json:"history"`
-		Position uint64 `json:"position"`
+		Step      string     `json:"step"`
+		Message   string     `json:"message"`
+		User      string     `json:"user"`
+		Format    string     `json:"format"`
+		Offset    uint64     `json:"offset"`
+		Published uint64     `json:"published"`
+		Received  []received `json:"received"`
+		History   []received `json:"history"`
+		Position  uint64     `json:"position"`
 	}
 	// nodeStderr is what node wrote on stderr, once it has exited (Wait
 	// has copied all of it): for failure messages.
@@ -308,10 +326,12 @@ func TestNPMPackage(t *testing.T) {
 
 	next("refused handshake retried")
 	next("subscribed")
-	if c := next("connected"); c.User != "node-user" {
-		t.Fatalf("connected as %q, want node-user (the token's sub)", c.User)
+	if c := next("connected"); c.User != "node-user" || c.Format != format {
+		t.Fatalf("connected as %q in %q, want node-user (the token's sub) in %s", c.User, c.Format, format)
 	}
+	before := time.Now().UnixMilli()
 	first := publish(t, backend, channel, map[string]any{"from": "grpc", "n": 1})
+	after := time.Now().UnixMilli()
 	if _, err := io.WriteString(stdin, "published\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -327,16 +347,20 @@ func TestNPMPackage(t *testing.T) {
 	if done.Published != first+1 {
 		t.Fatalf("Node's publish at offset %d, want %d (after the gRPC one at %d)", done.Published, first+1, first)
 	}
-	if len(done.Received) != 2 {
-		t.Fatalf("Node received %+v, want the gRPC publication then its own", done.Received)
+	if len(done.Received) != 3 {
+		t.Fatalf("Node received %+v, want the gRPC publication then its own two", done.Received)
 	}
-	if r := done.Received[0]; r.Offset != first || r.Data["from"] != "grpc" || r.Data["n"] != float64(1) || r.User != "" {
-		t.Fatalf("first publication received: %+v, want offset %d from grpc", r, first)
+	if r := done.Received[0]; r.Offset != first || r.Data["from"] != "grpc" || r.Data["n"] != float64(1) || r.User != "" || r.Time < before || r.Time > after {
+		t.Fatalf("first publication received: %+v, want offset %d from grpc at a time in [%d, %d]", r, first, before, after)
 	}
 	if r := done.Received[1]; r.Offset != first+1 || r.Data["from"] != "node" || r.User != "node-user" {
 		t.Fatalf("second publication received: %+v, want Node's own at %d with publisher node-user", r, first+1)
 	}
-	if len(done.History) != 2 || done.History[0].Data["from"] != "grpc" || done.History[1].Data["from"] != "node" || done.Position != first+1 {
-		t.Fatalf("history %+v at position %d, want the two publications up to %d", done.History, done.Position, first+1)
+	if r := done.Received[2]; r.Offset != first+2 || !slices.Equal(r.Binary, []int{0, 1, 254, 255}) || r.Data != nil {
+		t.Fatalf("third publication received: %+v, want Node's bytes at %d", r, first+2)
+	}
+	if len(done.History) != 3 || done.History[0].Data["from"] != "grpc" || done.History[1].Data["from"] != "node" ||
+		!slices.Equal(done.History[2].Binary, []int{0, 1, 254, 255}) || done.Position != first+2 {
+		t.Fatalf("history %+v at position %d, want the three publications up to %d", done.History, done.Position, first+2)
 	}
 }
