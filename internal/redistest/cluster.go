@@ -30,9 +30,10 @@ type ClusterOptions struct {
 }
 
 // Cluster is a real Redis Cluster of redis-server processes on loopback,
-// made with `redis-cli --cluster create`, stopped by t.Cleanup.
+// made with `redis-cli --cluster create`, stopped by t.Cleanup (or, for
+// the shared one, by StopShared).
 type Cluster struct {
-	t     testing.TB
+	t     testing.TB // nil for the shared cluster
 	dir   string
 	opts  ClusterOptions
 	Nodes []*ClusterNode
@@ -54,6 +55,18 @@ type ClusterNode struct {
 // HERALD_REQUIRE_REDIS=1).
 func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	t.Helper()
+	needBinaries(t)
+	c, err := startCluster(t, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// needBinaries skips t when redis-server or redis-cli is missing (fails
+// instead under HERALD_REQUIRE_REDIS=1).
+func needBinaries(t testing.TB) {
+	t.Helper()
 	for _, bin := range []string{"redis-server", "redis-cli"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			if os.Getenv("HERALD_REQUIRE_REDIS") == "1" {
@@ -62,6 +75,11 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 			t.Skipf("%s is not on PATH (apt-get install redis-server); set HERALD_REQUIRE_REDIS=1 to fail instead", bin)
 		}
 	}
+}
+
+// startCluster starts a cluster for t, or, with t nil, one that lives
+// until Stop.
+func startCluster(t testing.TB, opts ClusterOptions) (*Cluster, error) {
 	if opts.Primaries <= 0 {
 		opts.Primaries = 3
 	}
@@ -73,13 +91,23 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	if opts.NodeTimeout <= 0 {
 		opts.NodeTimeout = time.Second
 	}
-	c := &Cluster{t: t, dir: t.TempDir(), opts: opts}
-	t.Cleanup(c.Stop)
+	c := &Cluster{t: t, opts: opts}
+	if t != nil {
+		c.dir = t.TempDir()
+		t.Cleanup(c.Stop)
+	} else {
+		dir, err := os.MkdirTemp("", "herald-cluster-")
+		if err != nil {
+			return nil, err
+		}
+		c.dir = dir
+	}
 	n := opts.Primaries * (1 + opts.Replicas)
 	for i := 0; i < n; i++ {
 		node, err := c.startNode()
 		if err != nil {
-			t.Fatal(err)
+			c.Stop()
+			return nil, err
 		}
 		c.Nodes = append(c.Nodes, node)
 	}
@@ -90,12 +118,42 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	args = append(args, "--cluster-replicas", strconv.Itoa(opts.Replicas), "--cluster-yes")
 	out, err := exec.Command("redis-cli", args...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+		c.Stop()
+		return nil, fmt.Errorf("redis-cli --cluster create: %v\n%s", err, out)
 	}
 	if err := c.WaitHealthy(30 * time.Second); err != nil {
-		t.Fatal(err)
+		c.Stop()
+		return nil, err
 	}
-	return c
+	return c, nil
+}
+
+var shared struct {
+	once sync.Once
+	c    *Cluster
+	err  error
+}
+
+// SharedCluster returns the cluster that the tests of a package share
+// (three primaries with a replica each), started at its first use. Tests
+// keep apart by key prefix; a test that kills nodes or moves slots should
+// start a cluster of its own. The package's TestMain must call StopShared
+// after m.Run. Like StartCluster, it skips t when redis-server is missing.
+func SharedCluster(t testing.TB) *Cluster {
+	t.Helper()
+	needBinaries(t)
+	shared.once.Do(func() { shared.c, shared.err = startCluster(nil, ClusterOptions{}) })
+	if shared.err != nil {
+		t.Fatalf("shared cluster: %v", shared.err)
+	}
+	return shared.c
+}
+
+// StopShared stops the shared cluster, if it was started.
+func StopShared() {
+	if shared.c != nil {
+		shared.c.Stop()
+	}
 }
 
 // freePort returns a loopback port that was free a moment ago.
@@ -191,7 +249,8 @@ func (n *ClusterNode) Kill() {
 }
 
 // Restart starts a killed node again; it rejoins the cluster (as a replica
-// if its primary role was taken over meanwhile).
+// if its primary role was taken over meanwhile). Not for the shared
+// cluster.
 func (n *ClusterNode) Restart() {
 	n.c.t.Helper()
 	if err := n.start(); err != nil {
@@ -206,10 +265,10 @@ func (n *ClusterNode) Running() bool {
 	return n.cmd != nil
 }
 
-// Client returns a plain client of this one node, closed at cleanup.
-func (n *ClusterNode) Client() *redis.Client {
+// Client returns a plain client of this one node, closed at t's cleanup.
+func (n *ClusterNode) Client(t testing.TB) *redis.Client {
 	rc := redis.NewClient(&redis.Options{Addr: n.Addr, DialTimeout: time.Second, ReadTimeout: 2 * time.Second})
-	n.c.t.Cleanup(func() { _ = rc.Close() })
+	t.Cleanup(func() { _ = rc.Close() })
 	return rc
 }
 
@@ -222,10 +281,13 @@ func (c *Cluster) Addrs() []string {
 	return out
 }
 
-// Stop kills every node.
+// Stop kills every node (and removes the shared cluster's files).
 func (c *Cluster) Stop() {
 	for _, n := range c.Nodes {
 		n.Kill()
+	}
+	if c.t == nil && c.dir != "" {
+		_ = os.RemoveAll(c.dir)
 	}
 }
 

@@ -30,7 +30,7 @@ func TestCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := c.Node(owner).Client().Wait(ctx, 1, time.Second).Result(); err != nil || n < 1 {
+	if n, err := c.Node(owner).Client(t).Wait(ctx, 1, time.Second).Result(); err != nil || n < 1 {
 		t.Fatalf("WAIT on %s: %d %v", owner, n, err)
 	}
 	prims, err := c.Primaries(ctx)
