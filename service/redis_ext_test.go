@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/herald-io/herald/config"
+	redisengine "github.com/herald-io/herald/engine/redis"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"github.com/herald-io/herald/internal/redistest"
 	"github.com/herald-io/herald/node"
-	"github.com/herald-io/herald/service"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -210,7 +210,7 @@ func TestRedisIdempotencyKeyOnAnotherNode(t *testing.T) {
 }
 
 func TestRedisPresenceAcrossNodes(t *testing.T) {
-	restore := service.SetRedisTimingForTest(2*time.Second, 300*time.Millisecond)
+	restore := redisengine.SetTimingForTest(2*time.Second, 300*time.Millisecond)
 	defer restore()
 	c := startRedisCluster(t, 3)
 	const ch = "room:who"
