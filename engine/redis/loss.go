@@ -19,9 +19,11 @@ import (
 // channel's streams and readers learn recovered=false.
 //
 // It compares what it can: the offset (the log ends before last), and the
-// entry at last's offset when history keeps it. A loss behind a channel
-// without history that is published to again, up to last's offset, before
-// the check runs goes unseen.
+// entry at last's offset when history keeps it (a retry of the lost
+// publication, with its idempotency key, that took its offset again is the
+// same publication: no loss). A loss behind a channel without history that
+// is published to again, up to last's offset, before the check runs goes
+// unseen.
 func (e *Engine) checkLost(channel string, last *heraldv1.Publication) {
 	ctx, cancel := context.WithTimeout(e.ctx, e.opts.Timeout)
 	defer cancel()
@@ -38,7 +40,7 @@ func (e *Engine) checkLost(channel string, last *heraldv1.Publication) {
 	lost := uint64(offset) < last.Offset
 	if d, ok := res[2].(string); ok && !lost {
 		kept := &heraldv1.Publication{}
-		lost = proto.Unmarshal([]byte(d), kept) != nil || !proto.Equal(kept, last)
+		lost = proto.Unmarshal([]byte(d), kept) != nil || !samePublication(kept, last)
 	}
 	if !lost {
 		return
@@ -48,4 +50,15 @@ func (e *Engine) checkLost(channel string, last *heraldv1.Publication) {
 	if err := runOnce(ctx, e.client, bumpScript, bumpLua, keys, last.Epoch, engine.NewEpoch()).Err(); err != nil {
 		e.log.Error("redis: could not begin a new epoch after a loss", "channel", channel, "err", err)
 	}
+}
+
+// samePublication reports whether a and b are one publication, whenever
+// each was stamped (a retry gets a new time_unix_ms).
+func samePublication(a, b *heraldv1.Publication) bool {
+	if a.TimeUnixMs == b.TimeUnixMs {
+		return proto.Equal(a, b)
+	}
+	a2 := proto.Clone(a).(*heraldv1.Publication)
+	a2.TimeUnixMs = b.TimeUnixMs
+	return proto.Equal(a2, b)
 }

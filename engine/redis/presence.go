@@ -49,7 +49,7 @@ func (e *Engine) AddPresence(ctx context.Context, channel string, client *herald
 	e.pmu.Lock()
 	e.local[presenceKey{channel, client.Client}] = client
 	e.pmu.Unlock()
-	e.register(ctx, channel, e.opts.PresenceTTL)
+	e.register(ctx, []registration{{channel, e.opts.PresenceTTL}})
 	return nil
 }
 
@@ -201,14 +201,16 @@ func (e *Engine) refresh() error {
 	if err := presenceSweepScript.Load(ctx, e.client).Err(); err != nil {
 		return err
 	}
+	regs := make([]registration, 0, len(byChannel))
 	for ch, pairs := range byChannel {
 		args := append([]any{ttl, e.key(ch, "s"), ch}, pairs...)
 		adds = append(adds, added{ch, presenceAddScript.EvalSha(ctx, pipe, []string{e.key(ch, "p")}, args...)})
 		if pipe.Len() >= batch {
 			flush()
 		}
-		e.register(ctx, ch, e.opts.PresenceTTL)
+		regs = append(regs, registration{ch, e.opts.PresenceTTL})
 	}
+	e.register(ctx, regs)
 	for ch := range sweep {
 		presenceSweepScript.EvalSha(ctx, pipe, []string{e.key(ch, "p")}, e.key(ch, "s"), ch)
 		if pipe.Len() >= batch {

@@ -75,7 +75,7 @@ func (e *Engine) publishFailed(ctx context.Context, err error) error {
 }
 
 // published applies the script's reply to pub.
-func (e *Engine) published(ctx context.Context, pub *heraldv1.Publication, opts engine.PublishOptions, res []any) (engine.PublishResult, error) {
+func (e *Engine) published(ctx context.Context, pub *heraldv1.Publication, res []any) (engine.PublishResult, error) {
 	offset, epoch, dup, err := publishReply(res)
 	if err != nil {
 		return engine.PublishResult{}, e.fail(ctx, "publish", err)
@@ -83,7 +83,6 @@ func (e *Engine) published(ctx context.Context, pub *heraldv1.Publication, opts 
 	if !dup {
 		pub.Offset, pub.Epoch = offset, epoch
 	}
-	e.register(ctx, pub.Channel, e.metaTTL(opts.HistoryTTL))
 	return engine.PublishResult{Position: &heraldv1.StreamPosition{Offset: offset, Epoch: epoch}, Duplicate: dup}, nil
 }
 
@@ -101,7 +100,11 @@ func (e *Engine) Publish(ctx context.Context, pub *heraldv1.Publication, opts en
 	if err != nil {
 		return engine.PublishResult{}, e.publishFailed(ctx, err)
 	}
-	return e.published(ctx, pub, opts, res)
+	r, err := e.published(ctx, pub, res)
+	if err == nil {
+		e.register(ctx, []registration{{pub.Channel, e.metaTTL(opts.HistoryTTL)}})
+	}
+	return r, err
 }
 
 // PublishBatch publishes pubs in one round trip (one per primary of a
@@ -127,6 +130,7 @@ func (e *Engine) PublishBatch(ctx context.Context, pubs []*heraldv1.Publication,
 	} else {
 		e.pipelinePublish(ctx, e.client, calls, idx, cmds)
 	}
+	var regs []registration
 	for _, i := range idx {
 		if errs[i] != nil {
 			continue
@@ -136,8 +140,11 @@ func (e *Engine) PublishBatch(ctx context.Context, pubs []*heraldv1.Publication,
 			errs[i] = e.publishFailed(ctx, err)
 			continue
 		}
-		results[i], errs[i] = e.published(ctx, pubs[i], opts[i], res)
+		if results[i], errs[i] = e.published(ctx, pubs[i], res); errs[i] == nil {
+			regs = append(regs, registration{pubs[i].Channel, e.metaTTL(opts[i].HistoryTTL)})
+		}
 	}
+	e.register(ctx, regs)
 	return results, errs
 }
 
@@ -259,22 +266,44 @@ func publishReply(res []any) (offset uint64, epoch string, dup bool, err error) 
 	return uint64(o), ep, d == 1, nil
 }
 
-// register records channel in the registry behind Channels, at most once
-// per registerEvery per node; failures only delay the listing.
-func (e *Engine) register(ctx context.Context, channel string, ttl time.Duration) {
+// registration is a channel to list in the registry for at least ttl.
+type registration struct {
+	channel string
+	ttl     time.Duration
+}
+
+// register records channels in the registry behind Channels, each at most
+// once per registerEvery per node, in one round trip; failures only delay
+// the listing.
+func (e *Engine) register(ctx context.Context, regs []registration) {
 	now := time.Now()
-	if v, ok := e.registered.Load(channel); ok && now.UnixMilli() < v.(int64) {
+	var todo []registration
+	for _, r := range regs {
+		if v, ok := e.registered.Load(r.channel); ok && now.UnixMilli() < v.(int64) {
+			continue
+		}
+		if e.nregistered.Add(1) > 100_000 {
+			e.registered.Clear()
+			e.nregistered.Store(0)
+		}
+		e.registered.Store(r.channel, now.Add(registerEvery).UnixMilli())
+		todo = append(todo, r)
+	}
+	if len(todo) == 0 {
 		return
 	}
-	if e.nregistered.Add(1) > 100_000 {
-		e.registered.Clear()
-		e.nregistered.Store(0)
-	}
-	e.registered.Store(channel, now.Add(registerEvery).UnixMilli())
-	// Outlive the next refresh, which comes registerEvery later at most.
-	ttl = max(ttl, 2*registerEvery)
-	err := e.client.ZAddGT(ctx, e.registryKey(channel), goredis.Z{Score: float64(now.Add(ttl).UnixMilli()), Member: channel}).Err()
-	if err != nil {
-		e.registered.Delete(channel)
+	cmds := make([]*goredis.IntCmd, len(todo))
+	_, _ = e.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i, r := range todo {
+			// Outlive the next refresh, which comes registerEvery later at most.
+			ttl := max(r.ttl, 2*registerEvery)
+			cmds[i] = p.ZAddGT(ctx, e.registryKey(r.channel), goredis.Z{Score: float64(now.Add(ttl).UnixMilli()), Member: r.channel})
+		}
+		return nil
+	})
+	for i, cmd := range cmds {
+		if cmd.Err() != nil {
+			e.registered.Delete(todo[i].channel)
+		}
 	}
 }

@@ -122,6 +122,7 @@ type psConn struct {
 	sent    []sentCmd // commands sent on ps whose replies have not all come
 	retired bool
 	emptyAt time.Time // when chans became empty (zero while it is not)
+	probeAt time.Time // when the last PING to bring ps up went out
 
 	wmu sync.Mutex // orders writes on ps with their entries in sent
 }
@@ -516,6 +517,11 @@ func (c *psConn) sync() {
 	}
 	ps, gen := c.ps, c.gen
 	if !c.up {
+		if c.broken && time.Since(c.probeAt) < 100*time.Millisecond {
+			p.mu.Unlock()
+			return // the node is down: probe it ten times a second at most
+		}
+		c.probeAt = time.Now()
 		c.sent = append(c.sent, sentCmd{kind: 'p'})
 		p.mu.Unlock()
 		ctx, cancel := context.WithTimeout(e.ctx, e.opts.Timeout)

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -244,7 +245,24 @@ func (n *ClusterNode) Kill() {
 	n.mu.Unlock()
 	if cmd != nil {
 		_ = cmd.Process.Kill()
+		_ = cmd.Process.Signal(syscall.SIGCONT) // a paused node dies too
 		<-exited
+	}
+}
+
+// Pause stops the node's process (SIGSTOP) until Resume: it reads
+// nothing, so a primary's replication stream to it backs up (what does not
+// fit its socket buffers stays on the primary), and it answers nobody.
+func (n *ClusterNode) Pause() { n.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused node (SIGCONT).
+func (n *ClusterNode) Resume() { n.signal(syscall.SIGCONT) }
+
+func (n *ClusterNode) signal(sig os.Signal) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		_ = n.cmd.Process.Signal(sig)
 	}
 }
 
@@ -474,6 +492,81 @@ func (c *Cluster) MoveSlots(from, to string, n int) error {
 		"--cluster-slots", strconv.Itoa(n), "--cluster-yes").CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("redis-cli --cluster reshard: %v\n%s", err, out)
+	}
+	return c.WaitHealthy(30 * time.Second)
+}
+
+// MoveSlot migrates one slot, with its keys, to the primary at to, the way
+// redis-cli --cluster reshard does (IMPORTING, MIGRATING, MIGRATE of the
+// keys a few at a time, SETSLOT NODE), while the cluster serves; then it
+// waits until the cluster is healthy again. between runs after the slot is
+// marked migrating and before its keys move (nil for nothing), so that a
+// test can act in the middle of the migration.
+func (c *Cluster) MoveSlot(slot int, to string, between func()) error {
+	ctx := context.Background()
+	from, err := c.SlotOwner(ctx, slot)
+	if err != nil {
+		return err
+	}
+	if from == to {
+		return nil
+	}
+	client := func(addr string) *redis.Client {
+		return redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second, ReadTimeout: 5 * time.Second, MaxRetries: -1})
+	}
+	src, dst := client(from), client(to)
+	defer src.Close()
+	defer dst.Close()
+	srcID, err := src.ClusterMyID(ctx).Result()
+	if err != nil {
+		return err
+	}
+	dstID, err := dst.ClusterMyID(ctx).Result()
+	if err != nil {
+		return err
+	}
+	if err := dst.Do(ctx, "cluster", "setslot", slot, "importing", srcID).Err(); err != nil {
+		return fmt.Errorf("setslot importing: %w", err)
+	}
+	if err := src.Do(ctx, "cluster", "setslot", slot, "migrating", dstID).Err(); err != nil {
+		return fmt.Errorf("setslot migrating: %w", err)
+	}
+	if between != nil {
+		between()
+	}
+	host, port, _ := net.SplitHostPort(to)
+	for {
+		keys, err := src.ClusterGetKeysInSlot(ctx, slot, 10).Result()
+		if err != nil {
+			return fmt.Errorf("getkeysinslot: %w", err)
+		}
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"migrate", host, port, "", 0, 5000, "replace", "keys"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		if err := src.Do(ctx, args...).Err(); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+	}
+	// The destination first, then the source, then every other primary,
+	// as redis-cli does.
+	if err := dst.Do(ctx, "cluster", "setslot", slot, "node", dstID).Err(); err != nil {
+		return fmt.Errorf("setslot node (destination): %w", err)
+	}
+	if err := src.Do(ctx, "cluster", "setslot", slot, "node", dstID).Err(); err != nil {
+		return fmt.Errorf("setslot node (source): %w", err)
+	}
+	prims, _ := c.Primaries(ctx)
+	for _, p := range prims {
+		if p == from || p == to {
+			continue
+		}
+		rc := client(p)
+		_ = rc.Do(ctx, "cluster", "setslot", slot, "node", dstID).Err()
+		_ = rc.Close()
 	}
 	return c.WaitHealthy(30 * time.Second)
 }
