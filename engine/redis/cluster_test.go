@@ -102,10 +102,7 @@ func checkFollowed(t *testing.T, f *follower, l *load, channel string) {
 		t.Fatalf("%s: nothing acknowledged", channel)
 	}
 	last := acked[len(acked)-1]
-	enginetest.WaitFor(t, channel+" followed up to its last acknowledgement", func() bool {
-		st := f.state(channel)
-		return st.last >= last && st.epoch == epoch
-	})
+	waitFollowed(t, f, nil, channel, epoch, last)
 	st := f.state(channel)
 	if st.breaks != 0 {
 		t.Fatalf("%s: %d breaks", channel, st.breaks)
@@ -119,6 +116,40 @@ func checkFollowed(t *testing.T, f *follower, l *load, channel string) {
 		if acked[i] <= acked[i-1] {
 			t.Fatalf("%s: acknowledged offsets out of order: %v", channel, acked)
 		}
+	}
+}
+
+// waitFollowed waits until f followed channel to offset last of epoch, or
+// to a later epoch (a new epoch began after the last acknowledgement),
+// and tells where it is stuck otherwise.
+func waitFollowed(t *testing.T, f *follower, e *Engine, channel, epoch string, last uint64) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st := f.state(channel)
+		if st.epoch == epoch && st.last >= last {
+			return
+		}
+		if e != nil && st.epoch != epoch && st.breaks > 0 {
+			if res, err := e.History(ctx, channel, engine.HistoryQuery{}); err == nil && res.Position.Epoch == st.epoch && st.last >= res.Position.Offset {
+				return // followed into the epoch that began after the loss
+			}
+		}
+		if time.Now().After(deadline) {
+			where := ""
+			if e != nil {
+				e.ps.mu.Lock()
+				if r := e.ps.subs[channel]; r != nil {
+					where = fmt.Sprintf("placed %v live %v asked %v stale %v", r.conn != nil, r.live, r.asked, r.stale)
+					if r.conn != nil {
+						where += fmt.Sprintf(" on %s (up %v broken %v)", r.conn.client.Options().Addr, r.conn.up, r.conn.broken)
+					}
+				}
+				e.ps.mu.Unlock()
+			}
+			t.Fatalf("%s: followed to %d of %s (%d breaks, %d resets), want %d of %s; %s", channel, st.last, st.epoch, st.breaks, st.resets, last, epoch, where)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -329,10 +360,7 @@ func testFailover(t *testing.T, c *redistest.Cluster, wait int) {
 		acked := append([]uint64(nil), l.acked[ch]...)
 		epoch := l.epochs[ch]
 		l.mu.Unlock()
-		enginetest.WaitFor(t, ch+" followed to its last acknowledgement", func() bool {
-			st := f.state(ch)
-			return st.epoch == epoch && st.last >= acked[len(acked)-1]
-		})
+		waitFollowed(t, f, sub, ch, epoch, acked[len(acked)-1])
 		st := f.state(ch)
 		// In order within each epoch, whatever the breaks.
 		for i := 1; i < len(st.got); i++ {

@@ -624,8 +624,8 @@ func bySlot(names []string, subs []*rsub) []slotGroup {
 func (c *psConn) failed(gen uint64, err error) {
 	p, e := c.p, c.p.e
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if c.gen != gen || c.retired || p.closed {
+		p.mu.Unlock()
 		return
 	}
 	if !c.broken {
@@ -646,7 +646,8 @@ func (c *psConn) failed(gen uint64, err error) {
 	for _, r := range chans {
 		p.unplaceLocked(r, false)
 	}
-	go func() { _ = old.Close() }()
+	p.mu.Unlock()
+	_ = old.Close() // outside p.mu: it may wait for a write in progress
 	e.reloadTopology()
 	wake(c.kick)
 }
