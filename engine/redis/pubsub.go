@@ -57,9 +57,8 @@ import (
 // receives a channel that moved away drops those messages, and the new
 // home's first delivery waits for a delivery of the old one in progress.
 //
-// Lock order: rsub.dmu → pubsub.mu → psConn.mu; psConn.wmu → pubsub.mu.
-// The Handler is called under rsub.dmu only, and nothing waits for dmu
-// while holding pubsub.mu.
+// Lock order: psConn.wmu → pubsub.mu → psConn.mu. rsub.dmu is taken with
+// no other lock held, and the Handler is called under it only.
 
 // pubsub is the engine's pub/sub state.
 type pubsub struct {
