@@ -23,6 +23,7 @@ type shardStats struct {
 	keys       int64 // keys of the test's prefix
 	channels   int64 // channels whose state it holds (meta keys)
 	evalsha    int64 // publish (and other) scripts run
+	scriptUs   int64 // microseconds Redis spent running them
 	spublish   int64 // SPUBLISH (from the scripts and commands)
 	shardSubs  int64 // shard channels subscribed
 	netOut     int64 // bytes sent
@@ -30,9 +31,10 @@ type shardStats struct {
 	registries int   // registry keys it serves
 }
 
-var statRe = regexp.MustCompile(`(\w+):calls=(\d+)`)
+var statRe = regexp.MustCompile(`(\w+):calls=(\d+),usec=(\d+)`)
 
-// commandCalls returns the calls per command of INFO commandstats.
+// commandCalls returns the calls per command of INFO commandstats, and
+// (under "<command>.usec") the microseconds spent in them.
 func commandCalls(t *testing.T, rc *goredis.Client) map[string]int64 {
 	info, err := rc.Info(ctx, "commandstats").Result()
 	if err != nil {
@@ -40,8 +42,10 @@ func commandCalls(t *testing.T, rc *goredis.Client) map[string]int64 {
 	}
 	out := map[string]int64{}
 	for _, m := range statRe.FindAllStringSubmatch(info, -1) {
+		name := strings.TrimPrefix(m[1], "cmdstat_")
 		n, _ := strconv.ParseInt(m[2], 10, 64)
-		out[strings.TrimPrefix(m[1], "cmdstat_")] = n
+		us, _ := strconv.ParseInt(m[3], 10, 64)
+		out[name], out[name+".usec"] = n, us
 	}
 	return out
 }
@@ -159,6 +163,7 @@ func TestClusterDistribution(t *testing.T) {
 		st.channels = countKeys(t, rc, cfg.Prefix+":{chat:room-*}:m")
 		calls := commandCalls(t, rc)
 		st.evalsha = calls["evalsha"] + calls["eval"] - before[p]["evalsha"] - before[p]["eval"]
+		st.scriptUs = calls["evalsha.usec"] + calls["eval.usec"] - before[p]["evalsha.usec"] - before[p]["eval.usec"]
 		st.spublish = calls["spublish"] - before[p]["spublish"]
 		st.shardSubs = infoInt(t, rc, "stats", "pubsubshard_channels") - subsBefore[p]
 		st.netOut = infoInt(t, rc, "stats", "total_net_output_bytes") - outBefore[p]
@@ -175,12 +180,12 @@ func TestClusterDistribution(t *testing.T) {
 	sort.Strings(prims)
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d channels: subscribed in %v, one publication each in %v\n", n, subscribed.Round(time.Millisecond), published.Round(time.Millisecond))
-	fmt.Fprintf(&b, "| primary | slots | channels | keys (all of the prefix) | scripts run | SPUBLISH | shard subscriptions | bytes sent | control channels | registry keys |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| primary | slots | channels | keys (all of the prefix) | scripts run | script time | SPUBLISH | shard subscriptions | bytes sent | control channels | registry keys |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	var total shardStats
 	for _, p := range prims {
 		st := stats[p]
-		fmt.Fprintf(&b, "| %s | %d (%.1f%%) | %d (%.1f%%) | %d | %d | %d | %d | %d | %d | %d |\n", p, st.slots, 100*float64(st.slots)/numSlots,
-			st.channels, 100*float64(st.channels)/n, st.keys, st.evalsha, st.spublish, st.shardSubs, st.netOut, st.controls, st.registries)
+		fmt.Fprintf(&b, "| %s | %d (%.1f%%) | %d (%.1f%%) | %d | %d | %d ms | %d | %d | %d | %d | %d |\n", p, st.slots, 100*float64(st.slots)/numSlots,
+			st.channels, 100*float64(st.channels)/n, st.keys, st.evalsha, st.scriptUs/1000, st.spublish, st.shardSubs, st.netOut, st.controls, st.registries)
 		total.channels += st.channels
 		total.spublish += st.spublish
 		total.shardSubs += st.shardSubs
