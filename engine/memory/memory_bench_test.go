@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/herald-io/herald/engine"
+	"github.com/herald-io/herald/engine/enginetest"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 )
 
@@ -107,4 +108,41 @@ func BenchmarkIdempotencyKeys(b *testing.B) {
 		b.ReportMetric(float64(after)/(1<<20), "heapMiB-after-window")
 		runtime.KeepAlive(e)
 	}
+}
+
+// BenchmarkPublish measures Engine.Publish with history on, from 8
+// publishers per CPU to 16 channels, each subscribed on this node (the
+// memory side of engine/redis's BenchmarkPublish).
+//
+//	go test ./engine/memory -run '^$' -bench Publish -benchmem
+func BenchmarkPublish(b *testing.B) {
+	e := New(Options{})
+	_ = e.Start(context.Background(), enginetest.Nop{})
+	b.Cleanup(func() { _ = e.Close() })
+	ctx := context.Background()
+	for i := 0; i < 16; i++ {
+		if err := e.Subscribe(ctx, fmt.Sprintf("bench:%d", i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	opts := engine.PublishOptions{HistorySize: 100, HistoryTTL: time.Minute}
+	payload := []byte(`{"text":"hello, world","n":42}`)
+	var n sync.Mutex
+	next := 0
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		n.Lock()
+		ch := fmt.Sprintf("bench:%d", next%16)
+		next++
+		n.Unlock()
+		for pb.Next() {
+			pub := &heraldv1.Publication{Channel: ch, Payload: &heraldv1.Publication_RawJson{RawJson: payload}}
+			if _, err := e.Publish(ctx, pub, opts); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
