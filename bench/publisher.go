@@ -189,7 +189,7 @@ func (p *streamPublisher) run(ctx context.Context, rate float64, dur time.Durati
 // with rate 0) and records its own histograms, merged at the end.
 type unaryPublisher struct {
 	client  heraldv1.HeraldServiceClient
-	channel string
+	channel func(i int) string
 	size    int
 	workers int
 }
@@ -234,7 +234,7 @@ func (p *unaryPublisher) run(ctx context.Context, rate float64, dur time.Duratio
 				r.lag.Record(int64(now.Sub(due)))
 				buf = appendPayload(buf[:0], now.UnixNano(), p.size)
 				_, err := p.client.Publish(ctx, &heraldv1.PublishRequest{
-					Channel: p.channel,
+					Channel: p.channel(i),
 					Payload: &heraldv1.PublishRequest_RawJson{RawJson: buf},
 				})
 				r.ack.Record(int64(time.Since(now)))

@@ -127,14 +127,23 @@ func ValidScope(s string) bool {
 
 // Redis configures the Redis engine.
 type Redis struct {
-	// Addrs are host:port addresses. Default 127.0.0.1:6379.
+	// Addrs are host:port addresses: the one Redis, or seeds of a Redis
+	// Cluster (several addresses mean a cluster). Default 127.0.0.1:6379.
 	Addrs []string `yaml:"addrs" json:"addrs"`
+	// Cluster selects Redis Cluster with a single seed address.
+	Cluster bool `yaml:"cluster" json:"cluster"`
+	// Username for AUTH with an ACL user; empty for the default user.
+	Username string `yaml:"username" json:"username"`
 	// Password for AUTH; may also come from HERALD_REDIS_PASSWORD.
 	Password string `yaml:"password" json:"password"`
-	// DB is the database number.
+	// DB is the database number (0 on a cluster, which has no other).
 	DB int `yaml:"db" json:"db"`
-	// TLS enables TLS to Redis.
-	TLS bool `yaml:"tls" json:"tls"`
+	// TLS enables TLS to Redis, verified against the system's roots or
+	// TLSCAFile; TLSCertFile and TLSKeyFile present a client certificate.
+	TLS         bool   `yaml:"tls" json:"tls"`
+	TLSCAFile   string `yaml:"tls_ca_file" json:"tls_ca_file"`
+	TLSCertFile string `yaml:"tls_cert_file" json:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file" json:"tls_key_file"`
 	// Prefix is prepended to every key and pub/sub channel. Default "herald".
 	Prefix string `yaml:"prefix" json:"prefix"`
 	// PresenceTTL is how long a presence entry outlives the last refresh
@@ -142,7 +151,18 @@ type Redis struct {
 	// of a node that died stay listed before their leave events. Default
 	// 30s (0 is the default).
 	PresenceTTL Duration `yaml:"presence_ttl" json:"presence_ttl"`
+	// WaitReplicas, when above 0, acknowledges a publication only once
+	// WAIT says that many replicas of its primary received it, within
+	// WaitTimeout (default 500ms); otherwise the publish answers
+	// UNAVAILABLE saying that it may or may not have been stored. With 0
+	// (the default) replication is asynchronous and a failover can lose
+	// acknowledged publications.
+	WaitReplicas int      `yaml:"wait_replicas" json:"wait_replicas"`
+	WaitTimeout  Duration `yaml:"wait_timeout" json:"wait_timeout"`
 }
+
+// DefaultWaitTimeout is redis.wait_timeout when it is not set.
+const DefaultWaitTimeout = 500 * time.Millisecond
 
 // Namespace holds the options of channels that share a prefix.
 type Namespace struct {
@@ -469,6 +489,9 @@ var flagRoles = map[string]uint8{
 
 	"grpc-addr": coreSide, "api-keys": coreSide, "engine": coreSide, "redis-addrs": coreSide,
 	"redis-password": coreSide, "redis-db": coreSide, "redis-tls": coreSide, "redis-prefix": coreSide,
+	"redis-cluster": coreSide, "redis-username": coreSide, "redis-tls-ca-file": coreSide,
+	"redis-tls-cert-file": coreSide, "redis-tls-key-file": coreSide,
+	"redis-wait-replicas": coreSide, "redis-wait-timeout": coreSide,
 	"max-payload": coreSide, "subscriber-queue": coreSide, "dedupe-window": coreSide,
 	"tls-client-ca-file": coreSide, "redis-presence-ttl": coreSide,
 	"subscriber-queue-bytes": coreSide, "max-channels-per-node": coreSide,
@@ -520,10 +543,17 @@ func (c *Config) register(fs *flag.FlagSet) {
 	})
 	str(&c.Engine, "engine", "engine: memory or redis")
 	list(&c.PublicOrigins, "public-origins", "origins (scheme://host[:port]) at which browsers reach the HTTP listener")
-	list(&c.Redis.Addrs, "redis-addrs", "Redis addresses")
+	list(&c.Redis.Addrs, "redis-addrs", "Redis addresses (several: a Redis Cluster)")
+	boolean(&c.Redis.Cluster, "redis-cluster", "the Redis address is a seed of a Redis Cluster")
+	str(&c.Redis.Username, "redis-username", "Redis ACL user")
 	str(&c.Redis.Password, "redis-password", "Redis password")
 	integer(&c.Redis.DB, "redis-db", "Redis database")
 	boolean(&c.Redis.TLS, "redis-tls", "use TLS to Redis")
+	str(&c.Redis.TLSCAFile, "redis-tls-ca-file", "CA certificates (PEM) that verify Redis's TLS certificate")
+	str(&c.Redis.TLSCertFile, "redis-tls-cert-file", "client certificate (PEM) presented to Redis")
+	str(&c.Redis.TLSKeyFile, "redis-tls-key-file", "key of the client certificate presented to Redis")
+	integer(&c.Redis.WaitReplicas, "redis-wait-replicas", "acknowledge a publication once this many replicas have it (WAIT)")
+	dur(&c.Redis.WaitTimeout, "redis-wait-timeout", "how long a publish waits for redis-wait-replicas")
 	str(&c.Redis.Prefix, "redis-prefix", "prefix of Redis keys")
 	dur(&c.Redis.PresenceTTL, "redis-presence-ttl", "how long a dead node's presence entries stay")
 	integer(&c.Limits.MaxPayload, "max-payload", "largest payload in bytes")
@@ -640,17 +670,43 @@ func (c *Config) Validate() error {
 			bad("bridge.allowed_origins: %v (or \"*\" for any)", err)
 		}
 	}
+	// Which engines exist is node's table of engines (node.Start refuses
+	// a name it lacks); the sections of those with options are checked
+	// here.
 	switch c.Engine {
-	case "memory":
+	case "":
+		bad("engine is empty: want memory or redis")
 	case "redis":
-		if len(c.Redis.Addrs) == 0 {
+		r := c.Redis
+		if len(r.Addrs) == 0 {
 			bad("redis.addrs: at least one address is needed")
 		}
-		if c.Redis.PresenceTTL != 0 && c.Redis.PresenceTTL < Duration(time.Second) {
+		for _, a := range r.Addrs {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				bad("redis.addrs: %q: %v", a, err)
+			}
+		}
+		if r.PresenceTTL != 0 && r.PresenceTTL < Duration(time.Second) {
 			bad("redis.presence_ttl must be at least 1s")
 		}
-	default:
-		bad("engine %q: want memory or redis", c.Engine)
+		if (r.Cluster || len(r.Addrs) > 1) && r.DB != 0 {
+			bad("redis.db must be 0 with Redis Cluster (several redis.addrs or redis.cluster), which has one database")
+		}
+		if strings.ContainsAny(r.Prefix, "{}") {
+			bad("redis.prefix %q must not contain '{' or '}' (they delimit hash tags)", r.Prefix)
+		}
+		if r.WaitReplicas < 0 {
+			bad("redis.wait_replicas must not be negative")
+		}
+		if r.WaitTimeout < 0 || r.WaitReplicas > 0 && r.WaitTimeout != 0 && r.WaitTimeout < Duration(time.Millisecond) {
+			bad("redis.wait_timeout must be at least 1ms (0 takes the default, %v)", DefaultWaitTimeout)
+		}
+		if (r.TLSCAFile != "" || r.TLSCertFile != "" || r.TLSKeyFile != "") && !r.TLS {
+			bad("redis.tls_ca_file, tls_cert_file and tls_key_file need redis.tls: true")
+		}
+		if (r.TLSCertFile == "") != (r.TLSKeyFile == "") {
+			bad("redis.tls_cert_file and redis.tls_key_file go together")
+		}
 	}
 	seenKey := map[string]bool{}
 	for i, k := range c.APIKeys {

@@ -19,6 +19,7 @@ import (
 
 	herald "github.com/herald-io/herald"
 	"github.com/herald-io/herald/config"
+	"github.com/herald-io/herald/engine"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"github.com/herald-io/herald/service"
 	"github.com/herald-io/herald/web"
@@ -60,7 +61,7 @@ type Node struct {
 	PprofAddr net.Addr
 
 	core    *service.Server
-	engine  service.Engine
+	engine  engine.Engine
 	grpc    *grpc.Server // the gRPC listener's
 	grpcIn  *grpc.Server // the in-process link's (bridge, REST gateway)
 	health  *health.Server
@@ -609,22 +610,6 @@ func (n *Node) closeAll() {
 	}
 	if n.engine != nil {
 		_ = n.engine.Close()
-	}
-}
-
-func newEngine(cfg config.Config, log *slog.Logger) (service.Engine, error) {
-	switch cfg.Engine {
-	case "memory":
-		return service.NewMemoryEngine(service.MemoryOptionsFrom(cfg.Limits)), nil
-	case "redis":
-		ns := cfg.NamespaceIndex()
-		return service.NewRedisEngine(cfg.Redis, service.RedisOptions{
-			Log:         log,
-			PresenceTTL: cfg.Redis.PresenceTTL.D(),
-			HasPresence: func(channel string) bool { n, err := ns.Lookup(channel); return err == nil && n.Presence },
-		})
-	default:
-		return nil, fmt.Errorf("engine %q is not available", cfg.Engine)
 	}
 }
 
