@@ -91,7 +91,11 @@ func readAll[T interface{ GetPublication() *heraldv1.Publication }](n int, recv 
 // channel gets every publication.
 func TestStuckSubscriberCutOffByBytes(t *testing.T) {
 	ts := startServer(t, testConfig(t, nil))
-	const ch, n = "none:big", 2000 // no history: only queues hold publications
+	// No history: only queues hold publications. 1,000 of 60 KB: without
+	// the byte bound the stuck queue would hold all 60 MB (4,096 events
+	// allowed), well past the 40 MiB checked below; 2,000 took more than
+	// the streams' 30 s under -race on a loaded machine.
+	const ch, n = "none:big", 1000
 	payload := make([]byte, 60_000)
 	baseline := liveHeap()
 	stuck := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: ch})
