@@ -382,10 +382,13 @@ func TestChannelCap(t *testing.T) {
 
 // TestIdempotencyKeyCaps is issue 9, item 10: idempotency keys are capped
 // per channel (limits.max_idempotency_keys_per_channel) and per node
-// (limits.max_idempotency_keys). A publish with one key more is refused
-// with RESOURCE_EXHAUSTED naming the option, rather than evicting a key
-// and silently breaking the dedupe promise; retries of keys held are still
-// answered as duplicates, and publishes without a key go on.
+// (limits.max_idempotency_keys). A publish with one key more goes on and
+// the oldest key (of its channel, or the node's oldest of that channel at
+// the node's cap) is forgotten before its window ends, counted in
+// herald_idempotency_keys_evicted_total by the limit that evicted it (the
+// Go client keys every publish, so refusing would stop every publisher at
+// the cap); retries of keys still held are answered as duplicates, a
+// forgotten key publishes again.
 func TestIdempotencyKeyCaps(t *testing.T) {
 	ts := startServer(t, testConfig(t, func(c *config.Config) {
 		c.Limits.MaxIdempotencyKeysPerChannel = 3
