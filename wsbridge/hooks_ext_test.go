@@ -608,3 +608,68 @@ func TestCommandsWaitForConnect(t *testing.T) {
 		t.Fatalf("order %v: the command was handled before the stream's connect had finished", order)
 	}
 }
+
+// TestCommandQueueBounded: the POSTs waiting for one session are bounded
+// (4 queued beside the one being handled): while the session is busy (its
+// subscribe hook is slow), the next POST is answered 429 with Retry-After
+// and counted as queue_full, and nothing is dropped silently: every
+// accepted command is answered once the session is free again.
+func TestCommandQueueBounded(t *testing.T) {
+	release := make(chan struct{})
+	s := hooktest.Start(t, hooktest.Options{})
+	s.Handle("subscribe", func(ctx context.Context, m proto.Message) (proto.Message, error) {
+		if m.(*hooksv1.SubscribeRequest).Channel == "room:block" {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return &hooksv1.SubscribeResponse{Decision: &hooksv1.SubscribeResponse_Allow{Allow: &hooksv1.SubscribeAllow{}}}, nil
+	})
+	cfg := hookConfig(s, "grpc")
+	cfg.Hooks.Timeout = config.Duration(10 * time.Second)
+	n := startNode(t, cfg, node.Serve)
+	c := openSSEHeader(t, httpBase(n), url.Values{}, "", cookieHeader(s.Login("ann")))
+	c.connected()
+	full := max(0, hookMetric(t, "herald_ws_commands_total", map[string]string{"result": "queue_full"})) // -1: not counted yet
+	if code := c.command(httpBase(n), &heraldv1.ClientFrame{Id: 1, Body: &heraldv1.ClientFrame_Subscribe{Subscribe: &heraldv1.SubscribeFrame{Channel: "room:block"}}}); code != http.StatusAccepted {
+		t.Fatalf("POST /command: %d", code)
+	}
+	accepted := []uint32{1}
+	refused := false
+	for id := uint32(2); id < 20 && !refused; id++ {
+		switch code := c.command(httpBase(n), &heraldv1.ClientFrame{Id: id, Body: &heraldv1.ClientFrame_Ping{Ping: &heraldv1.PingFrame{}}}); code {
+		case http.StatusAccepted:
+			accepted = append(accepted, id)
+		case http.StatusTooManyRequests:
+			refused = true
+		default:
+			t.Fatalf("POST /command %d: %d", id, code)
+		}
+	}
+	// 4 queued, and the subscribe being handled or still queued.
+	if !refused || len(accepted) < 5 || len(accepted) > 6 {
+		t.Fatalf("%d commands accepted before a refusal (refused: %v), want 5 or 6", len(accepted), refused)
+	}
+	if got := hookMetric(t, "herald_ws_commands_total", map[string]string{"result": "queue_full"}) - full; got != 1 {
+		t.Fatalf("queue_full rose by %v, want 1", got)
+	}
+	close(release)
+	answered := map[uint32]bool{}
+	for len(answered) < len(accepted) {
+		if !c.read(10 * time.Second) {
+			t.Fatalf("stream ended with %d of %d commands answered: %v", len(answered), len(accepted), c.err)
+		}
+		for _, fr := range c.buf {
+			if fr.Id != 0 {
+				answered[fr.Id] = true
+			}
+		}
+		c.buf = nil
+	}
+	for _, id := range accepted {
+		if !answered[id] {
+			t.Fatalf("command %d accepted but never answered (answered: %v)", id, answered)
+		}
+	}
+}
