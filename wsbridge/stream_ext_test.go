@@ -434,3 +434,56 @@ func TestCommandsForwarded(t *testing.T) {
 		}
 	}
 }
+
+// TestTransportMetrics: each HTTP transport has its own metric families
+// (herald_sse_*, herald_http_stream_*, by subprotocol): an open stream
+// counts in its connections and its subscriptions gauges, frames written
+// to it in frames_sent_total, and both gauges come back down when the
+// browser goes away; the WebSocket's families do not move.
+func TestTransportMetrics(t *testing.T) {
+	n := startNode(t, testConfig(), node.Serve)
+	m := func(name, sp string) float64 {
+		return max(0, hookMetric(t, name, map[string]string{"subprotocol": sp}))
+	}
+	for _, tc := range []struct {
+		prefix, sp string
+		open       func() *streamClient
+	}{
+		{"herald_sse_", "herald.json", func() *streamClient {
+			return openSSE(t, httpBase(n), url.Values{"token": {token(t, "m1", time.Hour, nil)}, "channel": {"chat:metrics"}}, "")
+		}},
+		{"herald_http_stream_", "herald.proto", func() *streamClient {
+			return openStream(t, httpBase(n), true,
+				&heraldv1.ClientFrame{Id: 1, Body: &heraldv1.ClientFrame_Connect{Connect: &heraldv1.ConnectFrame{Token: token(t, "m2", time.Hour, nil)}}},
+				&heraldv1.ClientFrame{Id: 2, Body: &heraldv1.ClientFrame_Subscribe{Subscribe: &heraldv1.SubscribeFrame{Channel: "chat:metrics"}}})
+		}},
+	} {
+		conns, subs, frames := m(tc.prefix+"connections", tc.sp), m(tc.prefix+"subscriptions", tc.sp), m(tc.prefix+"frames_sent_total", tc.sp)
+		ws := m("herald_ws_connections", tc.sp)
+		c := tc.open()
+		c.connected()
+		c.waitFor("subscribed to chat:metrics", func(f *heraldv1.ServerFrame) bool {
+			return f.GetSubscribed().GetChannel() == "chat:metrics" || f.GetSubscribe().GetChannel() == "chat:metrics"
+		})
+		if got := m(tc.prefix+"connections", tc.sp) - conns; got != 1 {
+			t.Errorf("%sconnections{%s} rose by %v with one stream open", tc.prefix, tc.sp, got)
+		}
+		if got := m(tc.prefix+"subscriptions", tc.sp) - subs; got != 2 { // chat:metrics and the personal channel
+			t.Errorf("%ssubscriptions{%s} rose by %v, want 2 (a channel and the personal one)", tc.prefix, tc.sp, got)
+		}
+		if got := m(tc.prefix+"frames_sent_total", tc.sp) - frames; got < 2 {
+			t.Errorf("%sframes_sent_total{%s} rose by %v after a connect and subscribes", tc.prefix, tc.sp, got)
+		}
+		if got := m("herald_ws_connections", tc.sp); got != ws {
+			t.Errorf("herald_ws_connections{%s} moved (%v → %v) for an HTTP stream", tc.sp, ws, got)
+		}
+		c.close()
+		deadline := time.Now().Add(10 * time.Second)
+		for m(tc.prefix+"connections", tc.sp) != conns || m(tc.prefix+"subscriptions", tc.sp) != subs {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s gauges %v, %v after the stream closed, want %v, %v", tc.prefix, m(tc.prefix+"connections", tc.sp), m(tc.prefix+"subscriptions", tc.sp), conns, subs)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
