@@ -514,3 +514,36 @@ func TestPersonalResume(t *testing.T) {
 		})
 	}
 }
+
+// TestBrowserPositionsRangeChecked is issue 9 item 8 from a browser: a
+// history or subscribe whose since.offset is 2^63 or more (the memory
+// engine once indexed out of range with it) is answered with error 110
+// (bad_request, the core's INVALID_ARGUMENT), never 200 (internal), in
+// both subprotocols; a subscribe from such a position (one the channel
+// never reached) is a subscription at the current position, not
+// recovered, as for any position beyond the channel's; the connection
+// goes on.
+func TestBrowserPositionsRangeChecked(t *testing.T) {
+	n := startNode(t, testConfig(), node.Serve)
+	be := backend(t, n, "")
+	pos := publish(t, be, "chat:range", `{"n":1}`)
+	for _, sp := range []string{"herald.json", "herald.proto"} {
+		c := connect(t, n, sp, token(t, "u-range", time.Minute, nil))
+		for _, offset := range []uint64{1 << 63, 1<<64 - 1} {
+			since := &heraldv1.StreamPosition{Offset: offset, Epoch: pos.Epoch}
+			if r := c.request(&heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_History{History: &heraldv1.HistoryFrame{Channel: "chat:range", Since: since}}}); r.GetError().GetCode() != 110 {
+				t.Fatalf("%s: history since offset %d: %v, want error 110", sp, offset, r)
+			}
+			r := c.subscribe("chat:range", since)
+			if s := r.GetSubscribe(); s == nil || s.Recovered || s.Position.GetOffset() != pos.Offset {
+				t.Fatalf("%s: subscribe since offset %d: %v, want subscribed at offset %d, not recovered", sp, offset, r, pos.Offset)
+			}
+			if r := c.request(&heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_Unsubscribe{Unsubscribe: &heraldv1.UnsubscribeFrame{Channel: "chat:range"}}}); r.GetError() != nil {
+				t.Fatalf("%s: unsubscribe: %v", sp, r)
+			}
+		}
+		if r := c.request(&heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_History{History: &heraldv1.HistoryFrame{Channel: "chat:range"}}}); len(r.GetHistory().GetPublications()) != 1 {
+			t.Fatalf("%s: history after the refusals: %v", sp, r)
+		}
+	}
+}
