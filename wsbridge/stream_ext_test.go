@@ -13,6 +13,7 @@ import (
 
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/internal/redistest"
 	"github.com/herald-io/herald/node"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -378,20 +379,36 @@ func TestSSESlowReader(t *testing.T) {
 }
 
 // TestCommandsForwarded: behind a load balancer a command POST may reach
-// a bridge that does not hold the session. Two bridges on one core: the
-// SSE stream is on bridge A, its commands go to bridge B, which forwards
-// them through the core; the replies come on A's stream.
+// a bridge that does not hold the session. Two bridges on one core, and
+// two nodes (each core and bridge) on one Redis: the SSE stream is on
+// bridge A, its commands go to bridge B, which forwards them through its
+// core (and the engine, to A's core); the replies come on A's stream.
 func TestCommandsForwarded(t *testing.T) {
-	const key = "core-api-key-0123456789"
-	coreCfg := testConfig()
-	coreCfg.APIKeys = []config.APIKey{{Name: "bridge", Key: key}}
-	core := startNode(t, coreCfg, node.Core)
-	bridgeCfg := testConfig()
-	bridgeCfg.Bridge.Core = core.GRPCAddr.String()
-	bridgeCfg.Bridge.CoreAPIKey = key
-	a := startNode(t, bridgeCfg, node.BridgeOnly)
-	b := startNode(t, bridgeCfg, node.BridgeOnly)
-	be := backend(t, core, key)
+	t.Run("two bridges on one core", func(t *testing.T) {
+		const key = "core-api-key-0123456789"
+		coreCfg := testConfig()
+		coreCfg.APIKeys = []config.APIKey{{Name: "bridge", Key: key}}
+		core := startNode(t, coreCfg, node.Core)
+		bridgeCfg := testConfig()
+		bridgeCfg.Bridge.Core = core.GRPCAddr.String()
+		bridgeCfg.Bridge.CoreAPIKey = key
+		a := startNode(t, bridgeCfg, node.BridgeOnly)
+		b := startNode(t, bridgeCfg, node.BridgeOnly)
+		testCommandsForwarded(t, a, b, backend(t, core, key))
+	})
+	t.Run("two nodes on one Redis", func(t *testing.T) {
+		r := redistest.Start(t)
+		cfg := testConfig()
+		cfg.Engine = "redis"
+		cfg.Redis.Addrs = []string{r.Addr}
+		cfg.Redis.Prefix = fmt.Sprintf("fw%d", time.Now().UnixNano())
+		a := startNode(t, cfg, node.Serve)
+		b := startNode(t, cfg, node.Serve)
+		testCommandsForwarded(t, a, b, backend(t, b, ""))
+	})
+}
+
+func testCommandsForwarded(t *testing.T, a, b *node.Node, be heraldv1.HeraldServiceClient) {
 
 	c := openSSE(t, httpBase(a), url.Values{"token": {token(t, "fw", time.Hour, nil)}}, "")
 	c.connected()
