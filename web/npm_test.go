@@ -7,7 +7,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +18,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/herald-io/herald/config"
+	"github.com/herald-io/herald/node"
 )
 
 // The npm package: web/ packed by npm, installed from its tarball with
@@ -225,8 +232,12 @@ func TestNPMPackage(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(app, "package.json"), []byte(`{"name":"herald-npm-test","private":true,"type":"module"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	esbuildVersion := pkg.DevDependencies["esbuild"]
+	if esbuildVersion == "" {
+		t.Fatal("package.json: esbuild (the bundler of TestNPMPackage's page) is not a devDependency")
+	}
 	run(t, ctx, app, npmBin, "install", "--no-save", "--prefer-offline", "--no-audit", "--no-fund", "--ignore-scripts",
-		"--loglevel=error", tarball, "ws@"+wsVersion)
+		"--loglevel=error", tarball, "ws@"+wsVersion, "esbuild@"+esbuildVersion)
 	installed := filepath.Join(app, "node_modules", filepath.FromSlash(pkg.Name))
 	for _, f := range want {
 		if _, err := os.Stat(filepath.Join(installed, f)); err != nil {
@@ -245,6 +256,75 @@ func TestNPMPackage(t *testing.T) {
 		t.Run(format, func(t *testing.T) {
 			runNodeClient(t, ctx, d, nodeBin, app, script, format)
 		})
+	}
+	t.Run("bundler", func(t *testing.T) { testBundledPage(t, ctx, nodeBin, app) })
+}
+
+// bundleEntry is an application's own module, as a bundler sees it: it
+// imports the client by its package name.
+const bundleEntry = `import { Herald, HeraldError } from "@herald-io/client";
+window.app = { Herald, HeraldError };
+`
+
+// testBundledPage bundles an application module that imports the
+// installed package by name (esbuild, from the package's devDependencies;
+// resolution through package.json's "exports"), serves the bundle from a
+// page on another origin, and runs it in Chromium against a node that
+// allows that origin: in each format the page connects, subscribes,
+// receives a publication made over gRPC exactly, and publishes.
+func testBundledPage(t *testing.T, ctx context.Context, nodeBin, app string) {
+	if err := os.WriteFile(filepath.Join(app, "app.js"), []byte(bundleEntry), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	esbuild := filepath.Join(app, "node_modules", "esbuild", "bin", "esbuild")
+	run(t, ctx, app, nodeBin, esbuild, "app.js", "--bundle", "--format=iife", "--platform=browser", "--outfile=bundle.js", "--log-level=warning")
+	bundle, err := os.ReadFile(filepath.Join(app, "bundle.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(bundle), "import ") && strings.Contains(string(bundle), "@herald-io/client") {
+		t.Fatal("the bundle still imports the package: esbuild did not resolve it")
+	}
+	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/bundle.js" {
+			w.Header().Set("Content-Type", "text/javascript")
+			_, _ = w.Write(bundle)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write([]byte(`<!doctype html><title>bundled app</title><script src="/bundle.js"></script>`))
+	}))
+	t.Cleanup(page.Close)
+	n := startNode(t, node.Serve, func(c *config.Config) { c.Bridge.AllowedOrigins = []string{page.URL} })
+	backend := dialCore(t, n)
+	bctx := newBrowser(t)
+	if err := chromedp.Do(bctx, chromedp.Navigate(page.URL+"/")); err != nil {
+		t.Fatal(err)
+	}
+	if !eval[bool](t, bctx, `typeof window.app?.Herald === "function" && typeof window.app?.HeraldError === "function"`) {
+		t.Fatal("the bundle did not define the client's exports")
+	}
+	for _, format := range formatNames {
+		channel := "chat:bundled-" + format
+		eval[bool](t, bctx, fmt.Sprintf(`(() => {
+  const h = new window.app.Herald("ws://%s/ws", { format: %q, minReconnectDelay: 50 });
+  window.got = window.got || {};
+  const got = (window.got[%[2]q] = { subscribed: false, pubs: [] });
+  h.subscribe(%[3]q, { onSubscribed: () => { got.subscribed = true; }, onPublication: (p) => got.pubs.push(p.data) });
+  h.connect();
+  window.h = window.h || {};
+  window.h[%[2]q] = h;
+  return true;
+})()`, n.HTTPAddr.String(), format, channel))
+		waitFor(t, bctx, "the bundled client's subscription in "+format, fmt.Sprintf(`window.got[%q].subscribed`, format))
+		publish(t, backend, channel, map[string]any{"from": "grpc", "n": 1})
+		waitFor(t, bctx, "the publication in the bundled page in "+format, fmt.Sprintf(`window.got[%q].pubs.length === 1`, format))
+		if got := eval[string](t, bctx, fmt.Sprintf(`JSON.stringify(window.got[%q].pubs[0])`, format)); got != `{"from":"grpc","n":1}` {
+			t.Fatalf("%s: the bundled page received %s", format, got)
+		}
+		eval[bool](t, bctx, fmt.Sprintf(`window.h[%q].publish(%q, { from: "bundle" }).then(() => true)`, format, channel))
+		waitFor(t, bctx, "its own publication in "+format, fmt.Sprintf(`window.got[%q].pubs.length === 2`, format))
+		eval[bool](t, bctx, fmt.Sprintf(`(window.h[%q].disconnect(), true)`, format))
 	}
 }
 
