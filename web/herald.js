@@ -172,6 +172,14 @@ export class Herald extends Emitter {
   #ti = 0;
   /** The transport of the last connection that opened. */
   #transport = "";
+  /**
+   * Indexes in #transports of the transports that have connected (the
+   * connect answered) in this client's life: one that fails to open
+   * later is retried after a backoff (the bridge is down or restarting),
+   * not left for the next.
+   * @type {Set<number>}
+   */
+  #opened = new Set();
   /** The last SSE event id received: resumes the personal channel on SSE. */
   #lastEventId = "";
   /** Incremented whenever the current socket is abandoned; stale callbacks compare it. */
@@ -530,6 +538,7 @@ export class Herald extends Emitter {
           this.#personalResumed = false;
         }
         this.#attempt = 0;
+        this.#opened.add(this.#transports.indexOf(this.#transport));
         this.#startPing(gen, res.ping_interval ?? 0);
         this.#scheduleRefresh(gen, res.expires_in ?? 0);
         this.#setState("connected", {
@@ -607,10 +616,16 @@ export class Herald extends Emitter {
    * @param {number} code
    * @param {string} reason
    * @param {boolean} opened whether the transport had opened (else it is
-   *   unreachable here: a WebSocket upgrade refused by a proxy...)
+   *   unreachable here: a WebSocket upgrade refused by a proxy..., or the
+   *   bridge is down)
    */
   #onClose(code, reason, opened) {
-    if (!opened && !this.#advice) {
+    // A transport that never opened may be blocked on this network: try
+    // the next one at once. One that has opened before is not given up
+    // when it fails to open again (a bridge restarting refuses every
+    // transport alike): it is retried after a backoff, so that a restart
+    // does not leave its browsers on a lesser transport.
+    if (!opened && !this.#advice && !this.#opened.has(this.#ti)) {
       if (this.#ti + 1 < this.#transports.length) {
         // This transport does not get through: try the next one now.
         this.#ti++;

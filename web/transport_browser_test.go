@@ -3,14 +3,19 @@ package web_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/herald-io/herald/config"
@@ -343,4 +348,86 @@ func dialCore(t *testing.T, n *node.Node) heraldv1.HeraldServiceClient {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return heraldv1.NewHeraldServiceClient(conn)
+}
+
+// countingProxy forwards everything to a node (WebSocket upgrades too)
+// and counts the requests per path, answered or not (502 while the node
+// is down).
+type countingProxy struct {
+	URL    string
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func newCountingProxy(t *testing.T, target string) *countingProxy {
+	t.Helper()
+	p := &countingProxy{counts: map[string]int{}}
+	u, _ := url.Parse(target)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.FlushInterval = -1
+	rp.ErrorLog = log.New(io.Discard, "", 0)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		p.counts[r.URL.Path]++
+		p.mu.Unlock()
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	p.URL = srv.URL
+	return p
+}
+
+func (p *countingProxy) count(path string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.counts[path]
+}
+
+// TestBrowserKeepsItsTransport: a client that connected over WebSocket
+// keeps to it while the node is down (a restart refuses every transport
+// alike): it retries the WebSocket with backoff and tries neither HTTP
+// streaming nor SSE, and reconnects over WebSocket when the node is
+// back. (It used to fall back at once on the first failure and could
+// stay on SSE after a bridge restart.)
+func TestBrowserKeepsItsTransport(t *testing.T) {
+	ctx := newBrowser(t)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	_ = lis.Close()
+	proxy := newCountingProxy(t, "http://"+addr)
+	start := func() *node.Node {
+		return startNode(t, node.Serve, func(c *config.Config) {
+			c.HTTPAddr = addr
+			c.PublicOrigins = []string{proxy.URL}
+		})
+	}
+	n := start()
+	if err := chromedp.Do(ctx, chromedp.Navigate(proxy.URL+"/?connect=0")); err != nil {
+		t.Fatal(err)
+	}
+	eval[bool](t, ctx, transportScript("chat:keep", "", `{}`))
+	waitFor(t, ctx, "the subscription", `window.t.subscribed.length === 1`)
+	if got := eval[[]string](t, ctx, `window.t.transports`); !slices.Equal(got, []string{"websocket"}) {
+		t.Fatalf("connected over %v, want websocket", got)
+	}
+	ws, stream, sse := proxy.count("/ws"), proxy.count("/stream"), proxy.count("/sse")
+	stopNode(t, n)
+	waitFor(t, ctx, "the client to notice", `window.t.h.state !== "connected"`)
+	for end := time.Now().Add(20 * time.Second); proxy.count("/ws") < ws+3; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%d WebSocket attempts while the node was down, want 3", proxy.count("/ws")-ws)
+		}
+	}
+	if s, e := proxy.count("/stream")-stream, proxy.count("/sse")-sse; s != 0 || e != 0 {
+		t.Fatalf("while the node was down the client tried /stream %d and /sse %d times, want none (it had connected over WebSocket)", s, e)
+	}
+	start()
+	waitFor(t, ctx, "the reconnection", `window.t.transports.length === 2`)
+	if got := eval[[]string](t, ctx, `window.t.transports`); !slices.Equal(got, []string{"websocket", "websocket"}) {
+		t.Fatalf("connected over %v, want websocket twice", got)
+	}
+	waitFor(t, ctx, "the resubscription", `window.t.subscribed.length === 2`)
 }
