@@ -48,9 +48,11 @@ import (
 //
 // A command that prints until stopped (a subscriber: curl -N, a Subscribe
 // call, herald subscribe) runs in the background until the end of its
-// section; the test waits for its first output before it goes on, and
-// for the records an output block shows; a block may leave records of
-// such a stream out. A command ending in & runs in the section's shell,
+// section; the test waits for its first output (a subscriber: for its
+// subscribed event) before it goes on, and
+// for the records an output block shows: the first block of a stream
+// shows how it begins, later ones continue after what it showed, and a
+// block may leave records out. A command ending in & runs in the section's shell,
 // and the test waits until the addresses it names accept connections.
 func TestREADME(t *testing.T) {
 	repo, err := filepath.Abs("../..")
@@ -300,6 +302,8 @@ var (
 	goBuild   = regexp.MustCompile(`\bgo build -o (\S+) `)
 	// streamRe: commands that print until stopped.
 	streamRe = regexp.MustCompile(`\bcurl -N\b|HeraldService/Subscribe\b|\bherald subscribe\b`)
+	// subscribes: streams that print a subscribed event first.
+	subscribes = regexp.MustCompile(`(?i)subscribe|[?&]channel=`)
 )
 
 // rewrite makes a README command runnable here (see TestREADME).
@@ -389,12 +393,19 @@ func (r *runner) section(t *testing.T, name string) {
 					t.Fatal(err)
 				}
 				streams[c] = s
+				// A subscriber is ready when it says it is subscribed
+				// (SSE's first event is connect, before the subscribe of
+				// its query is done): what is published after is its.
+				ready := func(out string) bool { return out != "" }
+				if subscribes.MatchString(c.text) {
+					ready = func(out string) bool { return strings.Contains(out, `"subscribed"`) }
+				}
 				waitFor(t, 2*time.Minute, func() (bool, error) {
-					if s.stdout.String() != "" {
+					if ready(s.stdout.String()) {
 						return true, nil
 					}
 					if exited, err := s.status(); exited {
-						return false, fmt.Errorf("README.md:%d: %s\nended (%v) before printing anything; stderr:\n%s", c.line, text, err, s.stderr)
+						return false, fmt.Errorf("README.md:%d: %s\nended (%v) before it was ready; stdout:\n%s\nstderr:\n%s", c.line, text, err, s.stdout, s.stderr)
 					}
 					return false, nil
 				}, "the first output of "+text)
@@ -458,7 +469,11 @@ func (r *runner) check(t *testing.T, o *output, printed map[*command]string, str
 				last = err
 				return false
 			}
-			last = matchIn(want, got, r.bind)
+			end, err := matchIn(want, got, s.checked, s.checked == 0, r.bind)
+			if err == nil {
+				s.checked = end
+			}
+			last = err
 			return last == nil
 		})
 		if ok {

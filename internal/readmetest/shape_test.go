@@ -355,13 +355,15 @@ func matchAll(doc, got []record, b *bindings) error {
 	return nil
 }
 
-// matchIn compares documented records with what a stream printed so far:
-// each documented record must match a printed one, in order (a stream's
-// sample may leave records out). The bindings are changed only when all
-// match.
-func matchIn(doc, got []record, b *bindings) error {
+// matchIn compares documented records with what a stream printed so far,
+// from record from on: each documented record must match a printed one,
+// in order (a stream's sample may leave records out), and with anchored
+// the first must be the printed record from itself (the sample shows how
+// the stream begins). It returns the index after the last record matched.
+// The bindings are changed only when all match.
+func matchIn(doc, got []record, from int, anchored bool, b *bindings) (int, error) {
 	trial := b.clone()
-	j := 0
+	j := from
 	for i, d := range doc {
 		var first error
 		found := false
@@ -377,16 +379,22 @@ func matchIn(doc, got []record, b *bindings) error {
 			if first == nil {
 				first = err
 			}
+			if i == 0 && anchored {
+				j = len(got)
+			}
 		}
 		if !found {
-			if first == nil {
-				return fmt.Errorf("record %d (%s): nothing printed for it (yet)", i+1, d)
+			switch {
+			case first == nil:
+				return 0, fmt.Errorf("record %d (%s): nothing printed for it (yet)", i+1, d)
+			case i == 0 && anchored:
+				return 0, fmt.Errorf("record 1 (%s) is not how the stream begins: %v", d, first)
 			}
-			return fmt.Errorf("record %d (%s) matches nothing printed after the records before it; against the first candidate: %v", i+1, d, first)
+			return 0, fmt.Errorf("record %d (%s) matches nothing printed after the records before it; against the first candidate: %v", i+1, d, first)
 		}
 	}
 	*b = *trial
-	return nil
+	return j, nil
 }
 
 // compact is for messages: text with its runs of blank space shortened.

@@ -156,7 +156,8 @@ type stream struct {
 	exited bool
 	err    error
 	done   chan struct{}
-	killed bool
+	// checked counts the records that output blocks have shown.
+	checked int
 }
 
 func startStream(c *command, text, dir string, env []string) (*stream, error) {
@@ -188,9 +189,6 @@ func (s *stream) status() (exited bool, err error) {
 }
 
 func (s *stream) stop() {
-	s.mu.Lock()
-	s.killed = true
-	s.mu.Unlock()
 	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
 	select {
 	case <-s.done:
