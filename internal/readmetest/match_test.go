@@ -1,6 +1,7 @@
 package readmetest
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -101,12 +102,16 @@ data: {"subscribed":{"channel":"a"}}`), got, 0, true, b)
 // TestParseMarkers: an output block names the last command before it
 // that contains each name.
 func TestParseMarkers(t *testing.T) {
-	d := parse("## S\n\n```sh\necho one\necho two \\\n  and more\n# a comment\n```\n\n```sh\necho one\n```\n\n<!-- output of: echo one | two -->\n```json\n1\n```\n\n```json\n2\n```\n")
-	if len(d.commands) != 3 || d.commands[1].text != "echo two \\\n  and more" {
-		t.Fatalf("commands: %+v", d.commands)
+	d := parse("## S\n\n```sh\necho one\necho two \\\n  and more\n# a comment\nfor i in 1 2; do\n  echo $i\ndone\necho 'a\nb'\n```\n\n```sh\necho one\n```\n\n<!-- output of: echo one | two -->\n```json\n1\n```\n\n```json\n2\n```\n")
+	var texts []string
+	for _, c := range d.commands {
+		texts = append(texts, c.text)
+	}
+	if want := []string{"echo one", "echo two \\\n  and more", "for i in 1 2; do\n  echo $i\ndone", "echo 'a\nb'", "echo one"}; !slices.Equal(texts, want) {
+		t.Fatalf("commands %q, want %q", texts, want)
 	}
 	cmds, unknown := d.commandsOf(d.outputs[0])
-	if len(unknown) != 0 || len(cmds) != 2 || cmds[0].index != 2 || cmds[1].index != 1 {
+	if len(unknown) != 0 || len(cmds) != 2 || cmds[0].index != 4 || cmds[1].index != 1 {
 		t.Errorf("marker names %+v, unknown %q", cmds, unknown)
 	}
 	if len(d.unmarked) != 1 || d.unmarked[0].text != "2" {

@@ -1,6 +1,8 @@
 package readmetest
 
 import (
+	"bytes"
+	"os/exec"
 	"regexp"
 	"strings"
 )
@@ -127,7 +129,9 @@ func (d *doc) addCommands(body []string, firstLine int, section string, headings
 			continue
 		}
 		start := k
-		for strings.HasSuffix(body[k], `\`) && k+1 < len(body) {
+		// A command goes on over lines ending in a backslash, and until
+		// bash can parse it (a loop, a quoted string over lines).
+		for k+1 < len(body) && (strings.HasSuffix(body[k], `\`) || incomplete(strings.Join(body[start:k+1], "\n"))) {
 			k++
 		}
 		d.commands = append(d.commands, &command{
@@ -138,6 +142,12 @@ func (d *doc) addCommands(body []string, firstLine int, section string, headings
 			index:    len(d.commands),
 		})
 	}
+}
+
+// incomplete tells whether bash finds script cut short.
+func incomplete(script string) bool {
+	out, err := exec.Command("bash", "-n", "-c", script).CombinedOutput()
+	return err != nil && (bytes.Contains(out, []byte("unexpected end of file")) || bytes.Contains(out, []byte("unexpected EOF")))
 }
 
 // commandsOf returns the commands an output block names, or the names
