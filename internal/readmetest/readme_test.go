@@ -417,14 +417,23 @@ func (r *runner) section(t *testing.T, name string) {
 			}
 			printed[c] = out
 			if strings.HasSuffix(strings.TrimSpace(c.text), "&") {
+				pidText, _, err := sh.run("echo $!", time.Minute)
+				var pid int
+				if _, serr := fmt.Sscan(pidText, &pid); err != nil || serr != nil {
+					t.Fatalf("the pid of %s: %q, %v", text, pidText, err)
+				}
 				for _, m := range anyAddrRe.FindAllStringSubmatch(text, -1) {
 					addr := "127.0.0.1:" + m[2]
 					waitFor(t, time.Minute, func() (bool, error) {
 						conn, err := net.DialTimeout("tcp", addr, time.Second)
 						if err == nil {
 							conn.Close()
+							return true, nil
 						}
-						return err == nil, nil
+						if syscall.Kill(pid, 0) != nil {
+							return false, fmt.Errorf("README.md:%d: %s\nended before %s accepted connections; stderr:\n%s", c.line, text, addr, sh.stderr)
+						}
+						return false, nil
 					}, addr+" accepting connections, after "+text)
 				}
 			}
