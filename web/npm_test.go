@@ -444,3 +444,28 @@ func runNodeClient(t *testing.T, ctx context.Context, d *adminDeployment, nodeBi
 		t.Fatalf("history %+v at position %d, want the three publications up to %d", done.History, done.Position, first+2)
 	}
 }
+
+// TestPackageVersionFollowsTheProto: the package's major version is the
+// version of the browser protocol it speaks (proto/herald/v1, package
+// herald.v1): 1.x for herald.v1. A new protocol package (herald.v2) must
+// come with a new major version of the client, and this test names it.
+func TestPackageVersionFollowsTheProto(t *testing.T) {
+	pkg := readPackageJSON(t)
+	entries, err := os.ReadDir("../proto/herald")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newest := 0
+	for _, e := range entries {
+		var v int
+		if _, err := fmt.Sscanf(e.Name(), "v%d", &v); err == nil && e.IsDir() && v > newest {
+			newest = v
+		}
+	}
+	if newest == 0 {
+		t.Fatal("no proto/herald/vN package")
+	}
+	if major, _, _ := strings.Cut(pkg.Version, "."); major != fmt.Sprint(newest) {
+		t.Fatalf("web/package.json version %s: its major must be %d, for proto/herald/v%d (herald.v%d)", pkg.Version, newest, newest, newest)
+	}
+}
