@@ -21,20 +21,29 @@ import (
 // authentication (the keys s was made with), message size limits and
 // keepalive settings from cfg.
 func NewGRPCServer(cfg config.Config, s *Server, hs *health.Server, extra ...grpc.ServerOption) *grpc.Server {
-	auth := keyAuthFor(s, s.cfg.APIKeys)
+	unary, stream := Interceptors(s)
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxGRPCMessage),
 		grpc.MaxSendMsgSize(cfg.Limits.MaxGRPCMessage),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.ChainUnaryInterceptor(auth.unary, recoverUnary(s)),
-		grpc.ChainStreamInterceptor(auth.stream, recoverStream(s)),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 	}
 	gs := grpc.NewServer(append(opts, extra...)...)
 	heraldv1.RegisterHeraldServiceServer(gs, s)
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 	return gs
+}
+
+// Interceptors returns the interceptors every server of s runs, outermost
+// first: API-key authentication (the keys s was made with), then a
+// handler's panic turned into INTERNAL. NewGRPCServer installs them; an
+// in-process link to s (node's, in `herald serve`) runs the same ones.
+func Interceptors(s *Server) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+	auth := keyAuthFor(s, s.cfg.APIKeys)
+	return []grpc.UnaryServerInterceptor{auth.unary, recoverUnary(s)}, []grpc.StreamServerInterceptor{auth.stream, recoverStream(s)}
 }
 
 // recoverUnary turns a panic in a handler into INTERNAL for that call only.
