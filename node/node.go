@@ -543,6 +543,10 @@ func (n *Node) Shutdown(ctx context.Context) error {
 func utf8Only(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ok := utf8.ValidString(r.URL.Path)
+		if ok && r.URL.RawQuery == "" {
+			h.ServeHTTP(w, r)
+			return
+		}
 		for k, vs := range r.URL.Query() {
 			ok = ok && utf8.ValidString(k)
 			for _, v := range vs {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -59,6 +60,10 @@ func newGatewayMarshaler() *gatewayMarshaler {
 // (`{"result": message}`, `{"error": status}`).
 func (m *gatewayMarshaler) Marshal(v any) ([]byte, error) {
 	switch v := v.(type) {
+	case *heraldv1.PublishResponse:
+		// The answer to every publish: written directly, as protojson
+		// writes it.
+		return appendPublishResponse(make([]byte, 0, 64+len(v.GetPosition().GetEpoch())), v), nil
 	case proto.Message:
 		return payload.AppendMessage(nil, v)
 	case map[string]any:
@@ -116,12 +121,24 @@ var errTwoPayloads = errors.New("set only one payload: data (JSON), json (JSON t
 // read by protojson as usual. An empty body is io.EOF, as for JSONPb (the
 // gateway then calls with no payload, which the core refuses).
 func (m *gatewayMarshaler) decodePublish(r io.Reader, msg proto.Message) error {
-	body, err := io.ReadAll(r)
-	if err != nil {
-		return err
+	var body []byte
+	if rb, ok := r.(*readBodyBytes); ok { // read by the front door already
+		body = rb.unread()
+	} else {
+		var err error
+		if body, err = io.ReadAll(r); err != nil {
+			return err
+		}
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return io.EOF
+	}
+	if text, ok := onlyData(body); ok {
+		// The body is {"data": <valid JSON>} and nothing else, what
+		// nearly every publish sends: the same request as below, without
+		// taking the body apart.
+		setJSON(msg, text)
+		return nil
 	}
 	rest, data, err := payload.Extract(body, "data")
 	if err != nil {
@@ -147,12 +164,77 @@ func (m *gatewayMarshaler) decodePublish(r io.Reader, msg proto.Message) error {
 		if msg.Payload != nil {
 			return errTwoPayloads
 		}
-		msg.Payload = &heraldv1.PublishRequest_Json{Json: string(text)}
 	case *heraldv1.BroadcastRequest:
 		if msg.Payload != nil {
 			return errTwoPayloads
 		}
+	}
+	setJSON(msg, text)
+	return nil
+}
+
+// setJSON sets a Publish or Broadcast request's payload to JSON text.
+func setJSON(msg proto.Message, text []byte) {
+	switch msg := msg.(type) {
+	case *heraldv1.PublishRequest:
+		msg.Payload = &heraldv1.PublishRequest_Json{Json: string(text)}
+	case *heraldv1.BroadcastRequest:
 		msg.Payload = &heraldv1.BroadcastRequest_Json{Json: string(text)}
 	}
-	return nil
+}
+
+// onlyData returns the compacted value V of a body that is exactly
+// {"data": V} (whitespace allowed around the tokens, the key written
+// without escapes), with V valid JSON; ok is false for any other body,
+// which then takes the general path (and gets its errors). A valid V
+// between `{"data":` and the last `}` makes the body one object with that
+// one member, so nothing else can hide in it.
+func onlyData(body []byte) (text []byte, ok bool) {
+	b := bytes.TrimSpace(body)
+	if len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' {
+		return nil, false
+	}
+	b = bytes.TrimLeft(b[1:len(b)-1], " \t\r\n")
+	k, ok := bytes.CutPrefix(b, []byte(`"data"`))
+	if !ok {
+		return nil, false
+	}
+	v, ok := bytes.CutPrefix(bytes.TrimLeft(k, " \t\r\n"), []byte(":"))
+	if !ok {
+		return nil, false
+	}
+	text, err := payload.Compact(bytes.TrimSpace(v))
+	if err != nil || len(text) == 0 {
+		return nil, false
+	}
+	return text, true
+}
+
+// appendPublishResponse appends r as protobuf JSON with proto field names,
+// byte for byte what protojson writes (TestPublishResponseJSON).
+func appendPublishResponse(b []byte, r *heraldv1.PublishResponse) []byte {
+	b = append(b, '{')
+	if p := r.GetPosition(); p != nil {
+		b = append(b, `"position":{`...)
+		if p.Offset != 0 {
+			b = append(b, `"offset":"`...)
+			b = strconv.AppendUint(b, p.Offset, 10)
+			b = append(b, '"')
+		}
+		if p.Epoch != "" {
+			if p.Offset != 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `"epoch":`...)
+			b = payload.AppendString(b, p.Epoch)
+		}
+		b = append(b, '}')
+	}
+	if r.Duplicate {
+		if r.Position != nil {
+			b = append(b, ',')
+		}
+		b = append(b, `"duplicate":true`...)
+	}
+	return append(b, '}')
 }
