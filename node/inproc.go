@@ -11,6 +11,7 @@ import (
 	"github.com/herald-io/herald/service"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 )
 
 // bridgeKeyName names the in-process bridge's key in the core's key list
@@ -47,6 +48,7 @@ func (n *Node) newLink() *inproc.Channel {
 		Unary:          append(unary, n.drainUnary),
 		Stream:         append(stream, n.drainStream),
 		MaxRecvMsgSize: n.cfg.Limits.MaxGRPCMessage,
+		HandOver:       handOver,
 	})
 	heraldv1.RegisterHeraldServiceServer(link, n.core)
 	return link
@@ -60,4 +62,27 @@ func (n *Node) linkClient(key string) grpc.ClientConnInterface {
 		return n.link.Client(nil)
 	}
 	return n.link.Client(metadata.Pairs("authorization", "Bearer "+key))
+}
+
+// handOver is the link's fast path for the messages the core sends most:
+// every publication to the bridge, every publish answer to the REST
+// gateway. The fields are assigned one by one (a message must not be
+// copied whole); TestHandOverCoversEveryField fails when one is added to
+// the proto and not here.
+func handOver(dst, src proto.Message) bool {
+	switch s := src.(type) {
+	case *heraldv1.SubscribeManyResponse:
+		d, ok := dst.(*heraldv1.SubscribeManyResponse)
+		if ok {
+			d.Id, d.Kind = s.Id, s.Kind
+		}
+		return ok
+	case *heraldv1.PublishResponse:
+		d, ok := dst.(*heraldv1.PublishResponse)
+		if ok {
+			d.Position, d.Duplicate = s.Position, s.Duplicate
+		}
+		return ok
+	}
+	return false
 }

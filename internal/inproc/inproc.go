@@ -66,6 +66,12 @@ type Options struct {
 	// holds before the sender waits for the receiver (gRPC's flow
 	// control). Default 256.
 	StreamBuffer int
+	// HandOver, if set, gives dst the field values of src, a message of
+	// the same type, and reports whether it knew the type; for the
+	// others, and without it, the fields are set through protobuf
+	// reflection. It is the fast path of the messages a server sends
+	// most (reflection costs a few hundred nanoseconds a message).
+	HandOver func(dst, src proto.Message) bool
 }
 
 // Channel is an in-process gRPC channel to the services registered on
@@ -77,6 +83,7 @@ type Channel struct {
 	stream  grpc.StreamServerInterceptor // nil: none
 	maxRecv int
 	buffer  int
+	assign  func(dst, src proto.Message) bool
 
 	mu      sync.Mutex
 	methods map[string]*method // by full method name, /pkg.Service/Method
@@ -97,6 +104,7 @@ func New(o Options) *Channel {
 		stream:  chainStream(o.Stream),
 		maxRecv: o.MaxRecvMsgSize,
 		buffer:  o.StreamBuffer,
+		assign:  o.HandOver,
 		methods: make(map[string]*method),
 		open:    make(map[*serverStream]struct{}),
 	}
@@ -230,7 +238,7 @@ func (cl *client) Invoke(ctx context.Context, name string, args, reply any, opts
 	if resp == nil {
 		return status.Errorf(codes.Internal, "in-process call %s: the handler answered nothing", name)
 	}
-	return handOver(reply, resp)
+	return cl.c.handOver(reply, resp)
 }
 
 func (c *Channel) checkSize(m proto.Message) error {
@@ -242,11 +250,14 @@ func (c *Channel) checkSize(m proto.Message) error {
 
 // handOver gives dst the field values of src, a message of the same type:
 // the same nested messages, slices and maps, no copy.
-func handOver(dst, src any) error {
+func (c *Channel) handOver(dst, src any) error {
 	d, ok1 := dst.(proto.Message)
 	s, ok2 := src.(proto.Message)
 	if !ok1 || !ok2 {
 		return status.Errorf(codes.Internal, "in-process call: %T or %T is not a protobuf message", dst, src)
+	}
+	if c.assign != nil && c.assign(d, s) {
+		return nil
 	}
 	dm, sm := d.ProtoReflect(), s.ProtoReflect()
 	if dm.Descriptor() != sm.Descriptor() {
@@ -579,17 +590,17 @@ func (c *clientStream) RecvMsg(m any) error {
 	}
 	select {
 	case msg := <-c.s.toClient:
-		return handOver(m, msg)
+		return c.s.c.handOver(m, msg)
 	default:
 	}
 	select {
 	case msg := <-c.s.toClient:
-		return handOver(m, msg)
+		return c.s.c.handOver(m, msg)
 	case <-c.s.ended:
 		// What the handler sent before it returned comes first.
 		select {
 		case msg := <-c.s.toClient:
-			return handOver(m, msg)
+			return c.s.c.handOver(m, msg)
 		default:
 		}
 		c.done = true
