@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -381,7 +382,10 @@ func runFloor(ctx context.Context, args []string, stdout io.Writer) error {
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	gs := grpc.NewServer()
+	// Herald's gRPC server keeps workers for its calls (service.NewGRPCServer):
+	// so does the floor, or it would pay a goroutine and its stack's growth
+	// per Publish that Herald does not.
+	gs := grpc.NewServer(grpc.NumStreamWorkers(uint32(max(16, 4*runtime.GOMAXPROCS(0)))))
 	heraldv1.RegisterHeraldServiceServer(gs, &floorGRPC{f: f})
 	go func() { _ = hs.Serve(hl) }()
 	go func() { _ = gs.Serve(gl) }()
