@@ -3,10 +3,12 @@ package wsbridge
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"testing"
 	"unicode/utf8"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/payload"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -162,5 +164,70 @@ func TestInvalidJSONPayloadBecomesBinary(t *testing.T) {
 	}
 	if got := checkedPubs(nil, []*heraldv1.Publication{pub}); !bytes.Equal(got[0].GetBinary(), bad) || pub.GetRawJson() == nil {
 		t.Fatalf("checkedPubs: %v (the original must stay as it is: %v)", got, pub)
+	}
+}
+
+// decodeJSONFrameGeneral is decodeJSONFrame without its shortcut for
+// frames that cannot hold a publish: every frame taken apart by
+// payload.Extract first.
+func decodeJSONFrameGeneral(line []byte) (*heraldv1.ClientFrame, error) {
+	fr := &heraldv1.ClientFrame{}
+	rest, data, err := payload.Extract(line, "publish", "data")
+	if err != nil {
+		if perr := jsonIn.Unmarshal(line, fr); perr != nil {
+			return nil, perr
+		}
+		return nil, err
+	}
+	if err := jsonIn.Unmarshal(rest, fr); err != nil {
+		return nil, err
+	}
+	if data != nil {
+		return nil, errors.New("a publish")
+	}
+	return fr, nil
+}
+
+var shortcutSeeds = []string{
+	`{"id":1,"connect":{"token":"a.b.c","name":"x"}}`,
+	`{"id":2,"subscribe":{"channel":"chat:x","since":{"offset":"3","epoch":"e"}}}`,
+	`{"id":1,"id":2,"connect":{}}`,
+	`{"id":3,"presence_stats":{"channel":"c"},"presenceStats":{"channel":"c"}}`,
+	`{"id":4,"connect":{},"subscribe":{}}`,
+	`{"id":5,"history":{"channel":"c","limit":10}}`,
+	`{"id":6,"ping":{}}`,
+	`{"id":7,"unknown":{}}`,
+	`[1,2]`,
+	`{"id":8,"connect":{}`,
+	`{"id":9,"connect":{"token":"x"}} trailing`,
+}
+
+// TestJSONFrameShortcut: a frame that skips payload.Extract (no publish in
+// it) decodes as it does through Extract, or fails as it does there.
+func TestJSONFrameShortcut(t *testing.T) {
+	for _, s := range shortcutSeeds {
+		checkShortcut(t, []byte(s))
+	}
+}
+
+func FuzzJSONFrameShortcut(f *testing.F) {
+	for _, s := range shortcutSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) { checkShortcut(t, line) })
+}
+
+func checkShortcut(t *testing.T, line []byte) {
+	t.Helper()
+	if bytes.IndexByte(line, '\\') >= 0 || bytes.Contains(line, publishKey) {
+		return // not the shortcut's
+	}
+	got, gerr := decodeJSONFrame(line)
+	want, werr := decodeJSONFrameGeneral(line)
+	if (gerr == nil) != (werr == nil) {
+		t.Fatalf("%q: shortcut error %v, general error %v", line, gerr, werr)
+	}
+	if gerr == nil && !proto.Equal(got, want) {
+		t.Fatalf("%q: shortcut %v, general %v", line, got, want)
 	}
 }
