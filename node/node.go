@@ -73,6 +73,7 @@ type Node struct {
 	// core in bridge mode.
 	link    *inproc.Channel
 	remote  *grpc.ClientConn
+	rest    *restAPI         // nil in bridge mode
 	bridge  *wsbridge.Bridge // nil in core mode
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -238,11 +239,14 @@ func (n *Node) start(ctx context.Context) error {
 	if n.core != nil {
 		// The REST gateway's calls carry each HTTP request's own
 		// Authorization.
-		gw := newGatewayMux() // rest.go
-		if err := heraldv1.RegisterHeraldServiceHandlerClient(ctx, gw, heraldv1.NewHeraldServiceClient(n.linkClient(""))); err != nil {
+		m := newGatewayMarshaler()
+		gw := newGatewayMux(m) // rest.go
+		client := heraldv1.NewHeraldServiceClient(n.linkClient(""))
+		if err := heraldv1.RegisterHeraldServiceHandlerClient(ctx, gw, client); err != nil {
 			return err
 		}
-		mux.Handle("/v1/", utf8Only(gw))
+		n.rest = newRESTAPI(gw, m, client)
+		mux.Handle("/v1/", utf8Only(n.rest))
 		mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write(herald.OpenAPI)
