@@ -12,7 +12,8 @@
 //   - channels: N users, each on its personal channel user:bench-<i>,
 //     publications spread round-robin; the same report.
 //   - publish: gRPC publish throughput and ack latency, unary and
-//     PublishStream.
+//     PublishStream, to one channel or (-spread N) round-robin to N, which
+//     spreads a Redis Cluster's load over its shards.
 //   - floor: the floor (floor.go), a minimal reference broadcaster, in the
 //     foreground.
 //

@@ -80,6 +80,7 @@ type options struct {
 	concurrency int
 	kinds       []string
 	subs        int
+	spread      int
 	window      int
 	rateSet     bool
 	concSet     bool
@@ -180,6 +181,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (*options, error) {
 	fs.IntVar(&o.concurrency, "concurrency", 1, "publish: concurrent unary workers, or PublishStream streams")
 	kinds := fs.String("kinds", "unary,stream", "publish: which publishers to run")
 	fs.IntVar(&o.subs, "subs", 0, "publish: gRPC Subscribe streams on the channel")
+	fs.IntVar(&o.spread, "spread", 1, "publish: publications go round-robin to this many channels <channel>-<i> (spreads a Redis Cluster's load over its shards); with -subs, 1")
 	fs.IntVar(&o.window, "window", 10000, "publications in flight on a PublishStream")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the bench's own CPU profile to this file (clients held in this process only)")
 	publishers := fs.String("publisher", "stream", "fanout, channels: stream (one PublishStream), unary (a gRPC Publish per publication), rest (a POST per publication); a list runs each in turn")
@@ -256,6 +258,9 @@ func parseFlags(fs *flag.FlagSet, args []string) (*options, error) {
 			return nil, fmt.Errorf("bench: -pid %q: want process ids", p)
 		}
 		o.pids = append(o.pids, pid)
+	}
+	if o.spread < 1 || o.spread > 1 && o.subs > 0 {
+		return nil, errors.New("bench: -spread must be at least 1, and 1 with -subs")
 	}
 	o.kinds = splitList(*kinds)
 	for _, k := range o.kinds {

@@ -351,7 +351,7 @@ func runPublish(ctx context.Context, o *options, w io.Writer) error {
 		r := newRun(o)
 		r.res.Mode = "publish"
 		r.res.Args = o.args + " [" + kind + "]"
-		r.res.Rate, r.res.DurS, r.res.Size, r.res.Channels = rate, o.dur.Seconds(), o.size, 1
+		r.res.Rate, r.res.DurS, r.res.Size, r.res.Channels = rate, o.dur.Seconds(), o.size, o.spread
 		subs, err := startSubscribers(cctx, client, o.channel, o.subs)
 		if err != nil {
 			return err
@@ -362,7 +362,7 @@ func runPublish(ctx context.Context, o *options, w io.Writer) error {
 		var pr *pubResult
 		var perr error
 		if kind == "unary" {
-			pr = (&callPublisher{call: unaryPublisher(client), channel: func(int) string { return o.channel }, targets: 1, size: o.size, workers: o.concurrency}).run(cctx, rate, o.dur)
+			pr = (&callPublisher{call: unaryPublisher(client), channel: publishChannel(o), targets: max(1, o.spread), size: o.size, workers: o.concurrency}).run(cctx, rate, o.dur)
 		} else {
 			pr, perr = runStreams(cctx, client, o, rate)
 		}
@@ -401,6 +401,19 @@ func runPublish(ctx context.Context, o *options, w io.Writer) error {
 	return nil
 }
 
+// publishChannel names the channel of publication i: -channel, or with
+// -spread N one of N channels <channel>-<i%N>.
+func publishChannel(o *options) func(i int) string {
+	if o.spread <= 1 {
+		return func(int) string { return o.channel }
+	}
+	names := make([]string, o.spread)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s-%d", o.channel, i)
+	}
+	return func(i int) string { return names[i%len(names)] }
+}
+
 func rateText(r float64) string {
 	if r <= 0 {
 		return "unlimited"
@@ -417,7 +430,7 @@ func runStreams(ctx context.Context, client heraldv1.HeraldServiceClient, o *opt
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p := &streamPublisher{client: client, channel: func(int) string { return o.channel }, targets: 1, size: o.size, window: o.window}
+			p := &streamPublisher{client: client, channel: publishChannel(o), targets: 1, size: o.size, window: o.window}
 			parts[k], errs[k] = p.run(ctx, rate/float64(o.concurrency), o.dur)
 		}()
 	}

@@ -52,6 +52,9 @@ type Config struct {
 	Limits Limits `yaml:"limits" json:"limits"`
 	// Bridge configures the WebSocket bridge.
 	Bridge Bridge `yaml:"bridge" json:"bridge"`
+	// Hooks configures the bridge's calls to the application's backend
+	// (connect, refresh, subscribe, publish and RPC hooks).
+	Hooks Hooks `yaml:"hooks" json:"hooks"`
 	// ShutdownTimeout bounds a graceful shutdown. Default 10s.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout" json:"shutdown_timeout"`
 	// LogLevel is debug, info, warn or error. Default info.
@@ -124,14 +127,23 @@ func ValidScope(s string) bool {
 
 // Redis configures the Redis engine.
 type Redis struct {
-	// Addrs are host:port addresses. Default 127.0.0.1:6379.
+	// Addrs are host:port addresses: the one Redis, or seeds of a Redis
+	// Cluster (several addresses mean a cluster). Default 127.0.0.1:6379.
 	Addrs []string `yaml:"addrs" json:"addrs"`
+	// Cluster selects Redis Cluster with a single seed address.
+	Cluster bool `yaml:"cluster" json:"cluster"`
+	// Username for AUTH with an ACL user; empty for the default user.
+	Username string `yaml:"username" json:"username"`
 	// Password for AUTH; may also come from HERALD_REDIS_PASSWORD.
 	Password string `yaml:"password" json:"password"`
-	// DB is the database number.
+	// DB is the database number (0 on a cluster, which has no other).
 	DB int `yaml:"db" json:"db"`
-	// TLS enables TLS to Redis.
-	TLS bool `yaml:"tls" json:"tls"`
+	// TLS enables TLS to Redis, verified against the system's roots or
+	// TLSCAFile; TLSCertFile and TLSKeyFile present a client certificate.
+	TLS         bool   `yaml:"tls" json:"tls"`
+	TLSCAFile   string `yaml:"tls_ca_file" json:"tls_ca_file"`
+	TLSCertFile string `yaml:"tls_cert_file" json:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file" json:"tls_key_file"`
 	// Prefix is prepended to every key and pub/sub channel. Default "herald".
 	Prefix string `yaml:"prefix" json:"prefix"`
 	// PresenceTTL is how long a presence entry outlives the last refresh
@@ -139,7 +151,18 @@ type Redis struct {
 	// of a node that died stay listed before their leave events. Default
 	// 30s (0 is the default).
 	PresenceTTL Duration `yaml:"presence_ttl" json:"presence_ttl"`
+	// WaitReplicas, when above 0, acknowledges a publication only once
+	// WAIT says that many replicas of its primary received it, within
+	// WaitTimeout (default 500ms); otherwise the publish answers
+	// UNAVAILABLE saying that it may or may not have been stored. With 0
+	// (the default) replication is asynchronous and a failover can lose
+	// acknowledged publications.
+	WaitReplicas int      `yaml:"wait_replicas" json:"wait_replicas"`
+	WaitTimeout  Duration `yaml:"wait_timeout" json:"wait_timeout"`
 }
+
+// DefaultWaitTimeout is redis.wait_timeout when it is not set.
+const DefaultWaitTimeout = 500 * time.Millisecond
 
 // Namespace holds the options of channels that share a prefix.
 type Namespace struct {
@@ -166,6 +189,17 @@ type Namespace struct {
 	// AllowHistory lets subscribers read history; AllowPresence, presence.
 	AllowHistory  bool `yaml:"allow_history" json:"allow_history"`
 	AllowPresence bool `yaml:"allow_presence" json:"allow_presence"`
+	// SubscribeHook asks the application's backend (hooks) whether a
+	// browser may subscribe to a channel of the namespace, unless a grant
+	// (a token's `channels` claim, Connect's channels) or the personal
+	// channel allows it already; AllowSubscribe and AllowAnonymous are
+	// then not consulted. History and presence need a subscription.
+	SubscribeHook bool `yaml:"subscribe_hook" json:"subscribe_hook"`
+	// PublishHook asks the application's backend (hooks) about every
+	// browser publication to the namespace (allow, refuse, replace the
+	// data, or skip); AllowPublish and AllowAnonymous are then not
+	// consulted.
+	PublishHook bool `yaml:"publish_hook" json:"publish_hook"`
 }
 
 // Limits bound sizes and counts that clients control.
@@ -345,6 +379,12 @@ func Default() Config {
 			RequestRate:     50,
 			MaxConnections:  100000,
 		},
+		Hooks: Hooks{
+			Timeout:         Duration(2 * time.Second),
+			MaxInFlight:     1000,
+			CircuitFailures: 5,
+			CircuitOpen:     Duration(5 * time.Second),
+		},
 	}
 }
 
@@ -449,6 +489,9 @@ var flagRoles = map[string]uint8{
 
 	"grpc-addr": coreSide, "api-keys": coreSide, "engine": coreSide, "redis-addrs": coreSide,
 	"redis-password": coreSide, "redis-db": coreSide, "redis-tls": coreSide, "redis-prefix": coreSide,
+	"redis-cluster": coreSide, "redis-username": coreSide, "redis-tls-ca-file": coreSide,
+	"redis-tls-cert-file": coreSide, "redis-tls-key-file": coreSide,
+	"redis-wait-replicas": coreSide, "redis-wait-timeout": coreSide,
 	"max-payload": coreSide, "subscriber-queue": coreSide, "dedupe-window": coreSide,
 	"tls-client-ca-file": coreSide, "redis-presence-ttl": coreSide,
 	"subscriber-queue-bytes": coreSide, "max-channels-per-node": coreSide,
@@ -458,6 +501,11 @@ var flagRoles = map[string]uint8{
 	"ping-interval": browsers, "max-frame": browsers, "max-channels": browsers, "max-conns-per-user": browsers,
 	"queue-bytes": browsers, "queue-frames": browsers, "request-rate": browsers, "max-connections": browsers,
 	"max-conns-per-ip": browsers, "accept-rate": browsers, "accept-burst": browsers, "user-publish-rate": browsers,
+
+	"hooks-grpc-addr": browsers, "hooks-http-url": browsers, "hooks-api-key": browsers, "hooks-tls": browsers,
+	"hooks-ca-file": browsers, "hooks-cert-file": browsers, "hooks-key-file": browsers, "hooks-timeout": browsers,
+	"hooks-max-in-flight": browsers, "hooks-connect": browsers, "hooks-refresh": browsers, "hooks-rpc-methods": browsers,
+	"hooks-headers": browsers, "hooks-cookies": browsers,
 
 	"core": coreLinks, "core-api-key": coreLinks, "core-tls": coreLinks, "core-ca-file": coreLinks,
 	"core-cert-file": coreLinks, "core-key-file": coreLinks,
@@ -495,10 +543,17 @@ func (c *Config) register(fs *flag.FlagSet) {
 	})
 	str(&c.Engine, "engine", "engine: memory or redis")
 	list(&c.PublicOrigins, "public-origins", "origins (scheme://host[:port]) at which browsers reach the HTTP listener")
-	list(&c.Redis.Addrs, "redis-addrs", "Redis addresses")
+	list(&c.Redis.Addrs, "redis-addrs", "Redis addresses (several: a Redis Cluster)")
+	boolean(&c.Redis.Cluster, "redis-cluster", "the Redis address is a seed of a Redis Cluster")
+	str(&c.Redis.Username, "redis-username", "Redis ACL user")
 	str(&c.Redis.Password, "redis-password", "Redis password")
 	integer(&c.Redis.DB, "redis-db", "Redis database")
 	boolean(&c.Redis.TLS, "redis-tls", "use TLS to Redis")
+	str(&c.Redis.TLSCAFile, "redis-tls-ca-file", "CA certificates (PEM) that verify Redis's TLS certificate")
+	str(&c.Redis.TLSCertFile, "redis-tls-cert-file", "client certificate (PEM) presented to Redis")
+	str(&c.Redis.TLSKeyFile, "redis-tls-key-file", "key of the client certificate presented to Redis")
+	integer(&c.Redis.WaitReplicas, "redis-wait-replicas", "acknowledge a publication once this many replicas have it (WAIT)")
+	dur(&c.Redis.WaitTimeout, "redis-wait-timeout", "how long a publish waits for redis-wait-replicas")
 	str(&c.Redis.Prefix, "redis-prefix", "prefix of Redis keys")
 	dur(&c.Redis.PresenceTTL, "redis-presence-ttl", "how long a dead node's presence entries stay")
 	integer(&c.Limits.MaxPayload, "max-payload", "largest payload in bytes")
@@ -534,6 +589,20 @@ func (c *Config) register(fs *flag.FlagSet) {
 	str(&c.Bridge.CoreCAFile, "core-ca-file", "PEM CAs verifying the core's certificate (implies --core-tls)")
 	str(&c.Bridge.CoreCertFile, "core-cert-file", "client certificate for a core requiring mTLS")
 	str(&c.Bridge.CoreKeyFile, "core-key-file", "key of --core-cert-file")
+	str(&c.Hooks.GRPCAddr, "hooks-grpc-addr", "host:port of the app backend's herald.hooks.v1.HooksService (gRPC)")
+	str(&c.Hooks.HTTPURL, "hooks-http-url", "base URL of the app backend's hooks as JSON over HTTP (POST <url>/<hook>)")
+	str(&c.Hooks.APIKey, "hooks-api-key", "key sent to the app backend with every hook call (authorization: Bearer)")
+	boolean(&c.Hooks.TLS, "hooks-tls", "dial hooks-grpc-addr over TLS")
+	str(&c.Hooks.CAFile, "hooks-ca-file", "PEM CAs verifying the app backend's certificate (implies --hooks-tls)")
+	str(&c.Hooks.CertFile, "hooks-cert-file", "client certificate for an app backend requiring mTLS")
+	str(&c.Hooks.KeyFile, "hooks-key-file", "key of --hooks-cert-file")
+	dur(&c.Hooks.Timeout, "hooks-timeout", "deadline of one hook call")
+	integer(&c.Hooks.MaxInFlight, "hooks-max-in-flight", "hook calls in flight per bridge; beyond it calls are refused at once")
+	boolean(&c.Hooks.Connect, "hooks-connect", "ask the app backend who connecting browsers are (Connect hook)")
+	boolean(&c.Hooks.Refresh, "hooks-refresh", "ask the app backend whether expiring sessions go on (Refresh hook)")
+	list(&c.Hooks.RPCMethods, "hooks-rpc-methods", "rpc methods passed to the app backend (a final * matches any rest)")
+	list(&c.Hooks.Headers, "hooks-headers", "request headers passed to the Connect hook")
+	list(&c.Hooks.Cookies, "hooks-cookies", "cookies passed to the Connect hook, by name")
 	str(&c.TLS.CertFile, "tls-cert-file", "PEM certificate of the HTTP and gRPC listeners (enables TLS; reloaded when it changes)")
 	str(&c.TLS.KeyFile, "tls-key-file", "PEM private key of --tls-cert-file")
 	str(&c.TLS.ClientCAFile, "tls-client-ca-file", "PEM CAs; the gRPC listener then requires client certificates (mTLS)")
@@ -601,17 +670,43 @@ func (c *Config) Validate() error {
 			bad("bridge.allowed_origins: %v (or \"*\" for any)", err)
 		}
 	}
+	// Which engines exist is node's table of engines (node.Start refuses
+	// a name it lacks); the sections of those with options are checked
+	// here.
 	switch c.Engine {
-	case "memory":
+	case "":
+		bad("engine is empty: want memory or redis")
 	case "redis":
-		if len(c.Redis.Addrs) == 0 {
+		r := c.Redis
+		if len(r.Addrs) == 0 {
 			bad("redis.addrs: at least one address is needed")
 		}
-		if c.Redis.PresenceTTL != 0 && c.Redis.PresenceTTL < Duration(time.Second) {
+		for _, a := range r.Addrs {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				bad("redis.addrs: %q: %v", a, err)
+			}
+		}
+		if r.PresenceTTL != 0 && r.PresenceTTL < Duration(time.Second) {
 			bad("redis.presence_ttl must be at least 1s")
 		}
-	default:
-		bad("engine %q: want memory or redis", c.Engine)
+		if (r.Cluster || len(r.Addrs) > 1) && r.DB != 0 {
+			bad("redis.db must be 0 with Redis Cluster (several redis.addrs or redis.cluster), which has one database")
+		}
+		if strings.ContainsAny(r.Prefix, "{}") {
+			bad("redis.prefix %q must not contain '{' or '}' (they delimit hash tags)", r.Prefix)
+		}
+		if r.WaitReplicas < 0 {
+			bad("redis.wait_replicas must not be negative")
+		}
+		if r.WaitTimeout < 0 || r.WaitReplicas > 0 && r.WaitTimeout != 0 && r.WaitTimeout < Duration(time.Millisecond) {
+			bad("redis.wait_timeout must be at least 1ms (0 takes the default, %v)", DefaultWaitTimeout)
+		}
+		if (r.TLSCAFile != "" || r.TLSCertFile != "" || r.TLSKeyFile != "") && !r.TLS {
+			bad("redis.tls_ca_file, tls_cert_file and tls_key_file need redis.tls: true")
+		}
+		if (r.TLSCertFile == "") != (r.TLSKeyFile == "") {
+			bad("redis.tls_cert_file and redis.tls_key_file go together")
+		}
 	}
 	seenKey := map[string]bool{}
 	for i, k := range c.APIKeys {
@@ -692,6 +787,7 @@ func (c *Config) Validate() error {
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("tls: cert_file and key_file go together")
 	}
+	c.validateHooks(bad)
 	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
 		bad("tls.client_ca_file needs tls.cert_file and tls.key_file")
 	}
@@ -761,6 +857,9 @@ func (c Config) Redacted() string {
 	}
 	if c.Bridge.CoreAPIKey != "" {
 		c.Bridge.CoreAPIKey = "***"
+	}
+	if c.Hooks.APIKey != "" {
+		c.Hooks.APIKey = "***"
 	}
 	b, _ := json.Marshal(c)
 	return string(b)

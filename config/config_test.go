@@ -53,7 +53,16 @@ func TestValidate(t *testing.T) {
 	}{
 		{"defaults", "", ""},
 		{"namespaces", "namespaces:\n- name: chat\n  history_size: 10\n  presence: true\n  join_leave: true\n", ""},
-		{"bad engine", "engine: etcd", "engine"},
+		{"empty engine", "engine: ''", "engine"},
+		{"redis cluster", "engine: redis\nredis:\n  addrs: [a:1, b:2, c:3]\n  username: herald\n  wait_replicas: 1\n  wait_timeout: 200ms\n", ""},
+		{"redis cluster with a database", "engine: redis\nredis:\n  addrs: [a:1, b:2]\n  db: 2\n", "redis.db"},
+		{"redis cluster flag with a database", "engine: redis\nredis:\n  addrs: [a:1]\n  cluster: true\n  db: 1\n", "redis.db"},
+		{"redis bad address", "engine: redis\nredis:\n  addrs: [nope]\n", "redis.addrs"},
+		{"redis prefix with a brace", "engine: redis\nredis:\n  prefix: 'a{b'\n", "prefix"},
+		{"redis negative wait", "engine: redis\nredis:\n  wait_replicas: -1\n", "wait_replicas"},
+		{"redis tiny wait timeout", "engine: redis\nredis:\n  wait_replicas: 1\n  wait_timeout: 1us\n", "wait_timeout"},
+		{"redis ca without tls", "engine: redis\nredis:\n  tls_ca_file: ca.pem\n", "redis.tls: true"},
+		{"redis cert without key", "engine: redis\nredis:\n  tls: true\n  tls_cert_file: c.pem\n", "go together"},
 		{"bad namespace name", "namespaces:\n- name: 'a:b'\n", "name"},
 		{"duplicate namespace", "namespaces:\n- name: a\n- name: a\n", "twice"},
 		{"join without presence", "namespaces:\n- name: a\n  join_leave: true\n", "needs presence"},
@@ -75,6 +84,22 @@ func TestValidate(t *testing.T) {
 		{"queue bytes below payload", "limits:\n  subscriber_queue_bytes: 1000\n", "subscriber_queue_bytes"},
 		{"no channel cap", "limits:\n  max_channels_per_node: 0\n", "max_channels_per_node"},
 		{"no key cap", "limits:\n  max_idempotency_keys_per_channel: -1\n", "max_idempotency_keys_per_channel"},
+		{"hooks grpc", "hooks:\n  grpc_addr: 127.0.0.1:7600\n  connect: true\n  refresh: true\n  rpc_methods: [profile.get, 'orders.*', '*']\n  cookies: [session]\n  headers: [X-Request-Id]\n", ""},
+		{"hooks http", "hooks:\n  http_url: https://app.example.com/herald\n  connect: true\nnamespaces:\n- name: room\n  subscribe_hook: true\n  publish_hook: true\n", ""},
+		{"hooks urls only", "hooks:\n  urls: {connect: 'http://127.0.0.1:1/c'}\n  connect: true\n", ""},
+		{"hooks url missing", "hooks:\n  urls: {connect: 'http://127.0.0.1:1/c'}\n  connect: true\n  rpc_methods: [a]\n", "hooks.urls.rpc"},
+		{"hooks without backend", "hooks:\n  connect: true\n", "no backend is set"},
+		{"namespace hook without backend", "namespaces:\n- name: room\n  publish_hook: true\n", "no backend is set"},
+		{"hooks two backends", "hooks:\n  grpc_addr: 127.0.0.1:1\n  http_url: http://127.0.0.1:2\n", "not both"},
+		{"hooks bad url", "hooks:\n  http_url: ftp://x\n", "http:// or https://"},
+		{"hooks unknown url", "hooks:\n  urls: {conect: 'http://127.0.0.1:1/c'}\n", "unknown hook \"conect\""},
+		{"hooks refresh without connect", "hooks:\n  grpc_addr: 127.0.0.1:1\n  refresh: true\n", "needs hooks.connect"},
+		{"hooks timeout", "hooks:\n  timeout: 30s\n", "at most 10s"},
+		{"hooks in flight", "hooks:\n  max_in_flight: 0\n", "max_in_flight"},
+		{"hooks cookie header", "hooks:\n  headers: [cookie]\n", "hooks.cookies"},
+		{"hooks bad header", "hooks:\n  headers: ['a b']\n", "not a header name"},
+		{"hooks bad method", "hooks:\n  grpc_addr: 127.0.0.1:1\n  rpc_methods: ['a b']\n", "rpc_methods"},
+		{"hooks inner star", "hooks:\n  grpc_addr: 127.0.0.1:1\n  rpc_methods: ['a*b']\n", "rpc_methods"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := Default()
@@ -118,6 +143,31 @@ func TestOperationsFlags(t *testing.T) {
 	}
 }
 
+// TestHooksHelpers: URLs per hook, the RPC allowlist, TLS.
+func TestHooksHelpers(t *testing.T) {
+	h := Hooks{HTTPURL: "http://app/herald/", URLs: map[string]string{"rpc": "http://rpc.app/call"}, RPCMethods: []string{"profile.get", "orders.*"}}
+	if got := h.URL("connect"); got != "http://app/herald/connect" {
+		t.Errorf("URL(connect) = %q", got)
+	}
+	if got := h.URL("rpc"); got != "http://rpc.app/call" {
+		t.Errorf("URL(rpc) = %q", got)
+	}
+	for m, want := range map[string]bool{"profile.get": true, "profile.gets": false, "profile": false, "orders.": true, "orders.list": true, "order": false, "": false} {
+		if got := h.AllowsRPC(m); got != want {
+			t.Errorf("AllowsRPC(%q) = %v, want %v", m, got, want)
+		}
+	}
+	if !(Hooks{RPCMethods: []string{"*"}}).AllowsRPC("anything") {
+		t.Error("* does not allow every method")
+	}
+	if h.TLSEnabled() || !(Hooks{HTTPURL: "https://x"}).TLSEnabled() || !(Hooks{CAFile: "ca.pem"}).TLSEnabled() {
+		t.Error("TLSEnabled is wrong")
+	}
+	if (Hooks{GRPCAddr: "a:1"}).URL("connect") != "" {
+		t.Error("a gRPC backend has hook URLs")
+	}
+}
+
 func TestImplicitNamespaces(t *testing.T) {
 	cfg := Default()
 	if err := cfg.Validate(); err != nil {
@@ -137,8 +187,9 @@ func TestRedactedHidesSecrets(t *testing.T) {
 	cfg.APIKeys = []APIKey{{Name: "k", Key: "super-secret-key-123"}}
 	cfg.Bridge.JWTSecret = "jwt-secret"
 	cfg.Redis.Password = "pw-secret"
+	cfg.Hooks.APIKey = "hooks-secret"
 	out := cfg.Redacted()
-	for _, s := range []string{"super-secret-key-123", "jwt-secret", "pw-secret"} {
+	for _, s := range []string{"super-secret-key-123", "jwt-secret", "pw-secret", "hooks-secret"} {
 		if strings.Contains(out, s) {
 			t.Fatalf("Redacted() leaks %q: %s", s, out)
 		}
@@ -200,8 +251,8 @@ func TestFlagsFor(t *testing.T) {
 		has, hasNo []string
 	}{
 		{"serve", serve, []string{"grpc-addr", "engine", "api-keys", "jwt-secret", "allowed-origins", "http-addr"}, []string{"core", "core-api-key", "core-ca-file"}},
-		{"core", core, []string{"grpc-addr", "engine", "redis-addrs", "api-keys", "tls-client-ca-file", "http-addr"}, []string{"jwt-secret", "anonymous", "allowed-origins", "core", "core-api-key", "max-frame"}},
-		{"bridge", bridge, []string{"core", "core-api-key", "core-tls", "core-ca-file", "core-cert-file", "core-key-file", "jwt-secret", "jwt-public-keys", "allowed-origins", "http-addr", "tls-cert-file"}, []string{"engine", "redis-addrs", "redis-password", "api-keys", "grpc-addr", "dedupe-window"}},
+		{"core", core, []string{"grpc-addr", "engine", "redis-addrs", "api-keys", "tls-client-ca-file", "http-addr"}, []string{"jwt-secret", "anonymous", "allowed-origins", "core", "core-api-key", "max-frame", "hooks-grpc-addr", "hooks-connect"}},
+		{"bridge", bridge, []string{"core", "core-api-key", "core-tls", "core-ca-file", "core-cert-file", "core-key-file", "jwt-secret", "jwt-public-keys", "allowed-origins", "http-addr", "tls-cert-file", "hooks-grpc-addr", "hooks-http-url", "hooks-connect", "hooks-cookies", "hooks-api-key"}, []string{"engine", "redis-addrs", "redis-password", "api-keys", "grpc-addr", "dedupe-window"}},
 	} {
 		for _, f := range tc.has {
 			if !tc.flags[f] {

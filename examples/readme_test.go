@@ -48,6 +48,7 @@ func TestREADMEQuotesExamples(t *testing.T) {
 	for _, path := range []string{
 		"examples/node/connect.js", "examples/node/publish.js", "examples/node/publish_stream.js", "examples/node/subscribe.js",
 		"examples/python/publish.py", "examples/python/publish_stream.py", "examples/python/subscribe.py",
+		"examples/cookiesession/herald.yaml",
 	} {
 		if !quoted[path] {
 			t.Errorf("README quotes nothing from %s", path)

@@ -19,6 +19,7 @@ import (
 
 	herald "github.com/herald-io/herald"
 	"github.com/herald-io/herald/config"
+	"github.com/herald-io/herald/engine"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"github.com/herald-io/herald/service"
 	"github.com/herald-io/herald/web"
@@ -61,7 +62,7 @@ type Node struct {
 	PprofAddr net.Addr
 
 	core    *service.Server
-	engine  service.Engine
+	engine  engine.Engine
 	grpc    *grpc.Server // the gRPC listener's
 	health  *health.Server
 	http    *http.Server
@@ -224,7 +225,13 @@ func (n *Node) start(ctx context.Context) error {
 			return fmt.Errorf("bridge: %w", err)
 		}
 		n.bridge = b
-		if cfg.AnonymousAllowed() {
+		if on := cfg.HooksOn(); on != "" {
+			n.log.Info("hooks: the application's backend is asked", "hooks", on)
+		}
+		switch {
+		case cfg.Hooks.Connect:
+			// Connections without a JWT are the connect hook's to decide.
+		case cfg.AnonymousAllowed():
 			n.log.Warn("browsers may connect without a token (anonymous): configure bridge.jwt_secret or jwt_public_keys to require one")
 		}
 	}
@@ -604,22 +611,6 @@ func (n *Node) closeAll() {
 	}
 	if n.engine != nil {
 		_ = n.engine.Close()
-	}
-}
-
-func newEngine(cfg config.Config, log *slog.Logger) (service.Engine, error) {
-	switch cfg.Engine {
-	case "memory":
-		return service.NewMemoryEngine(service.MemoryOptionsFrom(cfg.Limits)), nil
-	case "redis":
-		ns := cfg.NamespaceIndex()
-		return service.NewRedisEngine(cfg.Redis, service.RedisOptions{
-			Log:         log,
-			PresenceTTL: cfg.Redis.PresenceTTL.D(),
-			HasPresence: func(channel string) bool { n, err := ns.Lookup(channel); return err == nil && n.Presence },
-		})
-	default:
-		return nil, fmt.Errorf("engine %q is not available", cfg.Engine)
 	}
 }
 

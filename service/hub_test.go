@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/herald-io/herald/engine/memory"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -37,7 +38,7 @@ func TestEventSizeCountsPayload(t *testing.T) {
 // one each), and the first publication of each still takes the fast path
 // to its subscriber.
 func TestEmptyChannelsShareStartPosition(t *testing.T) {
-	e := NewMemoryEngine(MemoryOptions{})
+	e := memory.New(memory.Options{})
 	h := newHub(e, 16, 1<<20)
 	if err := e.Start(t.Context(), hubHandler{h}); err != nil {
 		t.Fatal(err)

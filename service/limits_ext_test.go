@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/herald-io/herald/config"
+	"github.com/herald-io/herald/engine/memory"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"github.com/herald-io/herald/service"
 	"github.com/prometheus/client_golang/prometheus"
@@ -265,7 +266,7 @@ func (p panicky) History(ctx context.Context, channel string, q service.HistoryQ
 // with INTERNAL instead of killing the process; others go on.
 func TestPanicOutsideHandlersIsContained(t *testing.T) {
 	cfg := testConfig(t, nil)
-	ts := startServerOn(t, cfg, panicky{service.NewMemoryEngine(service.MemoryOptionsFrom(cfg.Limits))})
+	ts := startServerOn(t, cfg, panicky{memory.New(memory.OptionsFrom(cfg.Limits))})
 	bystander := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: "room:calm"})
 	m, err := ts.client.SubscribeMany(context.Background())
 	if err != nil {

@@ -50,18 +50,6 @@ var (
 		Name: "herald_limit_refusals_total",
 		Help: "Operations refused with RESOURCE_EXHAUSTED because they would go beyond a configured limit, by option (limits.max_channels_per_node).",
 	}, []string{"limit"})
-	metricEngineChannels = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "herald_engine_channels",
-		Help: "Channels whose state (epoch, offset, history, idempotency keys) the memory engine holds; bounded by limits.max_channels_per_node.",
-	})
-	metricIdempotencyKeys = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "herald_idempotency_keys",
-		Help: "Idempotency keys the memory engine remembers; bounded by limits.max_idempotency_keys.",
-	})
-	metricKeysEvicted = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "herald_idempotency_keys_evicted_total",
-		Help: "Idempotency keys the memory engine forgot before their dedupe window ended, or did not remember, to stay within a limit (limits.max_idempotency_keys_per_channel, limits.max_idempotency_keys). A retry of such a publication is published again.",
-	}, []string{"limit"})
 	metricBuildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "herald_build_info",
 		Help: "Always 1; labels tell the version and Go version.",
@@ -71,6 +59,6 @@ var (
 func init() {
 	prometheus.MustRegister(metricPublications, metricPublishErrors, metricPublishDuplicates,
 		metricEngineDuration, metricEngineErrors, metricStreams, metricStreamEnds, metricBridges, metricKeyRateLimited, metricBuildInfo,
-		metricLimitRefusals, metricEngineChannels, metricIdempotencyKeys, metricKeysEvicted)
+		metricLimitRefusals)
 	metricBuildInfo.WithLabelValues(Version, runtime.Version()).Set(1)
 }

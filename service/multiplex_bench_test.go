@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/herald-io/herald/engine/memory"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 )
 
@@ -16,7 +17,7 @@ import (
 func BenchmarkMuxDelivery(b *testing.B) {
 	for _, n := range []int{1, 100, 1000, 10000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			engine := NewMemoryEngine(MemoryOptions{})
+			engine := memory.New(memory.Options{})
 			h := newHub(engine, 4096, 1<<30)
 			ctx := context.Background()
 			m := &muxStream{ctx: ctx, limit: 1 << 30, limitBytes: 1 << 62, wake: make(chan struct{}, 1), done: make(chan struct{}), subs: map[uint64]*muxSub{}}
@@ -52,7 +53,7 @@ func BenchmarkMuxDelivery(b *testing.B) {
 func BenchmarkSubscribeDelivery(b *testing.B) {
 	for _, n := range []int{1, 100, 1000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			engine := NewMemoryEngine(MemoryOptions{})
+			engine := memory.New(memory.Options{})
 			h := newHub(engine, 4096, 4<<20)
 			ctx := context.Background()
 			subs := make([]*subscriber, n)

@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/herald-io/herald/config"
+	redisengine "github.com/herald-io/herald/engine/redis"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"github.com/herald-io/herald/internal/redistest"
 	"github.com/herald-io/herald/node"
-	"github.com/herald-io/herald/service"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -23,10 +23,12 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// redisCluster is several Herald nodes (core mode) on one redis-server,
-// each with a gRPC client.
+// redisCluster is several Herald nodes (core mode) on one redis-server
+// or on a Redis Cluster, each with a gRPC client.
 type redisCluster struct {
-	redis   *redistest.Server
+	redis   *redistest.Server // nil on a Redis Cluster
+	addrs   []string
+	edit    func(*config.Config)
 	prefix  string
 	nodes   []*node.Node
 	clients []heraldv1.HeraldServiceClient
@@ -37,7 +39,14 @@ var clusterSeq atomic.Int64
 func startRedisCluster(t *testing.T, n int) *redisCluster {
 	t.Helper()
 	srv := redistest.Start(t)
-	c := &redisCluster{redis: srv, prefix: fmt.Sprintf("herald-test-%d-%d", time.Now().UnixNano(), clusterSeq.Add(1))}
+	return startNodesOn(t, srv, []string{srv.Addr}, n, nil)
+}
+
+// startNodesOn starts n nodes on the Redis at addrs (a Redis Cluster when
+// several), with the configuration edited by edit (may be nil).
+func startNodesOn(t *testing.T, srv *redistest.Server, addrs []string, n int, edit func(*config.Config)) *redisCluster {
+	t.Helper()
+	c := &redisCluster{redis: srv, addrs: addrs, edit: edit, prefix: fmt.Sprintf("herald-test-%d-%d", time.Now().UnixNano(), clusterSeq.Add(1))}
 	for i := 0; i < n; i++ {
 		c.add(t)
 	}
@@ -50,8 +59,11 @@ func (c *redisCluster) add(t *testing.T) int {
 	cfg := testConfig(t, func(cfg *config.Config) {
 		cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
 		cfg.Engine = "redis"
-		cfg.Redis.Addrs = []string{c.redis.Addr}
+		cfg.Redis.Addrs = c.addrs
 		cfg.Redis.Prefix = c.prefix
+		if c.edit != nil {
+			c.edit(cfg)
+		}
 	})
 	n, err := node.Start(context.Background(), cfg, node.Core, nil)
 	if err != nil {
@@ -210,7 +222,7 @@ func TestRedisIdempotencyKeyOnAnotherNode(t *testing.T) {
 }
 
 func TestRedisPresenceAcrossNodes(t *testing.T) {
-	restore := service.SetRedisTimingForTest(2*time.Second, 300*time.Millisecond)
+	restore := redisengine.SetTimingForTest(2*time.Second, 300*time.Millisecond)
 	defer restore()
 	c := startRedisCluster(t, 3)
 	const ch = "room:who"

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	redisengine "github.com/herald-io/herald/engine/redis"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
-	"github.com/herald-io/herald/service"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -55,7 +55,7 @@ func (pe *presenceEvents) count(join bool, client string) int {
 // one leave event, seen once by subscribers on every live node. On main
 // neither event existed: lists built from join/leave went stale.
 func TestRedisPresenceEventsOnLossAndExpiry(t *testing.T) {
-	restore := service.SetRedisTimingForTest(2*time.Second, 300*time.Millisecond)
+	restore := redisengine.SetTimingForTest(2*time.Second, 300*time.Millisecond)
 	defer restore()
 	c := startRedisCluster(t, 3)
 	const ch = "room:converge"

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/herald-io/herald/config"
+	"github.com/herald-io/herald/engine/memory"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"github.com/herald-io/herald/service"
 	"google.golang.org/grpc"
@@ -51,7 +52,7 @@ func testConfig(t testing.TB, edit func(*config.Config)) config.Config {
 
 func startServer(t testing.TB, cfg config.Config) *testServer {
 	t.Helper()
-	return startServerOn(t, cfg, service.NewMemoryEngine(service.MemoryOptionsFrom(cfg.Limits)))
+	return startServerOn(t, cfg, memory.New(memory.OptionsFrom(cfg.Limits)))
 }
 
 // startServerOn is startServer on an engine of the caller's.

@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -27,9 +28,8 @@ import (
 // These tests drive herald.js and the console in a real headless Chromium
 // (Debian's chromium) against real nodes on loopback, and publish over real
 // gRPC. Without Chromium they skip, unless HERALD_REQUIRE_BROWSER=1 (CI),
-// which makes that a failure. HERALD_SCREENSHOT=path.png saves a screenshot
-// of the console with two chat messages (that is how docs/console.png is
-// made); normal runs write no files.
+// which makes that a failure. The README's screenshots come from
+// TestScreenshots (screenshot_test.go).
 
 const chromiumPath = "/usr/bin/chromium"
 
@@ -210,31 +210,22 @@ func eval[T any](t *testing.T, ctx context.Context, expr string) T {
 	return v
 }
 
-// clientScript loads herald.js into the page and subscribes to channel,
-// recording what arrives in window.t; token is the browser's JWT (""
-// anonymous), handed out again on every reconnect as an app's getToken
-// does. Backoff is short so that tests reconnect quickly.
-func clientScript(channel, token string) string {
-	return fmt.Sprintf(`(async () => {
-  const { Herald } = await import("/herald.js");
-  const t = (window.t = { pubs: [], subscribed: [], states: [] });
-  const token = %q;
-  const h = (t.h = new Herald("/ws", { getToken: async () => token, minReconnectDelay: 50, maxReconnectDelay: 400, timeout: 5000 }));
-  h.on("state", (c) => t.states.push(c.state + (c.code ? " " + c.code : "")));
-  t.sub = h.subscribe(%q, {
-    onPublication: (p) => t.pubs.push({ offset: p.offset, epoch: p.epoch, n: p.data.n }),
-    onSubscribed: (c) => t.subscribed.push(c),
-  });
-  h.connect();
-  await h.ready();
-  return true;
-})()`, token, channel)
+// clientScript loads herald.js into the page and subscribes to channel
+// in the given format ("json" or "protobuf"), recording what arrives in
+// window.t; token is the browser's JWT ("" anonymous), handed out again on
+// every reconnect as an app's getToken does. Backoff is short so that
+// tests reconnect quickly.
+func clientScript(channel, token, format string) string {
+	return transportScript(channel, token, fmt.Sprintf(`{ format: %q }`, format))
 }
 
 type gotPub struct {
 	Offset uint64 `json:"offset"`
 	Epoch  string `json:"epoch"`
 	N      int    `json:"n"`
+	// Binary is a binary payload's bytes; Time its timeUnixMs.
+	Binary []int `json:"binary"`
+	Time   int64 `json:"time"`
 }
 
 type subscribedCtx struct {
@@ -267,11 +258,12 @@ func checkSequence(t *testing.T, pubs []gotPub, want int) {
 }
 
 // TestBrowserClientReceivesInOrder: herald.js connects, subscribes, and
-// receives publications made over gRPC, in order; publish, history and
-// presence work from the browser. It runs in every deployment shape: serve
-// and split, the loopback demo and production (API keys, a JWT with
+// receives publications made over gRPC, in order, with the time the node
+// gave them; publish (JSON, raw JSON text kept exactly, binary), history
+// and presence work from the browser. It runs in every deployment shape:
+// serve and split, the loopback demo and production (API keys, a JWT with
 // audience and issuer, HTTPS and WSS, the split bridge on TLS to its core
-// with its own key).
+// with its own key), in both of herald.js's formats.
 func TestBrowserClientReceivesInOrder(t *testing.T) {
 	deploytest.Run(t, deploytest.Shapes, nil, func(t *testing.T, d *deploytest.Deployment) {
 		testReceivesInOrder(t, d)
@@ -282,24 +274,43 @@ func testReceivesInOrder(t *testing.T, d *deploytest.Deployment) {
 	ctx := newBrowser(t)
 	core := d.Backend(t)
 	base := d.BrowserURL()
-	const channel = "chat:order"
-
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?connect=0")); err != nil {
 		t.Fatal(err)
 	}
-	eval[bool](t, ctx, clientScript(channel, d.Token(t, user(d, "ann"), nil)))
+	for _, format := range formatNames {
+		t.Run(format, func(t *testing.T) {
+			testReceivesInOrderAs(t, ctx, d, core, format)
+		})
+	}
+}
+
+func testReceivesInOrderAs(t *testing.T, ctx context.Context, d *deploytest.Deployment, core heraldv1.HeraldServiceClient, format string) {
+	channel := "chat:order-" + format
+	eval[bool](t, ctx, clientScript(channel, d.Token(t, user(d, "ann"), nil), format))
+	defer eval[bool](t, ctx, `(window.t.h.disconnect(), true)`)
 	waitFor(t, ctx, "the subscription", `window.t.subscribed.length === 1`)
+	if got := eval[[]string](t, ctx, `window.t.formats`); !slices.Equal(got, []string{format}) {
+		t.Fatalf("connected in %v, want %s", got, format)
+	}
 
 	const count = 10
 	var offsets []uint64
+	before := time.Now().UnixMilli()
 	for i := 1; i <= count; i++ {
 		offsets = append(offsets, publish(t, core, channel, map[string]any{"n": i}))
 	}
+	after := time.Now().UnixMilli()
 	waitFor(t, ctx, "every publication", fmt.Sprintf(`window.t.pubs.length >= %d`, count))
 	pubs := eval[[]gotPub](t, ctx, `window.t.pubs`)
 	checkSequence(t, pubs, count)
 	if pubs[0].Offset != offsets[0] {
 		t.Fatalf("first offset in the browser %d, gRPC said %d", pubs[0].Offset, offsets[0])
+	}
+	// Publications carry the node's time (herald.js dropped it once).
+	for _, p := range pubs {
+		if p.Time < before || p.Time > after {
+			t.Fatalf("publication %d has timeUnixMs %d, want the node's time between %d and %d", p.N, p.Time, before, after)
+		}
 	}
 
 	// Publish from the browser: it comes back through the subscription.
@@ -313,6 +324,32 @@ func testReceivesInOrder(t *testing.T, d *deploytest.Deployment) {
 	hist := eval[[]int](t, ctx, `window.t.sub.history({ limit: 100 }).then((r) => r.publications.map((p) => p.data.n))`)
 	if want := []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}; !slices.Equal(hist, want) {
 		t.Fatalf("history = %v, want %v", hist, want)
+	}
+	if times := eval[[]int64](t, ctx, `window.t.sub.history({ limit: 100 }).then((r) => r.publications.map((p) => p.timeUnixMs))`); len(times) != count+1 || times[0] != pubs[0].Time {
+		t.Fatalf("history times %v, want the publications' own (first %d)", times, pubs[0].Time)
+	}
+
+	// Raw JSON text is published as written (numbers beyond 2^53, key
+	// order), binary as its bytes: a backend reads both back exactly.
+	const raw = `{"n":12, "id":12345678901234567891,"a":1}`
+	eval[uint64](t, ctx, fmt.Sprintf(`window.t.h.publish(%q, %q, { raw: true }).then((r) => r.offset)`, channel, raw))
+	eval[uint64](t, ctx, fmt.Sprintf(`window.t.h.publish(%q, new Uint8Array([0, 1, 2, 255])).then((r) => r.offset)`, channel))
+	waitFor(t, ctx, "the raw and binary publications", fmt.Sprintf(`window.t.pubs.length === %d`, count+3))
+	pubs = eval[[]gotPub](t, ctx, `window.t.pubs`)
+	if p := pubs[count+1]; p.N != 12 || p.Binary != nil {
+		t.Fatalf("raw publication received as %+v", p)
+	}
+	if p := pubs[count+2]; !slices.Equal(p.Binary, []int{0, 1, 2, 255}) {
+		t.Fatalf("binary publication received as %+v", p)
+	}
+	hctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h, err := core.History(hctx, &heraldv1.HistoryRequest{Channel: channel, Since: &heraldv1.StreamPosition{Offset: offsets[count-1] + 1, Epoch: pubs[0].Epoch}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := h.GetPublications(); len(got) != 2 || got[0].GetJson() != `{"n":12,"id":12345678901234567891,"a":1}` || !bytes.Equal(got[1].GetBinary(), []byte{0, 1, 2, 255}) {
+		t.Fatalf("over gRPC the browser's publications are %v, want the raw text (compacted) and the bytes", got)
 	}
 
 	// Presence is reported to the core asynchronously: poll it.
@@ -336,7 +373,8 @@ func testReceivesInOrder(t *testing.T, d *deploytest.Deployment) {
 // core node and a bridge node), restarts the bridge on the same address
 // while publications keep going to the core, and checks that the page
 // receives exactly the missed ones, once, in order, with recovered=true.
-// It runs as the split demo and the split production shape.
+// It runs as the split demo and the split production shape, in both
+// formats (the console watching in another tab speaks the same).
 func TestBrowserClientRecoversAcrossBridgeRestart(t *testing.T) {
 	deploytest.Run(t, []deploytest.Shape{{Split: true}, {Split: true, Production: true}}, nil, func(t *testing.T, d *deploytest.Deployment) {
 		testRecoversAcrossBridgeRestart(t, d)
@@ -349,53 +387,65 @@ func testRecoversAcrossBridgeRestart(t *testing.T, d *deploytest.Deployment) {
 	bridge := d.Bridge
 	addr := bridge.HTTPAddr.String()
 	base := d.BrowserURL()
-	const channel = "chat:recover"
 	token := d.Token(t, user(d, "bea"), nil)
-
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?connect=0")); err != nil {
 		t.Fatal(err)
 	}
-	eval[bool](t, ctx, clientScript(channel, token))
-	waitFor(t, ctx, "the subscription", `window.t.subscribed.length === 1`)
-	for i := 1; i <= 3; i++ {
-		publish(t, core, channel, map[string]any{"n": i})
-	}
-	waitFor(t, ctx, "the live publications", `window.t.pubs.length === 3`)
-	// The console, watching the same channel in another tab, shows the
-	// recovery to the user.
-	console := newTab(t, ctx, "console")
-	if err := chromedp.Do(console, chromedp.Navigate(base+"/?channel="+channel+"&token="+token)); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, console, "the console's history of the channel", `document.querySelectorAll("#chat-log .msg").length === 3`)
+	parent := t // the restarted bridge outlives each subtest
+	for _, format := range formatNames {
+		t.Run(format, func(t *testing.T) {
+			channel := "chat:recover-" + format
+			eval[bool](t, ctx, clientScript(channel, token, format))
+			defer eval[bool](t, ctx, `(window.t.h.disconnect(), true)`)
+			waitFor(t, ctx, "the subscription", `window.t.subscribed.length === 1`)
+			for i := 1; i <= 3; i++ {
+				publish(t, core, channel, map[string]any{"n": i})
+			}
+			waitFor(t, ctx, "the live publications", `window.t.pubs.length === 3`)
+			// The console, watching the same channel in another tab, shows the
+			// recovery to the user.
+			console := newTab(t, ctx, "console")
+			if err := chromedp.Do(console, chromedp.Navigate(base+"/?channel="+channel+"&format="+format+"&token="+token)); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, console, "the console's history of the channel", `document.querySelectorAll("#chat-log .msg").length === 3`)
+			if got := eval[string](t, console, `window.herald.format`); got != format {
+				t.Fatalf("the console connected in %q, want %s", got, format)
+			}
 
-	stopNode(t, bridge)
-	waitFor(t, ctx, "the client to notice the bridge is gone", `window.t.h.state !== "connected"`)
-	for i := 4; i <= 8; i++ {
-		publish(t, core, channel, map[string]any{"n": i})
-	}
-	d.StartBridge(t, addr, nil)
+			stopNode(t, bridge)
+			waitFor(t, ctx, "the client to notice the bridge is gone", `window.t.h.state !== "connected"`)
+			for i := 4; i <= 8; i++ {
+				publish(t, core, channel, map[string]any{"n": i})
+			}
+			bridge = d.StartBridge(parent, addr, nil)
 
-	waitFor(t, ctx, "the resubscription", `window.t.subscribed.length === 2`)
-	subs := eval[[]subscribedCtx](t, ctx, `window.t.subscribed`)
-	if s := subs[1]; !s.Resubscribed || !s.Recovered || !s.Recoverable {
-		t.Fatalf("after the restart: %+v, want resubscribed, recovered and recoverable", s)
-	}
-	waitFor(t, ctx, "the missed publications", `window.t.pubs.length >= 8`)
-	publish(t, core, channel, map[string]any{"n": 9})
-	waitFor(t, ctx, "a live publication after the recovery", `window.t.pubs.length >= 9`)
-	checkSequence(t, eval[[]gotPub](t, ctx, `window.t.pubs`), 9)
-	waitFor(t, console, "the console's recovery notice and every message once",
-		`!document.getElementById("chat-notice").hidden &&
+			waitFor(t, ctx, "the resubscription", `window.t.subscribed.length === 2`)
+			subs := eval[[]subscribedCtx](t, ctx, `window.t.subscribed`)
+			if s := subs[1]; !s.Resubscribed || !s.Recovered || !s.Recoverable {
+				t.Fatalf("after the restart: %+v, want resubscribed, recovered and recoverable", s)
+			}
+			waitFor(t, ctx, "the missed publications", `window.t.pubs.length >= 8`)
+			publish(t, core, channel, map[string]any{"n": 9})
+			waitFor(t, ctx, "a live publication after the recovery", `window.t.pubs.length >= 9`)
+			checkSequence(t, eval[[]gotPub](t, ctx, `window.t.pubs`), 9)
+			waitFor(t, console, "the console's recovery notice and every message once",
+				`!document.getElementById("chat-notice").hidden &&
 		 document.getElementById("chat-notice").textContent.includes("missed messages recovered") &&
 		 [...document.querySelectorAll("#chat-log .msg .meta")].map((m) => m.textContent).join() === "#1,#2,#3,#4,#5,#6,#7,#8,#9"`)
-	t.Logf("client states: %v", eval[[]string](t, ctx, `window.t.states`))
+			if got := eval[[]string](t, ctx, `window.t.formats`); !slices.Equal(got, []string{format, format}) {
+				t.Fatalf("connections in %v, want %s twice", got, format)
+			}
+			t.Logf("client states: %v", eval[[]string](t, ctx, `window.t.states`))
+		})
+	}
 }
 
-// TestConsoleChatAcrossTabs opens the console in two tabs: a message sent in
-// one appears in the other, and a gRPC publish to chat:lobby appears in
-// both. It runs in every deployment shape (in production, each tab's
-// console is given its user's JWT with ?token=).
+// TestConsoleChatAcrossTabs opens the console in two tabs, one speaking
+// herald.json and the other herald.proto: a message sent in one appears in
+// the other, and a gRPC publish to chat:lobby appears in both. It runs in
+// every deployment shape (in production, each tab's console is given its
+// user's JWT with ?token=).
 func TestConsoleChatAcrossTabs(t *testing.T) {
 	deploytest.Run(t, deploytest.Shapes, nil, func(t *testing.T, d *deploytest.Deployment) {
 		testConsoleChatAcrossTabs(t, d)
@@ -412,10 +462,13 @@ func testConsoleChatAcrossTabs(t *testing.T, d *deploytest.Deployment) {
 		window.herald.getSubscription("chat:lobby")?.state === "subscribed"`
 	for i, tab := range []context.Context{tab1, tab2} {
 		name := []string{"alice", "bob"}[i]
-		if err := chromedp.Do(tab, chromedp.Navigate(base+"/?name="+name+"&token="+d.Token(t, user(d, name), nil))); err != nil {
+		if err := chromedp.Do(tab, chromedp.Navigate(base+"/?name="+name+"&format="+formatNames[i]+"&token="+d.Token(t, user(d, name), nil))); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, tab, name+"'s console to connect and join chat:lobby", ready)
+		if got := eval[string](t, tab, `window.herald.format`); got != formatNames[i] {
+			t.Fatalf("%s's console connected in %q, want %s", name, got, formatNames[i])
+		}
 	}
 
 	// chatHas is true once the chat log shows text from who.
@@ -444,15 +497,31 @@ func testConsoleChatAcrossTabs(t *testing.T, d *deploytest.Deployment) {
 			`document.querySelectorAll("#chat-who li").length === 2`)
 	}
 
-	if path := os.Getenv("HERALD_SCREENSHOT"); path != "" {
-		png, err := chromedp.Run(tab1, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatal(err)
+	// The channel feed and its History lines show each publication's own
+	// time (the node's), not the time they were shown: publications had
+	// no time in herald.js, so History showed the time of the click.
+	hctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h, err := core.History(hctx, &heraldv1.HistoryRequest{Channel: "chat:lobby", Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, p := range h.GetPublications() {
+		want = append(want, time.UnixMilli(p.GetTimeUnixMs()).UTC().Format("2006-01-02T15:04:05.000Z"))
+	}
+	const block = `.channel[data-channel="chat:lobby"] .feed`
+	for i, tab := range []context.Context{tab1, tab2} {
+		if got := eval[[]string](t, tab, `[...document.querySelectorAll('`+block+` li.pub time')].map((e) => e.getAttribute("datetime"))`); !slices.Equal(got, want) {
+			t.Errorf("tab %d: live publications show times %v, want theirs %v", i+1, got, want)
 		}
-		if err := os.WriteFile(path, png, 0o644); err != nil {
-			t.Fatal(err)
+		eval[bool](t, tab, `([...document.querySelectorAll('.channel[data-channel="chat:lobby"] header button')].find((b) => b.textContent === "History").click(), true)`)
+		waitFor(t, tab, "the History lines", fmt.Sprintf(`document.querySelectorAll('%s li.hist').length === %d`, block, len(want)))
+		got := eval[[]string](t, tab, `[...document.querySelectorAll('`+block+` li.hist time')].map((e) => e.getAttribute("datetime") + " " + e.textContent)`)
+		shown := eval[[]string](t, tab, fmt.Sprintf(`%s.map((iso) => iso + " " + new Date(iso).toLocaleTimeString())`, mustJSON(want)))
+		if !slices.Equal(got, shown) {
+			t.Errorf("tab %d: History shows %v, want the publications' times %v", i+1, got, shown)
 		}
-		t.Logf("screenshot saved to %s", path)
 	}
 
 	// The page's own log records nothing alarming.
@@ -464,7 +533,8 @@ func testConsoleChatAcrossTabs(t *testing.T, d *deploytest.Deployment) {
 
 // TestConsoleOnLoopbackNames: with the Origin allowlist taken from the
 // configuration (never from the request), the console still works when
-// opened at http://127.0.0.1:PORT and at http://localhost:PORT.
+// opened at http://127.0.0.1:PORT (in herald.json) and at
+// http://localhost:PORT (in herald.proto).
 func TestConsoleOnLoopbackNames(t *testing.T) {
 	ctx := newBrowser(t)
 	n := startNode(t, node.Serve, nil)
@@ -474,7 +544,7 @@ func TestConsoleOnLoopbackNames(t *testing.T) {
 		if i > 0 {
 			tab = newTab(t, ctx, host)
 		}
-		if err := chromedp.Do(tab, chromedp.Navigate("http://"+host+":"+port+"/")); err != nil {
+		if err := chromedp.Do(tab, chromedp.Navigate("http://"+host+":"+port+"/?format="+formatNames[i])); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, tab, "the console at "+host+" to connect and join chat:lobby", `document.getElementById("state").textContent === "connected" &&
@@ -509,26 +579,28 @@ func TestHeraldJSFromAnotherOrigin(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Navigate(page.URL+"/")); err != nil {
 		t.Fatal(err)
 	}
-	script := func(n *node.Node) string {
+	script := func(n *node.Node, format string) string {
 		return fmt.Sprintf(`(async () => {
   const { Herald } = await import("http://%[1]s/herald.js");
-  const h = new Herald("ws://%[1]s/ws", { minReconnectDelay: 50, maxReconnectDelay: 200 });
+  const h = new Herald("ws://%[1]s/ws", { minReconnectDelay: 50, maxReconnectDelay: 200, format: %[2]q });
   const r = (window.r = window.r || {});
-  const key = %[1]q;
+  const key = %[1]q + "/" + %[2]q;
   r[key] = { subscribed: false, closes: [] };
   h.on("disconnected", (c) => r[key].closes.push(c.code));
   h.on("connecting", (c) => { if (c.code) r[key].closes.push(c.code); });
   h.subscribe("chat:lobby", { onSubscribed: () => { r[key].subscribed = true; } });
   h.connect();
   return true;
-})()`, n.HTTPAddr.String())
+})()`, n.HTTPAddr.String(), format)
 	}
-	eval[bool](t, ctx, script(allowed))
-	waitFor(t, ctx, "a subscription from the other origin", fmt.Sprintf(`window.r[%q].subscribed`, allowed.HTTPAddr.String()))
-	eval[bool](t, ctx, script(refusing))
-	waitFor(t, ctx, "the refused WebSocket to close", fmt.Sprintf(`window.r[%q].closes.length > 0`, refusing.HTTPAddr.String()))
-	if eval[bool](t, ctx, fmt.Sprintf(`window.r[%q].subscribed`, refusing.HTTPAddr.String())) {
-		t.Fatal("subscribed on a node that does not allow the origin")
+	for _, format := range formatNames {
+		eval[bool](t, ctx, script(allowed, format))
+		waitFor(t, ctx, "a subscription from the other origin in "+format, fmt.Sprintf(`window.r[%q].subscribed`, allowed.HTTPAddr.String()+"/"+format))
+		eval[bool](t, ctx, script(refusing, format))
+		waitFor(t, ctx, "the refused WebSocket to close in "+format, fmt.Sprintf(`window.r[%q].closes.length > 0`, refusing.HTTPAddr.String()+"/"+format))
+		if eval[bool](t, ctx, fmt.Sprintf(`window.r[%q].subscribed`, refusing.HTTPAddr.String()+"/"+format)) {
+			t.Fatal("subscribed on a node that does not allow the origin")
+		}
 	}
 	for end := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "WebSocket refused"); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(end) {
@@ -558,14 +630,15 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// TestConsolePresenceAfterRedisRestart: the console on one of two nodes
-// sharing a real Redis lists itself and two other clients (one on each
-// node) as "Online (3)". redis-server restarts without persistence, so
-// every presence entry is lost. On main the console then showed
-// "Online (0)" for good while Presence listed 3 again; now the nodes
-// re-create their entries with join events as soon as Redis is back and
-// the console refetches its list at the resubscription, so it shows
-// "Online (3)" again.
+// TestConsolePresenceAfterRedisRestart: a console on each of two nodes
+// sharing a real Redis (one in herald.json, one in herald.proto) lists
+// itself, the other console and two other clients (one on each node) as
+// "Online (4)". redis-server restarts without persistence, so every
+// presence entry is lost. On main the console then showed "Online (0)"
+// for good while Presence listed them again; now the nodes re-create
+// their entries with join events as soon as Redis is back and the
+// consoles refetch their lists at the resubscription, so they show
+// "Online (4)" again.
 func TestConsolePresenceAfterRedisRestart(t *testing.T) {
 	ctx := newBrowser(t)
 	r := redistest.Start(t)
@@ -586,20 +659,27 @@ func TestConsolePresenceAfterRedisRestart(t *testing.T) {
 		t.Cleanup(func() { _ = ws.Close() })
 		deploytest.WatchPresence(t, ws, "", "chat:lobby")
 	}
-	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+nodes[0].HTTPAddr.String()+"/?name=carol")); err != nil {
-		t.Fatal(err)
+	tabs := []context.Context{ctx, newTab(t, ctx, "tab2")}
+	for i, tab := range tabs {
+		if err := chromedp.Do(tab, chromedp.Navigate("http://"+nodes[i].HTTPAddr.String()+"/?name=carol-"+formatNames[i]+"&format="+formatNames[i])); err != nil {
+			t.Fatal(err)
+		}
 	}
-	const three = `document.getElementById("chat-count").textContent === "(3)" && document.querySelectorAll("#chat-who li").length === 3`
-	waitFor(t, ctx, "Online (3)", three)
+	const four = `document.getElementById("chat-count").textContent === "(4)" && document.querySelectorAll("#chat-who li").length === 4`
+	for i, tab := range tabs {
+		waitFor(t, tab, "Online (4) in "+formatNames[i], four)
+	}
 	r.Stop()
 	time.Sleep(500 * time.Millisecond) // the nodes notice the loss
 	r.Start()
-	// History went with Redis: the console is told it could not recover,
-	// clears its room and reloads history and presence.
-	waitFor(t, ctx, "the console's notice of the lost history", `!document.getElementById("chat-notice").hidden &&
+	// History went with Redis: the consoles are told they could not
+	// recover, clear their rooms and reload history and presence.
+	for i, tab := range tabs {
+		waitFor(t, tab, "the console's notice of the lost history in "+formatNames[i], `!document.getElementById("chat-notice").hidden &&
 		document.getElementById("chat-notice").textContent.includes("could not be recovered")`)
-	waitFor(t, ctx, "Online (3) after the Redis restart", three)
-	if got := eval[string](t, ctx, `document.getElementById("chat-count").textContent`); got != "(3)" {
-		t.Fatalf("console shows Online %s", got)
+		waitFor(t, tab, "Online (4) after the Redis restart in "+formatNames[i], four)
+		if got := eval[string](t, tab, `document.getElementById("chat-count").textContent`); got != "(4)" {
+			t.Fatalf("console in %s shows Online %s", formatNames[i], got)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"net/http/httptest"
+	"strconv"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -11,9 +12,12 @@ import (
 // clientProtocolScript runs herald.js against a scripted fake WebSocket, to
 // reach what a healthy server rarely does: duplicates and early
 // publications around a resume, epoch changes, advice in DisconnectFrame,
-// error replies, token refresh. It throws on the first wrong step.
-const clientProtocolScript = `(async () => {
-  const { Herald, HeraldError } = await import("/herald.js");
+// error replies, token refresh. It throws on the first wrong step. It is
+// called with the format ("json" or "protobuf") the client and the fake
+// server speak.
+const clientProtocolScript = `(async (fmt) => {
+  const { Herald, HeraldError, formats } = await import("/herald.js");
+  const wire = formats[fmt];
   const sockets = [];
   class FakeWS {
     constructor(url, protocol) {
@@ -24,14 +28,17 @@ const clientProtocolScript = `(async () => {
       sockets.push(this);
       setTimeout(() => { this.readyState = 1; this.onopen?.({}); });
     }
-    send(s) { this.sent.push(JSON.parse(s)); }
+    send(m) { this.sent.push(...wire.decode(m, "ClientFrame", (err) => { throw err; })); }
     close(code) {
       if (this.readyState >= 2) return;
       this.readyState = 3;
       setTimeout(() => this.onclose?.({ code: code ?? 1005, reason: "" }));
     }
     // Test side: frames packed in one message, as the bridge may do.
-    push(...frames) { this.onmessage?.({ data: frames.map((f) => JSON.stringify(f)).join("\n") }); }
+    push(...frames) {
+      const m = wire.pack(frames.map((f) => wire.encode(f, "ServerFrame")));
+      this.onmessage?.({ data: fmt === "json" ? m : m.slice().buffer });
+    }
     drop(code, reason = "") { this.readyState = 3; this.onclose?.({ code, reason }); }
   }
   const until = async (what, cond) => {
@@ -55,7 +62,7 @@ const clientProtocolScript = `(async () => {
     return f;
   };
 
-  const h = new Herald("ws://fake/ws", { WebSocket: FakeWS, minReconnectDelay: 1, maxReconnectDelay: 5 });
+  const h = new Herald("ws://fake/ws", { WebSocket: FakeWS, format: fmt, minReconnectDelay: 1, maxReconnectDelay: 5 });
   const states = [];
   h.on("state", (c) => states.push(c.state));
   const got = [];
@@ -63,9 +70,12 @@ const clientProtocolScript = `(async () => {
   const sub = h.subscribe("chat:x", { onPublication: (p) => got.push(p.epoch + "/" + p.offset), onSubscribed: (c) => subs.push(c) });
   h.connect();
   eq(sockets[0].url, "ws://fake/ws", "url");
-  eq(sockets[0].protocol, "herald.json", "subprotocol");
+  eq(sockets[0].protocol, fmt === "json" ? "herald.json" : "herald.proto", "subprotocol");
+  eq(sockets[0].binaryType, fmt === "json" ? undefined : "arraybuffer", "binaryType");
   const c0 = await connect(0);
-  eq(c0.connect, { token: "", name: "herald-js/1" }, "connect frame");
+  // Protobuf leaves out what is empty.
+  eq(c0.connect, fmt === "json" ? { token: "", name: "herald-js/1" } : { name: "herald-js/1" }, "connect frame");
+  eq(h.format, fmt, "format");
   eq(h.state, "connected", "state");
 
   // First subscribe: no since. A publication that overtakes the reply is
@@ -91,7 +101,7 @@ const clientProtocolScript = `(async () => {
   // An error reply rejects the request with the server's code.
   const p = h.publish("chat:x", { a: 1 });
   const pf = await sent(0, "publish");
-  eq(pf.publish, { channel: "chat:x", data: { a: 1 } }, "publish frame");
+  eq(pf.publish, fmt === "json" ? { channel: "chat:x", data: { a: 1 } } : { channel: "chat:x", json: '{"a":1}' }, "publish frame");
   sockets[0].push({ id: pf.id, error: { code: 104, message: "denied", temporary: false } });
   const err = await p.catch((e) => e);
   eq([err instanceof HeraldError, err.code, err.message], [true, 104, "denied"], "error reply");
@@ -133,7 +143,7 @@ const clientProtocolScript = `(async () => {
   eq(states, ["connecting", "connected", "connecting", "connected", "connecting", "connected", "disconnected"], "states");
 
   // A close code that means "don't retry", without a DisconnectFrame.
-  const h2 = new Herald("ws://fake/ws", { WebSocket: FakeWS });
+  const h2 = new Herald("ws://fake/ws", { WebSocket: FakeWS, format: fmt });
   h2.connect();
   await connect(3);
   sockets[3].drop(4001, "invalid token");
@@ -141,7 +151,7 @@ const clientProtocolScript = `(async () => {
 
   // Token refresh ahead of expiry, and a fresh token on reconnect.
   let n = 0;
-  const h3 = new Herald("ws://fake/ws", { WebSocket: FakeWS, getToken: async () => "t" + ++n, minReconnectDelay: 1 });
+  const h3 = new Herald("ws://fake/ws", { WebSocket: FakeWS, format: fmt, getToken: async () => "t" + ++n, minReconnectDelay: 1 });
   h3.connect();
   const c4 = await connect(4, { expires_in: 1 });
   eq(c4.connect.token, "t1", "token from getToken");
@@ -156,7 +166,7 @@ const clientProtocolScript = `(async () => {
 
   // A quiet connection is pinged; an unanswered ping means a dead
   // connection: drop it and reconnect.
-  const h4 = new Herald("ws://fake/ws", { WebSocket: FakeWS, pingInterval: 20, timeout: 100, minReconnectDelay: 1 });
+  const h4 = new Herald("ws://fake/ws", { WebSocket: FakeWS, format: fmt, pingInterval: 20, timeout: 100, minReconnectDelay: 1 });
   const why = [];
   h4.on("connecting", (c) => why.push(c.reason));
   h4.connect();
@@ -174,7 +184,7 @@ const clientProtocolScript = `(async () => {
   // dropped; a token for another user sends none.
   const jwt = (sub) => "h." + btoa(JSON.stringify({ sub })).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_") + ".s";
   const tokens = [jwt("u"), jwt("u"), jwt("v")];
-  const h5 = new Herald("ws://fake/ws", { WebSocket: FakeWS, getToken: async () => tokens.shift(), minReconnectDelay: 1 });
+  const h5 = new Herald("ws://fake/ws", { WebSocket: FakeWS, format: fmt, getToken: async () => tokens.shift(), minReconnectDelay: 1 });
   const mine = [];
   h5.on("subscribed", (c) => mine.push("s:" + c.position.offset + ":" + c.recovered + ":" + c.resubscribed));
   h5.on("publication", (p) => mine.push(p.offset));
@@ -193,10 +203,10 @@ const clientProtocolScript = `(async () => {
   eq(c10.connect.personal_since, undefined, "no personal_since for another user");
   h5.disconnect();
   return true;
-})()`
+})`
 
 // TestClientProtocol checks herald.js's side of the protocol against a
-// scripted server, in the browser.
+// scripted server, in the browser, in both formats.
 func TestClientProtocol(t *testing.T) {
 	ctx := newBrowser(t)
 	srv := httptest.NewServer(web.Handler())
@@ -204,5 +214,9 @@ func TestClientProtocol(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/herald.d.ts")); err != nil {
 		t.Fatal(err)
 	}
-	eval[bool](t, ctx, clientProtocolScript)
+	for _, f := range formatNames {
+		t.Run(f, func(t *testing.T) {
+			eval[bool](t, ctx, clientProtocolScript+"("+strconv.Quote(f)+")")
+		})
+	}
 }

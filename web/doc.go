@@ -1,8 +1,9 @@
 // Package web is Herald's browser side, embedded in the binary: the client
 // library herald.js (modern JavaScript with JSDoc types, its declarations in
 // the hand-written herald.d.ts, no dependencies and no build step; also
-// publishable to npm as herald-client) and the console page served at "/",
-// which doubles as the chat demo.
+// the npm package @herald-io/client, described by package.json) and the
+// console page served at "/", which doubles as the chat demo and has an
+// admin mode for operators.
 //
 // [Handler] serves them; node.Start mounts it at "/" in serve and bridge
 // modes, beside the bridge's "/ws".

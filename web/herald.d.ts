@@ -2,7 +2,12 @@
 
 /** A place in a channel's stream: offsets grow within one epoch. */
 export interface StreamPosition {
-  /** Offset of a publication; 0 means "before the first". */
+  /**
+   * Offset of a publication; 0 means "before the first". A uint64 on the
+   * wire (a decimal string in herald.json, a varint in herald.proto), a
+   * number here in both formats: exact up to 2^53, which a channel does
+   * not reach (the nearest double beyond).
+   */
   offset: number;
   /** Names one continuous life of the channel's history. */
   epoch: string;
@@ -23,13 +28,21 @@ export interface Publication {
   /** 0 when the channel keeps no history. */
   offset: number;
   epoch: string;
-  /** The JSON payload (null for binary publications). */
+  /**
+   * The JSON payload: `JSON.parse` of the exact text that was published
+   * (null for binary publications).
+   */
   data: unknown;
-  /** The binary payload, when it was published as bytes. */
+  /** The binary payload, when it was published as bytes (possibly empty). */
   binary?: Uint8Array;
   tags: Record<string, string>;
   /** The browser connection that published it, if one did. */
   publisher: ClientInfo | null;
+  /**
+   * When the node accepted it, in milliseconds since the Unix epoch (the
+   * node's clock); 0 when unknown. `new Date(pub.timeUnixMs)`.
+   */
+  timeUnixMs: number;
 }
 
 /** A client joined or left a channel. */
@@ -105,6 +118,14 @@ export interface HeraldOptions {
    * once; the one that worked is kept for reconnects. `["sse"]` forces SSE.
    */
   transports?: Transport[];
+  /**
+   * The wire format: "json" (the default: `herald.json`, protobuf JSON in
+   * text frames) or "protobuf" (`herald.proto`, binary protobuf frames:
+   * smaller, binary payloads without base64). WebSocket and HTTP
+   * streaming carry either; SSE carries JSON whatever this says. The API,
+   * events and publication objects are the same in both.
+   */
+  format?: Format["name"];
   /** URLs of the other transports' endpoints. Default: /sse, /stream and /command beside the WebSocket URL. */
   sseURL?: string;
   streamURL?: string;
@@ -132,6 +153,8 @@ export interface ConnectedContext {
   pingInterval: number;
   /** The transport this connection uses. */
   transport: Transport;
+  /** Its wire format ("json" on SSE, whatever the option). */
+  format: Format["name"];
 }
 
 export interface DisconnectContext {
@@ -175,6 +198,21 @@ export interface HeraldEvents {
   leave: PresenceEvent;
 }
 
+export interface PublishOptions {
+  /**
+   * An idempotency key: a retry with the same key within the server's
+   * dedupe window returns the first publish's position (`duplicate`).
+   */
+  idempotencyKey?: string;
+  /**
+   * Data is a string of JSON text, published as it is written (integers
+   * beyond 2^53, key order; the server drops insignificant whitespace)
+   * instead of `JSON.stringify(data)`. A string that is not one JSON value
+   * rejects with JSON.parse's SyntaxError.
+   */
+  raw?: boolean;
+}
+
 export interface PublishResult extends StreamPosition {
   /** An earlier publish with the same idempotency key was found. */
   duplicate: boolean;
@@ -213,6 +251,8 @@ export declare class Herald {
   readonly url: string;
   /** The transport of the current (or last) connection; "" before the first. */
   readonly transport: Transport | "";
+  /** The wire format of the current (or last) connection; "" before the first. */
+  readonly format: Format["name"] | "";
   state: State;
   client: string;
   user: string;
@@ -223,11 +263,18 @@ export declare class Herald {
   ready(timeout?: number): Promise<void>;
   subscribe(channel: string, handlers?: SubscribeOptions): Subscription;
   getSubscription(channel: string): Subscription | undefined;
-  publish(channel: string, data: unknown, opts?: { idempotencyKey?: string }): Promise<PublishResult>;
+  publish(channel: string, data: unknown, opts?: PublishOptions): Promise<PublishResult>;
   history(channel: string, opts?: HistoryOptions): Promise<HistoryResult>;
   presence(channel: string): Promise<ClientInfo[]>;
   presenceStats(channel: string): Promise<{ clients: number; users: number }>;
   ping(): Promise<number>;
+  /**
+   * Calls a method of the application's backend (its RPC hook; allowed by
+   * the bridge's `hooks.rpc_methods`): resolves with the backend's JSON
+   * answer (null when it gave none) or bytes; rejects with a HeraldError
+   * (the backend's code and reason, or 203/204 when it is down or slow).
+   */
+  rpc(method: string, data?: unknown): Promise<unknown>;
 }
 
 export interface SubscriptionEvents {
@@ -248,8 +295,46 @@ export declare class Subscription {
   on<K extends keyof SubscriptionEvents>(event: K, fn: (ctx: SubscriptionEvents[K]) => void): () => void;
   off<K extends keyof SubscriptionEvents>(event: K, fn: (ctx: SubscriptionEvents[K]) => void): void;
   unsubscribe(): void;
-  publish(data: unknown, opts?: { idempotencyKey?: string }): Promise<PublishResult>;
+  publish(data: unknown, opts?: PublishOptions): Promise<PublishResult>;
   history(opts?: HistoryOptions): Promise<HistoryResult>;
   presence(): Promise<ClientInfo[]>;
   presenceStats(): Promise<{ clients: number; users: number }>;
 }
+
+/**
+ * A wire format of the browser protocol, as the `format` option names it.
+ * Frames are objects in the shape of their herald.json text (protobuf JSON
+ * with proto field names, see docs/protocol.md): `{ id: 1, subscribe: {
+ * channel: "x" } }`; 64-bit integers are decimal strings, a
+ * google.protobuf.Value is its JSON value; bytes are base64 strings in
+ * "json" and Uint8Arrays in "protobuf". The client uses these itself;
+ * they are exported for tools and tests (a scripted server, a frame
+ * dump).
+ */
+export interface Format {
+  readonly name: "json" | "protobuf";
+  /** The WebSocket subprotocol: "herald.json" or "herald.proto". */
+  readonly subprotocol: string;
+  /** The Content-Type of HTTP-stream and /command bodies. */
+  readonly contentType: string;
+  /** Whether messages are binary. */
+  readonly binary: boolean;
+  /**
+   * Encodes one frame as a message of its own (in "protobuf", after its
+   * varint length). A body's `json` (a publish's JSON text) goes as the
+   * exact text: `data` in "json", the `json` field in "protobuf".
+   * @param type "ClientFrame" (the default) or "ServerFrame"
+   */
+  encode(frame: object, type?: "ClientFrame" | "ServerFrame"): string | Uint8Array;
+  /** Packs encoded frames into one message. */
+  pack(parts: Array<string | Uint8Array>): string | Uint8Array;
+  /**
+   * Decodes the frames of one message; each frame that cannot be decoded
+   * is passed to onError (fields unknown to this client are skipped).
+   * @param type "ServerFrame" (the default) or "ClientFrame"
+   */
+  decode(message: string | ArrayBuffer | Uint8Array, type?: "ClientFrame" | "ServerFrame", onError?: (err: unknown) => void): any[];
+}
+
+/** The wire formats, by name. */
+export declare const formats: Readonly<{ json: Format; protobuf: Format }>;

@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -21,17 +22,17 @@ import (
 )
 
 // transportScript is clientScript with herald.js options (a JS object
-// literal), recording the transport each connection used.
+// literal), recording the transport and the format of each connection.
 func transportScript(channel, token, opts string) string {
 	return fmt.Sprintf(`(async () => {
   const { Herald } = await import("/herald.js");
-  const t = (window.t = { pubs: [], subscribed: [], states: [], transports: [] });
+  const t = (window.t = { pubs: [], subscribed: [], states: [], transports: [], formats: [] });
   const token = %q;
   const h = (t.h = new Herald("/ws", { getToken: async () => token, minReconnectDelay: 50, maxReconnectDelay: 400, timeout: 5000, ...%s }));
   h.on("state", (c) => t.states.push(c.state + (c.code ? " " + c.code : "")));
-  h.on("connected", (c) => t.transports.push(c.transport));
+  h.on("connected", (c) => { t.transports.push(c.transport); t.formats.push(c.format); });
   t.sub = h.subscribe(%q, {
-    onPublication: (p) => t.pubs.push({ offset: p.offset, epoch: p.epoch, n: p.data.n }),
+    onPublication: (p) => t.pubs.push({ offset: p.offset, epoch: p.epoch, n: p.data?.n ?? 0, binary: p.binary && [...p.binary], time: p.timeUnixMs }),
     onSubscribed: (c) => t.subscribed.push(c),
   });
   h.connect();
@@ -42,11 +43,28 @@ func transportScript(channel, token, opts string) string {
 
 var transports = []string{"websocket", "http_stream", "sse"}
 
-// TestBrowserTransports: herald.js forced onto each transport connects,
-// subscribes, receives publications made over gRPC in order, publishes
-// (its own publication comes back through the subscription), and reads
-// history and presence; in every deployment shape (in production, over
-// TLS, where Chromium speaks HTTP/2 to /stream, /sse and /command).
+// transportFormats are the transports crossed with herald.js's formats,
+// each with the format the connection must use: SSE carries herald.json
+// whatever the option says.
+var transportFormats = func() (out []struct{ transport, format, want string }) {
+	for _, tr := range transports {
+		for _, f := range formatNames {
+			want := f
+			if tr == "sse" {
+				want = "json"
+			}
+			out = append(out, struct{ transport, format, want string }{tr, f, want})
+		}
+	}
+	return out
+}()
+
+// TestBrowserTransports: herald.js forced onto each transport, in each
+// format, connects, subscribes, receives publications made over gRPC in
+// order, publishes (its own publication comes back through the
+// subscription; a binary one too), and reads history and presence; in
+// every deployment shape (in production, over TLS, where Chromium speaks
+// HTTP/2 to /stream, /sse and /command).
 func TestBrowserTransports(t *testing.T) {
 	deploytest.Run(t, deploytest.Shapes, nil, testTransports)
 }
@@ -57,14 +75,18 @@ func testTransports(t *testing.T, d *deploytest.Deployment) {
 	if err := chromedp.Do(ctx, chromedp.Navigate(d.BrowserURL()+"/?connect=0")); err != nil {
 		t.Fatal(err)
 	}
-	for _, tr := range transports {
-		t.Run(tr, func(t *testing.T) {
-			channel := "chat:tr-" + tr
+	for _, tf := range transportFormats {
+		tr := tf.transport
+		t.Run(tr+"/"+tf.format, func(t *testing.T) {
+			channel := "chat:tr-" + tr + "-" + tf.format
 			token := d.Token(t, user(d, "tara-"+tr), nil)
-			eval[bool](t, ctx, transportScript(channel, token, fmt.Sprintf(`{ transports: [%q] }`, tr)))
+			eval[bool](t, ctx, transportScript(channel, token, fmt.Sprintf(`{ transports: [%q], format: %q }`, tr, tf.format)))
 			waitFor(t, ctx, "the subscription", `window.t.subscribed.length === 1`)
 			if got := eval[[]string](t, ctx, `window.t.transports`); !slices.Equal(got, []string{tr}) {
 				t.Fatalf("connected over %v, want %s", got, tr)
+			}
+			if got := eval[[]string](t, ctx, `window.t.formats`); !slices.Equal(got, []string{tf.want}) {
+				t.Fatalf("connected in %v, want %s", got, tf.want)
 			}
 			for i := 1; i <= 5; i++ {
 				publish(t, core, channel, map[string]any{"n": i})
@@ -79,6 +101,13 @@ func testTransports(t *testing.T, d *deploytest.Deployment) {
 			hist := eval[[]int](t, ctx, `window.t.sub.history({ limit: 100 }).then((r) => r.publications.map((p) => p.data.n))`)
 			if want := []int{1, 2, 3, 4, 5, 6}; !slices.Equal(hist, want) {
 				t.Fatalf("history = %v, want %v", hist, want)
+			}
+			if off := eval[uint64](t, ctx, fmt.Sprintf(`window.t.h.publish(%q, new Uint8Array([255, 0, 10, 13])).then((r) => r.offset)`, channel)); off != 7 {
+				t.Fatalf("binary publish at offset %d, want 7", off)
+			}
+			waitFor(t, ctx, "the binary publication", `window.t.pubs.length === 7`)
+			if p := eval[[]gotPub](t, ctx, `window.t.pubs`)[6]; !slices.Equal(p.Binary, []int{255, 0, 10, 13}) {
+				t.Fatalf("binary publication received as %+v", p)
 			}
 			clients := eval[int](t, ctx, `(async () => {
   for (;;) {
@@ -95,8 +124,8 @@ func testTransports(t *testing.T, d *deploytest.Deployment) {
 	}
 }
 
-// TestBrowserTransportsRecoverAcrossBridgeRestart: on each transport, a
-// split deployment's bridge is drained (the client is told 4006) and
+// TestBrowserTransportsRecoverAcrossBridgeRestart: on each transport, in
+// each format, a split deployment's bridge is drained (the client is told 4006) and
 // restarted on the same address while publications go on; the page gets
 // exactly the missed publications, once, in order, with recovered=true.
 func TestBrowserTransportsRecoverAcrossBridgeRestart(t *testing.T) {
@@ -112,11 +141,12 @@ func testTransportsRecover(t *testing.T, d *deploytest.Deployment) {
 		t.Fatal(err)
 	}
 	parent := t // the restarted bridge outlives each subtest
-	for _, tr := range transports {
-		t.Run(tr, func(t *testing.T) {
-			channel := "chat:recover-" + tr
+	for _, tf := range transportFormats {
+		tr := tf.transport
+		t.Run(tr+"/"+tf.format, func(t *testing.T) {
+			channel := "chat:recover-" + tr + "-" + tf.format
 			token := d.Token(t, user(d, "rita-"+tr), nil)
-			eval[bool](t, ctx, transportScript(channel, token, fmt.Sprintf(`{ transports: [%q] }`, tr)))
+			eval[bool](t, ctx, transportScript(channel, token, fmt.Sprintf(`{ transports: [%q], format: %q }`, tr, tf.format)))
 			waitFor(t, ctx, "the subscription", `window.t.subscribed.length === 1`)
 			for i := 1; i <= 3; i++ {
 				publish(t, core, channel, map[string]any{"n": i})
@@ -139,6 +169,9 @@ func testTransportsRecover(t *testing.T, d *deploytest.Deployment) {
 			checkSequence(t, eval[[]gotPub](t, ctx, `window.t.pubs`), 9)
 			if got := eval[[]string](t, ctx, `window.t.transports`); len(got) != 2 || got[0] != tr || got[1] != tr {
 				t.Fatalf("connections over %v, want %s twice", got, tr)
+			}
+			if got := eval[[]string](t, ctx, `window.t.formats`); !slices.Equal(got, []string{tf.want, tf.want}) {
+				t.Fatalf("connections in %v, want %s twice", got, tf.want)
 			}
 			eval[bool](t, ctx, `(window.t.h.disconnect(), true)`)
 		})
@@ -241,8 +274,8 @@ func (p *noUpgradeProxy) forwardTo(target string) {
 
 // TestBrowserFallback: behind a proxy that does not pass WebSockets,
 // herald.js with its default transports ends up on HTTP streaming; when
-// the proxy also refuses /stream, on SSE. Both work: subscribe, receive,
-// publish.
+// the proxy also refuses /stream, on SSE. Both work in both formats
+// (SSE in herald.json): subscribe, receive, publish.
 func TestBrowserFallback(t *testing.T) {
 	ctx := newBrowser(t)
 	tests := []struct {
@@ -263,28 +296,41 @@ func TestBrowserFallback(t *testing.T) {
 		tc.proxy.forwardTo("http://" + n.HTTPAddr.String())
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if err := chromedp.Do(ctx, chromedp.Navigate(tc.proxy.URL+"/?connect=0")); err != nil {
-				t.Fatal(err)
-			}
-			channel := "chat:fallback-" + tc.want
-			eval[bool](t, ctx, transportScript(channel, "", `{}`))
-			waitFor(t, ctx, "the subscription", `window.t.subscribed.length === 1`)
-			if got := eval[[]string](t, ctx, `window.t.transports`); !slices.Equal(got, []string{tc.want}) {
-				t.Fatalf("connected over %v, want %s", got, tc.want)
-			}
-			for i := 1; i <= 3; i++ {
-				publish(t, core, channel, map[string]any{"n": i})
-			}
-			if off := eval[uint64](t, ctx, fmt.Sprintf(`window.t.h.publish(%q, { n: 4 }).then((r) => r.offset)`, channel)); off != 4 {
-				t.Fatalf("publish at %d, want 4", off)
-			}
-			waitFor(t, ctx, "the publications", `window.t.pubs.length >= 4`)
-			checkSequence(t, eval[[]gotPub](t, ctx, `window.t.pubs`), 4)
-			if states := strings.Join(eval[[]string](t, ctx, `window.t.states`), ","); !strings.Contains(states, "connected") {
-				t.Fatalf("states %s", states)
-			}
-		})
+		for _, format := range formatNames {
+			t.Run(tc.name+"/"+format, func(t *testing.T) {
+				testFallback(t, ctx, core, tc.proxy, tc.want, format)
+			})
+		}
+	}
+}
+
+func testFallback(t *testing.T, ctx context.Context, core heraldv1.HeraldServiceClient, proxy *noUpgradeProxy, want, format string) {
+	if err := chromedp.Do(ctx, chromedp.Navigate(proxy.URL+"/?connect=0")); err != nil {
+		t.Fatal(err)
+	}
+	channel := "chat:fallback-" + want + "-" + format
+	eval[bool](t, ctx, transportScript(channel, "", fmt.Sprintf(`{ format: %q }`, format)))
+	waitFor(t, ctx, "the subscription", `window.t.subscribed.length === 1`)
+	if got := eval[[]string](t, ctx, `window.t.transports`); !slices.Equal(got, []string{want}) {
+		t.Fatalf("connected over %v, want %s", got, want)
+	}
+	wantFormat := format
+	if want == "sse" {
+		wantFormat = "json"
+	}
+	if got := eval[[]string](t, ctx, `window.t.formats`); !slices.Equal(got, []string{wantFormat}) {
+		t.Fatalf("connected in %v, want %s", got, wantFormat)
+	}
+	for i := 1; i <= 3; i++ {
+		publish(t, core, channel, map[string]any{"n": i})
+	}
+	if off := eval[uint64](t, ctx, fmt.Sprintf(`window.t.h.publish(%q, { n: 4 }).then((r) => r.offset)`, channel)); off != 4 {
+		t.Fatalf("publish at %d, want 4", off)
+	}
+	waitFor(t, ctx, "the publications", `window.t.pubs.length >= 4`)
+	checkSequence(t, eval[[]gotPub](t, ctx, `window.t.pubs`), 4)
+	if states := strings.Join(eval[[]string](t, ctx, `window.t.states`), ","); !strings.Contains(states, "connected") {
+		t.Fatalf("states %s", states)
 	}
 }
 

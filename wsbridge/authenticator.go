@@ -27,9 +27,11 @@ type credentials struct {
 	token      string // the token from the connect frame, the URL or a cookie; may be empty
 	name       string // the client's name and version, from the connect frame
 	remoteAddr string // the TCP peer (X-Forwarded-For is not trusted)
+	client     string // the session's id, set at connect
+	format     format // the session's subprotocol, set at connect
 	// header and cookies hold only what the bridge was configured to pass
-	// to its authenticator (Options.PresentHeaders, PresentCookies); nil
-	// without such configuration. They are dropped after connect.
+	// to its authenticator (hooks.headers, hooks.cookies); nil without
+	// such configuration. They are dropped after connect.
 	header  http.Header
 	cookies []*http.Cookie
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/hooks"
 	"google.golang.org/grpc"
 )
 
@@ -54,13 +55,17 @@ type Bridge struct {
 	ns       namespaces
 	core     heraldv1.HeraldServiceClient
 	auth     authenticator
+	hooks    *hooks.Client // the application's backend; nil when none is configured
+	hcfg     config.Hooks
+	hookAuth *hookAuth // the connect hook's authenticator, when it is on
 	upgrader websocket.Upgrader
 	origin   func(*http.Request) bool
 	log      *slog.Logger
 	id       string
 	version  string
 	// presentHeaders and presentCookies name what a session's credentials
-	// carry to its authenticator (none for JWTs).
+	// carry to its authenticator: hooks.headers and hooks.cookies (none
+	// without the connect hook).
 	presentHeaders, presentCookies []string
 
 	ctx    context.Context // ends at Shutdown: upstream streams and calls
@@ -129,6 +134,19 @@ func New(cfg config.Config, core grpc.ClientConnInterface, opts Options) (*Bridg
 		id:      id,
 		version: opts.Version,
 		seed:    maphash.MakeSeed(),
+	}
+	if cfg.Hooks.Backend() != "" {
+		hc, err := hooks.New(cfg.Hooks, hooks.Options{Log: log.With("component", "hooks"), MaxMessage: cfg.Limits.MaxGRPCMessage, MaxPayload: cfg.Limits.MaxPayload, UserAgent: "herald/" + opts.Version})
+		if err != nil {
+			return nil, err
+		}
+		b.hooks, b.hcfg = hc, cfg.Hooks
+		if cfg.Hooks.Connect {
+			jwt := b.auth.(*jwtAuth)
+			b.hookAuth = &hookAuth{b: b, jwt: jwt, keys: len(v.methods) > 0, refreshOn: cfg.Hooks.Refresh}
+			b.auth = b.hookAuth
+			b.presentHeaders, b.presentCookies = cfg.Hooks.Headers, cfg.Hooks.Cookies
+		}
 	}
 	b.access.log = log
 	b.core = heraldv1.NewHeraldServiceClient(&coreConn{cc: core, a: &b.access})
@@ -209,6 +227,9 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 		b.control.flushFinal()
 		b.cancel()
 		b.wg.Wait()
+		if b.hooks != nil {
+			_ = b.hooks.Close()
+		}
 		untrackBridge(b)
 	})
 	return err

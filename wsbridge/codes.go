@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"strings"
 
+	hooksv1 "github.com/herald-io/herald/gen/herald/hooks/v1"
+	"github.com/herald-io/herald/hooks"
+
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -31,6 +34,15 @@ const (
 	ErrInternal          ErrorCode = 200 // unexpected server error
 	ErrUnavailable       ErrorCode = 201 // the core cannot be reached or refuses the bridge; temporary
 	ErrTimeout           ErrorCode = 202 // the core did not answer in time; temporary
+	ErrBackendDown       ErrorCode = 203 // the application's backend (a hook) failed; temporary
+	ErrBackendTimeout    ErrorCode = 204 // the application's backend (a hook) did not answer in time; temporary
+)
+
+// Application codes: a hook's refusal may use error codes 1000-1999 and
+// close codes 4100-4499 (hooks.proto, Refusal); Herald never does.
+const (
+	minAppError, maxAppError = 1000, 1999
+	minAppClose, maxAppClose = 4100, 4499
 )
 
 // errorCodes describes every error code, for docs and tests.
@@ -55,6 +67,8 @@ var errorCodes = []struct {
 	{ErrInternal, "internal", false, "unexpected server error"},
 	{ErrUnavailable, "unavailable", true, "the core cannot be reached, or refuses the bridge's own credentials (the operator is told in the bridge's log and /readyz); retry later"},
 	{ErrTimeout, "timeout", true, "the core did not answer in time; retry later"},
+	{ErrBackendDown, "backend_unavailable", true, "the application's backend did not answer a hook (unreachable, an error, an invalid answer), its circuit is open after failures, or too many hook calls are in flight (`hooks.max_in_flight`); retry later"},
+	{ErrBackendTimeout, "backend_timeout", true, "the application's backend did not answer a hook within `hooks.timeout`; retry later"},
 }
 
 // CloseCode is a WebSocket close code sent by the bridge.
@@ -79,6 +93,7 @@ const (
 	CloseTooManyConns    CloseCode = 4007 // max_conns_per_user reached
 	CloseRateLimited     CloseCode = 4008 // request rate abused
 	CloseNoPong          CloseCode = 4009 // no pong within ping_interval
+	CloseBackendDown     CloseCode = 4010 // the connect or refresh hook failed; reconnect later
 )
 
 // closeCodes describes every close code, for docs and tests.
@@ -103,6 +118,7 @@ var closeCodes = []struct {
 	{CloseTooManyConns, "too_many_connections", true, "the user has max_conns_per_user connections on this bridge"},
 	{CloseRateLimited, "rate_limited", true, "requests kept coming after rate-limit errors"},
 	{CloseNoPong, "no_pong", true, "no pong (or any message) within ping_interval"},
+	{CloseBackendDown, "backend_unavailable", true, "the application's backend did not answer the connect or refresh hook (down, slow past `hooks.timeout`, an invalid answer, its circuit open, or `hooks.max_in_flight` calls in flight): reconnect later"},
 }
 
 // requestError is a failed request: its code and message reach the client
@@ -110,6 +126,17 @@ var closeCodes = []struct {
 type requestError struct {
 	code ErrorCode
 	msg  string
+	// temp, with tempSet, overrides the code's own temporary flag: an
+	// application code's comes from the hook's refusal.
+	temp, tempSet bool
+}
+
+// temporary reports whether retrying the request later may succeed.
+func (e *requestError) temporary() bool {
+	if e.tempSet {
+		return e.temp
+	}
+	return e.code.temporary()
 }
 
 func (e *requestError) Error() string { return fmt.Sprintf("%d: %s", e.code, e.msg) }
@@ -135,8 +162,9 @@ func (c ErrorCode) temporary() bool {
 
 // closeError asks for the connection to be closed with code and reason.
 type closeError struct {
-	code   CloseCode
-	reason string
+	code      CloseCode
+	reason    string
+	reconnect bool
 }
 
 func (e *closeError) Error() string { return fmt.Sprintf("close %d: %s", e.code, e.reason) }
@@ -169,4 +197,26 @@ func fromStatus(err error) *requestError {
 	default:
 		return reqErr(ErrInternal, "internal error")
 	}
+}
+
+// fromHook maps a hook call that has no answer to what the client sees:
+// 204 past the timeout, 203 otherwise. The cause, which may quote the
+// backend, stays in the bridge's log (the hooks client logs it).
+func fromHook(err error) *requestError {
+	if hooks.KindOf(err) == hooks.Timeout {
+		return reqErr(ErrBackendTimeout, "the application's backend did not answer in time; retry later")
+	}
+	return reqErr(ErrBackendDown, "the application's backend is unavailable; retry later")
+}
+
+// fromRefusal is a hook's refusal of a request as the client sees it: the
+// backend's code (checked by the hooks client) and reason.
+func fromRefusal(r *hooksv1.Refusal, fallback string) *requestError {
+	msg := r.GetReason()
+	if msg == "" {
+		msg = fallback
+	}
+	e := reqErr(ErrorCode(r.GetCode()), "%s", msg)
+	e.temp, e.tempSet = r.GetTemporary(), true
+	return e
 }

@@ -50,6 +50,10 @@ const (
 
 // commandQueue holds the commands for one unidirectional session, handled
 // in order by a worker goroutine that exists only while some are queued.
+// Commands are held until the stream's own connect is done (release): the
+// client learns its session token from the `connect` reply, before the
+// stream's channels and the rest of its opening message are handled, and
+// a session's requests are handled one at a time.
 type commandQueue struct {
 	token string   // "<session id>.<secret>", given in ConnectedFrame.session_token
 	hash  [32]byte // SHA-256 of token
@@ -57,13 +61,14 @@ type commandQueue struct {
 	mu      sync.Mutex
 	queue   [][]byte
 	running bool
+	held    bool // the stream's connect is still being handled
 	stopped bool // the session ended: nothing more is queued
 }
 
 func newCommandQueue(id string) *commandQueue {
 	var secret [18]byte
 	_, _ = rand.Read(secret[:])
-	q := &commandQueue{token: id + "." + base64.RawURLEncoding.EncodeToString(secret[:])}
+	q := &commandQueue{token: id + "." + base64.RawURLEncoding.EncodeToString(secret[:]), held: true}
 	q.hash = sha256.Sum256([]byte(q.token))
 	return q
 }
@@ -76,13 +81,27 @@ func (q *commandQueue) push(s *session, msg []byte) bool {
 		return false
 	}
 	q.queue = append(q.queue, msg)
-	start := !q.running
-	q.running = true
+	start := !q.running && !q.held
+	q.running = q.running || start
 	q.mu.Unlock()
 	if start {
 		s.b.goFunc(func() { q.work(s) })
 	}
 	return true
+}
+
+// release lets the commands be handled, once the stream's opening (its
+// connect, its channels, the rest of its first message) has been; the
+// goroutine that handled it calls it.
+func (q *commandQueue) release(s *session) {
+	q.mu.Lock()
+	q.held = false
+	start := !q.running && !q.stopped && len(q.queue) > 0
+	q.running = q.running || start
+	q.mu.Unlock()
+	if start {
+		s.b.goFunc(func() { q.work(s) })
+	}
 }
 
 // work handles the queued messages in order, then ends.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // control keeps the bridge's control stream to the core (BridgeSession):
@@ -50,14 +51,19 @@ func (s *control) wantsPresence(channel string) bool {
 	return err == nil && ns.Presence
 }
 
-// join records that c subscribed to channel.
-func (s *control) join(channel string, c *session) {
+// join records that c subscribed to channel, shown in its presence with
+// info (nil: the session's own).
+func (s *control) join(channel string, c *session, info *structpb.Value) {
 	if !s.wantsPresence(channel) {
 		return
 	}
+	ci := c.clientInfo()
+	if info != nil {
+		ci = &heraldv1.ClientInfo{Client: ci.Client, User: ci.User, Info: info}
+	}
 	k := memberKey{channel, c}
 	s.mu.Lock()
-	s.desired[k] = c.clientInfo()
+	s.desired[k] = ci
 	s.dirty[k] = struct{}{}
 	s.mu.Unlock()
 	s.wake()

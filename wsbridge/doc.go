@@ -17,7 +17,13 @@
 //     it never sees a socket.
 //   - authenticator.go: who a client is, behind the authenticator
 //     interface, from what it presented (token, transport, allowlisted
-//     headers and cookies, address); jwtAuth (jwt.go) is one.
+//     headers and cookies, address); jwtAuth (jwt.go) is one, hookAuth
+//     (hook.go, the application's connect hook, beside JWTs) another.
+//   - hook.go: the application's backend decides, through the hooks
+//     client (package hooks): connect, refresh (at expiry and by frame),
+//     subscribe in namespaces with subscribe_hook, publish in namespaces
+//     with publish_hook, and `rpc` frames. No answer is error 203/204 or
+//     close 4010, at once.
 //   - transport.go: the transport every session has: one bounded
 //     outbound queue of shared, encoded frames (limits in frames and bytes,
 //     slow consumers closed with 4004, a writer goroutine that exists only

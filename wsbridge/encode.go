@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"log/slog"
+	"strconv"
 	"sync/atomic"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
@@ -94,18 +95,36 @@ func decodeFrames(f format, msg []byte, fn func(*heraldv1.ClientFrame, *requestE
 // checked when the frame is handled (session.publish), where a bad payload is
 // error 110 like on every other publish path.
 func decodeJSONFrame(line []byte) (*heraldv1.ClientFrame, error) {
-	fr := &heraldv1.ClientFrame{}
+	var fr *heraldv1.ClientFrame
+	var err error
 	if bytes.IndexByte(line, '\\') < 0 && !bytes.Contains(line, publishKey) {
 		// No publish in it, not even with an escape in its key: nothing
-		// to take out, and protojson refuses what Extract would (a
-		// repeated key, bad syntax). Connect, subscribe and the others
-		// skip taking the frame apart.
-		if err := jsonIn.Unmarshal(line, fr); err != nil {
+		// to take out at "publish", and protojson refuses what Extract
+		// would (a repeated key, bad syntax). Connect, subscribe and the
+		// others skip taking the frame apart.
+		fr = &heraldv1.ClientFrame{}
+		if err = jsonIn.Unmarshal(line, fr); err != nil {
 			return nil, err
 		}
-		return fr, nil
+	} else {
+		fr, err = decodeJSONFrameAt(line, "publish")
 	}
-	rest, data, err := payload.Extract(line, "publish", "data")
+	if err != nil {
+		return nil, err
+	}
+	if _, isData := fr.GetRpc().GetPayload().(*heraldv1.RPCFrame_Data); isData {
+		// An rpc frame's data is taken out the same way (a second pass,
+		// for rpc frames only).
+		return decodeJSONFrameAt(line, "rpc")
+	}
+	return fr, nil
+}
+
+// decodeJSONFrameAt decodes a frame taking kind.data out as its exact
+// text (see decodeJSONFrame).
+func decodeJSONFrameAt(line []byte, kind string) (*heraldv1.ClientFrame, error) {
+	fr := &heraldv1.ClientFrame{}
+	rest, data, err := payload.Extract(line, kind, "data")
 	if err != nil {
 		// Not one JSON object, or a repeated key: protojson's words for
 		// the first, when it has some.
@@ -117,16 +136,25 @@ func decodeJSONFrame(line []byte) (*heraldv1.ClientFrame, error) {
 	if err := jsonIn.Unmarshal(rest, fr); err != nil {
 		return nil, err
 	}
-	if data != nil {
-		pf := fr.GetPublish()
-		if pf == nil || pf.Payload != nil {
-			return nil, errors.New("publish: set one payload: data (JSON), json (JSON text) or binary")
-		}
-		if text, err := payload.Compact(data); err == nil {
-			data = text
-		}
-		pf.Payload = &heraldv1.PublishFrame_Json{Json: string(data)}
+	if data == nil {
+		return fr, nil
 	}
+	if text, err := payload.Compact(data); err == nil {
+		data = text
+	}
+	if kind == "rpc" {
+		rf := fr.GetRpc()
+		if rf == nil || rf.Payload != nil {
+			return nil, errors.New("rpc: set one payload: data (JSON), json (JSON text) or binary")
+		}
+		rf.Payload = &heraldv1.RPCFrame_Json{Json: string(data)}
+		return fr, nil
+	}
+	pf := fr.GetPublish()
+	if pf == nil || pf.Payload != nil {
+		return nil, errors.New("publish: set one payload: data (JSON), json (JSON text) or binary")
+	}
+	pf.Payload = &heraldv1.PublishFrame_Json{Json: string(data)}
 	return fr, nil
 }
 
@@ -134,7 +162,7 @@ var publishKey = []byte("publish")
 
 func checkFrame(fr *heraldv1.ClientFrame) (*heraldv1.ClientFrame, *requestError) {
 	if fr.Body == nil {
-		return fr, reqErr(ErrBadFrame, "unknown or empty frame: set exactly one of connect, refresh, subscribe, unsubscribe, publish, history, presence, presence_stats, ping")
+		return fr, reqErr(ErrBadFrame, "unknown or empty frame: set exactly one of connect, refresh, subscribe, unsubscribe, publish, history, presence, presence_stats, ping, rpc")
 	}
 	if fr.Id == 0 {
 		return fr, reqErr(ErrBadFrame, "id is required (a non-zero number echoed in the reply)")
@@ -149,6 +177,11 @@ func checkFrame(fr *heraldv1.ClientFrame) (*heraldv1.ClientFrame, *requestError)
 // (payload.AppendMessage).
 func encodeFrame(f format, fr *heraldv1.ServerFrame) []byte {
 	if f == formatJSON {
+		if rpc, ok := fr.Body.(*heraldv1.ServerFrame_Rpc); ok {
+			if p, ok := rpc.Rpc.GetPayload().(*heraldv1.RPCResultFrame_Json); ok {
+				return appendRPCReply(nil, fr.Id, p.Json)
+			}
+		}
 		b, err := payload.AppendMessage(nil, fr)
 		if err != nil {
 			b, _ = jsonOut.Marshal(errorFrame(fr.Id, reqErr(ErrInternal, "internal error")))
@@ -162,9 +195,19 @@ func encodeFrame(f format, fr *heraldv1.ServerFrame) []byte {
 	return b
 }
 
+// appendRPCReply writes a JSON rpc reply with the backend's exact JSON
+// text (valid and compact: the hooks client checked it) as `data`.
+func appendRPCReply(b []byte, id uint32, text string) []byte {
+	b = append(b, `{"id":`...)
+	b = strconv.AppendUint(b, uint64(id), 10)
+	b = append(b, `,"rpc":{"data":`...)
+	b = append(b, text...)
+	return append(b, "}}"...)
+}
+
 func errorFrame(id uint32, e *requestError) *heraldv1.ServerFrame {
 	return &heraldv1.ServerFrame{Id: id, Body: &heraldv1.ServerFrame_Error{Error: &heraldv1.ErrorFrame{
-		Code: uint32(e.code), Message: e.msg, Temporary: e.code.temporary(),
+		Code: uint32(e.code), Message: e.msg, Temporary: e.temporary(),
 	}}}
 }
 

@@ -3,12 +3,10 @@ package wsbridge
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"testing"
 	"unicode/utf8"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
-	"github.com/herald-io/herald/payload"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -74,6 +72,11 @@ func FuzzDecodeFrames(f *testing.F) {
 		`{"id":9,"publish":{"channel":"chat:a","data":1,"binary":"AA=="}}`,
 		`{"id":10,"publish":{"channel":"chat:a","json":"{"a":1}"}}`,
 		`{"id":1}`, `{`, `[]`, "\n\n", `{"id":"x","ping":{}}`,
+		`{"id":11,"rpc":{"method":"profile.get","data":{"id":12345678901234567891}}}`,
+		`{"id":12,"rpc":{"method":"m","binary":"AAEC"}}`,
+		`{"id":13,"rpc":{"method":"m","data":1,"json":"2"}}`,
+		`{"rpc":{"data":[1,2],"method":"m"},"id":14}` + "\n" + `{"id":15,"publish":{"channel":"c","data":{"rpc":1}}}`,
+		`{"id":16,"publish":{"channel":"c","json":"not JSON"}}`, `{"id":17,"rpc":{"method":"m","json":"not JSON"}}`,
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s), false)
@@ -101,11 +104,17 @@ func FuzzDecodeFrames(f *testing.F) {
 			if fr.Id == 0 || fr.Body == nil {
 				t.Fatalf("accepted a frame without id or body: %v", fr)
 			}
-			if !utf8.ValidString(fr.GetPublish().GetJson()) {
+			if !utf8.ValidString(fr.GetPublish().GetJson()) || !utf8.ValidString(fr.GetRpc().GetJson()) {
 				return true // refused when handled (error 110); it cannot be encoded
 			}
-			if j := fr.GetPublish().GetJson(); format == formatJSON && j != "" && !json.Valid([]byte(j)) {
+			// The text taken from `data` is valid JSON (a `json` string
+			// member may hold anything: it is checked when handled, 110).
+			viaData := format == formatJSON && !bytes.Contains(msg, []byte(`json`))
+			if j := fr.GetPublish().GetJson(); viaData && j != "" && !json.Valid([]byte(j)) {
 				t.Fatalf("a JSON frame gave invalid JSON text %q", j)
+			}
+			if j := fr.GetRpc().GetJson(); viaData && j != "" && !json.Valid([]byte(j)) {
+				t.Fatalf("a JSON rpc frame gave invalid JSON text %q", j)
 			}
 			var b []byte
 			if format == formatJSON {
@@ -167,23 +176,51 @@ func TestInvalidJSONPayloadBecomesBinary(t *testing.T) {
 	}
 }
 
+// TestRPCFramesExact: an rpc frame's data is taken as its exact JSON text
+// (not through a Value), whatever else the frame holds, and a publish
+// whose data mentions "rpc" stays a publish; the JSON reply carries the
+// backend's text as data, and decodes as the frame protojson expects.
+func TestRPCFramesExact(t *testing.T) {
+	const text = `{"z":12345678901234567891,"a":1.0}`
+	for _, line := range []string{
+		`{"id":3,"rpc":{"method":"m","data":` + text + `}}`,
+		`{"rpc":{"data":` + text + `,"method":"m"},"id":3}`,
+	} {
+		fr, err := decodeJSONFrame([]byte(line))
+		if err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		if got := fr.GetRpc().GetJson(); got != text || fr.GetRpc().GetMethod() != "m" || fr.Id != 3 {
+			t.Fatalf("%s decoded as %v", line, fr)
+		}
+	}
+	fr, err := decodeJSONFrame([]byte(`{"id":4,"publish":{"channel":"c","data":{"rpc":` + text + `}}}`))
+	if err != nil || fr.GetPublish().GetJson() != `{"rpc":`+text+`}` {
+		t.Fatalf("publish mentioning rpc: %v, %v", fr, err)
+	}
+	if _, err := decodeJSONFrame([]byte(`{"id":5,"rpc":{"method":"m","json":"1","data":2}}`)); err == nil {
+		t.Fatal("an rpc frame with two payloads decoded")
+	}
+	out := encodeFrame(formatJSON, &heraldv1.ServerFrame{Id: 9, Body: &heraldv1.ServerFrame_Rpc{Rpc: &heraldv1.RPCResultFrame{Payload: &heraldv1.RPCResultFrame_Json{Json: text}}}})
+	if string(out) != `{"id":9,"rpc":{"data":`+text+`}}` {
+		t.Fatalf("reply = %s", out)
+	}
+	var back heraldv1.ServerFrame
+	if err := protojson.Unmarshal(out, &back); err != nil || back.GetRpc().GetData() == nil {
+		t.Fatalf("the reply does not decode as a ServerFrame: %v", err)
+	}
+}
+
 // decodeJSONFrameGeneral is decodeJSONFrame without its shortcut for
 // frames that cannot hold a publish: every frame taken apart by
 // payload.Extract first.
 func decodeJSONFrameGeneral(line []byte) (*heraldv1.ClientFrame, error) {
-	fr := &heraldv1.ClientFrame{}
-	rest, data, err := payload.Extract(line, "publish", "data")
+	fr, err := decodeJSONFrameAt(line, "publish")
 	if err != nil {
-		if perr := jsonIn.Unmarshal(line, fr); perr != nil {
-			return nil, perr
-		}
 		return nil, err
 	}
-	if err := jsonIn.Unmarshal(rest, fr); err != nil {
-		return nil, err
-	}
-	if data != nil {
-		return nil, errors.New("a publish")
+	if _, isData := fr.GetRpc().GetPayload().(*heraldv1.RPCFrame_Data); isData {
+		return decodeJSONFrameAt(line, "rpc")
 	}
 	return fr, nil
 }
@@ -200,6 +237,9 @@ var shortcutSeeds = []string{
 	`[1,2]`,
 	`{"id":8,"connect":{}`,
 	`{"id":9,"connect":{"token":"x"}} trailing`,
+	`{"id":10,"rpc":{"method":"m","data":{"z":12345678901234567891,"a":1.0}}}`,
+	`{"id":11,"rpc":{"method":"m","json":"1","data":2}}`,
+	`{"id":12,"rpc":{"method":"m","data":1},"rpc":{}}`,
 }
 
 // TestJSONFrameShortcut: a frame that skips payload.Extract (no publish in

@@ -225,21 +225,29 @@ func (c *httpConn) writeSSE(out []byte, bt *batch) ([]byte, error) {
 	if bt.ping {
 		out = append(out, ":\n"...)
 	}
-	if bt.last {
+	appendRetry := func(out []byte) []byte {
 		retry := uint32(noReconnectRetry)
 		if bt.recon {
 			retry = max(bt.delay, minSSERetry)
 		}
 		out = append(out, "retry: "...)
 		out = strconv.AppendUint(out, uint64(retry), 10)
-		out = append(out, '\n')
+		return append(out, '\n')
 	}
-	for _, f := range bt.frames {
+	if bt.last && len(bt.frames) == 0 {
+		out = appendRetry(out)
+	}
+	for i, f := range bt.frames {
 		if len(out) > 0 && len(out)+len(f.b) > maxMessage {
 			if err := c.writeOutTo(out); err != nil {
 				return out, err
 			}
 			out = out[:0]
+		}
+		if bt.last && i == len(bt.frames)-1 {
+			// In the stream's last event (the disconnect), so that a
+			// reader that reads fields per event finds it there too.
+			out = appendRetry(out)
 		}
 		if f.pos != nil && c.sse.advance(f.pos) {
 			out = append(out, "id: "...)

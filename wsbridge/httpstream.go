@@ -81,5 +81,6 @@ func (b *Bridge) serveHTTPStream(w http.ResponseWriter, r *http.Request) {
 	if !s.authed.Load() {
 		s.closeWith(CloseBadFrame, "the request body must begin with a connect frame", false, 0)
 	}
+	s.cmds.release(s)
 	c.serve(r, release)
 }

@@ -48,7 +48,14 @@ type identity struct {
 	// besides the personal channel (an authenticator may name them; JWTs
 	// do not).
 	subscribe []string
+	// hook is set for identities of the connect hook: the refresh hook,
+	// not a JWT, extends them. Their user may be empty (anonymous).
+	hook bool
 }
+
+// named reports whether id names a user (nil and an empty user are
+// anonymous).
+func (id *identity) named() bool { return id != nil && id.user != "" }
 
 // newVerifier returns the verifier of the bridge's JWT options: keys, and
 // the audience and issuer a token must carry when they are set.
@@ -192,7 +199,7 @@ func (a *jwtAuth) refresh(_ context.Context, cur *identity, token string) (*iden
 		return nil, reqErr(ErrInvalidToken, "%s", err.Error())
 	}
 	if id.user != cur.user {
-		return nil, &closeError{CloseForbidden, "refresh token is for another user"}
+		return nil, &closeError{code: CloseForbidden, reason: "refresh token is for another user"}
 	}
 	return id, nil
 }

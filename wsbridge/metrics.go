@@ -34,7 +34,7 @@ var (
 	})
 	metricAuthFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "herald_ws_auth_failures_total",
-		Help: "Connect frames refused, by reason (missing_token, invalid_token, expired_token).",
+		Help: "Connect frames refused, by reason (missing_token, invalid_token, expired_token; hook_refused: the connect hook refused; hook_unavailable: it gave no answer).",
 	}, []string{"reason"})
 	metricRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "herald_ws_refused_total",
@@ -115,7 +115,7 @@ func init() {
 			closeCounters[k][c.Code] = metricCloses[k].WithLabelValues(strconv.Itoa(int(c.Code)))
 		}
 	}
-	for _, r := range []string{"missing_token", "invalid_token", "expired_token"} {
+	for _, r := range []string{"missing_token", "invalid_token", "expired_token", "hook_refused", "hook_unavailable"} {
 		metricAuthFailures.WithLabelValues(r)
 	}
 	for _, r := range []string{"max_connections", "max_conns_per_ip", "accept_rate", "shutting_down"} {
@@ -201,7 +201,7 @@ func (s *session) authFailed(r *refusal) {
 
 // authOK logs an authenticated session.
 func (s *session) authOK() {
-	s.b.log.Debug("connected", "conn", s.id, "transport", s.t.kind.String(), "user", s.user, "anonymous", s.ident == nil, "subprotocol", subprotocolNames[s.format])
+	s.b.log.Debug("connected", "conn", s.id, "transport", s.t.kind.String(), "user", s.user, "anonymous", !s.ident.named(), "subprotocol", subprotocolNames[s.format])
 }
 
 // observeDelivery records the publish-to-fan-out latency of pub, once per

@@ -18,8 +18,15 @@ func (s *session) subscribe(id uint32, name string, since *heraldv1.StreamPositi
 	if err != nil {
 		return err
 	}
-	if !canSubscribe(s.ident, ns, name) {
-		return reqErr(ErrPermissionDenied, "not allowed to subscribe to %q", name)
+	s.subMu.Lock()
+	dup := s.subIndex(name) >= 0
+	s.subMu.Unlock()
+	if dup {
+		return reqErr(ErrAlreadySubscribed, "already subscribed to %q", name)
+	}
+	info, err := s.permitSubscribe(ns, name)
+	if err != nil {
+		return err
 	}
 	personal := s.user != "" && name == personalChannel(s.user)
 	s.subMu.Lock()
@@ -66,7 +73,7 @@ func (s *session) subscribe(id uint32, name string, since *heraldv1.StreamPositi
 		undo()
 		return err
 	}
-	s.b.control.join(name, s)
+	s.b.control.join(name, s, info)
 	return nil
 }
 
@@ -131,7 +138,7 @@ func (s *session) publish(f *heraldv1.PublishFrame) (*heraldv1.ServerFrame, erro
 	if err != nil {
 		return nil, err
 	}
-	if !canPublish(s.ident, ns) {
+	if !ns.PublishHook && !canPublish(s.ident, ns) {
 		return nil, reqErr(ErrPermissionDenied, "not allowed to publish to %q", f.Channel)
 	}
 	if err := s.b.lim.allowPublish(s); err != nil {
@@ -158,6 +165,11 @@ func (s *session) publish(f *heraldv1.PublishFrame) (*heraldv1.ServerFrame, erro
 	default:
 		return nil, reqErr(ErrBadRequest, "payload is required: set data (JSON) or binary")
 	}
+	if ns.PublishHook {
+		if reply, err := s.publishHook(req); reply != nil || err != nil {
+			return reply, err
+		}
+	}
 	ctx, cancel := s.b.callContext()
 	defer cancel()
 	res, err := s.b.core.Publish(ctx, req)
@@ -174,7 +186,15 @@ func (s *session) readable(channel string, history bool) error {
 	if err != nil {
 		return err
 	}
-	if !canSubscribe(s.ident, ns, channel) {
+	if ns.SubscribeHook && !granted(s.ident, channel) {
+		// The backend decides subscriptions here; reading needs one.
+		s.subMu.Lock()
+		subscribed := s.subIndex(channel) >= 0
+		s.subMu.Unlock()
+		if !subscribed {
+			return reqErr(ErrPermissionDenied, "subscribe to %q first: its namespace's subscriptions are decided by the application", channel)
+		}
+	} else if !canSubscribe(s.ident, ns, channel) {
 		return reqErr(ErrPermissionDenied, "not allowed to read %q", channel)
 	}
 	if history {

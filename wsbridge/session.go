@@ -42,11 +42,13 @@ type session struct {
 	strikes  int
 	badCount int
 
-	cmds *commandQueue // unidirectional sessions: commands POSTed to them
+	cmds   *commandQueue // unidirectional sessions: commands POSTed to them
+	remote string        // the TCP peer's address, for hooks
 
 	subMu    sync.Mutex
 	subs     []*channel  // channels this session is subscribed to; few, so a slice (a map costs ~250 bytes)
 	expTimer *time.Timer // guarded by subMu: the cleanup stops it
+	expGen   uint32      // guarded by subMu: bumped whenever the expiry is armed again
 }
 
 func newSession(b *Bridge, t *transport, creds *credentials) *session {
@@ -198,11 +200,13 @@ func (s *session) handle(fr *heraldv1.ClientFrame, derr *requestError) bool {
 		reply, err = s.presenceStats(body.PresenceStats.Channel)
 	case *heraldv1.ClientFrame_Ping:
 		reply = &heraldv1.ServerFrame{Body: &heraldv1.ServerFrame_Pong{Pong: &heraldv1.PingFrame{}}}
+	case *heraldv1.ClientFrame_Rpc:
+		reply, err = s.rpc(body.Rpc)
 	}
 	var ce *closeError
 	switch {
 	case errors.As(err, &ce):
-		s.closeWith(ce.code, ce.reason, false, 0)
+		s.closeWith(ce.code, ce.reason, ce.reconnect, 0)
 		return false
 	case err != nil:
 		s.sendError(fr.Id, fromStatus(err))
@@ -231,6 +235,8 @@ func (s *session) connect(reqID uint32, f *heraldv1.ConnectFrame, initial func(u
 		creds.token = f.Token
 	}
 	creds.name = f.Name
+	creds.client, creds.format = s.id, s.format
+	s.remote = creds.remoteAddr
 	ctx, cancel := s.b.callContext()
 	id, err := s.b.auth.authenticate(ctx, creds)
 	cancel()
@@ -242,11 +248,11 @@ func (s *session) connect(reqID uint32, f *heraldv1.ConnectFrame, initial func(u
 	}
 	if err != nil {
 		s.b.log.Warn("authentication failed", "conn", s.id, "transport", s.t.kind.String(), "err", err)
-		s.closeWith(CloseShutdown, "authentication unavailable; reconnect later", true, 1000)
+		s.closeWith(CloseBackendDown, "authentication unavailable; reconnect later", true, 1000)
 		return false
 	}
 	s.ident = id
-	if id != nil {
+	if id.named() {
 		s.user = id.user
 		if !s.b.addUser(s) {
 			s.closeWith(CloseTooManyConns, "too many connections for this user", true, 5000)
@@ -324,40 +330,59 @@ func (s *session) clientInfo() *heraldv1.ClientInfo {
 	return s.info
 }
 
-// armExpiry (re)starts the timer closing the session when its identity
-// expires, and fills expires_in.
+// armExpiry (re)starts the timer that acts when the session's identity
+// expires (session.expired: the refresh hook, or a close with 4002), and
+// fills expires_in.
 func (s *session) armExpiry(connected *heraldv1.ConnectedFrame, refreshed *heraldv1.RefreshedFrame) {
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
+	d := s.armLocked(s.ident)
+	if d < 0 {
+		return
+	}
+	secs := max(uint32(d/time.Second), 1)
+	if connected != nil {
+		connected.ExpiresIn = secs
+	}
+	if refreshed != nil {
+		refreshed.ExpiresIn = secs
+	}
+}
+
+// armLocked arms the expiry timer of identity id and returns the time
+// left (-1: id does not expire). s.subMu must be held.
+func (s *session) armLocked(id *identity) time.Duration {
+	s.expGen++
 	if s.expTimer != nil {
 		s.expTimer.Stop()
 		s.expTimer = nil
 	}
-	if s.ident == nil || s.ident.expires.IsZero() || s.closed() {
-		return
+	if id == nil || id.expires.IsZero() || s.closed() {
+		return -1
 	}
-	d := time.Until(s.ident.expires)
-	secs := uint32(max(d, 0) / time.Second)
-	if connected != nil {
-		connected.ExpiresIn = max(secs, 1)
-	}
-	if refreshed != nil {
-		refreshed.ExpiresIn = max(secs, 1)
-	}
-	s.expTimer = time.AfterFunc(d, func() {
-		s.closeWith(CloseTokenExpired, "token expired; reconnect with a fresh token", true, 0)
-	})
+	d := max(time.Until(id.expires), 0)
+	gen := s.expGen
+	s.expTimer = time.AfterFunc(d, func() { s.expired(id, gen) })
+	return d
 }
 
 // refresh replaces the session's identity with the one a new token gives,
-// for the same user.
+// for the same user; a session of the connect hook asks the refresh hook.
 func (s *session) refresh(f *heraldv1.RefreshFrame) (*heraldv1.ServerFrame, error) {
-	if s.ident == nil {
+	if !s.ident.named() {
 		return nil, reqErr(ErrInvalidToken, "anonymous connections have no token to refresh")
 	}
-	ctx, cancel := s.b.callContext()
-	id, err := s.b.auth.refresh(ctx, s.ident, f.Token)
-	cancel()
+	var (
+		id  *identity
+		err error
+	)
+	if s.ident.hook && s.b.hookAuth != nil && s.b.hookAuth.refreshOn {
+		id, err = s.refreshByHook(s.ident, f.Token)
+	} else {
+		ctx, cancel := s.b.callContext()
+		id, err = s.b.auth.refresh(ctx, s.ident, f.Token)
+		cancel()
+	}
 	if err != nil {
 		return nil, err
 	}

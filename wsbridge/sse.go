@@ -75,6 +75,7 @@ func (b *Bridge) serveSSE(w http.ResponseWriter, r *http.Request) {
 	s.start()
 	f := &heraldv1.ConnectFrame{Token: requestToken(r), Name: q.Get("name")}
 	s.connect(0, f, func(user string) (*heraldv1.StreamPosition, []initialSub) { return c.sse.resume(user, last) })
+	s.cmds.release(s)
 	c.serve(r, release)
 }
 

@@ -58,8 +58,17 @@ func httpBase(n *node.Node) string { return "http://" + n.HTTPAddr.String() }
 // openSSE opens /sse with query parameters and an optional Last-Event-ID.
 func openSSE(t testing.TB, base string, q url.Values, lastID string) *streamClient {
 	t.Helper()
+	return openSSEHeader(t, base, q, lastID, nil)
+}
+
+// openSSEHeader is openSSE with request headers (cookies, say).
+func openSSEHeader(t testing.TB, base string, q url.Values, lastID string, header http.Header) *streamClient {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/sse?"+q.Encode(), nil)
+	for k, v := range header {
+		req.Header[k] = v
+	}
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
@@ -81,10 +90,19 @@ func openSSE(t testing.TB, base string, q url.Values, lastID string) *streamClie
 // openStream opens /stream with a body of frames (connect first).
 func openStream(t testing.TB, base string, binary bool, frames ...*heraldv1.ClientFrame) *streamClient {
 	t.Helper()
+	return openStreamHeader(t, base, binary, nil, frames...)
+}
+
+// openStreamHeader is openStream with request headers (cookies, say).
+func openStreamHeader(t testing.TB, base string, binary bool, header http.Header, frames ...*heraldv1.ClientFrame) *streamClient {
+	t.Helper()
 	c := &streamClient{t: t, base: base, proto: binary}
 	body, ct := c.encode(frames...)
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "POST", base+"/stream", bytes.NewReader(body))
+	for k, v := range header {
+		req.Header[k] = v
+	}
 	req.Header.Set("Content-Type", ct)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -96,6 +97,18 @@ func (c *rawWS) sendClose(code int) {
 	c.send(8, binary.BigEndian.AppendUint16(nil, uint16(code)))
 }
 
+// closeFrame is a masked close frame with code.
+func closeFrame(code int) []byte {
+	var mask [4]byte
+	_, _ = rand.Read(mask[:])
+	p := binary.BigEndian.AppendUint16(nil, uint16(code))
+	b := append([]byte{0x88, 0x80 | byte(len(p))}, mask[:]...)
+	for i, x := range p {
+		b = append(b, x^mask[i%4])
+	}
+	return b
+}
+
 // read reads one frame (io.EOF when the server closed the connection).
 func (c *rawWS) read(timeout time.Duration) (rawFrame, error) {
 	_ = c.nc.SetReadDeadline(time.Now().Add(timeout))
@@ -148,7 +161,16 @@ func (c *rawWS) closeExchange() (closes []rawFrame, data []rawFrame) {
 			data = append(data, f)
 		}
 	}
-	c.sendClose(closes[0].closeCode())
+	// Answer the close. A bridge that closed for what the client sent
+	// (1002, 1003, 1007, 1009) stops reading and may have cut the
+	// connection already: then the answer cannot be written, and nothing
+	// more can come.
+	if _, err := c.nc.Write(closeFrame(closes[0].closeCode())); err != nil {
+		if isReset(err) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.EPIPE) {
+			return closes, data
+		}
+		c.t.Fatalf("answering the close: %v", err)
+	}
 	for {
 		f, err := c.read(time.Until(deadline))
 		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || isReset(err) {

@@ -302,11 +302,21 @@ func (d *Deployment) Token(t testing.TB, user string, extra map[string]any) stri
 // of the bridge's own origin does.
 func (d *Deployment) DialWS(t testing.TB, subprotocol string) *websocket.Conn {
 	t.Helper()
+	return d.DialWSHeader(t, subprotocol, nil)
+}
+
+// DialWSHeader is DialWS with more request headers (a Cookie, say).
+func (d *Deployment) DialWSHeader(t testing.TB, subprotocol string, header http.Header) *websocket.Conn {
+	t.Helper()
 	dl := websocket.Dialer{HandshakeTimeout: 10 * time.Second, TLSClientConfig: d.ClientTLS(t)}
 	if subprotocol != "" {
 		dl.Subprotocols = []string{subprotocol}
 	}
-	ws, _, err := dl.Dial(d.WSURL(), http.Header{"Origin": {d.BrowserURL()}})
+	h := http.Header{"Origin": {d.BrowserURL()}}
+	for k, v := range header {
+		h[k] = v
+	}
+	ws, _, err := dl.Dial(d.WSURL(), h)
 	if err != nil {
 		t.Fatalf("WebSocket to %s: %v", d.WSURL(), err)
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,9 +31,10 @@ type ClusterOptions struct {
 }
 
 // Cluster is a real Redis Cluster of redis-server processes on loopback,
-// made with `redis-cli --cluster create`, stopped by t.Cleanup.
+// made with `redis-cli --cluster create`, stopped by t.Cleanup (or, for
+// the shared one, by StopShared).
 type Cluster struct {
-	t     testing.TB
+	t     testing.TB // nil for the shared cluster
 	dir   string
 	opts  ClusterOptions
 	Nodes []*ClusterNode
@@ -54,6 +56,18 @@ type ClusterNode struct {
 // HERALD_REQUIRE_REDIS=1).
 func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	t.Helper()
+	needBinaries(t)
+	c, err := startCluster(t, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// needBinaries skips t when redis-server or redis-cli is missing (fails
+// instead under HERALD_REQUIRE_REDIS=1).
+func needBinaries(t testing.TB) {
+	t.Helper()
 	for _, bin := range []string{"redis-server", "redis-cli"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			if os.Getenv("HERALD_REQUIRE_REDIS") == "1" {
@@ -62,6 +76,11 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 			t.Skipf("%s is not on PATH (apt-get install redis-server); set HERALD_REQUIRE_REDIS=1 to fail instead", bin)
 		}
 	}
+}
+
+// startCluster starts a cluster for t, or, with t nil, one that lives
+// until Stop.
+func startCluster(t testing.TB, opts ClusterOptions) (*Cluster, error) {
 	if opts.Primaries <= 0 {
 		opts.Primaries = 3
 	}
@@ -73,13 +92,23 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	if opts.NodeTimeout <= 0 {
 		opts.NodeTimeout = time.Second
 	}
-	c := &Cluster{t: t, dir: t.TempDir(), opts: opts}
-	t.Cleanup(c.Stop)
+	c := &Cluster{t: t, opts: opts}
+	if t != nil {
+		c.dir = t.TempDir()
+		t.Cleanup(c.Stop)
+	} else {
+		dir, err := os.MkdirTemp("", "herald-cluster-")
+		if err != nil {
+			return nil, err
+		}
+		c.dir = dir
+	}
 	n := opts.Primaries * (1 + opts.Replicas)
 	for i := 0; i < n; i++ {
 		node, err := c.startNode()
 		if err != nil {
-			t.Fatal(err)
+			c.Stop()
+			return nil, err
 		}
 		c.Nodes = append(c.Nodes, node)
 	}
@@ -90,12 +119,42 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	args = append(args, "--cluster-replicas", strconv.Itoa(opts.Replicas), "--cluster-yes")
 	out, err := exec.Command("redis-cli", args...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+		c.Stop()
+		return nil, fmt.Errorf("redis-cli --cluster create: %v\n%s", err, out)
 	}
 	if err := c.WaitHealthy(30 * time.Second); err != nil {
-		t.Fatal(err)
+		c.Stop()
+		return nil, err
 	}
-	return c
+	return c, nil
+}
+
+var shared struct {
+	once sync.Once
+	c    *Cluster
+	err  error
+}
+
+// SharedCluster returns the cluster that the tests of a package share
+// (three primaries with a replica each), started at its first use. Tests
+// keep apart by key prefix; a test that kills nodes or moves slots should
+// start a cluster of its own. The package's TestMain must call StopShared
+// after m.Run. Like StartCluster, it skips t when redis-server is missing.
+func SharedCluster(t testing.TB) *Cluster {
+	t.Helper()
+	needBinaries(t)
+	shared.once.Do(func() { shared.c, shared.err = startCluster(nil, ClusterOptions{}) })
+	if shared.err != nil {
+		t.Fatalf("shared cluster: %v", shared.err)
+	}
+	return shared.c
+}
+
+// StopShared stops the shared cluster, if it was started.
+func StopShared() {
+	if shared.c != nil {
+		shared.c.Stop()
+	}
 }
 
 // freePort returns a loopback port that was free a moment ago.
@@ -186,12 +245,30 @@ func (n *ClusterNode) Kill() {
 	n.mu.Unlock()
 	if cmd != nil {
 		_ = cmd.Process.Kill()
+		_ = cmd.Process.Signal(syscall.SIGCONT) // a paused node dies too
 		<-exited
 	}
 }
 
+// Pause stops the node's process (SIGSTOP) until Resume: it reads
+// nothing, so a primary's replication stream to it backs up (what does not
+// fit its socket buffers stays on the primary), and it answers nobody.
+func (n *ClusterNode) Pause() { n.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused node (SIGCONT).
+func (n *ClusterNode) Resume() { n.signal(syscall.SIGCONT) }
+
+func (n *ClusterNode) signal(sig os.Signal) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		_ = n.cmd.Process.Signal(sig)
+	}
+}
+
 // Restart starts a killed node again; it rejoins the cluster (as a replica
-// if its primary role was taken over meanwhile).
+// if its primary role was taken over meanwhile). Not for the shared
+// cluster.
 func (n *ClusterNode) Restart() {
 	n.c.t.Helper()
 	if err := n.start(); err != nil {
@@ -206,10 +283,10 @@ func (n *ClusterNode) Running() bool {
 	return n.cmd != nil
 }
 
-// Client returns a plain client of this one node, closed at cleanup.
-func (n *ClusterNode) Client() *redis.Client {
+// Client returns a plain client of this one node, closed at t's cleanup.
+func (n *ClusterNode) Client(t testing.TB) *redis.Client {
 	rc := redis.NewClient(&redis.Options{Addr: n.Addr, DialTimeout: time.Second, ReadTimeout: 2 * time.Second})
-	n.c.t.Cleanup(func() { _ = rc.Close() })
+	t.Cleanup(func() { _ = rc.Close() })
 	return rc
 }
 
@@ -222,10 +299,13 @@ func (c *Cluster) Addrs() []string {
 	return out
 }
 
-// Stop kills every node.
+// Stop kills every node (and removes the shared cluster's files).
 func (c *Cluster) Stop() {
 	for _, n := range c.Nodes {
 		n.Kill()
+	}
+	if c.t == nil && c.dir != "" {
+		_ = os.RemoveAll(c.dir)
 	}
 }
 
@@ -412,6 +492,81 @@ func (c *Cluster) MoveSlots(from, to string, n int) error {
 		"--cluster-slots", strconv.Itoa(n), "--cluster-yes").CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("redis-cli --cluster reshard: %v\n%s", err, out)
+	}
+	return c.WaitHealthy(30 * time.Second)
+}
+
+// MoveSlot migrates one slot, with its keys, to the primary at to, the way
+// redis-cli --cluster reshard does (IMPORTING, MIGRATING, MIGRATE of the
+// keys a few at a time, SETSLOT NODE), while the cluster serves; then it
+// waits until the cluster is healthy again. between runs after the slot is
+// marked migrating and before its keys move (nil for nothing), so that a
+// test can act in the middle of the migration.
+func (c *Cluster) MoveSlot(slot int, to string, between func()) error {
+	ctx := context.Background()
+	from, err := c.SlotOwner(ctx, slot)
+	if err != nil {
+		return err
+	}
+	if from == to {
+		return nil
+	}
+	client := func(addr string) *redis.Client {
+		return redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second, ReadTimeout: 5 * time.Second, MaxRetries: -1})
+	}
+	src, dst := client(from), client(to)
+	defer src.Close()
+	defer dst.Close()
+	srcID, err := src.ClusterMyID(ctx).Result()
+	if err != nil {
+		return err
+	}
+	dstID, err := dst.ClusterMyID(ctx).Result()
+	if err != nil {
+		return err
+	}
+	if err := dst.Do(ctx, "cluster", "setslot", slot, "importing", srcID).Err(); err != nil {
+		return fmt.Errorf("setslot importing: %w", err)
+	}
+	if err := src.Do(ctx, "cluster", "setslot", slot, "migrating", dstID).Err(); err != nil {
+		return fmt.Errorf("setslot migrating: %w", err)
+	}
+	if between != nil {
+		between()
+	}
+	host, port, _ := net.SplitHostPort(to)
+	for {
+		keys, err := src.ClusterGetKeysInSlot(ctx, slot, 10).Result()
+		if err != nil {
+			return fmt.Errorf("getkeysinslot: %w", err)
+		}
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"migrate", host, port, "", 0, 5000, "replace", "keys"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		if err := src.Do(ctx, args...).Err(); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+	}
+	// The destination first, then the source, then every other primary,
+	// as redis-cli does.
+	if err := dst.Do(ctx, "cluster", "setslot", slot, "node", dstID).Err(); err != nil {
+		return fmt.Errorf("setslot node (destination): %w", err)
+	}
+	if err := src.Do(ctx, "cluster", "setslot", slot, "node", dstID).Err(); err != nil {
+		return fmt.Errorf("setslot node (source): %w", err)
+	}
+	prims, _ := c.Primaries(ctx)
+	for _, p := range prims {
+		if p == from || p == to {
+			continue
+		}
+		rc := client(p)
+		_ = rc.Do(ctx, "cluster", "setslot", slot, "node", dstID).Err()
+		_ = rc.Close()
 	}
 	return c.WaitHealthy(30 * time.Second)
 }

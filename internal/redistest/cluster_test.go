@@ -30,7 +30,7 @@ func TestCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := c.Node(owner).Client().Wait(ctx, 1, time.Second).Result(); err != nil || n < 1 {
+	if n, err := c.Node(owner).Client(t).Wait(ctx, 1, time.Second).Result(); err != nil || n < 1 {
 		t.Fatalf("WAIT on %s: %d %v", owner, n, err)
 	}
 	prims, err := c.Primaries(ctx)
@@ -70,5 +70,39 @@ func TestCluster(t *testing.T) {
 		if v, err := rc.Get(ctx, k).Result(); err != nil || v != "v" {
 			t.Fatalf("get %s after reshard: %q %v", k, v, err)
 		}
+	}
+}
+
+// MoveSlot moves one slot with its keys, and a client that follows
+// redirects finds them at the new primary.
+func TestMoveSlot(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterOptions{Replicas: -1})
+	ctx := context.Background()
+	rc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	defer rc.Close()
+	for i := range 30 {
+		if err := rc.Set(ctx, "{m}"+string(rune('a'+i)), "v", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slot := int(rc.ClusterKeySlot(ctx, "{m}").Val())
+	owner, _ := c.SlotOwner(ctx, slot)
+	prims, _ := c.Primaries(ctx)
+	to := prims[0]
+	if to == owner {
+		to = prims[1]
+	}
+	midway := false
+	if err := c.MoveSlot(slot, to, func() { midway = true }); err != nil {
+		t.Fatal(err)
+	}
+	if now, _ := c.SlotOwner(ctx, slot); now != to || !midway {
+		t.Fatalf("slot %d on %s after the move to %s (midway %v)", slot, now, to, midway)
+	}
+	if n, err := c.Node(to).Client(t).ClusterCountKeysInSlot(ctx, slot).Result(); err != nil || n != 30 {
+		t.Fatalf("%d keys in the slot at its new primary (%v), want 30", n, err)
+	}
+	if v, err := rc.Get(ctx, "{m}a").Result(); err != nil || v != "v" {
+		t.Fatalf("get after the move: %q %v", v, err)
 	}
 }

@@ -5,6 +5,7 @@ package redistest
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -20,14 +21,34 @@ import (
 type Server struct {
 	t      testing.TB
 	Addr   string
+	opts   Options
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has exited
 }
 
+// Options shape a Server. The zero value is a plain redis-server.
+type Options struct {
+	// Args are more redis-server arguments (e.g. "--user", "…").
+	Args []string
+	// TLS serves TLS only, on Addr, with this certificate and key (and
+	// CAFile to verify client certificates, if any are sent); Probe is
+	// the client side that Start's readiness PING uses.
+	TLS *TLS
+}
+
+// TLS is the TLS of a Server.
+type TLS struct {
+	CertFile, KeyFile, CAFile string
+	Probe                     *tls.Config
+}
+
 // Start starts redis-server, or skips the test when it is not installed
 // (fails instead when HERALD_REQUIRE_REDIS=1, as scripts/test sets).
-func Start(t testing.TB) *Server {
+func Start(t testing.TB) *Server { t.Helper(); return StartWith(t, Options{}) }
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, opts Options) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		if os.Getenv("HERALD_REQUIRE_REDIS") == "1" {
@@ -44,7 +65,7 @@ func Start(t testing.TB) *Server {
 		}
 		addr := lis.Addr().String()
 		_ = lis.Close()
-		r := &Server{t: t, Addr: addr}
+		r := &Server{t: t, Addr: addr, opts: opts}
 		if err := r.start(); err != nil {
 			if attempt < 3 {
 				continue
@@ -67,8 +88,19 @@ func (r *Server) Start() {
 
 func (r *Server) start() error {
 	_, port, _ := net.SplitHostPort(r.Addr)
-	cmd := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning")
+	args := []string{"--port", port, "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"}
+	probe := &redis.Options{Addr: r.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond}
+	if tc := r.opts.TLS; tc != nil {
+		args = append(args, "--port", "0", "--tls-port", port, "--tls-cert-file", tc.CertFile, "--tls-key-file", tc.KeyFile,
+			"--tls-auth-clients", "optional")
+		if tc.CAFile != "" {
+			args = append(args, "--tls-ca-cert-file", tc.CAFile)
+		}
+		probe.TLSConfig = tc.Probe
+	}
+	args = append(args, r.opts.Args...)
+	cmd := exec.Command("redis-server", args...)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("redis-server: %w", err)
 	}
@@ -77,10 +109,10 @@ func (r *Server) start() error {
 	r.mu.Lock()
 	r.cmd, r.exited = cmd, exited
 	r.mu.Unlock()
-	c := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	c := redis.NewClient(probe)
 	defer c.Close()
 	deadline := time.Now().Add(20 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
+	for err := c.Ping(context.Background()).Err(); err != nil && !redis.HasErrorPrefix(err, "NOAUTH"); err = c.Ping(context.Background()).Err() {
 		select {
 		case <-exited:
 			return fmt.Errorf("redis-server on %s exited at start (port taken?)", r.Addr)

@@ -49,6 +49,7 @@ type ClientFrame struct {
 	//	*ClientFrame_Presence
 	//	*ClientFrame_PresenceStats
 	//	*ClientFrame_Ping
+	//	*ClientFrame_Rpc
 	Body          isClientFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -179,6 +180,15 @@ func (x *ClientFrame) GetPing() *PingFrame {
 	return nil
 }
 
+func (x *ClientFrame) GetRpc() *RPCFrame {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_Rpc); ok {
+			return x.Rpc
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Body interface {
 	isClientFrame_Body()
 }
@@ -228,6 +238,12 @@ type ClientFrame_Ping struct {
 	Ping *PingFrame `protobuf:"bytes,10,opt,name=ping,proto3,oneof"`
 }
 
+type ClientFrame_Rpc struct {
+	// Call a method of the application's backend (its RPC hook); answered
+	// by `rpc` or `error`.
+	Rpc *RPCFrame `protobuf:"bytes,11,opt,name=rpc,proto3,oneof"`
+}
+
 func (*ClientFrame_Connect) isClientFrame_Body() {}
 
 func (*ClientFrame_Refresh) isClientFrame_Body() {}
@@ -245,6 +261,8 @@ func (*ClientFrame_Presence) isClientFrame_Body() {}
 func (*ClientFrame_PresenceStats) isClientFrame_Body() {}
 
 func (*ClientFrame_Ping) isClientFrame_Body() {}
+
+func (*ClientFrame_Rpc) isClientFrame_Body() {}
 
 // ConnectFrame authenticates a connection.
 type ConnectFrame struct {
@@ -743,6 +761,227 @@ func (*PingFrame) Descriptor() ([]byte, []int) {
 	return file_herald_v1_frames_proto_rawDescGZIP(), []int{8}
 }
 
+// RPCFrame calls a method of the application's backend through the bridge
+// (the RPC hook; the method must be allowed by `hooks.rpc_methods`).
+type RPCFrame struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The method.
+	Method string `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
+	// The call's data. As in PublishFrame: in `herald.json` frames `data` is
+	// taken as its exact JSON text; in `herald.proto` frames `json` carries
+	// the exact text (`data`, a Value, is lossy).
+	//
+	// Types that are valid to be assigned to Payload:
+	//
+	//	*RPCFrame_Data
+	//	*RPCFrame_Binary
+	//	*RPCFrame_Json
+	Payload       isRPCFrame_Payload `protobuf_oneof:"payload"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RPCFrame) Reset() {
+	*x = RPCFrame{}
+	mi := &file_herald_v1_frames_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RPCFrame) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RPCFrame) ProtoMessage() {}
+
+func (x *RPCFrame) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_frames_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RPCFrame.ProtoReflect.Descriptor instead.
+func (*RPCFrame) Descriptor() ([]byte, []int) {
+	return file_herald_v1_frames_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RPCFrame) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *RPCFrame) GetPayload() isRPCFrame_Payload {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *RPCFrame) GetData() *structpb.Value {
+	if x != nil {
+		if x, ok := x.Payload.(*RPCFrame_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+func (x *RPCFrame) GetBinary() []byte {
+	if x != nil {
+		if x, ok := x.Payload.(*RPCFrame_Binary); ok {
+			return x.Binary
+		}
+	}
+	return nil
+}
+
+func (x *RPCFrame) GetJson() string {
+	if x != nil {
+		if x, ok := x.Payload.(*RPCFrame_Json); ok {
+			return x.Json
+		}
+	}
+	return ""
+}
+
+type isRPCFrame_Payload interface {
+	isRPCFrame_Payload()
+}
+
+type RPCFrame_Data struct {
+	// JSON data.
+	Data *structpb.Value `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
+}
+
+type RPCFrame_Binary struct {
+	// Binary data.
+	Binary []byte `protobuf:"bytes,3,opt,name=binary,proto3,oneof"`
+}
+
+type RPCFrame_Json struct {
+	// JSON data as its exact text (UTF-8).
+	Json string `protobuf:"bytes,4,opt,name=json,proto3,oneof"`
+}
+
+func (*RPCFrame_Data) isRPCFrame_Payload() {}
+
+func (*RPCFrame_Binary) isRPCFrame_Payload() {}
+
+func (*RPCFrame_Json) isRPCFrame_Payload() {}
+
+// RPCResultFrame is the backend's answer to an `rpc` frame.
+type RPCResultFrame struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The answer's data. In `herald.json` frames a JSON answer is `data`,
+	// the backend's exact JSON text; in `herald.proto` frames it is `json`.
+	//
+	// Types that are valid to be assigned to Payload:
+	//
+	//	*RPCResultFrame_Data
+	//	*RPCResultFrame_Binary
+	//	*RPCResultFrame_Json
+	Payload       isRPCResultFrame_Payload `protobuf_oneof:"payload"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RPCResultFrame) Reset() {
+	*x = RPCResultFrame{}
+	mi := &file_herald_v1_frames_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RPCResultFrame) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RPCResultFrame) ProtoMessage() {}
+
+func (x *RPCResultFrame) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_frames_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RPCResultFrame.ProtoReflect.Descriptor instead.
+func (*RPCResultFrame) Descriptor() ([]byte, []int) {
+	return file_herald_v1_frames_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RPCResultFrame) GetPayload() isRPCResultFrame_Payload {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *RPCResultFrame) GetData() *structpb.Value {
+	if x != nil {
+		if x, ok := x.Payload.(*RPCResultFrame_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+func (x *RPCResultFrame) GetBinary() []byte {
+	if x != nil {
+		if x, ok := x.Payload.(*RPCResultFrame_Binary); ok {
+			return x.Binary
+		}
+	}
+	return nil
+}
+
+func (x *RPCResultFrame) GetJson() string {
+	if x != nil {
+		if x, ok := x.Payload.(*RPCResultFrame_Json); ok {
+			return x.Json
+		}
+	}
+	return ""
+}
+
+type isRPCResultFrame_Payload interface {
+	isRPCResultFrame_Payload()
+}
+
+type RPCResultFrame_Data struct {
+	// JSON data (never set by the bridge: see `json`).
+	Data *structpb.Value `protobuf:"bytes,1,opt,name=data,proto3,oneof"`
+}
+
+type RPCResultFrame_Binary struct {
+	// Binary data.
+	Binary []byte `protobuf:"bytes,2,opt,name=binary,proto3,oneof"`
+}
+
+type RPCResultFrame_Json struct {
+	// JSON data as its exact text (UTF-8).
+	Json string `protobuf:"bytes,3,opt,name=json,proto3,oneof"`
+}
+
+func (*RPCResultFrame_Data) isRPCResultFrame_Payload() {}
+
+func (*RPCResultFrame_Binary) isRPCResultFrame_Payload() {}
+
+func (*RPCResultFrame_Json) isRPCResultFrame_Payload() {}
+
 // ServerFrame is a frame from the bridge to a browser: a reply (id set) or a
 // push (id 0).
 type ServerFrame struct {
@@ -769,6 +1008,7 @@ type ServerFrame struct {
 	//	*ServerFrame_Unsubscribed
 	//	*ServerFrame_Disconnect
 	//	*ServerFrame_Subscribed
+	//	*ServerFrame_Rpc
 	Body          isServerFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -776,7 +1016,7 @@ type ServerFrame struct {
 
 func (x *ServerFrame) Reset() {
 	*x = ServerFrame{}
-	mi := &file_herald_v1_frames_proto_msgTypes[9]
+	mi := &file_herald_v1_frames_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +1028,7 @@ func (x *ServerFrame) String() string {
 func (*ServerFrame) ProtoMessage() {}
 
 func (x *ServerFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_frames_proto_msgTypes[9]
+	mi := &file_herald_v1_frames_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +1041,7 @@ func (x *ServerFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerFrame.ProtoReflect.Descriptor instead.
 func (*ServerFrame) Descriptor() ([]byte, []int) {
-	return file_herald_v1_frames_proto_rawDescGZIP(), []int{9}
+	return file_herald_v1_frames_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ServerFrame) GetId() uint32 {
@@ -962,6 +1202,15 @@ func (x *ServerFrame) GetSubscribed() *SubscribedFrame {
 	return nil
 }
 
+func (x *ServerFrame) GetRpc() *RPCResultFrame {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_Rpc); ok {
+			return x.Rpc
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Body interface {
 	isServerFrame_Body()
 }
@@ -1043,8 +1292,14 @@ type ServerFrame_Disconnect struct {
 
 type ServerFrame_Subscribed struct {
 	// Push: the server subscribed the connection to a channel by itself
-	// (the personal channel `user:<id>`).
+	// (the personal channel `user:<id>`, and channels the connect hook
+	// named).
 	Subscribed *SubscribedFrame `protobuf:"bytes,17,opt,name=subscribed,proto3,oneof"`
+}
+
+type ServerFrame_Rpc struct {
+	// Reply to rpc.
+	Rpc *RPCResultFrame `protobuf:"bytes,18,opt,name=rpc,proto3,oneof"`
 }
 
 func (*ServerFrame_Error) isServerFrame_Body() {}
@@ -1079,6 +1334,8 @@ func (*ServerFrame_Disconnect) isServerFrame_Body() {}
 
 func (*ServerFrame_Subscribed) isServerFrame_Body() {}
 
+func (*ServerFrame_Rpc) isServerFrame_Body() {}
+
 // ErrorFrame is a failed request.
 type ErrorFrame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1095,7 +1352,7 @@ type ErrorFrame struct {
 
 func (x *ErrorFrame) Reset() {
 	*x = ErrorFrame{}
-	mi := &file_herald_v1_frames_proto_msgTypes[10]
+	mi := &file_herald_v1_frames_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1107,7 +1364,7 @@ func (x *ErrorFrame) String() string {
 func (*ErrorFrame) ProtoMessage() {}
 
 func (x *ErrorFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_frames_proto_msgTypes[10]
+	mi := &file_herald_v1_frames_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1120,7 +1377,7 @@ func (x *ErrorFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorFrame.ProtoReflect.Descriptor instead.
 func (*ErrorFrame) Descriptor() ([]byte, []int) {
-	return file_herald_v1_frames_proto_rawDescGZIP(), []int{10}
+	return file_herald_v1_frames_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ErrorFrame) GetCode() uint32 {
@@ -1168,7 +1425,7 @@ type ConnectedFrame struct {
 
 func (x *ConnectedFrame) Reset() {
 	*x = ConnectedFrame{}
-	mi := &file_herald_v1_frames_proto_msgTypes[11]
+	mi := &file_herald_v1_frames_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1437,7 @@ func (x *ConnectedFrame) String() string {
 func (*ConnectedFrame) ProtoMessage() {}
 
 func (x *ConnectedFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_frames_proto_msgTypes[11]
+	mi := &file_herald_v1_frames_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1450,7 @@ func (x *ConnectedFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectedFrame.ProtoReflect.Descriptor instead.
 func (*ConnectedFrame) Descriptor() ([]byte, []int) {
-	return file_herald_v1_frames_proto_rawDescGZIP(), []int{11}
+	return file_herald_v1_frames_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ConnectedFrame) GetClient() string {
@@ -1249,7 +1506,7 @@ type RefreshedFrame struct {
 
 func (x *RefreshedFrame) Reset() {
 	*x = RefreshedFrame{}
-	mi := &file_herald_v1_frames_proto_msgTypes[12]
+	mi := &file_herald_v1_frames_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1261,7 +1518,7 @@ func (x *RefreshedFrame) String() string {
 func (*RefreshedFrame) ProtoMessage() {}
 
 func (x *RefreshedFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_frames_proto_msgTypes[12]
+	mi := &file_herald_v1_frames_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1274,7 +1531,7 @@ func (x *RefreshedFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshedFrame.ProtoReflect.Descriptor instead.
 func (*RefreshedFrame) Descriptor() ([]byte, []int) {
-	return file_herald_v1_frames_proto_rawDescGZIP(), []int{12}
+	return file_herald_v1_frames_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RefreshedFrame) GetExpiresIn() uint32 {
@@ -1303,7 +1560,7 @@ type SubscribedFrame struct {
 
 func (x *SubscribedFrame) Reset() {
 	*x = SubscribedFrame{}
-	mi := &file_herald_v1_frames_proto_msgTypes[13]
+	mi := &file_herald_v1_frames_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1315,7 +1572,7 @@ func (x *SubscribedFrame) String() string {
 func (*SubscribedFrame) ProtoMessage() {}
 
 func (x *SubscribedFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_frames_proto_msgTypes[13]
+	mi := &file_herald_v1_frames_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1328,7 +1585,7 @@ func (x *SubscribedFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribedFrame.ProtoReflect.Descriptor instead.
 func (*SubscribedFrame) Descriptor() ([]byte, []int) {
-	return file_herald_v1_frames_proto_rawDescGZIP(), []int{13}
+	return file_herald_v1_frames_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SubscribedFrame) GetChannel() string {
@@ -1372,7 +1629,7 @@ type UnsubscribedFrame struct {
 
 func (x *UnsubscribedFrame) Reset() {
 	*x = UnsubscribedFrame{}
-	mi := &file_herald_v1_frames_proto_msgTypes[14]
+	mi := &file_herald_v1_frames_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1641,7 @@ func (x *UnsubscribedFrame) String() string {
 func (*UnsubscribedFrame) ProtoMessage() {}
 
 func (x *UnsubscribedFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_frames_proto_msgTypes[14]
+	mi := &file_herald_v1_frames_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1654,7 @@ func (x *UnsubscribedFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnsubscribedFrame.ProtoReflect.Descriptor instead.
 func (*UnsubscribedFrame) Descriptor() ([]byte, []int) {
-	return file_herald_v1_frames_proto_rawDescGZIP(), []int{14}
+	return file_herald_v1_frames_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UnsubscribedFrame) GetChannel() string {
@@ -1432,7 +1689,7 @@ type DisconnectFrame struct {
 
 func (x *DisconnectFrame) Reset() {
 	*x = DisconnectFrame{}
-	mi := &file_herald_v1_frames_proto_msgTypes[15]
+	mi := &file_herald_v1_frames_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1444,7 +1701,7 @@ func (x *DisconnectFrame) String() string {
 func (*DisconnectFrame) ProtoMessage() {}
 
 func (x *DisconnectFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_frames_proto_msgTypes[15]
+	mi := &file_herald_v1_frames_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1457,7 +1714,7 @@ func (x *DisconnectFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectFrame.ProtoReflect.Descriptor instead.
 func (*DisconnectFrame) Descriptor() ([]byte, []int) {
-	return file_herald_v1_frames_proto_rawDescGZIP(), []int{15}
+	return file_herald_v1_frames_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DisconnectFrame) GetCode() uint32 {
@@ -1492,7 +1749,7 @@ var File_herald_v1_frames_proto protoreflect.FileDescriptor
 
 const file_herald_v1_frames_proto_rawDesc = "" +
 	"\n" +
-	"\x16herald/v1/frames.proto\x12\therald.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x16herald/v1/herald.proto\"\x9c\x04\n" +
+	"\x16herald/v1/frames.proto\x12\therald.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x16herald/v1/herald.proto\"\xc5\x04\n" +
 	"\vClientFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x123\n" +
 	"\aconnect\x18\x02 \x01(\v2\x17.herald.v1.ConnectFrameH\x00R\aconnect\x123\n" +
@@ -1504,7 +1761,8 @@ const file_herald_v1_frames_proto_rawDesc = "" +
 	"\bpresence\x18\b \x01(\v2\x18.herald.v1.PresenceFrameH\x00R\bpresence\x12A\n" +
 	"\x0epresence_stats\x18\t \x01(\v2\x18.herald.v1.PresenceFrameH\x00R\rpresenceStats\x12*\n" +
 	"\x04ping\x18\n" +
-	" \x01(\v2\x14.herald.v1.PingFrameH\x00R\x04pingB\x06\n" +
+	" \x01(\v2\x14.herald.v1.PingFrameH\x00R\x04ping\x12'\n" +
+	"\x03rpc\x18\v \x01(\v2\x13.herald.v1.RPCFrameH\x00R\x03rpcB\x06\n" +
 	"\x04body\"z\n" +
 	"\fConnectFrame\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
@@ -1531,7 +1789,18 @@ const file_herald_v1_frames_proto_rawDesc = "" +
 	"\areverse\x18\x04 \x01(\bR\areverse\")\n" +
 	"\rPresenceFrame\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\"\v\n" +
-	"\tPingFrame\"\xb0\a\n" +
+	"\tPingFrame\"\x8b\x01\n" +
+	"\bRPCFrame\x12\x16\n" +
+	"\x06method\x18\x01 \x01(\tR\x06method\x12,\n" +
+	"\x04data\x18\x02 \x01(\v2\x16.google.protobuf.ValueH\x00R\x04data\x12\x18\n" +
+	"\x06binary\x18\x03 \x01(\fH\x00R\x06binary\x12\x14\n" +
+	"\x04json\x18\x04 \x01(\tH\x00R\x04jsonB\t\n" +
+	"\apayload\"y\n" +
+	"\x0eRPCResultFrame\x12,\n" +
+	"\x04data\x18\x01 \x01(\v2\x16.google.protobuf.ValueH\x00R\x04data\x12\x18\n" +
+	"\x06binary\x18\x02 \x01(\fH\x00R\x06binary\x12\x14\n" +
+	"\x04json\x18\x03 \x01(\tH\x00R\x04jsonB\t\n" +
+	"\apayload\"\xdf\a\n" +
 	"\vServerFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12-\n" +
 	"\x05error\x18\x02 \x01(\v2\x15.herald.v1.ErrorFrameH\x00R\x05error\x125\n" +
@@ -1554,7 +1823,8 @@ const file_herald_v1_frames_proto_rawDesc = "" +
 	"disconnect\x12<\n" +
 	"\n" +
 	"subscribed\x18\x11 \x01(\v2\x1a.herald.v1.SubscribedFrameH\x00R\n" +
-	"subscribedB\x06\n" +
+	"subscribed\x12-\n" +
+	"\x03rpc\x18\x12 \x01(\v2\x19.herald.v1.RPCResultFrameH\x00R\x03rpcB\x06\n" +
 	"\x04body\"X\n" +
 	"\n" +
 	"ErrorFrame\x12\x12\n" +
@@ -1598,7 +1868,7 @@ func file_herald_v1_frames_proto_rawDescGZIP() []byte {
 	return file_herald_v1_frames_proto_rawDescData
 }
 
-var file_herald_v1_frames_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_herald_v1_frames_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_herald_v1_frames_proto_goTypes = []any{
 	(*ClientFrame)(nil),           // 0: herald.v1.ClientFrame
 	(*ConnectFrame)(nil),          // 1: herald.v1.ConnectFrame
@@ -1609,21 +1879,23 @@ var file_herald_v1_frames_proto_goTypes = []any{
 	(*HistoryFrame)(nil),          // 6: herald.v1.HistoryFrame
 	(*PresenceFrame)(nil),         // 7: herald.v1.PresenceFrame
 	(*PingFrame)(nil),             // 8: herald.v1.PingFrame
-	(*ServerFrame)(nil),           // 9: herald.v1.ServerFrame
-	(*ErrorFrame)(nil),            // 10: herald.v1.ErrorFrame
-	(*ConnectedFrame)(nil),        // 11: herald.v1.ConnectedFrame
-	(*RefreshedFrame)(nil),        // 12: herald.v1.RefreshedFrame
-	(*SubscribedFrame)(nil),       // 13: herald.v1.SubscribedFrame
-	(*UnsubscribedFrame)(nil),     // 14: herald.v1.UnsubscribedFrame
-	(*DisconnectFrame)(nil),       // 15: herald.v1.DisconnectFrame
-	(*StreamPosition)(nil),        // 16: herald.v1.StreamPosition
-	(*structpb.Value)(nil),        // 17: google.protobuf.Value
-	(*PublishResponse)(nil),       // 18: herald.v1.PublishResponse
-	(*HistoryResponse)(nil),       // 19: herald.v1.HistoryResponse
-	(*PresenceResponse)(nil),      // 20: herald.v1.PresenceResponse
-	(*PresenceStatsResponse)(nil), // 21: herald.v1.PresenceStatsResponse
-	(*Publication)(nil),           // 22: herald.v1.Publication
-	(*PresenceEvent)(nil),         // 23: herald.v1.PresenceEvent
+	(*RPCFrame)(nil),              // 9: herald.v1.RPCFrame
+	(*RPCResultFrame)(nil),        // 10: herald.v1.RPCResultFrame
+	(*ServerFrame)(nil),           // 11: herald.v1.ServerFrame
+	(*ErrorFrame)(nil),            // 12: herald.v1.ErrorFrame
+	(*ConnectedFrame)(nil),        // 13: herald.v1.ConnectedFrame
+	(*RefreshedFrame)(nil),        // 14: herald.v1.RefreshedFrame
+	(*SubscribedFrame)(nil),       // 15: herald.v1.SubscribedFrame
+	(*UnsubscribedFrame)(nil),     // 16: herald.v1.UnsubscribedFrame
+	(*DisconnectFrame)(nil),       // 17: herald.v1.DisconnectFrame
+	(*StreamPosition)(nil),        // 18: herald.v1.StreamPosition
+	(*structpb.Value)(nil),        // 19: google.protobuf.Value
+	(*PublishResponse)(nil),       // 20: herald.v1.PublishResponse
+	(*HistoryResponse)(nil),       // 21: herald.v1.HistoryResponse
+	(*PresenceResponse)(nil),      // 22: herald.v1.PresenceResponse
+	(*PresenceStatsResponse)(nil), // 23: herald.v1.PresenceStatsResponse
+	(*Publication)(nil),           // 24: herald.v1.Publication
+	(*PresenceEvent)(nil),         // 25: herald.v1.PresenceEvent
 }
 var file_herald_v1_frames_proto_depIdxs = []int32{
 	1,  // 0: herald.v1.ClientFrame.connect:type_name -> herald.v1.ConnectFrame
@@ -1635,32 +1907,36 @@ var file_herald_v1_frames_proto_depIdxs = []int32{
 	7,  // 6: herald.v1.ClientFrame.presence:type_name -> herald.v1.PresenceFrame
 	7,  // 7: herald.v1.ClientFrame.presence_stats:type_name -> herald.v1.PresenceFrame
 	8,  // 8: herald.v1.ClientFrame.ping:type_name -> herald.v1.PingFrame
-	16, // 9: herald.v1.ConnectFrame.personal_since:type_name -> herald.v1.StreamPosition
-	16, // 10: herald.v1.SubscribeFrame.since:type_name -> herald.v1.StreamPosition
-	17, // 11: herald.v1.PublishFrame.data:type_name -> google.protobuf.Value
-	16, // 12: herald.v1.HistoryFrame.since:type_name -> herald.v1.StreamPosition
-	10, // 13: herald.v1.ServerFrame.error:type_name -> herald.v1.ErrorFrame
-	11, // 14: herald.v1.ServerFrame.connect:type_name -> herald.v1.ConnectedFrame
-	12, // 15: herald.v1.ServerFrame.refresh:type_name -> herald.v1.RefreshedFrame
-	13, // 16: herald.v1.ServerFrame.subscribe:type_name -> herald.v1.SubscribedFrame
-	14, // 17: herald.v1.ServerFrame.unsubscribe:type_name -> herald.v1.UnsubscribedFrame
-	18, // 18: herald.v1.ServerFrame.publish:type_name -> herald.v1.PublishResponse
-	19, // 19: herald.v1.ServerFrame.history:type_name -> herald.v1.HistoryResponse
-	20, // 20: herald.v1.ServerFrame.presence:type_name -> herald.v1.PresenceResponse
-	21, // 21: herald.v1.ServerFrame.presence_stats:type_name -> herald.v1.PresenceStatsResponse
-	8,  // 22: herald.v1.ServerFrame.pong:type_name -> herald.v1.PingFrame
-	22, // 23: herald.v1.ServerFrame.pub:type_name -> herald.v1.Publication
-	23, // 24: herald.v1.ServerFrame.join:type_name -> herald.v1.PresenceEvent
-	23, // 25: herald.v1.ServerFrame.leave:type_name -> herald.v1.PresenceEvent
-	14, // 26: herald.v1.ServerFrame.unsubscribed:type_name -> herald.v1.UnsubscribedFrame
-	15, // 27: herald.v1.ServerFrame.disconnect:type_name -> herald.v1.DisconnectFrame
-	13, // 28: herald.v1.ServerFrame.subscribed:type_name -> herald.v1.SubscribedFrame
-	16, // 29: herald.v1.SubscribedFrame.position:type_name -> herald.v1.StreamPosition
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	9,  // 9: herald.v1.ClientFrame.rpc:type_name -> herald.v1.RPCFrame
+	18, // 10: herald.v1.ConnectFrame.personal_since:type_name -> herald.v1.StreamPosition
+	18, // 11: herald.v1.SubscribeFrame.since:type_name -> herald.v1.StreamPosition
+	19, // 12: herald.v1.PublishFrame.data:type_name -> google.protobuf.Value
+	18, // 13: herald.v1.HistoryFrame.since:type_name -> herald.v1.StreamPosition
+	19, // 14: herald.v1.RPCFrame.data:type_name -> google.protobuf.Value
+	19, // 15: herald.v1.RPCResultFrame.data:type_name -> google.protobuf.Value
+	12, // 16: herald.v1.ServerFrame.error:type_name -> herald.v1.ErrorFrame
+	13, // 17: herald.v1.ServerFrame.connect:type_name -> herald.v1.ConnectedFrame
+	14, // 18: herald.v1.ServerFrame.refresh:type_name -> herald.v1.RefreshedFrame
+	15, // 19: herald.v1.ServerFrame.subscribe:type_name -> herald.v1.SubscribedFrame
+	16, // 20: herald.v1.ServerFrame.unsubscribe:type_name -> herald.v1.UnsubscribedFrame
+	20, // 21: herald.v1.ServerFrame.publish:type_name -> herald.v1.PublishResponse
+	21, // 22: herald.v1.ServerFrame.history:type_name -> herald.v1.HistoryResponse
+	22, // 23: herald.v1.ServerFrame.presence:type_name -> herald.v1.PresenceResponse
+	23, // 24: herald.v1.ServerFrame.presence_stats:type_name -> herald.v1.PresenceStatsResponse
+	8,  // 25: herald.v1.ServerFrame.pong:type_name -> herald.v1.PingFrame
+	24, // 26: herald.v1.ServerFrame.pub:type_name -> herald.v1.Publication
+	25, // 27: herald.v1.ServerFrame.join:type_name -> herald.v1.PresenceEvent
+	25, // 28: herald.v1.ServerFrame.leave:type_name -> herald.v1.PresenceEvent
+	16, // 29: herald.v1.ServerFrame.unsubscribed:type_name -> herald.v1.UnsubscribedFrame
+	17, // 30: herald.v1.ServerFrame.disconnect:type_name -> herald.v1.DisconnectFrame
+	15, // 31: herald.v1.ServerFrame.subscribed:type_name -> herald.v1.SubscribedFrame
+	10, // 32: herald.v1.ServerFrame.rpc:type_name -> herald.v1.RPCResultFrame
+	18, // 33: herald.v1.SubscribedFrame.position:type_name -> herald.v1.StreamPosition
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_frames_proto_init() }
@@ -1679,6 +1955,7 @@ func file_herald_v1_frames_proto_init() {
 		(*ClientFrame_Presence)(nil),
 		(*ClientFrame_PresenceStats)(nil),
 		(*ClientFrame_Ping)(nil),
+		(*ClientFrame_Rpc)(nil),
 	}
 	file_herald_v1_frames_proto_msgTypes[5].OneofWrappers = []any{
 		(*PublishFrame_Data)(nil),
@@ -1686,6 +1963,16 @@ func file_herald_v1_frames_proto_init() {
 		(*PublishFrame_Json)(nil),
 	}
 	file_herald_v1_frames_proto_msgTypes[9].OneofWrappers = []any{
+		(*RPCFrame_Data)(nil),
+		(*RPCFrame_Binary)(nil),
+		(*RPCFrame_Json)(nil),
+	}
+	file_herald_v1_frames_proto_msgTypes[10].OneofWrappers = []any{
+		(*RPCResultFrame_Data)(nil),
+		(*RPCResultFrame_Binary)(nil),
+		(*RPCResultFrame_Json)(nil),
+	}
+	file_herald_v1_frames_proto_msgTypes[11].OneofWrappers = []any{
 		(*ServerFrame_Error)(nil),
 		(*ServerFrame_Connect)(nil),
 		(*ServerFrame_Refresh)(nil),
@@ -1702,6 +1989,7 @@ func file_herald_v1_frames_proto_init() {
 		(*ServerFrame_Unsubscribed)(nil),
 		(*ServerFrame_Disconnect)(nil),
 		(*ServerFrame_Subscribed)(nil),
+		(*ServerFrame_Rpc)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1709,7 +1997,7 @@ func file_herald_v1_frames_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_frames_proto_rawDesc), len(file_herald_v1_frames_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

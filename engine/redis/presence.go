@@ -1,15 +1,14 @@
-package service
+package redis
 
 import (
 	"context"
-	_ "embed"
 	"errors"
 	"sort"
 	"strconv"
 	"time"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -21,24 +20,20 @@ import (
 //     when its pub/sub connection comes back after a loss, and every
 //     second while a refresh fails. An entry Redis lost (a restart without
 //     persistence, a flush, an expiry while the node was cut off) is
-//     created again, with a join event (redis_presence_add.lua).
+//     created again, with a join event (presence_add.lua).
 //   - Entries a node stops refreshing (it died, or lost Redis) expire
 //     PresenceTTL after its last refresh. Reads skip them; every node's
 //     refresh sweeps the channels it delivers (and those it holds entries
 //     in), removing expired entries with a leave event each, exactly once
-//     across nodes (redis_presence_sweep.lua). So a dead node's clients
+//     across nodes (presence_sweep.lua). So a dead node's clients
 //     leave every subscriber's list within PresenceTTL + PresenceRefresh.
 //
 // Join and leave events go to the channel's shard channel whatever the
 // namespace's join_leave; the hub delivers them only to subscribers of
 // namespaces with join_leave that asked for them.
 
-//go:embed redis_presence_sweep.lua
-var presenceSweepLua string
-
-var presenceSweepScript = redis.NewScript(presenceSweepLua)
-
-func (e *redisEngine) AddPresence(ctx context.Context, channel string, client *heraldv1.ClientInfo, joinLeave bool) error {
+// AddPresence implements engine.Presence.
+func (e *Engine) AddPresence(ctx context.Context, channel string, client *heraldv1.ClientInfo, joinLeave bool) error {
 	info, err := proto.Marshal(client)
 	if err != nil {
 		return err
@@ -54,11 +49,12 @@ func (e *redisEngine) AddPresence(ctx context.Context, channel string, client *h
 	e.pmu.Lock()
 	e.local[presenceKey{channel, client.Client}] = client
 	e.pmu.Unlock()
-	e.register(ctx, channel, e.opts.PresenceTTL)
+	e.register(ctx, []registration{{channel, e.opts.PresenceTTL}})
 	return nil
 }
 
-func (e *redisEngine) RemovePresence(ctx context.Context, channel string, client *heraldv1.ClientInfo, joinLeave bool) error {
+// RemovePresence implements engine.Presence.
+func (e *Engine) RemovePresence(ctx context.Context, channel string, client *heraldv1.ClientInfo, joinLeave bool) error {
 	e.pmu.Lock()
 	delete(e.local, presenceKey{channel, client.Client})
 	e.pmu.Unlock()
@@ -74,7 +70,7 @@ func (e *redisEngine) RemovePresence(ctx context.Context, channel string, client
 
 // presenceEvent sends a join ('j') or leave ('l') to the nodes that
 // deliver the channel.
-func (e *redisEngine) presenceEvent(ctx context.Context, channel string, client *heraldv1.ClientInfo, kind byte) error {
+func (e *Engine) presenceEvent(ctx context.Context, channel string, client *heraldv1.ClientInfo, kind byte) error {
 	data, err := proto.Marshal(&heraldv1.PresenceEvent{Channel: channel, Client: client})
 	if err != nil {
 		return err
@@ -87,7 +83,8 @@ func (e *redisEngine) presenceEvent(ctx context.Context, channel string, client 
 	return nil
 }
 
-func (e *redisEngine) Presence(ctx context.Context, channel string) ([]*heraldv1.ClientInfo, error) {
+// Presence implements engine.Presence.
+func (e *Engine) Presence(ctx context.Context, channel string) ([]*heraldv1.ClientInfo, error) {
 	res, err := presenceGetScript.Run(ctx, e.client, []string{e.key(channel, "p")}).StringSlice()
 	if err != nil {
 		return nil, e.fail(ctx, "presence", err)
@@ -106,7 +103,7 @@ func (e *redisEngine) Presence(ctx context.Context, channel string) ([]*heraldv1
 
 // refreshPresenceSoon asks the refresh loop to run now (the pub/sub
 // connection came back: Redis may have restarted empty).
-func (e *redisEngine) refreshPresenceSoon() {
+func (e *Engine) refreshPresenceSoon() {
 	select {
 	case e.presenceKick <- struct{}{}:
 	default:
@@ -115,7 +112,7 @@ func (e *redisEngine) refreshPresenceSoon() {
 
 // refreshLoop refreshes presence every PresenceRefresh, when asked, and
 // every second while it fails, and trims the registry.
-func (e *redisEngine) refreshLoop() {
+func (e *Engine) refreshLoop() {
 	retry := min(time.Second, e.opts.PresenceRefresh)
 	t := time.NewTimer(e.opts.PresenceRefresh)
 	defer t.Stop()
@@ -148,7 +145,7 @@ func (e *redisEngine) refreshLoop() {
 // refresh rewrites this node's presence entries (creating again, with a
 // join, those Redis lost) and sweeps expired entries, with their leaves,
 // from the channels this node delivers or holds entries in.
-func (e *redisEngine) refresh() error {
+func (e *Engine) refresh() error {
 	e.pmu.Lock()
 	byChannel := make(map[string][]any)
 	for k, ci := range e.local {
@@ -163,7 +160,7 @@ func (e *redisEngine) refresh() error {
 	for ch := range byChannel {
 		sweep[ch] = true
 	}
-	for _, ch := range e.subscribedChannels() {
+	for _, ch := range e.ps.channels() {
 		if e.opts.HasPresence == nil || e.opts.HasPresence(ch) {
 			sweep[ch] = true
 		}
@@ -175,7 +172,7 @@ func (e *redisEngine) refresh() error {
 	var errs []error
 	type added struct {
 		channel string
-		cmd     *redis.Cmd
+		cmd     *goredis.Cmd
 	}
 	var adds []added
 	pipe := e.client.Pipeline()
@@ -183,7 +180,7 @@ func (e *redisEngine) refresh() error {
 		if pipe.Len() == 0 {
 			return
 		}
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, goredis.Nil) {
 			errs = append(errs, err)
 		}
 		for _, a := range adds {
@@ -195,22 +192,25 @@ func (e *redisEngine) refresh() error {
 		}
 		adds = adds[:0]
 	}
-	// The scripts are loaded first: EvalSha in a pipeline fails with
-	// NOSCRIPT on a Redis that restarted.
+	// The scripts are loaded first (on every primary of a cluster): EvalSha
+	// in a pipeline fails with NOSCRIPT on a Redis that restarted, or a
+	// promoted replica.
 	if err := presenceAddScript.Load(ctx, e.client).Err(); err != nil {
 		return err
 	}
 	if err := presenceSweepScript.Load(ctx, e.client).Err(); err != nil {
 		return err
 	}
+	regs := make([]registration, 0, len(byChannel))
 	for ch, pairs := range byChannel {
 		args := append([]any{ttl, e.key(ch, "s"), ch}, pairs...)
 		adds = append(adds, added{ch, presenceAddScript.EvalSha(ctx, pipe, []string{e.key(ch, "p")}, args...)})
 		if pipe.Len() >= batch {
 			flush()
 		}
-		e.register(ctx, ch, e.opts.PresenceTTL)
+		regs = append(regs, registration{ch, e.opts.PresenceTTL})
 	}
+	e.register(ctx, regs)
 	for ch := range sweep {
 		presenceSweepScript.EvalSha(ctx, pipe, []string{e.key(ch, "p")}, e.key(ch, "s"), ch)
 		if pipe.Len() >= batch {
@@ -218,14 +218,20 @@ func (e *redisEngine) refresh() error {
 		}
 	}
 	flush()
-	_ = e.client.ZRemRangeByScore(ctx, e.registryKey(), "-inf", "("+strconv.FormatInt(time.Now().UnixMilli(), 10)).Err()
+	cut := "(" + strconv.FormatInt(time.Now().UnixMilli(), 10)
+	_, _ = e.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for _, key := range e.registry {
+			p.ZRemRangeByScore(ctx, key, "-inf", cut)
+		}
+		return nil
+	})
 	return errors.Join(errs...)
 }
 
 // dropDeparted removes entries a refresh created again for clients that
 // left meanwhile (between the refresh's snapshot and its write), with
 // their leave: the refresh announced them with a join.
-func (e *redisEngine) dropDeparted(ctx context.Context, channel string, created []string) {
+func (e *Engine) dropDeparted(ctx context.Context, channel string, created []string) {
 	for _, id := range created {
 		e.pmu.Lock()
 		_, here := e.local[presenceKey{channel, id}]

@@ -1,4 +1,4 @@
-package service
+package memory
 
 import (
 	"context"
@@ -8,21 +8,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-io/herald/engine"
+	"github.com/herald-io/herald/engine/enginetest"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 )
 
 // startedMemoryEngine returns a memory engine on clock whose sweep the
 // test runs by hand (Start's ticker is not started).
-func startedMemoryEngine(t *testing.T, clock *testClock, opts MemoryOptions) *memoryEngine {
+func startedMemoryEngine(t *testing.T, clock *testClock, opts Options) *Engine {
 	t.Helper()
-	e := newMemoryEngine(clock.now, opts)
-	e.h = nopHandler{}
+	e := newEngine(clock.now, opts)
+	e.h = enginetest.Nop{}
 	t.Cleanup(func() { _ = e.Close() })
 	return e
 }
 
 // ringLen is the length of a channel's history ring (0 without state).
-func (e *memoryEngine) ringLen(channel string) int {
+func (e *Engine) ringLen(channel string) int {
 	c := e.channel(channel, false)
 	if c == nil {
 		return 0
@@ -32,7 +34,7 @@ func (e *memoryEngine) ringLen(channel string) int {
 }
 
 // held reports whether the engine holds an entry for channel.
-func (e *memoryEngine) held(channel string) bool {
+func (e *Engine) held(channel string) bool {
 	c := e.channel(channel, false)
 	if c != nil {
 		c.mu.Unlock()
@@ -46,11 +48,11 @@ func (e *memoryEngine) held(channel string) bool {
 // the first publication.
 func TestMemoryHistoryGrowsLazily(t *testing.T) {
 	clock := newTestClock()
-	e := startedMemoryEngine(t, clock, MemoryOptions{})
+	e := startedMemoryEngine(t, clock, Options{})
 	ctx := context.Background()
-	opts := PublishOptions{HistorySize: 100_000, HistoryTTL: time.Minute}
+	opts := engine.PublishOptions{HistorySize: 100_000, HistoryTTL: time.Minute}
 	for i, want := range []int{1, 2, 4, 4, 8} {
-		if _, err := e.Publish(ctx, pubOf("big", fmt.Sprint(i)), opts); err != nil {
+		if _, err := e.Publish(ctx, enginetest.Pub("big", fmt.Sprint(i)), opts); err != nil {
 			t.Fatal(err)
 		}
 		if got := e.ringLen("big"); got != want {
@@ -64,13 +66,13 @@ func TestMemoryHistoryGrowsLazily(t *testing.T) {
 	}
 	// A ring mostly expired shrinks.
 	for i := range 64 {
-		if _, err := e.Publish(ctx, pubOf("big", fmt.Sprint(i)), opts); err != nil {
+		if _, err := e.Publish(ctx, enginetest.Pub("big", fmt.Sprint(i)), opts); err != nil {
 			t.Fatal(err)
 		}
 	}
 	clock.advance(50 * time.Second)
 	for i := range 3 {
-		if _, err := e.Publish(ctx, pubOf("big", fmt.Sprint(i)), opts); err != nil {
+		if _, err := e.Publish(ctx, enginetest.Pub("big", fmt.Sprint(i)), opts); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -79,7 +81,7 @@ func TestMemoryHistoryGrowsLazily(t *testing.T) {
 	if got := e.ringLen("big"); got > 8 {
 		t.Fatalf("3 entries left in a ring of %d", got)
 	}
-	res, err := e.History(ctx, "big", HistoryQuery{Limit: 10})
+	res, err := e.History(ctx, "big", engine.HistoryQuery{Limit: 10})
 	if err != nil || len(res.Publications) != 3 || res.Oldest != 70 || res.Position.Offset != 72 {
 		t.Fatalf("history after shrinking: %+v %v", res, err)
 	}
@@ -92,7 +94,7 @@ func TestMemoryHistoryModel(t *testing.T) {
 	ctx := context.Background()
 	for size := 1; size <= 9; size++ {
 		clock := newTestClock()
-		e := startedMemoryEngine(t, clock, MemoryOptions{})
+		e := startedMemoryEngine(t, clock, Options{})
 		type entry struct {
 			offset uint64
 			at     time.Time
@@ -105,7 +107,7 @@ func TestMemoryHistoryModel(t *testing.T) {
 			case 0:
 				clock.advance(time.Duration(rng.IntN(4000)) * time.Millisecond)
 			default:
-				res, err := e.Publish(ctx, pubOf("m", fmt.Sprint(step)), PublishOptions{HistorySize: size, HistoryTTL: ttl})
+				res, err := e.Publish(ctx, enginetest.Pub("m", fmt.Sprint(step)), engine.PublishOptions{HistorySize: size, HistoryTTL: ttl})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -138,7 +140,7 @@ func TestMemoryHistoryModel(t *testing.T) {
 						want = append(want, m.offset)
 					}
 				}
-				res, err := e.History(ctx, "m", HistoryQuery{Since: &heraldv1.StreamPosition{Offset: since}, Limit: limit, Reverse: reverse})
+				res, err := e.History(ctx, "m", engine.HistoryQuery{Since: &heraldv1.StreamPosition{Offset: since}, Limit: limit, Reverse: reverse})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -162,15 +164,15 @@ func TestMemoryHistoryModel(t *testing.T) {
 // history TTL if longer); the gauge of channels held follows.
 func TestMemoryIdleChannelsForgotten(t *testing.T) {
 	clock := newTestClock()
-	e := startedMemoryEngine(t, clock, MemoryOptions{})
+	e := startedMemoryEngine(t, clock, Options{})
 	ctx := context.Background()
-	opts := PublishOptions{HistorySize: 10, HistoryTTL: time.Minute}
+	opts := engine.PublishOptions{HistorySize: 10, HistoryTTL: time.Minute}
 	for _, ch := range []string{"idle", "subscribed", "keyed", "present"} {
 		o := opts
 		if ch == "keyed" {
 			o.IdempotencyKey, o.DedupeWindow = "k", 15*time.Minute
 		}
-		if _, err := e.Publish(ctx, pubOf(ch, "x"), o); err != nil {
+		if _, err := e.Publish(ctx, enginetest.Pub(ch, "x"), o); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -215,12 +217,12 @@ func TestMemoryIdleChannelsForgotten(t *testing.T) {
 // it. The epoch such a channel reports is stable across reads.
 func TestMemoryReadsCreateNoState(t *testing.T) {
 	clock := newTestClock()
-	e := startedMemoryEngine(t, clock, MemoryOptions{})
+	e := startedMemoryEngine(t, clock, Options{})
 	ctx := context.Background()
 	var epoch string
 	for i := range 20_000 {
 		ch := fmt.Sprintf("never:%d", i)
-		res, err := e.History(ctx, ch, HistoryQuery{Limit: 10})
+		res, err := e.History(ctx, ch, engine.HistoryQuery{Limit: 10})
 		if err != nil || res.Position.Offset != 0 {
 			t.Fatalf("history: %+v %v", res, err)
 		}
@@ -250,38 +252,38 @@ func TestMemoryReadsCreateNoState(t *testing.T) {
 // process).
 func TestMemoryEmptyEpochResumes(t *testing.T) {
 	ctx := context.Background()
-	opts := PublishOptions{HistorySize: 10, HistoryTTL: time.Minute}
-	resume := func(e *memoryEngine, ch string, since *heraldv1.StreamPosition) error {
-		_, err := e.History(ctx, ch, HistoryQuery{Since: since, Limit: 10})
+	opts := engine.PublishOptions{HistorySize: 10, HistoryTTL: time.Minute}
+	resume := func(e *Engine, ch string, since *heraldv1.StreamPosition) error {
+		_, err := e.History(ctx, ch, engine.HistoryQuery{Since: since, Limit: 10})
 		return err
 	}
-	empty := func(e *memoryEngine, ch string) *heraldv1.StreamPosition {
-		res, err := e.History(ctx, ch, HistoryQuery{})
+	empty := func(e *Engine, ch string) *heraldv1.StreamPosition {
+		res, err := e.History(ctx, ch, engine.HistoryQuery{})
 		if err != nil || res.Position.Offset != 0 {
 			t.Fatalf("empty position: %+v %v", res, err)
 		}
 		return res.Position
 	}
 	clock := newTestClock()
-	e := startedMemoryEngine(t, clock, MemoryOptions{})
+	e := startedMemoryEngine(t, clock, Options{})
 
 	// Read, then the first publication in the same period: continues.
 	pos := empty(e, "a")
 	clock.advance(time.Second)
-	if _, err := e.Publish(ctx, pubOf("a", "1"), opts); err != nil {
+	if _, err := e.Publish(ctx, enginetest.Pub("a", "1"), opts); err != nil {
 		t.Fatal(err)
 	}
 	if err := resume(e, "a", pos); err != nil {
 		t.Fatalf("resume into the state begun in the same period: %v", err)
 	}
 	// A position of a later offset in that empty epoch is not one.
-	if err := resume(e, "a", &heraldv1.StreamPosition{Offset: 1, Epoch: pos.Epoch}); !errors.Is(err, ErrEpochMismatch) {
-		t.Fatalf("offset 1 of the empty epoch: %v, want ErrEpochMismatch", err)
+	if err := resume(e, "a", &heraldv1.StreamPosition{Offset: 1, Epoch: pos.Epoch}); !errors.Is(err, engine.ErrEpochMismatch) {
+		t.Fatalf("offset 1 of the empty epoch: %v, want engine.ErrEpochMismatch", err)
 	}
 
 	// Read; the state begins and is forgotten; read again: not continued.
 	pos = empty(e, "b")
-	if _, err := e.Publish(ctx, pubOf("b", "1"), opts); err != nil {
+	if _, err := e.Publish(ctx, enginetest.Pub("b", "1"), opts); err != nil {
 		t.Fatal(err)
 	}
 	clock.advance(idleFor + sweepEvery)
@@ -289,25 +291,25 @@ func TestMemoryEmptyEpochResumes(t *testing.T) {
 	if e.held("b") {
 		t.Fatal("b still held")
 	}
-	if err := resume(e, "b", pos); !errors.Is(err, ErrEpochMismatch) {
-		t.Fatalf("resume across a forgotten life of b's state: %v, want ErrEpochMismatch", err)
+	if err := resume(e, "b", pos); !errors.Is(err, engine.ErrEpochMismatch) {
+		t.Fatalf("resume across a forgotten life of b's state: %v, want engine.ErrEpochMismatch", err)
 	}
 
 	// Read; the state begins in a later period: not continued.
 	pos = empty(e, "c")
 	clock.advance(idleFor)
-	if _, err := e.Publish(ctx, pubOf("c", "1"), opts); err != nil {
+	if _, err := e.Publish(ctx, enginetest.Pub("c", "1"), opts); err != nil {
 		t.Fatal(err)
 	}
-	if err := resume(e, "c", pos); !errors.Is(err, ErrEpochMismatch) {
-		t.Fatalf("resume into state begun a period later: %v, want ErrEpochMismatch", err)
+	if err := resume(e, "c", pos); !errors.Is(err, engine.ErrEpochMismatch) {
+		t.Fatalf("resume into state begun a period later: %v, want engine.ErrEpochMismatch", err)
 	}
 
 	// Another process (restart): another era.
 	pos = empty(e, "d")
-	other := startedMemoryEngine(t, clock, MemoryOptions{})
-	if err := resume(other, "d", pos); !errors.Is(err, ErrEpochMismatch) {
-		t.Fatalf("resume on another engine: %v, want ErrEpochMismatch", err)
+	other := startedMemoryEngine(t, clock, Options{})
+	if err := resume(other, "d", pos); !errors.Is(err, engine.ErrEpochMismatch) {
+		t.Fatalf("resume on another engine: %v, want engine.ErrEpochMismatch", err)
 	}
 }
 
@@ -317,12 +319,12 @@ func TestMemoryEmptyEpochResumes(t *testing.T) {
 // until then), and the count of keys held follows.
 func TestMemoryIdempotencyKeysExpire(t *testing.T) {
 	clock := newTestClock()
-	e := startedMemoryEngine(t, clock, MemoryOptions{})
+	e := startedMemoryEngine(t, clock, Options{})
 	ctx := context.Background()
 	window := 2 * time.Minute
-	publish := func(ch, key string) PublishResult {
+	publish := func(ch, key string) engine.PublishResult {
 		t.Helper()
-		res, err := e.Publish(ctx, pubOf(ch, key), PublishOptions{IdempotencyKey: key, DedupeWindow: window})
+		res, err := e.Publish(ctx, enginetest.Pub(ch, key), engine.PublishOptions{IdempotencyKey: key, DedupeWindow: window})
 		if err != nil {
 			t.Fatal(err)
 		}

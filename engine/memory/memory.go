@@ -1,9 +1,9 @@
-package service
+// Package memory is the in-memory engine: all channel state in this
+// process, for one node. It is Herald's default engine.
+package memory
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"hash/maphash"
 	"sort"
 	"sync"
@@ -11,47 +11,48 @@ import (
 	"time"
 
 	"github.com/herald-io/herald/config"
+	"github.com/herald-io/herald/engine"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 )
 
-// memoryEngine keeps all channel state in this process.
+// Engine keeps all channel state in this process.
 //
 // A channel has state (an epoch, an offset, history, idempotency keys) from
 // its first publication until the sweep forgets it (see sweep); reads and
 // subscriptions never create state. A channel without state reports offset
-// 0 and the empty epoch of the current period (emptyEpoch). A memChannel
+// 0 and the empty epoch of the current period (engine.EmptyEpoch). A memChannel
 // without an epoch exists only while the channel has subscriptions or
 // presence on this node, which the limits on connections and streams
-// bound; channels with state are bounded by MemoryOptions.MaxChannels.
+// bound; channels with state are bounded by Options.MaxChannels.
 //
 // Epochs are chosen when a channel's state is created, so a restart (or a
 // channel forgotten after being idle) shows as a new epoch.
 //
 // Lock order: memShard.mu → memChannel.mu. Handler calls run under
-// memChannel.mu (see Engine).
-type memoryEngine struct {
+// memChannel.mu (see engine.Handler).
+type Engine struct {
 	seed   maphash.Seed
 	shards [64]memShard
 	now    func() time.Time
 	era    string // the era of this process's empty epochs
-	opts   MemoryOptions
+	opts   Options
 
 	channels atomic.Int64 // channels with state
 	keys     atomic.Int64 // idempotency keys held
 
 	mu sync.Mutex // guards h and done
-	h  Handler
+	h  engine.Handler
 
 	done      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 }
 
-var _ Engine = (*memoryEngine)(nil)
+var _ engine.Engine = (*Engine)(nil)
 
-// MemoryOptions bound the memory engine. A zero field takes the default of
+// Options bound the memory engine. A zero field takes the default of
 // config.Default().Limits.
-type MemoryOptions struct {
+type Options struct {
 	// MaxChannels bounds the channels with state
 	// (limits.max_channels_per_node).
 	MaxChannels int
@@ -62,10 +63,10 @@ type MemoryOptions struct {
 	MaxKeysPerChannel int
 }
 
-// MemoryOptionsFrom returns the memory engine's options for the configured
+// OptionsFrom returns the memory engine's options for the configured
 // limits.
-func MemoryOptionsFrom(l config.Limits) MemoryOptions {
-	return MemoryOptions{MaxChannels: l.MaxChannelsPerNode, MaxKeys: l.MaxIdempotencyKeys, MaxKeysPerChannel: l.MaxIdempotencyKeysPerChannel}
+func OptionsFrom(l config.Limits) Options {
+	return Options{MaxChannels: l.MaxChannelsPerNode, MaxKeys: l.MaxIdempotencyKeys, MaxKeysPerChannel: l.MaxIdempotencyKeysPerChannel}
 }
 
 type memShard struct {
@@ -117,11 +118,13 @@ type dedupeKey struct {
 	at  int64 // unix ns
 }
 
-// NewMemoryEngine returns the in-memory engine.
-func NewMemoryEngine(opts MemoryOptions) Engine { return newMemoryEngine(time.Now, opts) }
+// New returns an in-memory engine. Its metrics (herald_engine_channels,
+// herald_idempotency_keys, herald_idempotency_keys_evicted_total) are
+// process-wide: a process runs one node.
+func New(opts Options) *Engine { return newEngine(time.Now, opts) }
 
-func newMemoryEngine(now func() time.Time, opts MemoryOptions) *memoryEngine {
-	d := MemoryOptionsFrom(config.Default().Limits)
+func newEngine(now func() time.Time, opts Options) *Engine {
+	d := OptionsFrom(config.Default().Limits)
 	if opts.MaxChannels <= 0 {
 		opts.MaxChannels = d.MaxChannels
 	}
@@ -131,16 +134,18 @@ func newMemoryEngine(now func() time.Time, opts MemoryOptions) *memoryEngine {
 	if opts.MaxKeysPerChannel <= 0 {
 		opts.MaxKeysPerChannel = d.MaxKeysPerChannel
 	}
-	e := &memoryEngine{seed: maphash.MakeSeed(), now: now, era: newEpoch(), opts: opts, done: make(chan struct{})}
+	e := &Engine{seed: maphash.MakeSeed(), now: now, era: engine.NewEpoch(), opts: opts, done: make(chan struct{})}
 	for i := range e.shards {
 		e.shards[i].chans = make(map[string]*memChannel)
 	}
 	return e
 }
 
-func (e *memoryEngine) Name() string { return "memory" }
+// Name is "memory".
+func (e *Engine) Name() string { return "memory" }
 
-func (e *memoryEngine) Start(ctx context.Context, h Handler) error {
+// Start begins delivery to h and the sweep of idle channels.
+func (e *Engine) Start(ctx context.Context, h engine.Handler) error {
 	e.mu.Lock()
 	e.h = h
 	e.mu.Unlock()
@@ -163,19 +168,19 @@ func (e *memoryEngine) Start(ctx context.Context, h Handler) error {
 	return nil
 }
 
-func (e *memoryEngine) handler() Handler {
+func (e *Engine) handler() engine.Handler {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.h
 }
 
-func (e *memoryEngine) shard(channel string) *memShard {
+func (e *Engine) shard(channel string) *memShard {
 	return &e.shards[maphash.String(e.seed, channel)%uint64(len(e.shards))]
 }
 
 // channel returns the channel's entry, creating one (without state) when
 // create is set; nil when there is none. The returned channel is locked.
-func (e *memoryEngine) channel(name string, create bool) *memChannel {
+func (e *Engine) channel(name string, create bool) *memChannel {
 	s := e.shard(name)
 	s.mu.Lock()
 	c := s.chans[name]
@@ -194,7 +199,7 @@ func (e *memoryEngine) channel(name string, create bool) *memChannel {
 
 // release unlocks c, first forgetting it if it holds nothing: no state, no
 // subscription, no presence. c.mu must be held.
-func (e *memoryEngine) release(c *memChannel) {
+func (e *Engine) release(c *memChannel) {
 	if !c.unused() {
 		c.mu.Unlock()
 		return
@@ -217,22 +222,17 @@ func (c *memChannel) unused() bool {
 	return c.epoch == "" && c.subscribed == 0 && len(c.presence) == 0
 }
 
-func newEpoch() string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
 // period numbers the stretch of time that an empty epoch stands for. It
 // is idleFor long: a channel's state lives at least idleFor, so two
 // positions of one period cannot have a whole life of a channel's state
-// between them (see emptyEpoch).
-func (e *memoryEngine) period(t time.Time) int64 { return t.UnixNano() / int64(idleFor) }
+// between them (see engine.EmptyEpoch).
+func (e *Engine) period(t time.Time) int64 { return t.UnixNano() / int64(idleFor) }
 
 // empty returns the empty epoch at t.
-func (e *memoryEngine) empty(t time.Time) string { return emptyEpoch(e.era, e.period(t)) }
+func (e *Engine) empty(t time.Time) string { return engine.EmptyEpoch(e.era, e.period(t)) }
 
-func (e *memoryEngine) Publish(ctx context.Context, pub *heraldv1.Publication, opts PublishOptions) (PublishResult, error) {
+// Publish implements engine.Broker.
+func (e *Engine) Publish(ctx context.Context, pub *heraldv1.Publication, opts engine.PublishOptions) (engine.PublishResult, error) {
 	c := e.channel(pub.Channel, true)
 	now := e.now()
 	key := opts.IdempotencyKey
@@ -245,7 +245,7 @@ func (e *memoryEngine) Publish(ctx context.Context, pub *heraldv1.Publication, o
 		}
 		if off, ok := c.dd.lookup(key); ok {
 			defer c.mu.Unlock()
-			return PublishResult{Position: &heraldv1.StreamPosition{Offset: off, Epoch: c.epoch}, Duplicate: true}, nil
+			return engine.PublishResult{Position: &heraldv1.StreamPosition{Offset: off, Epoch: c.epoch}, Duplicate: true}, nil
 		}
 		if !e.admitKey(c) {
 			key = ""
@@ -258,11 +258,11 @@ func (e *memoryEngine) Publish(ctx context.Context, pub *heraldv1.Publication, o
 				e.keys.Add(-1)
 			}
 			e.release(c)
-			return PublishResult{}, refuse("limits.max_channels_per_node",
+			return engine.PublishResult{}, engine.Refuse("limits.max_channels_per_node",
 				"this node holds state for %d channels, its limit (limits.max_channels_per_node); idle channels are forgotten after 10 minutes", e.opts.MaxChannels)
 		}
 		metricEngineChannels.Inc()
-		c.epoch, c.born = newEpoch(), e.period(now)
+		c.epoch, c.born = engine.NewEpoch(), e.period(now)
 	}
 	defer c.mu.Unlock()
 	c.touched = now.UnixNano()
@@ -289,7 +289,7 @@ func (e *memoryEngine) Publish(ctx context.Context, pub *heraldv1.Publication, o
 		// offset order.
 		h.HandlePublication(pub)
 	}
-	return PublishResult{Position: &heraldv1.StreamPosition{Offset: c.offset, Epoch: c.epoch}}, nil
+	return engine.PublishResult{Position: &heraldv1.StreamPosition{Offset: c.offset, Epoch: c.epoch}}, nil
 }
 
 // lookup returns the offset of key, if it is in the window. d may be nil.
@@ -311,7 +311,7 @@ func (d *dedupeSet) lookup(key string) (uint64, bool) {
 // node, while forgetting the oldest keys only shortens how far back a
 // retry is recognised, which herald_idempotency_keys_evicted_total shows.
 // c.mu must be held.
-func (e *memoryEngine) admitKey(c *memChannel) bool {
+func (e *Engine) admitKey(c *memChannel) bool {
 	if d := c.dd; d != nil && len(d.offsets) >= e.opts.MaxKeysPerChannel {
 		e.evictOldestKey(c, "limits.max_idempotency_keys_per_channel")
 	}
@@ -328,7 +328,7 @@ func (e *memoryEngine) admitKey(c *memChannel) bool {
 
 // evictOldestKey forgets c's oldest idempotency key before its window
 // ends, counting it under limit. c.mu must be held; c.dd holds a key.
-func (e *memoryEngine) evictOldestKey(c *memChannel, limit string) {
+func (e *Engine) evictOldestKey(c *memChannel, limit string) {
 	d := c.dd
 	for d.head < len(d.order) {
 		k := d.order[d.head]
@@ -346,7 +346,7 @@ func (e *memoryEngine) evictOldestKey(c *memChannel, limit string) {
 
 // expireDedupe forgets the keys older than the channel's window, and the
 // set once empty. c.mu must be held.
-func (e *memoryEngine) expireDedupe(c *memChannel, now time.Time) {
+func (e *Engine) expireDedupe(c *memChannel, now time.Time) {
 	d := c.dd
 	if d == nil {
 		return
@@ -455,12 +455,13 @@ func (c *memChannel) trim(now time.Time) {
 // to the channel's current epoch: the same epoch, no epoch, or offset 0 in
 // the empty epoch of the period in which the state was created (a position
 // read just before the first publication). c.mu must be held; c has state.
-func (e *memoryEngine) matches(c *memChannel, since *heraldv1.StreamPosition) bool {
+func (e *Engine) matches(c *memChannel, since *heraldv1.StreamPosition) bool {
 	return since == nil || since.Epoch == "" || since.Epoch == c.epoch ||
-		since.Offset == 0 && since.Epoch == emptyEpoch(e.era, c.born)
+		since.Offset == 0 && since.Epoch == engine.EmptyEpoch(e.era, c.born)
 }
 
-func (e *memoryEngine) History(ctx context.Context, channel string, q HistoryQuery) (HistoryResult, error) {
+// History implements engine.Broker.
+func (e *Engine) History(ctx context.Context, channel string, q engine.HistoryQuery) (engine.HistoryResult, error) {
 	now := e.now()
 	c := e.channel(channel, false)
 	if c == nil || c.epoch == "" {
@@ -468,21 +469,21 @@ func (e *memoryEngine) History(ctx context.Context, channel string, q HistoryQue
 			c.mu.Unlock()
 		}
 		// No state, and none is made: offset 0 in the empty epoch.
-		res := HistoryResult{Position: &heraldv1.StreamPosition{Epoch: e.empty(now)}}
+		res := engine.HistoryResult{Position: &heraldv1.StreamPosition{Epoch: e.empty(now)}}
 		if q.Since != nil && q.Since.Epoch != "" && q.Since.Epoch != res.Position.Epoch {
-			return res, ErrEpochMismatch
+			return res, engine.ErrEpochMismatch
 		}
 		return res, nil
 	}
 	defer c.mu.Unlock()
 	c.trim(now)
 	top := c.offset
-	res := HistoryResult{Position: &heraldv1.StreamPosition{Offset: top, Epoch: c.epoch}}
+	res := engine.HistoryResult{Position: &heraldv1.StreamPosition{Offset: top, Epoch: c.epoch}}
 	if c.n > 0 {
 		res.Oldest = c.ring[c.head].pub.Offset
 	}
 	if !e.matches(c, q.Since) {
-		return res, ErrEpochMismatch
+		return res, engine.ErrEpochMismatch
 	}
 	if q.Limit <= 0 || c.n == 0 {
 		return res, nil
@@ -522,14 +523,17 @@ func (e *memoryEngine) History(ctx context.Context, channel string, q HistoryQue
 	return res, nil
 }
 
-func (e *memoryEngine) Subscribe(ctx context.Context, channel string) error {
+// Subscribe implements engine.Broker: it keeps the channel's entry (not
+// its state) alive.
+func (e *Engine) Subscribe(ctx context.Context, channel string) error {
 	c := e.channel(channel, true)
 	c.subscribed++
 	c.mu.Unlock()
 	return nil
 }
 
-func (e *memoryEngine) Unsubscribe(ctx context.Context, channel string) error {
+// Unsubscribe implements engine.Broker.
+func (e *Engine) Unsubscribe(ctx context.Context, channel string) error {
 	if c := e.channel(channel, false); c != nil {
 		if c.subscribed > 0 {
 			c.subscribed--
@@ -542,7 +546,8 @@ func (e *memoryEngine) Unsubscribe(ctx context.Context, channel string) error {
 	return nil
 }
 
-func (e *memoryEngine) AddPresence(ctx context.Context, channel string, client *heraldv1.ClientInfo, joinLeave bool) error {
+// AddPresence implements engine.Presence.
+func (e *Engine) AddPresence(ctx context.Context, channel string, client *heraldv1.ClientInfo, joinLeave bool) error {
 	c := e.channel(channel, true)
 	defer c.mu.Unlock()
 	if c.presence == nil {
@@ -555,7 +560,8 @@ func (e *memoryEngine) AddPresence(ctx context.Context, channel string, client *
 	return nil
 }
 
-func (e *memoryEngine) RemovePresence(ctx context.Context, channel string, client *heraldv1.ClientInfo, joinLeave bool) error {
+// RemovePresence implements engine.Presence.
+func (e *Engine) RemovePresence(ctx context.Context, channel string, client *heraldv1.ClientInfo, joinLeave bool) error {
 	c := e.channel(channel, false)
 	if c == nil {
 		return nil
@@ -578,7 +584,8 @@ func (e *memoryEngine) RemovePresence(ctx context.Context, channel string, clien
 	return nil
 }
 
-func (e *memoryEngine) Presence(ctx context.Context, channel string) ([]*heraldv1.ClientInfo, error) {
+// Presence implements engine.Presence.
+func (e *Engine) Presence(ctx context.Context, channel string) ([]*heraldv1.ClientInfo, error) {
 	c := e.channel(channel, false)
 	if c == nil {
 		return nil, nil
@@ -592,16 +599,18 @@ func (e *memoryEngine) Presence(ctx context.Context, channel string) ([]*heraldv
 	return out, nil
 }
 
-func (e *memoryEngine) Command(ctx context.Context, cmd *heraldv1.BridgeSessionResponse) error {
+// Command implements engine.Broker: this node is every node.
+func (e *Engine) Command(ctx context.Context, cmd *heraldv1.BridgeSessionResponse) error {
 	if h := e.handler(); h != nil {
 		h.HandleCommand(cmd)
 	}
 	return nil
 }
 
-func (e *memoryEngine) Channels(ctx context.Context) ([]ChannelState, error) {
+// Channels implements engine.Engine.
+func (e *Engine) Channels(ctx context.Context) ([]engine.ChannelState, error) {
 	empty := e.empty(e.now())
-	var out []ChannelState
+	var out []engine.ChannelState
 	for i := range e.shards {
 		s := &e.shards[i]
 		s.mu.Lock()
@@ -612,7 +621,7 @@ func (e *memoryEngine) Channels(ctx context.Context) ([]ChannelState, error) {
 				if c.epoch == "" {
 					pos.Epoch = empty
 				}
-				out = append(out, ChannelState{Name: c.name, Position: pos, Clients: len(c.presence)})
+				out = append(out, engine.ChannelState{Name: c.name, Position: pos, Clients: len(c.presence)})
 			}
 			c.mu.Unlock()
 		}
@@ -621,9 +630,11 @@ func (e *memoryEngine) Channels(ctx context.Context) ([]ChannelState, error) {
 	return out, nil
 }
 
-func (e *memoryEngine) Ping(ctx context.Context) error { return nil }
+// Ping implements engine.Engine: the memory engine is always there.
+func (e *Engine) Ping(ctx context.Context) error { return nil }
 
-func (e *memoryEngine) Close() error {
+// Close stops the sweep.
+func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
 		close(e.done)
 		e.wg.Wait()
@@ -647,7 +658,7 @@ const (
 )
 
 // sweep forgets idle channels, so that memory follows the active set.
-func (e *memoryEngine) sweep() {
+func (e *Engine) sweep() {
 	now := e.now()
 	for i := range e.shards {
 		s := &e.shards[i]

@@ -1,4 +1,4 @@
-package service
+package memory
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-io/herald/engine"
+	"github.com/herald-io/herald/engine/enginetest"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 )
 
@@ -47,18 +49,18 @@ func (c *testClock) advance(d time.Duration) {
 // and at a large one (issue 9, item 9). heapB/channel is the live heap after
 // GC, divided by the channels.
 //
-//	go test ./service -run '^$' -bench OneMessageChannels -benchtime 1x
+//	go test ./engine/memory -run '^$' -bench OneMessageChannels -benchtime 1x
 func BenchmarkOneMessageChannels(b *testing.B) {
 	for _, tc := range []struct{ size, channels int }{{100, 100_000}, {100_000, 200}} {
 		b.Run(fmt.Sprintf("history_size=%d/channels=%d", tc.size, tc.channels), func(b *testing.B) {
 			ctx := context.Background()
 			payload := []byte(`{"n":1}`)
 			for range b.N {
-				e := newMemoryEngine(time.Now, MemoryOptions{})
+				e := newEngine(time.Now, Options{})
 				before := heapInUse()
 				for i := range tc.channels {
 					pub := &heraldv1.Publication{Channel: "bench:" + strconv.Itoa(i), Payload: &heraldv1.Publication_RawJson{RawJson: payload}}
-					if _, err := e.Publish(ctx, pub, PublishOptions{HistorySize: tc.size, HistoryTTL: 5 * time.Minute}); err != nil {
+					if _, err := e.Publish(ctx, pub, engine.PublishOptions{HistorySize: tc.size, HistoryTTL: 5 * time.Minute}); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -76,7 +78,7 @@ func BenchmarkOneMessageChannels(b *testing.B) {
 // is left once the 2-minute dedupe window and one sweep have passed (issue
 // 9, item 10).
 //
-//	go test ./service -run '^$' -bench IdempotencyKeys -benchtime 1x
+//	go test ./engine/memory -run '^$' -bench IdempotencyKeys -benchtime 1x
 func BenchmarkIdempotencyKeys(b *testing.B) {
 	ctx := context.Background()
 	const channels, perChannel = 600, 1000
@@ -84,7 +86,7 @@ func BenchmarkIdempotencyKeys(b *testing.B) {
 	payload := []byte(`{"n":1}`)
 	for range b.N {
 		clock := newTestClock()
-		e := newMemoryEngine(clock.now, MemoryOptions{})
+		e := newEngine(clock.now, Options{})
 		before := heapInUse()
 		for c := range channels {
 			ch := "bench:" + strconv.Itoa(c)
@@ -92,7 +94,7 @@ func BenchmarkIdempotencyKeys(b *testing.B) {
 				key := fmt.Sprintf("%s-%d-", ch, k)
 				key += strings.Repeat("k", 128-len(key))
 				pub := &heraldv1.Publication{Channel: ch, Payload: &heraldv1.Publication_RawJson{RawJson: payload}}
-				if _, err := e.Publish(ctx, pub, PublishOptions{IdempotencyKey: key, DedupeWindow: window}); err != nil {
+				if _, err := e.Publish(ctx, pub, engine.PublishOptions{IdempotencyKey: key, DedupeWindow: window}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -106,4 +108,41 @@ func BenchmarkIdempotencyKeys(b *testing.B) {
 		b.ReportMetric(float64(after)/(1<<20), "heapMiB-after-window")
 		runtime.KeepAlive(e)
 	}
+}
+
+// BenchmarkPublish measures Engine.Publish with history on, from 8
+// publishers per CPU to 16 channels, each subscribed on this node (the
+// memory side of engine/redis's BenchmarkPublish).
+//
+//	go test ./engine/memory -run '^$' -bench Publish -benchmem
+func BenchmarkPublish(b *testing.B) {
+	e := New(Options{})
+	_ = e.Start(context.Background(), enginetest.Nop{})
+	b.Cleanup(func() { _ = e.Close() })
+	ctx := context.Background()
+	for i := 0; i < 16; i++ {
+		if err := e.Subscribe(ctx, fmt.Sprintf("bench:%d", i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	opts := engine.PublishOptions{HistorySize: 100, HistoryTTL: time.Minute}
+	payload := []byte(`{"text":"hello, world","n":42}`)
+	var n sync.Mutex
+	next := 0
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		n.Lock()
+		ch := fmt.Sprintf("bench:%d", next%16)
+		next++
+		n.Unlock()
+		for pb.Next() {
+			pub := &heraldv1.Publication{Channel: ch, Payload: &heraldv1.Publication_RawJson{RawJson: payload}}
+			if _, err := e.Publish(ctx, pub, opts); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

@@ -1,0 +1,212 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/herald-io/herald/config"
+	"github.com/herald-io/herald/engine"
+	"github.com/herald-io/herald/engine/enginetest"
+	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/internal/redistest"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+var ctx = context.Background()
+
+// TestRedisDown checks that calls fail quickly with ErrUnavailable while
+// Redis is down, and work again once it is back.
+func TestRedisDown(t *testing.T) {
+	srv := redistest.Start(t)
+	rec := &enginetest.Recorder{}
+	e := startEngine(t, singleConfig(srv.Addr), Options{}, rec)
+	if err := e.Subscribe(ctx, "down"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	start := time.Now()
+	for _, call := range []func() error{
+		func() error {
+			_, err := e.Publish(ctx, enginetest.Pub("down", "x"), engine.PublishOptions{HistorySize: 10, HistoryTTL: time.Minute})
+			return err
+		},
+		func() error { _, err := e.History(ctx, "down", engine.HistoryQuery{Limit: 10}); return err },
+		func() error { _, err := e.Presence(ctx, "down"); return err },
+		func() error { return e.Ping(ctx) },
+		func() error { return e.Subscribe(ctx, "other") },
+	} {
+		if err := call(); !errors.Is(err, engine.ErrUnavailable) {
+			t.Fatalf("err = %v, want ErrUnavailable", err)
+		}
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("failing took %v", d)
+	}
+	srv.Start()
+	enginetest.WaitFor(t, "Ping after restart", func() bool { return e.Ping(ctx) == nil })
+	enginetest.WaitFor(t, "publish delivered after restart", func() bool {
+		_, _ = e.Publish(ctx, enginetest.Pub("down", "y"), engine.PublishOptions{})
+		return len(rec.Pubs("down")) > 0
+	})
+}
+
+// TestEmptyEpoch: a channel without state reads as offset 0 of an empty
+// epoch that is the same on every node and from one read to the next, and
+// writes nothing; a position read from it resumes into the state its
+// first publish begins, but not once Redis lost its data (FLUSHALL), so a
+// client that saw the channel empty is never told it recovered across a
+// life of the channel it did not see. On one Redis and on a cluster, where
+// the era is per slot: a shard that loses its data loses its eras.
+func TestEmptyEpoch(t *testing.T) {
+	t.Run("one Redis", func(t *testing.T) {
+		srv := redistest.Start(t)
+		cfg := singleConfig(srv.Addr)
+		rc := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+		defer rc.Close()
+		testEmptyEpoch(t, cfg, func() int64 { n, _ := rc.DBSize(ctx).Result(); return n }, func() error { return rc.FlushAll(ctx).Err() })
+	})
+	t.Run("cluster", func(t *testing.T) {
+		c := redistest.SharedCluster(t)
+		cfg := clusterConfig(c.Addrs())
+		rc := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: c.Addrs()})
+		defer rc.Close()
+		keys := func() int64 {
+			var n int64
+			var mu sync.Mutex
+			_ = rc.ForEachMaster(ctx, func(ctx context.Context, m *goredis.Client) error {
+				k, err := m.DBSize(ctx).Result()
+				mu.Lock()
+				n += k
+				mu.Unlock()
+				return err
+			})
+			return n
+		}
+		// Only the shard of c2 loses its data.
+		flush := func() error {
+			m, err := rc.MasterForKey(ctx, "{c2}")
+			if err != nil {
+				return err
+			}
+			return m.FlushAll(ctx).Err()
+		}
+		testEmptyEpoch(t, cfg, keys, flush)
+	})
+}
+
+func testEmptyEpoch(t *testing.T, cfg config.Redis, keys func() int64, flush func() error) {
+	a := startEngine(t, cfg, Options{}, enginetest.Nop{})
+	b := startEngine(t, cfg, Options{}, enginetest.Nop{})
+	empty := func(e *Engine, ch string) *heraldv1.StreamPosition {
+		t.Helper()
+		res, err := e.History(ctx, ch, engine.HistoryQuery{Limit: 10})
+		if err != nil || res.Position.Offset != 0 || len(res.Publications) != 0 {
+			t.Fatalf("history of %s: %+v %v", ch, res, err)
+		}
+		return res.Position
+	}
+	opts := engine.PublishOptions{HistorySize: 10, HistoryTTL: time.Minute, IdempotencyKey: "k", DedupeWindow: time.Minute}
+
+	n := keys()
+	pos := empty(a, "c1")
+	if again := empty(b, "c1"); again.Epoch != pos.Epoch {
+		t.Fatalf("empty epoch %q on one node, %q on another", pos.Epoch, again.Epoch)
+	}
+	if keys() != n {
+		t.Fatalf("reads wrote %d keys", keys()-n)
+	}
+	if _, err := a.Publish(ctx, enginetest.Pub("c1", "1"), opts); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := b.History(ctx, "c1", engine.HistoryQuery{Since: pos, Limit: 10}); err != nil || len(res.Publications) != 1 || res.Position.Epoch == pos.Epoch {
+		t.Fatalf("resume from the empty position: %+v %v, want offset 1 in a new epoch", res, err)
+	}
+	// The idempotency key expires on the window (Redis keeps no count).
+	if ttl, err := a.client.PTTL(ctx, a.key("c1", "d:k")).Result(); err != nil || ttl <= 0 || ttl > time.Minute {
+		t.Fatalf("idempotency key TTL %v %v, want within the 1m window", ttl, err)
+	}
+
+	// Redis loses its data; the channel's next state is another life.
+	pos = empty(a, "c2")
+	if _, err := a.Publish(ctx, enginetest.Pub("c2", "1"), opts); err != nil {
+		t.Fatal(err)
+	}
+	if err := flush(); err != nil {
+		t.Fatal(err)
+	}
+	lost := empty(a, "c2")
+	if lost.Epoch == pos.Epoch {
+		t.Fatalf("the empty epoch %q survived the loss of the data", lost.Epoch)
+	}
+	if _, err := b.Publish(ctx, enginetest.Pub("c2", "again"), opts); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*heraldv1.StreamPosition{pos, lost} {
+		if _, err := a.History(ctx, "c2", engine.HistoryQuery{Since: p, Limit: 10}); !errors.Is(err, engine.ErrEpochMismatch) {
+			t.Fatalf("resume from %v after the loss: %v, want ErrEpochMismatch", p, err)
+		}
+	}
+	// Once a publish set the era again, empty epochs are stable again.
+	sibling := sameSlot("c2")
+	if e1, e2 := empty(a, sibling), empty(b, sibling); e1.Epoch != e2.Epoch || e1.Epoch == lost.Epoch {
+		t.Fatalf("empty epochs %q and %q after the era came back", e1.Epoch, e2.Epoch)
+	}
+}
+
+// sameSlot returns another channel whose keys are in channel's slot.
+func sameSlot(channel string) string {
+	for i := 0; ; i++ {
+		other := fmt.Sprintf("%s-%d", channel, i)
+		if keySlot(other) == keySlot(channel) {
+			return other
+		}
+	}
+}
+
+// BenchmarkPublish measures Engine.Publish with history on, from 8
+// publishers per CPU to 16 channels, each subscribed on this node (so Redis
+// also delivers every publication back).
+//
+//	go test ./engine/redis -run '^$' -bench Publish -benchmem
+func BenchmarkPublish(b *testing.B) {
+	for _, name := range []string{"one Redis", "cluster"} {
+		b.Run(name, func(b *testing.B) {
+			var cfg config.Redis
+			if name == "cluster" {
+				cfg = clusterConfig(redistest.SharedCluster(b).Addrs())
+			} else {
+				cfg = singleConfig(redistest.Start(b).Addr)
+			}
+			e := startEngine(b, cfg, Options{}, enginetest.Nop{})
+			for i := 0; i < 16; i++ {
+				if err := e.Subscribe(ctx, fmt.Sprintf("bench:%d", i)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			opts := engine.PublishOptions{HistorySize: 100, HistoryTTL: time.Minute}
+			payload := []byte(`{"text":"hello, world","n":42}`)
+			var n sync.Mutex
+			next := 0
+			b.ReportAllocs()
+			b.SetParallelism(8)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				n.Lock()
+				ch := fmt.Sprintf("bench:%d", next%16)
+				next++
+				n.Unlock()
+				for pb.Next() {
+					pub := &heraldv1.Publication{Channel: ch, Payload: &heraldv1.Publication_RawJson{RawJson: payload}}
+					if _, err := e.Publish(ctx, pub, opts); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
