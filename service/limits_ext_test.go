@@ -91,7 +91,11 @@ func readAll[T interface{ GetPublication() *heraldv1.Publication }](n int, recv 
 // channel gets every publication.
 func TestStuckSubscriberCutOffByBytes(t *testing.T) {
 	ts := startServer(t, testConfig(t, nil))
-	const ch, n = "none:big", 2000 // no history: only queues hold publications
+	// No history: only queues hold publications. 1,000 of 60 KB: without
+	// the byte bound the stuck queue would hold all 60 MB (4,096 events
+	// allowed), well past the 40 MiB checked below; 2,000 took more than
+	// the streams' 30 s under -race on a loaded machine.
+	const ch, n = "none:big", 1000
 	payload := make([]byte, 60_000)
 	baseline := liveHeap()
 	stuck := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: ch})
@@ -378,10 +382,13 @@ func TestChannelCap(t *testing.T) {
 
 // TestIdempotencyKeyCaps is issue 9, item 10: idempotency keys are capped
 // per channel (limits.max_idempotency_keys_per_channel) and per node
-// (limits.max_idempotency_keys). A publish with one key more is refused
-// with RESOURCE_EXHAUSTED naming the option, rather than evicting a key
-// and silently breaking the dedupe promise; retries of keys held are still
-// answered as duplicates, and publishes without a key go on.
+// (limits.max_idempotency_keys). A publish with one key more goes on and
+// the oldest key (of its channel, or the node's oldest of that channel at
+// the node's cap) is forgotten before its window ends, counted in
+// herald_idempotency_keys_evicted_total by the limit that evicted it (the
+// Go client keys every publish, so refusing would stop every publisher at
+// the cap); retries of keys still held are answered as duplicates, a
+// forgotten key publishes again.
 func TestIdempotencyKeyCaps(t *testing.T) {
 	ts := startServer(t, testConfig(t, func(c *config.Config) {
 		c.Limits.MaxIdempotencyKeysPerChannel = 3

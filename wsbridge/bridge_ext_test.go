@@ -1,6 +1,7 @@
 package wsbridge_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -116,6 +117,61 @@ func TestOrigin(t *testing.T) {
 	}
 	if _, _, err := dial(t, n2, "", http.Header{"Origin": {"http://other.example"}}); err == nil {
 		t.Fatal("other host accepted by default")
+	}
+}
+
+// TestHTTPTransportsOrigin: the HTTP transports (/sse, /stream,
+// /command) apply the WebSocket's Origin policy: a page of an origin not
+// allowed gets 403 on the request and on its CORS preflight, before any
+// session is made; an allowed origin is answered with CORS headers naming
+// it (credentials allowed, for cookie sessions).
+func TestHTTPTransportsOrigin(t *testing.T) {
+	cfg := testConfig()
+	cfg.Bridge.AllowedOrigins = []string{"https://app.example.com"}
+	n := startNode(t, cfg, node.Serve)
+	base := "http://" + n.HTTPAddr.String()
+	for _, c := range []struct{ method, path, body string }{
+		{http.MethodGet, "/sse?channel=chat:o", ""},
+		{http.MethodPost, "/stream", `{"id":1,"connect":{}}`},
+		{http.MethodPost, "/command", `{"session_token":"x","frames":[]}`},
+		{http.MethodOptions, "/sse", ""},
+		{http.MethodOptions, "/stream", ""},
+		{http.MethodOptions, "/command", ""},
+	} {
+		for _, origin := range []string{"https://evil.example.com", "https://app.example.com"} {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			req, err := http.NewRequestWithContext(ctx, c.method, base+c.path, strings.NewReader(c.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Origin", origin)
+			if c.body != "" {
+				req.Header.Set("Content-Type", "application/json")
+			}
+			if c.method == http.MethodOptions {
+				req.Header.Set("Access-Control-Request-Method", http.MethodPost)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				cancel()
+				t.Fatalf("%s %s from %s: %v", c.method, c.path, origin, err)
+			}
+			allow := resp.Header.Get("Access-Control-Allow-Origin")
+			_ = resp.Body.Close()
+			cancel()
+			if origin == "https://evil.example.com" {
+				if resp.StatusCode != http.StatusForbidden || allow != "" {
+					t.Errorf("%s %s from %s: %d, Access-Control-Allow-Origin %q; want 403 and none", c.method, c.path, origin, resp.StatusCode, allow)
+				}
+				continue
+			}
+			if resp.StatusCode == http.StatusForbidden || allow != origin {
+				t.Errorf("%s %s from %s: %d, Access-Control-Allow-Origin %q; want it served to its origin", c.method, c.path, origin, resp.StatusCode, allow)
+			}
+			if c.method == http.MethodOptions && resp.StatusCode != http.StatusNoContent {
+				t.Errorf("preflight %s from %s: %d, want 204", c.path, origin, resp.StatusCode)
+			}
+		}
 	}
 }
 

@@ -126,7 +126,49 @@ func startCluster(t testing.TB, opts ClusterOptions) (*Cluster, error) {
 		c.Stop()
 		return nil, err
 	}
+	// A replica may join its primary's slot ranges in CLUSTER SLOTS only
+	// after the map is already healthy: a test that kills a primary with
+	// a replica right after the start found none (TestClusterFailover).
+	if err := c.waitReplicas(opts.Replicas, 30*time.Second); err != nil {
+		c.Stop()
+		return nil, err
+	}
 	return c, nil
+}
+
+// waitReplicas waits until every slot range of the cluster lists n
+// replicas and each replica's link to its primary is up.
+func (c *Cluster) waitReplicas(n int, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	last := "not asked yet"
+	for {
+		slots, err := c.Slots(ctx)
+		switch {
+		case err != nil:
+			last = err.Error()
+		default:
+			last = ""
+			for _, s := range slots {
+				if len(s.Replicas) < n {
+					last = fmt.Sprintf("slots %d-%d of %s have %d replicas of %d", s.Start, s.End, s.Primary, len(s.Replicas), n)
+					break
+				}
+			}
+			if last == "" {
+				ok, why := c.healthy(ctx)
+				if ok {
+					return nil
+				}
+				last = why
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("redis cluster replicas not ready after %v: %s", timeout, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 var shared struct {
