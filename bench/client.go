@@ -76,7 +76,13 @@ type groupResult struct {
 	Unsubscribed int         `json:"unsubscribed,omitempty"`
 	Foreign      int64       `json:"foreign,omitempty"`
 	Presence     int64       `json:"presence,omitempty"` // join/leave pushes
-	CPU          float64     `json:"cpu,omitempty"`      // child processes only
+	// Per client, publications are checked against the channel's
+	// offsets: an offset seen last time again (Duplicates), one below it
+	// (Reorders), and offsets skipped (Gaps).
+	Duplicates int64   `json:"duplicates,omitempty"`
+	Reorders   int64   `json:"reorders,omitempty"`
+	Gaps       int64   `json:"gaps,omitempty"`
+	CPU        float64 `json:"cpu,omitempty"` // child processes only
 }
 
 // merge folds o into r. Received is not merged here: the caller places
@@ -117,6 +123,9 @@ func (r *groupResult) merge(o *groupResult) {
 	r.Unsubscribed += o.Unsubscribed
 	r.Foreign += o.Foreign
 	r.Presence += o.Presence
+	r.Duplicates += o.Duplicates
+	r.Reorders += o.Reorders
+	r.Gaps += o.Gaps
 	r.CPU += o.CPU
 }
 
@@ -128,6 +137,25 @@ type client struct {
 	stream   *streamConn     // sse, http_stream
 	received atomic.Int64
 	gone     atomic.Bool // the read loop ended
+	lastOff  uint64      // the highest offset received; owned by the read loop
+}
+
+// seq checks a publication's offset against the last one client c
+// received (its channel's offsets increase by one per publication).
+func (g *group) seq(c *client, off uint64) {
+	last := c.lastOff
+	switch {
+	case last == 0:
+	case off == last:
+		g.dups.Add(1)
+		return
+	case off < last:
+		g.reorders.Add(1)
+		return
+	case off > last+1:
+		g.gaps.Add(int64(off - last - 1))
+	}
+	c.lastOff = off
 }
 
 // group holds a set of clients in this process.
@@ -150,6 +178,9 @@ type group struct {
 	unsubscribed int
 	foreign      atomic.Int64
 	presence     atomic.Int64
+	dups         atomic.Int64
+	reorders     atomic.Int64
+	gaps         atomic.Int64
 	connectWall  time.Duration
 }
 
@@ -376,6 +407,9 @@ func (g *group) readLoop(c *client) {
 				if t, ok := parseT(fr); ok {
 					sh.h.Record(now - t)
 					n++
+					if off, ok := parseOffset(fr); ok {
+						g.seq(c, off)
+					}
 				} else {
 					g.foreign.Add(1)
 				}
@@ -392,7 +426,7 @@ func (g *group) readLoop(c *client) {
 		}
 		sh.mu.Unlock()
 		for _, fr := range slow {
-			n += g.slowFrame(sh, now, fr)
+			n += g.slowFrame(c, sh, now, fr)
 		}
 		c.received.Add(n)
 		if presence > 0 {
@@ -405,7 +439,7 @@ func (g *group) readLoop(c *client) {
 
 // slowFrame handles a frame that is not a plain publication push and
 // returns 1 if it was one after all.
-func (g *group) slowFrame(sh *recShard, now int64, fr []byte) int64 {
+func (g *group) slowFrame(c *client, sh *recShard, now int64, fr []byte) int64 {
 	var f serverFrame
 	if json.Unmarshal(fr, &f) != nil {
 		return 0
@@ -421,6 +455,9 @@ func (g *group) slowFrame(sh *recShard, now int64, fr []byte) int64 {
 		sh.h.Record(now - t)
 		sh.last = max(sh.last, now)
 		sh.mu.Unlock()
+		if off, ok := parseOffset(f.Pub); ok {
+			g.seq(c, off)
+		}
 		return 1
 	case f.Unsubscribed != nil:
 		g.mu.Lock()
@@ -509,6 +546,7 @@ func (g *group) result(withCounts bool) *groupResult {
 		r.Latency, r.LastRecv = g.lat.snapshot()
 		r.Foreign = g.foreign.Load()
 		r.Presence = g.presence.Load()
+		r.Duplicates, r.Reorders, r.Gaps = g.dups.Load(), g.reorders.Load(), g.gaps.Load()
 	}
 	return r
 }

@@ -14,8 +14,36 @@
 //   - publish: gRPC publish throughput and ack latency, unary and
 //     PublishStream, to one channel or (-spread N) round-robin to N, which
 //     spreads a Redis Cluster's load over its shards.
+//   - floor: the floor (floor.go), a minimal reference broadcaster, in the
+//     foreground.
 //
-// Each run prints a human summary and one line `RESULT {json}`.
+// fanout and channels publish with -publisher stream (one PublishStream,
+// batched), unary (one gRPC Publish per publication, -concurrency
+// workers) or rest (one POST /v1/channels/{channel}/publish per
+// publication), which is what most backends do.
+//
+// Each run prints a human summary and one line `RESULT {json}`. Every
+// client checks its channel's offsets: a repeated, backwards or skipped
+// offset fails the run, as a loss does.
+//
+// # The floor, and comparisons
+//
+// A figure alone says little on a shared 2-core machine; a ratio to what
+// the same workload costs with nothing but the work, measured in the same
+// minutes, says more. -floor measures the floor as well: a broadcaster
+// built into the bench (gorilla/websocket, no authentication, no history,
+// Herald's publication frame), started fresh in its own process for each
+// run. -serve CONFIG has the bench start a fresh `herald serve` for each
+// run too (-serve-bin for other binaries: a before/after pair), and
+// -runs K repeats the whole set in rounds, interleaved (floor, herald,
+// floor, herald…, each publisher in turn) so that the machine's drift
+// hits every server alike. The COMPARE line gives every run's figures
+// (server CPU per delivery from /proc/PID/stat of the server, latency
+// from publish to receipt, deliveries/s, losses, the load average at its
+// start) and, round by round, each server's ratios to the floor's and
+// REST's to unary gRPC's. -pprof-dir saves the server's CPU and
+// allocation profiles of each run (a profiled run's CPU includes the
+// profiler's).
 //
 // # Cost of the bench itself
 //

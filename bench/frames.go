@@ -18,6 +18,7 @@ var (
 	joinPrefix  = []byte(`{"join":`)
 	leavePrefix = []byte(`{"leave":`)
 	tKey        = []byte(`"t":`)
+	offsetKey   = []byte(`"offset":"`)
 )
 
 // isPresenceEvent reports whether frame is a join or leave push, which the
@@ -60,6 +61,35 @@ func parseT(frame []byte) (t int64, ok bool) {
 		t = t*10 + d
 	}
 	return t, i > start
+}
+
+// parseOffset returns the offset of a publication frame: the digits of the
+// first `"offset":"` (protobuf JSON writes a uint64 as a string), which
+// comes after the channel name (no quotes in it) and before the payload.
+// ok is false when there is none (offset 0 is not written) or it
+// overflows.
+func parseOffset(frame []byte) (off uint64, ok bool) {
+	i := bytes.Index(frame, offsetKey)
+	if i < 0 {
+		return 0, false
+	}
+	i += len(offsetKey)
+	start := i
+	for ; i < len(frame); i++ {
+		c := frame[i]
+		if c < '0' || c > '9' {
+			break
+		}
+		d := uint64(c - '0')
+		if off > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		off = off*10 + d
+	}
+	if i == start || i == len(frame) || frame[i] != '"' {
+		return 0, false
+	}
+	return off, true
 }
 
 // appendPayload appends the bench's JSON payload, {"t":<unix ns>,"p":"xxx"},

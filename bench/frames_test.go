@@ -33,6 +33,30 @@ func TestParseT(t *testing.T) {
 	}
 }
 
+func TestParseOffset(t *testing.T) {
+	tests := []struct {
+		frame string
+		want  uint64
+		ok    bool
+	}{
+		{`{"pub":{"channel":"bench","offset":"5","epoch":"ab","data":{"t":1}}}`, 5, true},
+		{`{"pub":{"channel":"user:bench-1","offset":"18446744073709551615","data":{}}}`, 18446744073709551615, true},
+		{`{"pub":{"channel":"bench","offset":"18446744073709551616","data":{}}}`, 0, false},
+		{`{"pub":{"channel":"bench","data":{"offset":"7"}}}`, 7, true}, // the first match counts; Herald writes offset before data
+		{`{"pub":{"channel":"bench","epoch":"ab","data":{}}}`, 0, false},
+		{`{"pub":{"channel":"bench","offset":"","data":{}}}`, 0, false},
+		{`{"pub":{"channel":"bench","offset":"12`, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.frame, func(t *testing.T) {
+			got, ok := parseOffset([]byte(tt.frame))
+			if got != tt.want || ok != tt.ok {
+				t.Fatalf("parseOffset = %d, %v; want %d, %v", got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
 func TestCutFrame(t *testing.T) {
 	msg := []byte("a\nbb\n\nccc")
 	var got []string

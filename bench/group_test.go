@@ -19,6 +19,15 @@ import (
 // subscribe, then sends pubs packed several to a message (and a join push,
 // which clients must skip), and closes client 1 as a slow consumer.
 func fakeBridge(t *testing.T, pubs int) *httptest.Server {
+	offsets := make([]int, pubs)
+	for i := range offsets {
+		offsets[i] = i + 1
+	}
+	return fakeBridgeOffsets(t, offsets)
+}
+
+// fakeBridgeOffsets is fakeBridge sending one publication per offset.
+func fakeBridgeOffsets(t *testing.T, offsets []int) *httptest.Server {
 	up := websocket.Upgrader{Subprotocols: []string{"herald.json"}}
 	var n atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -51,9 +60,9 @@ func fakeBridge(t *testing.T, pubs int) *httptest.Server {
 		}
 		var b bytes.Buffer
 		b.WriteString(`{"join":{"channel":"chat:bench"}}`)
-		for i := range pubs {
+		for i, off := range offsets {
 			b.WriteString("\n")
-			b.WriteString(`{"pub":{"channel":"chat:bench","offset":"1","epoch":"e","data":`)
+			b.WriteString(`{"pub":{"channel":"chat:bench","offset":"` + strconv.Itoa(off) + `","epoch":"e","data":`)
 			b.Write(appendPayload(nil, time.Now().UnixNano()-int64(i)*int64(time.Millisecond), 64))
 			b.WriteString("}}")
 		}
@@ -89,5 +98,21 @@ func TestGroupAgainstFakeBridge(t *testing.T) {
 	}
 	if r.Latency.Max() < int64(4*time.Millisecond) {
 		t.Fatalf("latency max %v: the send times were not read", time.Duration(r.Latency.Max()))
+	}
+}
+
+// TestGroupChecksOffsets: a client counts an offset it got just before
+// again as a duplicate, a lower one as out of order, and the offsets it
+// never got as skipped.
+func TestGroupChecksOffsets(t *testing.T) {
+	srv := fakeBridgeOffsets(t, []int{1, 2, 2, 3, 6, 5, 7})
+	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+	g := newGroup(groupSpec{N: 1, WS: []string{url}, Channel: "chat:bench", Concurrency: 1, Timeout: 5 * time.Second, ReadBuf: 1024})
+	ctx := context.Background()
+	g.connect(ctx)
+	r := g.drain(ctx, []int64{7}, 5*time.Second)
+	g.close()
+	if r.Received[0] != 7 || r.Duplicates != 1 || r.Reorders != 1 || r.Gaps != 2 {
+		t.Fatalf("received %v, duplicates %d, reorders %d, gaps %d; want 7, 1, 1, 2", r.Received, r.Duplicates, r.Reorders, r.Gaps)
 	}
 }

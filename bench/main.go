@@ -28,6 +28,19 @@ Modes:
                                           user:bench-<i>, publications round-robin
   publish   -dur D [-concurrency C] [-subs K] [-kinds unary,stream]
                                           gRPC publish throughput and ack latency
+  floor     [-http ADDR] [-grpc ADDR]     run the floor, a minimal reference broadcaster
+                                          (see -floor), in the foreground
+
+fanout and channels publish with -publisher stream (one PublishStream),
+unary (one gRPC Publish per publication) or rest (one POST per
+publication), -concurrency workers for the last two.
+
+Comparisons: -floor measures the floor as well, in a process of its own
+started fresh for each run; -serve CONFIG starts a fresh "herald serve
+--config CONFIG" for each run (-serve-bin names the binaries, several for
+a before/after comparison); -runs K repeats, interleaved (floor, herald,
+floor, herald… for each publisher in turn), and a COMPARE summary gives
+each server's figures and their ratios to the floor's, run by run.
 
 A run is ok only with every client connected, no loss, no disconnects, no
 publish errors, the publisher on schedule (lag p99 <= -max-lag) and the
@@ -70,13 +83,31 @@ type options struct {
 	spread      int
 	window      int
 	rateSet     bool
+	concSet     bool
 	cpuProfile  string
+
+	// Comparison runs (compare.go).
+	publishers  []string
+	publisher   string // this run's
+	floor       bool
+	serveConfig string
+	serveBins   []string
+	runs        int
+	pause       time.Duration
+	pprofDir    string
+	pprofAddr   string
+	restAddr    string
+	target      string // this run's
+	runTag      string // this run's, for profile names
 }
 
 // Main runs `herald bench` with the arguments after "bench".
 func Main(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "-child" {
 		return runChild(ctx, os.Stdin, os.Stdout)
+	}
+	if len(args) > 0 && args[0] == "floor" {
+		return runFloor(ctx, args[1:], os.Stdout)
 	}
 	fs := flag.NewFlagSet("herald bench", flag.ContinueOnError)
 	o, err := parseFlags(fs, args)
@@ -96,15 +127,25 @@ func Main(ctx context.Context, args []string) error {
 		defer pprof.StopCPUProfile()
 	}
 	switch o.mode {
-	case "idle":
-		return runIdle(ctx, o, out)
-	case "fanout", "channels":
-		return runDelivery(ctx, o, out)
+	case "idle", "fanout", "channels":
+		if o.comparing() {
+			return runCompare(ctx, o, out)
+		}
+		_, err := runOne(ctx, o, out)
+		return err
 	case "publish":
 		return runPublish(ctx, o, out)
 	}
 	fs.Usage()
 	return fmt.Errorf("unknown bench mode %q", o.mode)
+}
+
+// runOne runs idle, fanout or channels once, against o's server.
+func runOne(ctx context.Context, o *options, w io.Writer) (*Result, error) {
+	if o.mode == "idle" {
+		return runIdle(ctx, o, w)
+	}
+	return runDelivery(ctx, o, w)
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) (*options, error) {
@@ -143,6 +184,14 @@ func parseFlags(fs *flag.FlagSet, args []string) (*options, error) {
 	fs.IntVar(&o.spread, "spread", 1, "publish: publications go round-robin to this many channels <channel>-<i> (spreads a Redis Cluster's load over its shards); with -subs, 1")
 	fs.IntVar(&o.window, "window", 10000, "publications in flight on a PublishStream")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the bench's own CPU profile to this file (clients held in this process only)")
+	publishers := fs.String("publisher", "stream", "fanout, channels: stream (one PublishStream), unary (a gRPC Publish per publication), rest (a POST per publication); a list runs each in turn")
+	fs.BoolVar(&o.floor, "floor", false, "also measure the floor (a minimal broadcaster the bench starts in its own process, fresh for each run) and report ratios to it")
+	fs.StringVar(&o.serveConfig, "serve", "", "start a fresh `herald serve --config FILE` for each run (loopback ports; -jwt-secret and -api-key passed on) instead of using -ws and -grpc")
+	serveBins := fs.String("serve-bin", "", "with -serve: herald binaries to start, comma-separated, each measured in turn (default: this one)")
+	fs.IntVar(&o.runs, "runs", 1, "rounds of runs; within a round every target (floor, then each herald) runs each publisher")
+	fs.DurationVar(&o.pause, "pause", 2*time.Second, "pause between the runs of a comparison")
+	fs.StringVar(&o.pprofDir, "pprof-dir", "", "save the server's CPU and allocation profiles of each run here (servers the bench starts, or -pprof-addr)")
+	fs.StringVar(&o.pprofAddr, "pprof-addr", "", "pprof address of the server at -ws (its pprof_addr), for -pprof-dir")
 
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
@@ -150,7 +199,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (*options, error) {
 			return nil, flag.ErrHelp
 		}
 		fs.Usage()
-		return nil, errors.New("bench: want a MODE: idle, fanout, channels or publish")
+		return nil, errors.New("bench: want a MODE: idle, fanout, channels, publish or floor")
 	}
 	o.mode = args[0]
 	if err := fs.Parse(args[1:]); err != nil {
@@ -159,7 +208,27 @@ func parseFlags(fs *flag.FlagSet, args []string) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("bench: unexpected arguments %v", fs.Args())
 	}
-	fs.Visit(func(f *flag.Flag) { o.rateSet = o.rateSet || f.Name == "rate" })
+	fs.Visit(func(f *flag.Flag) {
+		o.rateSet = o.rateSet || f.Name == "rate"
+		o.concSet = o.concSet || f.Name == "concurrency"
+	})
+	o.publishers = splitList(*publishers)
+	for _, p := range o.publishers {
+		if p != "stream" && p != "unary" && p != "rest" {
+			return nil, fmt.Errorf("bench: -publisher: %q is not stream, unary or rest", p)
+		}
+	}
+	if len(o.publishers) == 0 {
+		o.publishers = []string{"stream"}
+	}
+	o.publisher = o.publishers[0]
+	o.serveBins = splitList(*serveBins)
+	if len(o.serveBins) > 0 && o.serveConfig == "" {
+		return nil, errors.New("bench: -serve-bin needs -serve CONFIG")
+	}
+	if o.runs < 1 {
+		return nil, errors.New("bench: -runs must be at least 1")
+	}
 	o.args = redactArgs(args)
 	o.ws = splitList(*ws)
 	if len(o.ws) == 0 {
@@ -177,6 +246,11 @@ func parseFlags(fs *flag.FlagSet, args []string) (*options, error) {
 	case "none":
 	default:
 		o.httpAddrs = splitList(*httpAddrs)
+	}
+	if len(o.httpAddrs) > 0 {
+		o.restAddr = o.httpAddrs[0]
+	} else {
+		o.restAddr = httpAddrOf(o.ws[0])
 	}
 	for _, p := range splitList(*pids) {
 		pid, err := strconv.Atoi(p)

@@ -19,7 +19,7 @@ type run struct {
 }
 
 func newRun(o *options) *run {
-	return &run{o: o, res: &Result{Mode: o.mode, Time: time.Now().UTC(), Args: o.args, Limits: Limits{P99: o.p99, MaxLag: o.maxLag}}}
+	return &run{o: o, res: &Result{Mode: o.mode, Target: o.target, Time: time.Now().UTC(), Load1: loadAverage(), Args: o.args, Limits: Limits{P99: o.p99, MaxLag: o.maxLag}}}
 }
 
 func (r *run) warn(format string, args ...any) {
@@ -92,10 +92,10 @@ func (r *run) closeStats(gr *groupResult) {
 	r.res.Presence = gr.Presence
 }
 
-func (r *run) finish(w io.Writer) error {
+func (r *run) finish(w io.Writer) *Result {
 	r.res.decide()
 	r.res.print(w, r.o.jsonOnly)
-	return nil
+	return r.res
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
@@ -114,39 +114,42 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 // runIdle connects N subscribed clients and measures what they cost the
 // server.
-func runIdle(ctx context.Context, o *options, w io.Writer) error {
+func runIdle(ctx context.Context, o *options, w io.Writer) (*Result, error) {
 	r := newRun(o)
 	set, err := r.clients(groupSpec{Channel: o.channel, OwnChannels: o.ownChannels, Personal: false})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer set.close()
 	before := sampleServer(ctx, o.pids, o.httpAddrs, r.warn)
 	progress("connecting %d clients over %d process(es)", r.res.N, o.procs)
 	cr, err := set.connect(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	r.connectStats(cr)
 	progress("connected %d (%d failed) in %.2fs; settling %v", cr.Connected, cr.ConnectErrors, cr.ConnectWall.Seconds(), o.settle)
 	if err := sleepCtx(ctx, o.settle); err != nil {
-		return err
+		return nil, err
 	}
 	after := sampleServer(ctx, o.pids, o.httpAddrs, r.warn)
 	r.res.Memory = memoryStats(before, after, cr.Connected)
+	if o.pprofDir != "" && o.pprofAddr != "" {
+		r.res.Profiles = fetchProfiles(ctx, o, 0, r.warn) // the heap with every connection held
+	}
 	if o.hold > 0 {
 		progress("holding for %v", o.hold)
 		if err := sleepCtx(ctx, o.hold); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	gr, err := set.drain(ctx, nil, 0)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	r.closeStats(gr)
 	set.close()
-	return r.finish(w)
+	return r.finish(w), nil
 }
 
 func memoryStats(before, after serverSample, conns int) *MemoryStats {
@@ -176,12 +179,12 @@ func memoryStats(before, after serverSample, conns int) *MemoryStats {
 
 // runDelivery is fanout (N subscribers of one channel) and channels (N
 // personal channels): connect, publish on schedule, drain, report.
-func runDelivery(ctx context.Context, o *options, w io.Writer) error {
+func runDelivery(ctx context.Context, o *options, w io.Writer) (*Result, error) {
 	r := newRun(o)
 	personal := o.mode == "channels"
 	set, err := r.clients(groupSpec{Channel: o.channel, Personal: personal})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer set.close()
 	n := r.res.N
@@ -193,46 +196,70 @@ func runDelivery(ctx context.Context, o *options, w io.Writer) error {
 	}
 	client, cctx, closeConn, err := dialCore(ctx, o.grpcAddr, o.apiKey)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer closeConn()
 
 	progress("connecting %d clients over %d process(es)", n, o.procs)
 	cr, err := set.connect(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	r.connectStats(cr)
 	progress("connected %d (%d failed) in %.2fs; settling %v", cr.Connected, cr.ConnectErrors, cr.ConnectWall.Seconds(), o.settle)
 	if cr.Connected == 0 {
 		r.res.decide()
 		r.res.print(w, o.jsonOnly)
-		return errors.New("no client connected")
+		return r.res, errors.New("no client connected")
 	}
 	if err := sleepCtx(ctx, o.settle); err != nil {
-		return err
+		return nil, err
 	}
 
-	pub := &streamPublisher{client: client, size: o.size, window: o.window, targets: 1}
+	targets := 1
+	channel := func(int) string { return o.channel }
 	if personal {
-		pub.targets = n
+		targets = n
 		names := make([]string, n)
 		for i := range names {
 			names[i] = "user:" + userOf(i)
 		}
-		pub.channel = func(i int) string { return names[i%n] }
-	} else {
-		pub.channel = func(int) string { return o.channel }
+		channel = func(i int) string { return names[i%n] }
+	}
+	publish := func(ctx context.Context) (*pubResult, error) {
+		p := &streamPublisher{client: client, channel: channel, targets: targets, size: o.size, window: o.window}
+		return p.run(ctx, o.rate, o.dur)
+	}
+	workers := 1
+	switch o.publisher {
+	case "unary", "rest":
+		workers = o.concurrency
+		if !o.concSet {
+			workers = defaultCallWorkers
+		}
+		call := unaryPublisher(client)
+		if o.publisher == "rest" {
+			rp := newRESTPublisher(o.restAddr, o.apiKey, workers)
+			defer rp.close()
+			call = rp.call
+		}
+		p := &callPublisher{call: call, channel: channel, targets: targets, size: o.size, workers: workers}
+		publish = func(ctx context.Context) (*pubResult, error) { return p.run(ctx, o.rate, o.dur), nil }
 	}
 	if err := set.mark(ctx); err != nil {
-		return err
+		return nil, err
+	}
+	var profiles chan []string
+	if o.pprofDir != "" && o.pprofAddr != "" {
+		profiles = make(chan []string, 1)
+		go func() { profiles <- fetchProfiles(ctx, o, max(1, int(o.dur.Seconds())), r.warn) }()
 	}
 	s0 := sampleServer(ctx, o.pids, nil, r.warn)
 	cpu0 := cpuSeconds()
-	progress("publishing %.0f/s for %v", o.rate, o.dur)
-	pr, perr := pub.run(cctx, o.rate, o.dur)
+	progress("publishing %.0f/s for %v (%s, %d worker(s))", o.rate, o.dur, o.publisher, workers)
+	pr, perr := publish(cctx)
 	if pr == nil {
-		return perr
+		return nil, perr
 	}
 	expected := make([]int64, n)
 	for i := range expected {
@@ -245,14 +272,18 @@ func runDelivery(ctx context.Context, o *options, w io.Writer) error {
 	progress("sent %d (%d acked); draining up to %v", pr.sent, pr.ok, o.drain)
 	gr, err := set.drain(ctx, expected, o.drain)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s1 := sampleServer(ctx, o.pids, nil, r.warn)
 	cpu1 := cpuSeconds()
 	set.close()
+	if profiles != nil {
+		r.res.Profiles = <-profiles
+	}
 
-	r.res.Publisher = publisherStats("stream", 1, pr, perr)
+	r.res.Publisher = publisherStats(o.publisher, workers, pr, perr)
 	r.res.fillDeliveries(expected, gr.Received)
+	r.res.Duplicates, r.res.Reorders, r.res.Gaps = gr.Duplicates, gr.Reorders, gr.Gaps
 	r.res.Latency = percentiles(gr.Latency)
 	if gr.LastRecv > 0 {
 		if span := float64(gr.LastRecv-pr.start.UnixNano()) / 1e9; span > 0 {
@@ -261,8 +292,16 @@ func runDelivery(ctx context.Context, o *options, w io.Writer) error {
 	}
 	r.closeStats(gr)
 	r.costs(s0, s1, cpu1-cpu0+gr.CPU, r.res.Received)
-	return r.finish(w)
+	if len(o.pids) > 0 && pr.ok > 0 {
+		r.res.ServerUsPerPub = r.res.ServerCPUS * 1e6 / float64(pr.ok)
+	}
+	return r.finish(w), nil
 }
+
+// defaultCallWorkers is how many unary or REST publishers run side by side
+// in fanout and channels without -concurrency: enough to keep 5,000
+// publications/s on schedule at ~1 ms per call.
+const defaultCallWorkers = 16
 
 // costs fills the CPU figures of the window between two samples.
 func (r *run) costs(s0, s1 serverSample, benchCPU float64, deliveries int64) {
@@ -323,7 +362,7 @@ func runPublish(ctx context.Context, o *options, w io.Writer) error {
 		var pr *pubResult
 		var perr error
 		if kind == "unary" {
-			pr = (&unaryPublisher{client: client, channel: publishChannel(o), size: o.size, workers: o.concurrency}).run(cctx, rate, o.dur)
+			pr = (&callPublisher{call: unaryPublisher(client), channel: publishChannel(o), targets: max(1, o.spread), size: o.size, workers: o.concurrency}).run(cctx, rate, o.dur)
 		} else {
 			pr, perr = runStreams(cctx, client, o, rate)
 		}
@@ -357,7 +396,7 @@ func runPublish(ctx context.Context, o *options, w io.Writer) error {
 		if rate <= 0 {
 			r.res.Publisher.Lag = nil
 		}
-		_ = r.finish(w)
+		r.finish(w)
 	}
 	return nil
 }

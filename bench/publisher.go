@@ -184,18 +184,33 @@ func (p *streamPublisher) run(ctx context.Context, rate float64, dur time.Durati
 	return r, nil
 }
 
-// unaryPublisher publishes with concurrent unary Publish calls: worker w
-// sends publications w, w+C, w+2C… on the shared schedule (or back to back
-// with rate 0) and records its own histograms, merged at the end.
-type unaryPublisher struct {
-	client  heraldv1.HeraldServiceClient
+// callPublisher publishes one request per publication with concurrent
+// workers: worker w sends publications w, w+C, w+2C… on the shared
+// schedule (or back to back with rate 0) and records its own histograms,
+// merged at the end. What one call is (a unary gRPC Publish, a REST POST)
+// is call's business; it returns once the publication is acknowledged.
+type callPublisher struct {
+	call    func(ctx context.Context, w int, channel string, payload []byte) error
 	channel func(i int) string
+	targets int // publication i goes to target i%targets
 	size    int
 	workers int
 }
 
-func (p *unaryPublisher) run(ctx context.Context, rate float64, dur time.Duration) *pubResult {
-	total := &pubResult{okPer: make([]int64, 1)}
+// unaryPublisher publishes with unary gRPC Publish calls.
+func unaryPublisher(client heraldv1.HeraldServiceClient) func(ctx context.Context, w int, channel string, payload []byte) error {
+	return func(ctx context.Context, _ int, channel string, payload []byte) error {
+		_, err := client.Publish(ctx, &heraldv1.PublishRequest{
+			Channel: channel,
+			Payload: &heraldv1.PublishRequest_RawJson{RawJson: payload},
+		})
+		return err
+	}
+}
+
+func (p *callPublisher) run(ctx context.Context, rate float64, dur time.Duration) *pubResult {
+	targets := max(1, p.targets)
+	total := &pubResult{okPer: make([]int64, targets)}
 	total.start = time.Now().Add(20 * time.Millisecond)
 	s := schedule{start: total.start, rate: rate}
 	end := total.start.Add(dur)
@@ -209,7 +224,7 @@ func (p *unaryPublisher) run(ctx context.Context, rate float64, dur time.Duratio
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := &pubResult{}
+			r := &pubResult{okPer: make([]int64, targets)}
 			parts[w] = r
 			wt := newWaiter()
 			if err := wt.until(ctx, total.start); err != nil {
@@ -233,10 +248,7 @@ func (p *unaryPublisher) run(ctx context.Context, rate float64, dur time.Duratio
 				}
 				r.lag.Record(int64(now.Sub(due)))
 				buf = appendPayload(buf[:0], now.UnixNano(), p.size)
-				_, err := p.client.Publish(ctx, &heraldv1.PublishRequest{
-					Channel: p.channel(i),
-					Payload: &heraldv1.PublishRequest_RawJson{RawJson: buf},
-				})
+				err := p.call(ctx, w, p.channel(i), buf)
 				r.ack.Record(int64(time.Since(now)))
 				r.sent++
 				r.end = now
@@ -247,6 +259,7 @@ func (p *unaryPublisher) run(ctx context.Context, rate float64, dur time.Duratio
 					}
 				} else {
 					r.ok++
+					r.okPer[i%targets]++
 				}
 			}
 		}()
@@ -258,6 +271,9 @@ func (p *unaryPublisher) run(ctx context.Context, rate float64, dur time.Duratio
 		total.errs += r.errs
 		total.lag.Merge(&r.lag)
 		total.ack.Merge(&r.ack)
+		for i, n := range r.okPer {
+			total.okPer[i] += n
+		}
 		if r.end.After(total.end) {
 			total.end = r.end
 		}
@@ -267,7 +283,6 @@ func (p *unaryPublisher) run(ctx context.Context, rate float64, dur time.Duratio
 			}
 		}
 	}
-	total.okPer[0] = total.ok
 	total.planned = planned
 	if rate <= 0 {
 		total.planned = total.sent

@@ -11,16 +11,24 @@ import (
 
 // Result is one run's report; it is printed as `RESULT <json>`.
 type Result struct {
-	Mode     string    `json:"mode"`
-	Time     time.Time `json:"time"`
-	Args     string    `json:"args"`
-	N        int       `json:"n,omitempty"`
-	NWanted  int       `json:"n_requested,omitempty"`
-	Procs    int       `json:"procs,omitempty"`
-	Rate     float64   `json:"rate,omitempty"`
-	DurS     float64   `json:"dur_s,omitempty"`
-	Size     int       `json:"size,omitempty"`
-	Channels int       `json:"channels,omitempty"`
+	Mode string `json:"mode"`
+	// Target names the server measured: "herald" (the one at -ws and
+	// -grpc, or one the bench started), "herald[BINARY]" with several
+	// -serve-bin, or "floor" (the bench's reference broadcaster).
+	Target string    `json:"target,omitempty"`
+	Time   time.Time `json:"time"`
+	// Round is the run's round in a comparison (-runs).
+	Round int `json:"round,omitempty"`
+	// Load1 is the machine's 1-minute load average when the run began.
+	Load1    float64 `json:"load1"`
+	Args     string  `json:"args"`
+	N        int     `json:"n,omitempty"`
+	NWanted  int     `json:"n_requested,omitempty"`
+	Procs    int     `json:"procs,omitempty"`
+	Rate     float64 `json:"rate,omitempty"`
+	DurS     float64 `json:"dur_s,omitempty"`
+	Size     int     `json:"size,omitempty"`
+	Channels int     `json:"channels,omitempty"`
 
 	Connect *ConnectStats `json:"connect,omitempty"`
 
@@ -40,7 +48,11 @@ type Result struct {
 	CloseSamples   []string     `json:"close_samples,omitempty"`
 	Unsubscribed   int          `json:"unsubscribed,omitempty"`
 	Foreign        int64        `json:"foreign_pubs,omitempty"`
-	Presence       int64        `json:"presence_events,omitempty"`
+	// Offsets checked per client: repeated, backwards, skipped.
+	Duplicates int64 `json:"duplicates"`
+	Reorders   int64 `json:"reorders"`
+	Gaps       int64 `json:"gaps"`
+	Presence   int64 `json:"presence_events,omitempty"`
 
 	// Costs over the measured window.
 	WindowS          float64 `json:"window_s,omitempty"`
@@ -52,6 +64,10 @@ type Result struct {
 	BenchCores       float64 `json:"bench_cores,omitempty"`
 
 	Memory *MemoryStats `json:"memory,omitempty"`
+
+	// Profiles are the server's pprof profiles taken during the run
+	// (-pprof-dir); a profiled run's CPU figures include the profiler.
+	Profiles []string `json:"profiles,omitempty"`
 
 	Limits   Limits   `json:"limits"`
 	OK       bool     `json:"ok"`
@@ -149,6 +165,9 @@ func (r *Result) decide() {
 	if r.Extra > 0 {
 		failed = append(failed, fmt.Sprintf("duplicates: %d deliveries more than expected", r.Extra))
 	}
+	if r.Duplicates > 0 || r.Reorders > 0 || r.Gaps > 0 {
+		failed = append(failed, fmt.Sprintf("order: %d repeated, %d out-of-order and %d skipped offsets", r.Duplicates, r.Reorders, r.Gaps))
+	}
 	if r.Disconnects > 0 {
 		codes := ""
 		if len(r.CloseCodes) > 0 {
@@ -236,6 +255,9 @@ func (r *Result) print(w io.Writer, jsonOnly bool) {
 
 func (r *Result) summary(w io.Writer) {
 	fmt.Fprintf(w, "== herald bench %s  %s\n", r.Mode, r.Args)
+	if r.Target != "" {
+		fmt.Fprintf(w, "target     %s, load average %.2f at the start\n", r.Target, r.Load1)
+	}
 	if c := r.Connect; c != nil {
 		if c.Time == nil {
 			c.Time = &Percentiles{}
@@ -273,7 +295,8 @@ func (r *Result) summary(w io.Writer) {
 		}
 	}
 	if r.Expected > 0 || r.Received > 0 {
-		fmt.Fprintf(w, "delivered  %d of %d expected (loss %d, extra %d), %.0f deliveries/s\n", r.Received, r.Expected, r.Loss, r.Extra, r.DeliveriesPerS)
+		fmt.Fprintf(w, "delivered  %d of %d expected (loss %d, extra %d; offsets repeated %d, out of order %d, skipped %d), %.0f deliveries/s\n",
+			r.Received, r.Expected, r.Loss, r.Extra, r.Duplicates, r.Reorders, r.Gaps, r.DeliveriesPerS)
 	}
 	if l := r.Latency; l != nil && l.N > 0 {
 		fmt.Fprintf(w, "latency    p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f ms (mean %.2f)\n", l.P50, l.P90, l.P99, l.P999, l.Max, l.Mean)
@@ -302,6 +325,9 @@ func (r *Result) summary(w io.Writer) {
 			fmt.Fprintf(w, ", %.2f µs per publication", r.ServerUsPerPub)
 		}
 		fmt.Fprintf(w, "), bench %.2fs (%.2f cores)\n", r.BenchCPUS, r.BenchCores)
+	}
+	for _, p := range r.Profiles {
+		fmt.Fprintf(w, "profile    %s\n", p)
 	}
 	if r.Presence > 0 {
 		fmt.Fprintf(w, "note       %d join/leave pushes received: the namespace has join_leave on (on a shared channel, N clients connecting cost the server O(N²) frames)\n", r.Presence)

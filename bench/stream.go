@@ -151,6 +151,9 @@ func (g *group) streamReadLoop(c *client) {
 				sh.last = max(sh.last, now)
 				sh.mu.Unlock()
 				c.received.Add(1)
+				if off, ok := parseOffset(fr); ok {
+					g.seq(c, off)
+				}
 			} else {
 				g.foreign.Add(1)
 			}
@@ -160,6 +163,6 @@ func (g *group) streamReadLoop(c *client) {
 			g.presence.Add(1)
 			continue
 		}
-		c.received.Add(g.slowFrame(sh, now, append([]byte(nil), fr...)))
+		c.received.Add(g.slowFrame(c, sh, now, append([]byte(nil), fr...)))
 	}
 }

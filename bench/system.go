@@ -10,8 +10,10 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -268,4 +270,85 @@ func httpAddrOf(wsURL string) string {
 		return host + ":80"
 	}
 	return host
+}
+
+// loadAverage returns the machine's 1-minute load average (0 if unknown).
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
+
+// fetchProfiles saves the server's pprof profiles from o.pprofAddr into
+// o.pprofDir: with secs > 0 a CPU profile and an allocation profile of the
+// next secs seconds (the allocations made in that window, a delta), else
+// the heap in use now. It returns the files written.
+func fetchProfiles(ctx context.Context, o *options, secs int, warn func(string, ...any)) []string {
+	if err := os.MkdirAll(o.pprofDir, 0o755); err != nil {
+		warn("pprof: %v", err)
+		return nil
+	}
+	tag := o.runTag
+	if tag == "" {
+		tag = time.Now().Format("150405")
+	}
+	type want struct{ path, file string }
+	var wants []want
+	if secs > 0 {
+		s := strconv.Itoa(secs)
+		wants = []want{{"profile?seconds=" + s, tag + "-cpu.pprof"}, {"allocs?seconds=" + s, tag + "-allocs.pprof"}}
+	} else {
+		wants = []want{{"heap", tag + "-heap.pprof"}}
+	}
+	out := make([]string, len(wants))
+	var wg sync.WaitGroup
+	for i, wt := range wants {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(ctx, time.Duration(secs+30)*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+o.pprofAddr+"/debug/pprof/"+wt.path, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				warn("pprof %s: %v", wt.path, err)
+				return
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				warn("pprof %s: HTTP %d", wt.path, resp.StatusCode)
+				return
+			}
+			name := filepath.Join(o.pprofDir, wt.file)
+			f, err := os.Create(name)
+			if err != nil {
+				warn("pprof: %v", err)
+				return
+			}
+			_, err = io.Copy(f, resp.Body)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				warn("pprof %s: %v", wt.path, err)
+				return
+			}
+			out[i] = name
+		}()
+	}
+	wg.Wait()
+	var files []string
+	for _, f := range out {
+		if f != "" {
+			files = append(files, f)
+		}
+	}
+	return files
 }

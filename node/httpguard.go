@@ -173,7 +173,7 @@ func (d *frontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d.refuse(w, r, rest, "body_too_large", http.StatusRequestEntityTooLarge, codes.InvalidArgument, tooLarge)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, d.maxBody+1))
+	body, err := readBody(r.Body, r.ContentLength, d.maxBody)
 	if err != nil {
 		writeRESTError(w, http.StatusBadRequest, codes.InvalidArgument, "reading the request body failed")
 		return
@@ -183,9 +183,53 @@ func (d *frontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d.refuse(w, r, rest, "body_too_large", http.StatusRequestEntityTooLarge, codes.InvalidArgument, tooLarge)
 		return
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.Body = &readBodyBytes{Reader: bytes.NewReader(body), b: body}
 	r.ContentLength = int64(len(body))
 	d.next.ServeHTTP(w, r)
+}
+
+// readBody reads a body of up to max bytes, and one more if there is
+// more: in one buffer of the size the request announced (Content-Length,
+// when it is within max), else growing as io.ReadAll does.
+func readBody(r io.Reader, length, max int64) ([]byte, error) {
+	if length < 0 || length > max {
+		return io.ReadAll(io.LimitReader(r, max+1))
+	}
+	b := make([]byte, 0, length+1) // +1: room to see a body longer than announced
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			if int64(len(b)) > max {
+				return b, nil
+			}
+			b = append(b, 0)[:len(b)]
+		}
+	}
+}
+
+// readBodyBytes is a REST body the front door has read: the gateway's
+// decoder takes its bytes (readBodyBytes.bytes) instead of reading them
+// again.
+type readBodyBytes struct {
+	*bytes.Reader
+	b []byte
+}
+
+func (*readBodyBytes) Close() error { return nil }
+
+// unread returns the bytes not read yet (all of them, before anyone
+// reads) and marks them read.
+func (r *readBodyBytes) unread() []byte {
+	rest := r.b[len(r.b)-r.Len():]
+	_, _ = r.Seek(0, io.SeekEnd)
+	return rest
 }
 
 // refuse answers a refused request, counts it and logs it (rate-limited).

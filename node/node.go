@@ -33,7 +33,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/herald-io/herald/internal/inproc"
 )
 
 // Mode selects which parts a node runs.
@@ -63,14 +64,17 @@ type Node struct {
 	core    *service.Server
 	engine  engine.Engine
 	grpc    *grpc.Server // the gRPC listener's
-	grpcIn  *grpc.Server // the in-process link's (bridge, REST gateway)
 	health  *health.Server
 	http    *http.Server
 	httpLis net.Listener
 	pprof   *http.Server
-	inproc  *bufconn.Listener
-	conn    *grpc.ClientConn // to the core: in-process, or remote in bridge mode
-	brConn  *grpc.ClientConn // the in-process bridge's own link (serve mode), with its credential
+	// link is the in-process link to the core (serve and core modes):
+	// the REST gateway's calls, and in serve mode the bridge's, go
+	// through it (inproc.go). remote is the bridge's connection to its
+	// core in bridge mode.
+	link    *inproc.Channel
+	remote  *grpc.ClientConn
+	rest    *restAPI         // nil in bridge mode
 	bridge  *wsbridge.Bridge // nil in core mode
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -127,7 +131,7 @@ func (n *Node) dialCore() error {
 	if err != nil {
 		return fmt.Errorf("core %s: %w", cfg.Bridge.Core, err)
 	}
-	n.conn = conn
+	n.remote = conn
 	return nil
 }
 
@@ -164,45 +168,34 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	n.engineUp.Store(true)
+	bridgeKey := "" // the in-process bridge's key (serve mode, with API keys)
 	if n.mode != BridgeOnly {
 		engine, err := newEngine(cfg, n.log)
 		if err != nil {
 			return err
 		}
 		n.engine = engine
-		coreCfg, bridgeKey := withBridgeKey(cfg, n.mode)
+		var coreCfg config.Config
+		coreCfg, bridgeKey = withBridgeKey(cfg, n.mode)
 		n.core = service.New(coreCfg, engine, n.log)
 		if err := n.core.Start(ctx); err != nil {
 			return fmt.Errorf("engine: %w", err)
 		}
-		// Two servers of the same services: at a drain the listener's is
-		// stopped while the in-process one still carries the bridge's
+		// Two ways in to the same core: at a drain the listener is
+		// stopped while the in-process link still carries the bridge's
 		// streams, so that browsers get every acknowledged publication.
-		drain := []grpc.ServerOption{grpc.ChainUnaryInterceptor(n.drainUnary), grpc.ChainStreamInterceptor(n.drainStream)}
-		ext := drain
+		ext := []grpc.ServerOption{grpc.ChainUnaryInterceptor(n.drainUnary), grpc.ChainStreamInterceptor(n.drainStream)}
 		if grpcTLS != nil {
 			ext = append(ext, grpc.Creds(credentials.NewTLS(grpcTLS)))
 		}
 		n.grpc = service.NewGRPCServer(coreCfg, n.core, n.health, ext...)
-		n.grpcIn = service.NewGRPCServer(coreCfg, n.core, n.health, drain...)
+		n.link = n.newLink()
 		lis, err := net.Listen("tcp", cfg.GRPCAddr)
 		if err != nil {
 			return fmt.Errorf("grpc listener: %w", err)
 		}
 		n.GRPCAddr = lis.Addr()
-		n.inproc = bufconn.Listen(1 << 20)
 		n.goServe("grpc", func() error { return n.grpc.Serve(lis) })
-		n.goServe("grpc-inproc", func() error { return n.grpcIn.Serve(n.inproc) })
-		// The REST gateway's link carries each HTTP request's own
-		// Authorization; the bridge's carries the bridge's key.
-		if n.conn, err = n.dialInproc(""); err != nil {
-			return err
-		}
-		if n.mode == Serve {
-			if n.brConn, err = n.dialInproc(bridgeKey); err != nil {
-				return err
-			}
-		}
 		n.setServing()
 		n.goServe("readiness", func() error { n.pollEngine(ctx, engineInterval); return nil })
 	}
@@ -221,9 +214,11 @@ func (n *Node) start(ctx context.Context) error {
 	n.httpLis = lis
 	n.HTTPAddr = lis.Addr()
 	if n.mode != Core {
-		toCore := n.conn
-		if n.brConn != nil {
-			toCore = n.brConn
+		// The bridge's calls carry the bridge's own key (serve mode), or
+		// go to the remote core (bridge mode).
+		var toCore grpc.ClientConnInterface = n.remote
+		if n.link != nil {
+			toCore = n.linkClient(bridgeKey)
 		}
 		b, err := wsbridge.New(cfg, toCore, wsbridge.Options{Log: n.log.With("component", "wsbridge"), Version: service.Version, Origins: cfg.OwnOrigins(ownAddr(cfg.HTTPAddr, n.HTTPAddr))})
 		if err != nil {
@@ -249,11 +244,16 @@ func (n *Node) start(ctx context.Context) error {
 		mux.Handle("/command", n.bridge.Commands())
 	}
 	if n.core != nil {
-		gw := newGatewayMux() // rest.go
-		if err := heraldv1.RegisterHeraldServiceHandler(ctx, gw, n.conn); err != nil {
+		// The REST gateway's calls carry each HTTP request's own
+		// Authorization.
+		m := newGatewayMarshaler()
+		gw := newGatewayMux(m) // rest.go
+		client := heraldv1.NewHeraldServiceClient(n.linkClient(""))
+		if err := heraldv1.RegisterHeraldServiceHandlerClient(ctx, gw, client); err != nil {
 			return err
 		}
-		mux.Handle("/v1/", utf8Only(gw))
+		n.rest = newRESTAPI(gw, m, client)
+		mux.Handle("/v1/", utf8Only(n.rest))
 		mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write(herald.OpenAPI)
@@ -324,7 +324,7 @@ func (n *Node) ready(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "draining", http.StatusServiceUnavailable)
 	case pingErr != nil:
 		http.Error(w, "engine unavailable", http.StatusServiceUnavailable)
-	case n.mode == BridgeOnly && n.conn.GetState() == connectivity.TransientFailure:
+	case n.mode == BridgeOnly && n.remote.GetState() == connectivity.TransientFailure:
 		http.Error(w, "core unavailable", http.StatusServiceUnavailable)
 	case n.bridge != nil && n.bridge.CoreError() != nil:
 		http.Error(w, n.bridge.CoreError().Error(), http.StatusServiceUnavailable)
@@ -535,7 +535,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 				<-done
 			}
 			cancel()
-			n.grpcIn.Stop()
+			n.link.Close()
 		}
 		if n.pprof != nil {
 			_ = n.pprof.Close()
@@ -554,6 +554,10 @@ func (n *Node) Shutdown(ctx context.Context) error {
 func utf8Only(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ok := utf8.ValidString(r.URL.Path)
+		if ok && r.URL.RawQuery == "" {
+			h.ServeHTTP(w, r)
+			return
+		}
 		for k, vs := range r.URL.Query() {
 			ok = ok && utf8.ValidString(k)
 			for _, v := range vs {
@@ -587,17 +591,14 @@ func (n *Node) closeAll() {
 		_ = n.bridge.Shutdown(ctx)
 		cancel()
 	}
-	if n.conn != nil {
-		_ = n.conn.Close()
-	}
-	if n.brConn != nil {
-		_ = n.brConn.Close()
+	if n.remote != nil {
+		_ = n.remote.Close()
 	}
 	if n.grpc != nil {
 		n.grpc.Stop()
 	}
-	if n.grpcIn != nil {
-		n.grpcIn.Stop()
+	if n.link != nil {
+		n.link.Close()
 	}
 	if n.http != nil {
 		_ = n.http.Close()

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-func startNode(t *testing.T, edit func(*config.Config)) *node.Node {
+func startNode(t testing.TB, edit func(*config.Config)) *node.Node {
 	t.Helper()
 	cfg := config.Default()
 	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
@@ -37,7 +37,7 @@ func startNode(t *testing.T, edit func(*config.Config)) *node.Node {
 	return n
 }
 
-func grpcClient(t *testing.T, n *node.Node) heraldv1.HeraldServiceClient {
+func grpcClient(t testing.TB, n *node.Node) heraldv1.HeraldServiceClient {
 	conn, err := grpc.NewClient(n.GRPCAddr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -40,6 +40,13 @@ type hub struct {
 	queueBytes int // bytes of them (see eventSize)
 
 	streams atomic.Int64
+
+	// empty is the start position of a channel with no publication (an
+	// epoch's offset 0), shared by every such channel in that epoch: most
+	// channels are personal channels nobody published to yet, and a
+	// position of their own would cost ~100 bytes each. Only its Offset
+	// and Epoch are read (see hubChannel.last).
+	empty atomic.Pointer[heraldv1.Publication]
 }
 
 type hubShard struct {
@@ -64,8 +71,9 @@ type hubChannel struct {
 	err   error
 
 	// last is the last publication fanned out, or the channel's position
-	// when its engine subscription began (a Publication with only Channel,
-	// Offset and Epoch set); nil while unknown. Only the engine's delivery
+	// when its engine subscription began (a Publication with only Offset
+	// and Epoch set, shared by the empty channels of an epoch: see
+	// hub.empty); nil while unknown. Never modified, only replaced. Only the engine's delivery
 	// of this channel stores into it (deliveries of one channel are
 	// sequential by the Engine contract), apart from add's one
 	// CompareAndSwap from nil.
@@ -323,7 +331,7 @@ func (h *hub) up(ctx context.Context, s *subscriber, hc *hubChannel) {
 		// engine delivers next continues from it, and every subscriber
 		// reads its own position after this, so none is behind it.
 		if res, err := h.engine.History(ctx, s.channel, HistoryQuery{}); err == nil && res.Position != nil {
-			hc.last.CompareAndSwap(nil, positionPub(s.channel, res.Position))
+			hc.last.CompareAndSwap(nil, h.startPosition(res.Position))
 		}
 	}
 	hc.err, done = err, true
@@ -423,6 +431,20 @@ func (hc *hubChannel) stopAll(err error) {
 }
 
 var errSlowSubscriber = status.Error(codes.ResourceExhausted, "subscriber too slow: its queue of pending events is full (limits.subscriber_queue, limits.subscriber_queue_bytes); resubscribe from the last position you received")
+
+// startPosition is the position a channel's engine subscription began at,
+// as hubChannel.last holds it.
+func (h *hub) startPosition(pos *heraldv1.StreamPosition) *heraldv1.Publication {
+	if pos.Offset != 0 {
+		return positionPub("", pos)
+	}
+	if e := h.empty.Load(); e != nil && e.Epoch == pos.Epoch {
+		return e
+	}
+	e := positionPub("", pos)
+	h.empty.Store(e)
+	return e
+}
 
 // positionPub stands for a position where the hub remembers the last
 // publication of a channel.

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/herald-io/herald/engine/memory"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -31,3 +32,49 @@ func TestEventSizeCountsPayload(t *testing.T) {
 		t.Errorf("presence: eventSize = %d, want at least %d", got, n)
 	}
 }
+
+// TestEmptyChannelsShareStartPosition: channels nobody published to share
+// one start position (a personal channel per user would otherwise cost
+// one each), and the first publication of each still takes the fast path
+// to its subscriber.
+func TestEmptyChannelsShareStartPosition(t *testing.T) {
+	e := memory.New(memory.Options{})
+	h := newHub(e, 16, 1<<20)
+	if err := e.Start(t.Context(), hubHandler{h}); err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	subs := make([]*subscriber, 3)
+	for i := range subs {
+		subs[i] = &subscriber{channel: "user:" + string(rune('a'+i)), q: newSubQueue(), maxEvents: 16, maxBytes: 1 << 20, done: make(chan struct{})}
+		if err := h.add(t.Context(), subs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := func(ch string) *heraldv1.Publication {
+		sh := h.shard(ch)
+		sh.mu.RLock()
+		defer sh.mu.RUnlock()
+		return sh.chans[ch].last.Load()
+	}
+	if a, b := last("user:a"), last("user:b"); a == nil || a != b || a.Offset != 0 {
+		t.Fatalf("start positions %v and %v: want one shared, at offset 0", a, b)
+	}
+	for _, s := range subs[:2] {
+		if _, err := e.Publish(t.Context(), &heraldv1.Publication{Channel: s.channel, Payload: &heraldv1.Publication_RawJson{RawJson: []byte("1")}}, PublishOptions{HistorySize: 10}); err != nil {
+			t.Fatal(err)
+		}
+		got := s.q.take(nil, nil, nil)
+		if len(got) != 1 || got[0].pub.Offset != 1 {
+			t.Fatalf("%s: delivered %v, want offset 1", s.channel, got)
+		}
+	}
+	if c := last("user:c"); c.Offset != 0 || c.Epoch == "" {
+		t.Fatalf("the shared start position changed: %v", c)
+	}
+}
+
+// hubHandler is a Handler that is only a hub.
+type hubHandler struct{ *hub }
+
+func (hubHandler) HandleCommand(*heraldv1.BridgeSessionResponse) {}

@@ -210,3 +210,64 @@ func TestRPCFramesExact(t *testing.T) {
 		t.Fatalf("the reply does not decode as a ServerFrame: %v", err)
 	}
 }
+
+// decodeJSONFrameGeneral is decodeJSONFrame without its shortcut for
+// frames that cannot hold a publish: every frame taken apart by
+// payload.Extract first.
+func decodeJSONFrameGeneral(line []byte) (*heraldv1.ClientFrame, error) {
+	fr, err := decodeJSONFrameAt(line, "publish")
+	if err != nil {
+		return nil, err
+	}
+	if _, isData := fr.GetRpc().GetPayload().(*heraldv1.RPCFrame_Data); isData {
+		return decodeJSONFrameAt(line, "rpc")
+	}
+	return fr, nil
+}
+
+var shortcutSeeds = []string{
+	`{"id":1,"connect":{"token":"a.b.c","name":"x"}}`,
+	`{"id":2,"subscribe":{"channel":"chat:x","since":{"offset":"3","epoch":"e"}}}`,
+	`{"id":1,"id":2,"connect":{}}`,
+	`{"id":3,"presence_stats":{"channel":"c"},"presenceStats":{"channel":"c"}}`,
+	`{"id":4,"connect":{},"subscribe":{}}`,
+	`{"id":5,"history":{"channel":"c","limit":10}}`,
+	`{"id":6,"ping":{}}`,
+	`{"id":7,"unknown":{}}`,
+	`[1,2]`,
+	`{"id":8,"connect":{}`,
+	`{"id":9,"connect":{"token":"x"}} trailing`,
+	`{"id":10,"rpc":{"method":"m","data":{"z":12345678901234567891,"a":1.0}}}`,
+	`{"id":11,"rpc":{"method":"m","json":"1","data":2}}`,
+	`{"id":12,"rpc":{"method":"m","data":1},"rpc":{}}`,
+}
+
+// TestJSONFrameShortcut: a frame that skips payload.Extract (no publish in
+// it) decodes as it does through Extract, or fails as it does there.
+func TestJSONFrameShortcut(t *testing.T) {
+	for _, s := range shortcutSeeds {
+		checkShortcut(t, []byte(s))
+	}
+}
+
+func FuzzJSONFrameShortcut(f *testing.F) {
+	for _, s := range shortcutSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) { checkShortcut(t, line) })
+}
+
+func checkShortcut(t *testing.T, line []byte) {
+	t.Helper()
+	if bytes.IndexByte(line, '\\') >= 0 || bytes.Contains(line, publishKey) {
+		return // not the shortcut's
+	}
+	got, gerr := decodeJSONFrame(line)
+	want, werr := decodeJSONFrameGeneral(line)
+	if (gerr == nil) != (werr == nil) {
+		t.Fatalf("%q: shortcut error %v, general error %v", line, gerr, werr)
+	}
+	if gerr == nil && !proto.Equal(got, want) {
+		t.Fatalf("%q: shortcut %v, general %v", line, got, want)
+	}
+}

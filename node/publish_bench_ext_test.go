@@ -1,0 +1,101 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+)
+
+// processCPU is this process's user and system CPU time.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkPublish is one backend publication delivered to one browser,
+// through a whole `herald serve` node: a unary gRPC Publish on the
+// listener, or a REST POST, then the core, the in-process link, the bridge
+// and a WebSocket write. allocs/op and cpu-ns/op (the process's CPU
+// time, less sensitive than ns/op to a machine shared with other work)
+// count both ends: client and node share the process.
+func BenchmarkPublish(b *testing.B) {
+	n := startNode(b, nil)
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+n.HTTPAddr.String()+"/ws", http.Header{"Sec-WebSocket-Protocol": {"herald.json"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ws.Close()
+	for _, f := range []string{`{"id":1,"connect":{}}`, `{"id":2,"subscribe":{"channel":"chat:bench"}}`} {
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(f)); err != nil {
+			b.Fatal(err)
+		}
+		if _, msg, err := ws.ReadMessage(); err != nil || bytes.Contains(msg, []byte(`"error"`)) {
+			b.Fatalf("%s: %s, %v", f, msg, err)
+		}
+	}
+	var got atomic.Int64
+	go func() {
+		for {
+			_, r, err := ws.NextReader()
+			if err != nil {
+				return
+			}
+			msg, _ := io.ReadAll(r)
+			got.Add(int64(bytes.Count(msg, []byte(`{"pub":`))))
+		}
+	}()
+	wait := func(want int64) {
+		for end := time.Now().Add(30 * time.Second); got.Load() < want; time.Sleep(time.Millisecond) {
+			if time.Now().After(end) {
+				b.Fatalf("delivered %d of %d", got.Load(), want)
+			}
+		}
+	}
+	payload := []byte(`{"t":1732600000000000000,"p":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}`)
+	b.Run("grpc", func(b *testing.B) {
+		client := grpcClient(b, n)
+		ctx := context.Background()
+		start := got.Load()
+		b.ReportAllocs()
+		cpu := processCPU()
+		for b.Loop() {
+			if _, err := client.Publish(ctx, &heraldv1.PublishRequest{Channel: "chat:bench", Payload: &heraldv1.PublishRequest_RawJson{RawJson: payload}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		wait(start + int64(b.N))
+		b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
+	})
+	b.Run("rest", func(b *testing.B) {
+		hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+		url := fmt.Sprintf("http://%s/v1/channels/chat:bench/publish", n.HTTPAddr)
+		body := `{"data":` + string(payload) + `}`
+		start := got.Load()
+		b.ReportAllocs()
+		cpu := processCPU()
+		for b.Loop() {
+			resp, err := hc.Post(url, "application/json", strings.NewReader(body))
+			if err != nil {
+				b.Fatal(err)
+			}
+			out, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Fatalf("HTTP %d: %s", resp.StatusCode, out)
+			}
+		}
+		wait(start + int64(b.N))
+		b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
+	})
+}
