@@ -241,6 +241,12 @@ func (m *gatewayMarshaler) decodePublish(r io.Reader, msg proto.Message) error {
 		setJSON(msg, text)
 		return nil
 	}
+	return m.decodeGeneral(body, msg)
+}
+
+// decodeGeneral is decodePublish's general path, for any body: the
+// `data` member taken out by payload.Extract, the rest read by protojson.
+func (m *gatewayMarshaler) decodeGeneral(body []byte, msg proto.Message) error {
 	rest, data, err := payload.Extract(body, "data")
 	if err != nil {
 		// A body that is not one JSON object: protojson's own words

@@ -9,38 +9,9 @@ import (
 	"testing"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
-	"github.com/herald-io/herald/payload"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
-
-// decodeGeneral is decodePublish without its shortcut for {"data": V}
-// bodies: the body taken apart by payload.Extract, the rest read by
-// protojson.
-func decodeGeneral(m *gatewayMarshaler, body []byte, msg proto.Message) error {
-	rest, data, err := payload.Extract(body, "data")
-	if err != nil {
-		if perr := m.UnmarshalOptions.Unmarshal(body, msg); perr != nil {
-			return perr
-		}
-		return err
-	}
-	if err := m.UnmarshalOptions.Unmarshal(rest, msg); err != nil {
-		return err
-	}
-	if data == nil {
-		return nil
-	}
-	text, err := payload.Compact(data)
-	if err != nil {
-		return err
-	}
-	if msg.(*heraldv1.PublishRequest).Payload != nil {
-		return errTwoPayloads
-	}
-	setJSON(msg, text)
-	return nil
-}
 
 var onlyDataSeeds = []string{
 	`{"data":{"a":1}}`,
@@ -87,7 +58,7 @@ func checkOnlyData(t *testing.T, body []byte) {
 	m := newGatewayMarshaler()
 	var got, want heraldv1.PublishRequest
 	setJSON(&got, text)
-	if err := decodeGeneral(m, body, &want); err != nil {
+	if err := m.decodeGeneral(body, &want); err != nil {
 		t.Fatalf("%q: the shortcut took it, the general path says %v", body, err)
 	}
 	if !proto.Equal(&got, &want) {
