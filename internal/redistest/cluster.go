@@ -139,33 +139,35 @@ func startCluster(t testing.TB, opts ClusterOptions) (*Cluster, error) {
 // waitReplicas waits until every slot range of the cluster lists n
 // replicas and each replica's link to its primary is up.
 func (c *Cluster) waitReplicas(n int, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	last := "not asked yet"
-	for {
+	return poll(timeout, "redis cluster replicas not ready", func(ctx context.Context) (bool, string) {
 		slots, err := c.Slots(ctx)
-		switch {
-		case err != nil:
-			last = err.Error()
-		default:
-			last = ""
-			for _, s := range slots {
-				if len(s.Replicas) < n {
-					last = fmt.Sprintf("slots %d-%d of %s have %d replicas of %d", s.Start, s.End, s.Primary, len(s.Replicas), n)
-					break
-				}
-			}
-			if last == "" {
-				ok, why := c.healthy(ctx)
-				if ok {
-					return nil
-				}
-				last = why
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, s := range slots {
+			if len(s.Replicas) < n {
+				return false, fmt.Sprintf("slots %d-%d of %s have %d replicas of %d", s.Start, s.End, s.Primary, len(s.Replicas), n)
 			}
 		}
+		return c.healthy(ctx)
+	})
+}
+
+// poll calls check every 50 ms until it reports done, or fails after
+// timeout with what and check's last reason.
+func poll(timeout time.Duration, what string, check func(context.Context) (bool, string)) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var last string
+	for {
+		ok, why := check(ctx)
+		if ok {
+			return nil
+		}
+		last = why
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("redis cluster replicas not ready after %v: %s", timeout, last)
+			return fmt.Errorf("%s after %v: %s", what, timeout, last)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -441,21 +443,7 @@ func (c *Cluster) SlotOwner(ctx context.Context, slot int) (string, error) {
 // has synced with its primary (a replica that never synced cannot take
 // over when its primary dies).
 func (c *Cluster) WaitHealthy(timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	var last string
-	for {
-		ok, why := c.healthy(ctx)
-		if ok {
-			return nil
-		}
-		last = why
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("redis cluster not healthy after %v: %s", timeout, last)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return poll(timeout, "redis cluster not healthy", c.healthy)
 }
 
 func (c *Cluster) healthy(ctx context.Context) (bool, string) {
