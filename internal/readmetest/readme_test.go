@@ -109,7 +109,6 @@ var skipSections = []skip{
 	{"From Node", "go test ./examples/ runs these (npm ci, node publish.js …) against a node with API keys and TLS; TestREADMEQuotesExamples checks the quoted code"},
 	{"From Python", "go test ./examples/ runs these (generate.sh, python3 publish.py …); TestREADMEQuotesExamples checks the quoted code"},
 	{"Split deployment: bridges apart from the core", "names certificate files (core.crt, ca.pem) and hosts (core-host, bridge-host) that the README does not make; internal/deploytest runs the split shape with TLS, API keys and JWTs"},
-	{"Deployment: several nodes on one Redis", "needs redis-server, a service of its own; the Redis tests (service/, cmd/herald/redis_process_test.go) run nodes on one Redis"},
 	{"Hooks: your backend decides", "go test ./examples/cookiesession/ runs this walkthrough's steps in Go (login cookie, /sse without a token, the /command POST, its replies) over gRPC and over HTTP, and the page in Chromium; the commands as written are not run (fixed ports 7600 and 8080 in examples/cookiesession/herald.yaml)"},
 	{"Benchmarks", "load runs of 10 s and more, with bench.yaml from BENCHMARKS.md, which records their commands and results"},
 }
