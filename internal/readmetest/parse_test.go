@@ -34,9 +34,12 @@ type command struct {
 // commands before it, marked by `<!-- output of: S1 | S2 -->` on the line
 // before its fence: each Si names the last command before the block (in
 // the same section) whose text contains it, and the block shows the
-// output of those commands, one after the other.
+// output of those commands, one after the other. A ```text block shows
+// text, compared as written (an error message a command prints, with
+// 2>&1); any other block shows JSON values or SSE events.
 type output struct {
 	names   []string
+	text    bool // a ```text block
 	body    string
 	line    int
 	section string
@@ -102,7 +105,7 @@ func parse(text string) *doc {
 				d.addCommands(body, start+1, section, headings)
 			case marked:
 				d.outputs = append(d.outputs, &output{
-					names: marker, body: strings.Join(body, "\n"), line: i + 1,
+					names: marker, text: info == "text", body: strings.Join(body, "\n"), line: i + 1,
 					section: section, after: len(d.commands),
 				})
 			case info == "" || info == "json":

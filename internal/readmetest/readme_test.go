@@ -41,6 +41,13 @@ import (
 //     runs against the test's node: the herald binary, built once with
 //     go build, running `serve` with the default configuration on its two
 //     free loopback ports.
+//   - The README's Redis ports (63xx and 64xx, in addresses, after --port
+//     or -p, in file names) get free ports too, each with its cluster bus
+//     port (the port + 10000) free, and /tmp/ becomes a directory of the
+//     section's own. A section in redisSections is skipped without
+//     redis-server and redis-cli (fails under HERALD_REQUIRE_REDIS=1);
+//     at its end, and when it fails, the redis-servers it daemonized are
+//     stopped (stopDaemons), and their logs shown if it failed.
 //   - `go run` and `go build` run in the repository (go -C), and build's
 //     -o names a file in the section's directory.
 //   - A README value bound to a printed one (an epoch, a session token)
@@ -52,7 +59,8 @@ import (
 // subscribed event) before it goes on, and
 // for the records an output block shows: the first block of a stream
 // shows how it begins, later ones continue after what it showed, and a
-// block may leave records out. A command ending in & runs in the section's shell,
+// block may leave records out; a subscriber sent to the background (&)
+// runs so too. Any other command ending in & runs in the section's shell,
 // and the test waits until the addresses it names accept connections.
 func TestREADME(t *testing.T) {
 	repo, err := filepath.Abs("../..")
@@ -101,7 +109,6 @@ var skipSections = []skip{
 	{"From Node", "go test ./examples/ runs these (npm ci, node publish.js …) against a node with API keys and TLS; TestREADMEQuotesExamples checks the quoted code"},
 	{"From Python", "go test ./examples/ runs these (generate.sh, python3 publish.py …); TestREADMEQuotesExamples checks the quoted code"},
 	{"Split deployment: bridges apart from the core", "names certificate files (core.crt, ca.pem) and hosts (core-host, bridge-host) that the README does not make; internal/deploytest runs the split shape with TLS, API keys and JWTs"},
-	{"Deployment: several nodes on one Redis", "needs redis-server, a service of its own; the Redis tests (service/, cmd/herald/redis_process_test.go) run nodes on one Redis"},
 	{"Hooks: your backend decides", "go test ./examples/cookiesession/ runs this walkthrough's steps in Go (login cookie, /sse without a token, the /command POST, its replies) over gRPC and over HTTP, and the page in Chromium; the commands as written are not run (fixed ports 7600 and 8080 in examples/cookiesession/herald.yaml)"},
 	{"Benchmarks", "load runs of 10 s and more, with bench.yaml from BENCHMARKS.md, which records their commands and results"},
 }
@@ -114,6 +121,11 @@ var skipCommands = []skip{
 
 // nodeSections run against the test's node.
 var nodeSections = []string{"A five-minute tour"}
+
+// redisSections start redis-server processes of their own (and redis-cli
+// --cluster create): without redis-server and redis-cli on PATH they are
+// skipped, or fail under HERALD_REQUIRE_REDIS=1 (scripts/test sets it).
+var redisSections = []string{"Deployment: several nodes on one Redis"}
 
 func skipped(c *command) (string, bool) {
 	for _, s := range skipSections {
@@ -144,6 +156,11 @@ func checkLists(t *testing.T, d *doc) {
 	for _, s := range nodeSections {
 		if !slices.ContainsFunc(d.commands, func(c *command) bool { return c.section == s }) {
 			t.Errorf("nodeSections: no command in a section %q", s)
+		}
+	}
+	for _, s := range redisSections {
+		if !slices.ContainsFunc(d.commands, func(c *command) bool { return c.section == s && strings.Contains(c.text, "redis-server") }) {
+			t.Errorf("redisSections: no redis-server command in a section %q", s)
 		}
 	}
 }
@@ -299,25 +316,34 @@ var (
 	addrRe = regexp.MustCompile(`\b(localhost|127\.0\.0\.1|0\.0\.0\.0):(7[45]\d\d|84\d\d)\b`)
 	// anyAddrRe: addresses after the rewrite.
 	anyAddrRe = regexp.MustCompile(`\b(localhost|127\.0\.0\.1|0\.0\.0\.0):(\d+)\b`)
-	goRunRe   = regexp.MustCompile(`\bgo run \./`)
-	goBuild   = regexp.MustCompile(`\bgo build -o (\S+) `)
+	// redisPortRe: the Redis ports the README uses (63xx, 64xx), which
+	// appear in addresses, after --port and -p, and in file names.
+	redisPortRe = regexp.MustCompile(`\b6[34]\d\d\b`)
+	// tmpRe: a path under /tmp, which becomes one under the section's
+	// directory, so that runs never share files.
+	tmpRe        = regexp.MustCompile(`(^|[\s'"=(:])/tmp/`)
+	backgroundRe = regexp.MustCompile(`(^|[^&])&[ \t]*(#[^\n]*)?$`)
+	goRunRe      = regexp.MustCompile(`\bgo run \./`)
+	goBuild      = regexp.MustCompile(`\bgo build -o (\S+) `)
 	// streamRe: commands that print until stopped.
 	streamRe = regexp.MustCompile(`\bcurl -N\b|HeraldService/Subscribe\b|\bherald subscribe\b`)
 	// subscribes: streams that print a subscribed event first.
 	subscribes = regexp.MustCompile(`(?i)subscribe|[?&]channel=`)
 )
 
-// rewrite makes a README command runnable here (see TestREADME).
-func (r *runner) rewrite(t *testing.T, text string, ports map[string]string) string {
+// rewrite makes a README command runnable here (see TestREADME); tmp
+// is the directory that stands for /tmp.
+func (r *runner) rewrite(t *testing.T, text string, ports map[string]string, tmp string) string {
 	text = addrRe.ReplaceAllStringFunc(text, func(a string) string {
 		m := addrRe.FindStringSubmatch(a)
-		p, ok := ports[m[2]]
-		if !ok {
-			p = freePort(t)
-			ports[m[2]] = p
-		}
-		return m[1] + ":" + p
+		return m[1] + ":" + assignPort(t, ports, m[2], false)
 	})
+	text = redisPortRe.ReplaceAllStringFunc(text, func(p string) string {
+		return assignPort(t, ports, p, true)
+	})
+	if tmp != "" {
+		text = tmpRe.ReplaceAllString(text, "${1}"+tmp+"/")
+	}
 	text = goRunRe.ReplaceAllLiteralString(text, `go -C "$READMETEST_REPO" run ./`)
 	text = goBuild.ReplaceAllStringFunc(text, func(s string) string {
 		return `go -C "$READMETEST_REPO" build -o "$PWD/` + goBuild.FindStringSubmatch(s)[1] + `" `
@@ -325,14 +351,77 @@ func (r *runner) rewrite(t *testing.T, text string, ports map[string]string) str
 	return r.bind.rewrite(text)
 }
 
+// assignPort returns the free port that stands for the README's port p in
+// a section, choosing one the first time. A Redis port comes with its
+// cluster bus port, p+10000, free too (redis-server binds both with
+// --cluster-enabled yes); no port of a section is another's bus port.
+func assignPort(t *testing.T, ports map[string]string, p string, redis bool) string {
+	if q, ok := ports[p]; ok {
+		return q
+	}
+	taken := map[int]bool{}
+	for _, q := range ports {
+		var n int
+		fmt.Sscan(q, &n)
+		taken[n], taken[n+10000] = true, true
+	}
+	for range 1000 {
+		var n int
+		fmt.Sscan(freePort(t), &n)
+		if taken[n] || taken[n+10000] {
+			continue
+		}
+		if redis {
+			if n+10000 > 65535 {
+				continue
+			}
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", n+10000))
+			if err != nil {
+				continue
+			}
+			l.Close()
+		}
+		ports[p] = fmt.Sprint(n)
+		return ports[p]
+	}
+	t.Fatalf("no free port for the README's %s", p)
+	return ""
+}
+
+// background tells whether a command ends in & (before a comment): it
+// runs in the background of the section's shell.
+func background(text string) bool { return backgroundRe.MatchString(text) }
+
 // section runs the commands of one section and checks its output blocks.
 func (r *runner) section(t *testing.T, name string) {
 	ports := map[string]string{}
 	if slices.Contains(nodeSections, name) {
 		ports = r.startNode(t)
 	}
-	r.rewrite(t, "localhost:7400", ports) // HERALD_ADDR's port, in every section
+	if slices.Contains(redisSections, name) {
+		for _, bin := range []string{"redis-server", "redis-cli"} {
+			if _, err := exec.LookPath(bin); err != nil {
+				if os.Getenv("HERALD_REQUIRE_REDIS") == "1" {
+					t.Fatalf("%s is not on PATH and HERALD_REQUIRE_REDIS=1", bin)
+				}
+				t.Skipf("%s is not on PATH (apt-get install redis-server redis-tools); set HERALD_REQUIRE_REDIS=1 to fail instead", bin)
+			}
+		}
+	}
+	r.rewrite(t, "localhost:7400", ports, "") // HERALD_ADDR's port, in every section
 	dir := t.TempDir()
+	tmp := filepath.Join(dir, "tmp") // the section's /tmp
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// After the shell and its background jobs (the deferred stops below),
+	// and before the directory goes: the daemons it started.
+	t.Cleanup(func() {
+		stopDaemons(t, dir)
+		if t.Failed() {
+			logTails(t, tmp)
+		}
+	})
 	env := append(cleanEnv(),
 		"PATH="+r.toolDir+string(os.PathListSeparator)+os.Getenv("PATH"),
 		"HERALD_ADDR=127.0.0.1:"+ports["7400"],
@@ -386,9 +475,13 @@ func (r *runner) section(t *testing.T, name string) {
 				t.Logf("README.md:%d: skipped: %s (%s)", c.line, c.text, why)
 				continue
 			}
-			text := r.rewrite(t, c.text, ports)
+			text := r.rewrite(t, c.text, ports, tmp)
 			t.Logf("README.md:%d: %s", c.line, text)
-			if streamRe.MatchString(c.text) && !strings.HasSuffix(strings.TrimSpace(c.text), "&") {
+			// A subscriber sent to the background (`herald subscribe … &`,
+			// a tail that prints into the terminal) runs as a stream too,
+			// so that what it prints is its own.
+			if streamRe.MatchString(c.text) {
+				text = backgroundRe.ReplaceAllString(text, "$1")
 				s, err := startStream(c, text, dir, env)
 				if err != nil {
 					t.Fatal(err)
@@ -417,7 +510,7 @@ func (r *runner) section(t *testing.T, name string) {
 				t.Fatalf("README.md:%d: %s\nexit status %d (%v); stdout:\n%s\nstderr:\n%s", c.line, text, rc, err, out, sh.stderr)
 			}
 			printed[c] = out
-			if strings.HasSuffix(strings.TrimSpace(c.text), "&") {
+			if background(c.text) {
 				pidText, _, err := sh.run("echo $!", time.Minute)
 				var pid int
 				if _, serr := fmt.Sscan(pidText, &pid); err != nil || serr != nil {
@@ -449,6 +542,10 @@ func (r *runner) check(t *testing.T, o *output, printed map[*command]string, str
 	cmds, unknown := r.doc.commandsOf(o)
 	if len(unknown) > 0 {
 		t.Errorf("README.md:%d: the output marker names %q, but no command before it in %q contains that", o.line, unknown, o.section)
+		return
+	}
+	if o.text {
+		r.checkText(t, o, cmds, printed)
 		return
 	}
 	sse := isSSE(o.body)
@@ -516,6 +613,36 @@ func (r *runner) check(t *testing.T, o *output, printed map[*command]string, str
 	}
 }
 
+// checkText compares a ```text block with what its commands printed, as
+// written but for blank space at the ends of lines and of the whole.
+func (r *runner) checkText(t *testing.T, o *output, cmds []*command, printed map[*command]string) {
+	var all, names []string
+	for _, c := range cmds {
+		if why, skip := skipped(c); skip {
+			t.Errorf("README.md:%d: the output of a command that is not run (%s): %s", o.line, why, c.text)
+			return
+		}
+		if streamRe.MatchString(c.text) {
+			t.Errorf("README.md:%d: a text block shows a stream: %s", o.line, c.text)
+			return
+		}
+		all = append(all, printed[c])
+		names = append(names, c.text)
+	}
+	norm := func(s string) string {
+		lines := strings.Split(strings.TrimSpace(s), "\n")
+		for i, l := range lines {
+			lines[i] = strings.TrimRight(l, " \t\r")
+		}
+		return strings.Join(lines, "\n")
+	}
+	if got := norm(strings.Join(all, "\n")); got == norm(o.body) {
+		t.Logf("README.md:%d: shown as printed by %s", o.line, strings.Join(names, "; "))
+	} else {
+		t.Errorf("README.md:%d: the output of\n  %s\nis not what the README shows\nREADME:\n%s\nprinted:\n%s", o.line, strings.Join(names, "\n  "), o.body, got)
+	}
+}
+
 func poll(timeout time.Duration, f func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -542,4 +669,81 @@ func waitFor(t *testing.T, timeout time.Duration, f func() (bool, error), what s
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// stopDaemons ends the redis-servers a section started, which
+// --daemonize yes took out of its shell's process group: each process
+// named redis-server whose working directory is under dir (a daemon
+// started there, or with --dir there), found by the pid files under dir
+// and by a look through /proc; another process never matches. It sends
+// SIGTERM, then SIGKILL to those still running 10 s later, and waits
+// until they are gone.
+func stopDaemons(t *testing.T, dir string) {
+	pids := map[int]bool{}
+	_ = filepath.WalkDir(dir, func(path string, e os.DirEntry, err error) error {
+		if err == nil && !e.IsDir() && strings.HasSuffix(path, ".pid") {
+			b, _ := os.ReadFile(path)
+			var pid int
+			if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 0 {
+				pids[pid] = true
+			}
+		}
+		return nil
+	})
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		var pid int
+		if _, err := fmt.Sscan(filepath.Base(p), &pid); err == nil {
+			pids[pid] = true
+		}
+	}
+	ours := func(pid int) bool {
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil || strings.TrimSpace(string(comm)) != "redis-server" {
+			return false
+		}
+		cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+		return err == nil && (cwd == dir || strings.HasPrefix(cwd, dir+string(filepath.Separator)))
+	}
+	var running []int
+	for pid := range pids {
+		if ours(pid) {
+			running = append(running, pid)
+		}
+	}
+	slices.Sort(running)
+	for _, pid := range running {
+		t.Logf("stopping redis-server %d (started by the section)", pid)
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+	}
+	gone := func() bool {
+		for _, pid := range running {
+			if syscall.Kill(pid, 0) == nil && ours(pid) {
+				return false
+			}
+		}
+		return true
+	}
+	if !poll(10*time.Second, gone) {
+		for _, pid := range running {
+			if ours(pid) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		if !poll(10*time.Second, gone) {
+			t.Errorf("redis-servers %v still running after SIGKILL", running)
+		}
+	}
+}
+
+// logTails logs the end of each .log file under dir (the daemons' logs).
+func logTails(t *testing.T, dir string) {
+	_ = filepath.WalkDir(dir, func(path string, e os.DirEntry, err error) error {
+		if err == nil && !e.IsDir() && strings.HasSuffix(path, ".log") {
+			b, _ := os.ReadFile(path)
+			lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+			t.Logf("the end of %s:\n%s", path, strings.Join(lines[max(0, len(lines)-15):], "\n"))
+		}
+		return nil
+	})
 }
