@@ -10,6 +10,8 @@ import (
 
 	"github.com/herald-io/herald/config"
 	hooksv1 "github.com/herald-io/herald/gen/herald/hooks/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -176,7 +178,11 @@ func (c *Client) do(ctx context.Context, hook string, req, resp proto.Message, c
 		if cerr := check(); cerr != nil {
 			kind, err = BadAnswer, cerr
 		}
-	case cctx.Err() != nil && ownDeadline:
+	case cctx.Err() != nil && ownDeadline,
+		// The deadline reached the backend with the call (grpc-timeout)
+		// and its answer, DEADLINE_EXCEEDED, can come back a moment
+		// before our own timer fires.
+		cctx.Err() == nil && deadlineExceeded(err) && (!hasPD || !pd.Before(deadline)):
 		kind = Timeout
 		err = fmt.Errorf("no answer within %v (hooks.timeout)", c.cfg.Timeout.D())
 	case ctx.Err() != nil:
@@ -226,4 +232,9 @@ func (c *Client) circuitChanged(from, to int) {
 	case stateClosed:
 		c.log.Info("hook circuit closed: the application's backend answers again", "backend", c.backend)
 	}
+}
+
+// deadlineExceeded reports whether err is a call ended by its deadline.
+func deadlineExceeded(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded
 }
