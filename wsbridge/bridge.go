@@ -79,6 +79,7 @@ type Bridge struct {
 	commands commandRegistry
 	lim      *limits
 	access   coreAccess
+	exp      expiries
 
 	closing  atomic.Bool
 	shutOnce sync.Once

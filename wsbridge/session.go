@@ -24,8 +24,8 @@ import (
 type session struct {
 	b      *Bridge
 	t      *transport
-	format format // t.format, kept here for the fan-out
 	id     string
+	format format // t.format, kept here for the fan-out
 
 	// Set at connect; read by other goroutines only after authed is true
 	// (user never changes after that). info is built by clientInfo on the
@@ -34,21 +34,29 @@ type session struct {
 	info      *heraldv1.ClientInfo
 	userAdded bool
 	authed    atomic.Bool
+	expGen    uint32 // guarded by subMu: bumped whenever the expiry is armed again
 
 	// Request state.
 	creds    *credentials // what the client presented; dropped after connect
 	ident    *identity
 	limiter  *rate.Limiter
-	strikes  int
-	badCount int
+	strikes  int32
+	badCount int32
 
 	cmds   *commandQueue // unidirectional sessions: commands POSTed to them
 	remote string        // the TCP peer's address, for hooks
 
-	subMu    sync.Mutex
-	subs     []*channel  // channels this session is subscribed to; few, so a slice (a map costs ~250 bytes)
-	expTimer *time.Timer // guarded by subMu: the cleanup stops it
-	expGen   uint32      // guarded by subMu: bumped whenever the expiry is armed again
+	subMu sync.Mutex
+	subs  []*channel // channels this session is subscribed to; few, so a slice (a map costs ~250 bytes)
+
+	// The session's place in the bridge's expiries (expiry.go), guarded
+	// by its mu: the deadline (unix ns), the identity that expires then
+	// and the expGen it was armed with, and the index in the heap plus
+	// one (0: no deadline queued).
+	expAt     int64
+	expID     *identity
+	expIdx    int32
+	expArmGen uint32
 }
 
 func newSession(b *Bridge, t *transport, creds *credentials) *session {
@@ -101,10 +109,7 @@ func (s *session) ended() {
 	s.subMu.Lock()
 	subs := s.subs
 	s.subs = nil
-	if s.expTimer != nil {
-		s.expTimer.Stop()
-		s.expTimer = nil
-	}
+	s.b.exp.cancel(s)
 	s.subMu.Unlock()
 	for _, ch := range subs {
 		s.b.hub.leave(ch, s)
@@ -166,7 +171,7 @@ func (s *session) handle(fr *heraldv1.ClientFrame, derr *requestError) bool {
 	}
 	if !s.limiter.Allow() {
 		s.strikes++
-		if s.strikes > 4*int(max(s.b.cfg.RequestRate, 1)) {
+		if int(s.strikes) > 4*int(max(s.b.cfg.RequestRate, 1)) {
 			s.closeWith(CloseRateLimited, "request rate limit exceeded repeatedly", true, 1000)
 			return false
 		}
@@ -349,20 +354,17 @@ func (s *session) armExpiry(connected *heraldv1.ConnectedFrame, refreshed *heral
 	}
 }
 
-// armLocked arms the expiry timer of identity id and returns the time
-// left (-1: id does not expire). s.subMu must be held.
+// armLocked arms the expiry of identity id (the bridge's expiries call
+// session.expired at id.expires) and returns the time left (-1: id does
+// not expire). s.subMu must be held.
 func (s *session) armLocked(id *identity) time.Duration {
 	s.expGen++
-	if s.expTimer != nil {
-		s.expTimer.Stop()
-		s.expTimer = nil
-	}
 	if id == nil || id.expires.IsZero() || s.closed() {
+		s.b.exp.cancel(s)
 		return -1
 	}
 	d := max(time.Until(id.expires), 0)
-	gen := s.expGen
-	s.expTimer = time.AfterFunc(d, func() { s.expired(id, gen) })
+	s.b.exp.arm(s, id, s.expGen, id.expires)
 	return d
 }
 
