@@ -70,26 +70,29 @@ type wire interface {
 //
 // A transport is embedded in its wire's connection type (wsConn, httpConn)
 // so that a connection is one allocation.
+//
+// The fields are ordered so that the small ones share words: a
+// connection's size is what every idle connection costs.
 type transport struct {
 	b       *Bridge
 	w       wire
 	s       *session // the session carried; set once, before any frame
+	writeFn func()   // t.writeLoop, made once: starting the writer allocates nothing
 	kind    transportKind
 	format  format
-	writeFn func() // t.writeLoop, made once: starting the writer allocates nothing
 
 	writeSince atomic.Int64 // unix nanos when the current write began; 0: none
 
 	mu             sync.Mutex // guards below; held briefly, never while taking another lock
 	queue          []outFrame // frames to send
 	qbytes         int
+	pong           []byte // the writer must send a pong with this payload (non-nil; WebSocket)
+	closeMsg       string
+	closeCode      CloseCode
+	closeDelay     uint32 // the reconnect delay advised, in ms
 	writing        bool   // a writer goroutine is running
 	ping           bool   // the writer must send a heartbeat
-	pong           []byte // the writer must send a pong with this payload (non-nil; WebSocket)
 	closing        bool   // no more frames are accepted; the wire ends the stream after the queue
-	closeCode      CloseCode
-	closeMsg       string
-	closeDelay     uint32 // the reconnect delay advised, in ms
 	closeReconnect bool   // whether the client is told to reconnect
 	dead           bool   // nothing more is written
 }
