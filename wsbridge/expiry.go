@@ -18,20 +18,28 @@ type expiries struct {
 	timer *time.Timer
 }
 
-// arm queues s to expire identity id at deadline at; gen is the session's
-// expGen, handed to session.expired. A deadline queued before is replaced.
-func (e *expiries) arm(s *session, id *identity, gen uint32, at time.Time) {
+// monoBase is the origin of the deadlines, which are read on the
+// monotonic clock (as a timer's duration is): a change of the wall clock
+// moves no expiry.
+var monoBase = time.Now()
+
+func monoNow() int64 { return int64(time.Since(monoBase)) }
+
+// arm queues s to expire identity id in d; gen is the session's expGen,
+// handed to session.expired. A deadline queued before is replaced.
+func (e *expiries) arm(s *session, id *identity, gen uint32, d time.Duration) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if s.expIdx > 0 {
 		e.removeLocked(s)
 	}
-	s.expAt, s.expID, s.expArmGen = at.UnixNano(), id, gen
+	now := monoNow()
+	s.expAt, s.expID, s.expArmGen = now+int64(d), id, gen
 	s.expIdx = int32(len(e.heap)) + 1
 	e.heap = append(e.heap, s)
 	e.up(len(e.heap) - 1)
 	if e.heap[0] == s {
-		e.resetLocked(time.Now().UnixNano())
+		e.resetLocked(now)
 	}
 }
 
@@ -56,7 +64,7 @@ func (e *expiries) fire() {
 	}
 	var fired []due
 	e.mu.Lock()
-	now := time.Now().UnixNano()
+	now := monoNow()
 	for len(e.heap) > 0 && e.heap[0].expAt <= now {
 		s := e.heap[0]
 		fired = append(fired, due{s, s.expID, s.expArmGen})

@@ -50,7 +50,7 @@ type session struct {
 	subs  []*channel // channels this session is subscribed to; few, so a slice (a map costs ~250 bytes)
 
 	// The session's place in the bridge's expiries (expiry.go), guarded
-	// by its mu: the deadline (unix ns), the identity that expires then
+	// by its mu: the deadline (monoNow), the identity that expires then
 	// and the expGen it was armed with, and the index in the heap plus
 	// one (0: no deadline queued).
 	expAt     int64
@@ -301,7 +301,7 @@ func (s *session) connect(reqID uint32, f *heraldv1.ConnectFrame, initial func(u
 		}
 	}
 	if id != nil {
-		for _, name := range id.subscribe {
+		for _, name := range id.subscribe() {
 			subs = append(subs, initialSub{channel: name})
 		}
 	}
@@ -359,12 +359,12 @@ func (s *session) armExpiry(connected *heraldv1.ConnectedFrame, refreshed *heral
 // not expire). s.subMu must be held.
 func (s *session) armLocked(id *identity) time.Duration {
 	s.expGen++
-	if id == nil || id.expires.IsZero() || s.closed() {
+	if id == nil || id.expires == 0 || s.closed() {
 		s.b.exp.cancel(s)
 		return -1
 	}
-	d := max(time.Until(id.expires), 0)
-	s.b.exp.arm(s, id, s.expGen, id.expires)
+	d := max(time.Until(time.Unix(0, id.expires)), 0)
+	s.b.exp.arm(s, id, s.expGen, d)
 	return d
 }
 
