@@ -283,8 +283,11 @@ func (t *transport) writeLoop() {
 		t.mu.Lock()
 		if t.dead || (len(t.queue) == 0 && !t.ping && t.pong == nil && !t.closing) {
 			t.writing = false
-			if cap(t.queue) > 64 {
-				t.queue = nil // do not keep a burst's queue on an idle connection
+			// A connection sent one frame at a time keeps its one-frame
+			// queue (no allocation per delivery); a burst's (the replies
+			// at connect, a backlog) is not kept on an idle connection.
+			if cap(t.queue) > 1 {
+				t.queue = nil
 			}
 			t.mu.Unlock()
 			return
