@@ -45,7 +45,7 @@ type session struct {
 	tokensAt int64
 
 	cmds   *commandQueue // unidirectional sessions: commands POSTed to them
-	remote string        // the TCP peer's address, for hooks
+	remote string        // the TCP peer's address, for hooks (kept only when they are configured)
 
 	subMu sync.Mutex
 	subs  []*channel // channels this session is subscribed to; few, so a slice (a map costs ~250 bytes)
@@ -242,7 +242,9 @@ func (s *session) connect(reqID uint32, f *heraldv1.ConnectFrame, initial func(u
 	}
 	creds.name = f.Name
 	creds.client, creds.format = s.id, s.format
-	s.remote = creds.remoteAddr
+	if s.b.hooks != nil {
+		s.remote = creds.remoteAddr // only hooks are told
+	}
 	ctx, cancel := s.b.callContext()
 	id, err := s.b.auth.authenticate(ctx, creds)
 	cancel()
