@@ -54,7 +54,8 @@ func TestUserSessions(t *testing.T) {
 		}
 		b.unregister(other)
 		want("v")
-		for _, sh := range b.sessions {
+		for i := range b.sessions {
+			sh := &b.sessions[i]
 			if len(sh.users) != 0 || len(sh.more) != 0 || len(sh.all) != 0 {
 				t.Fatalf("state left behind: %d users, %d more, %d sessions", len(sh.users), len(sh.more), len(sh.all))
 			}
