@@ -86,14 +86,12 @@ type hubChannel struct {
 // and its end go to its stream's shared queue (see multiplex.go).
 type subscriber struct {
 	channel        string
-	presenceEvents bool
-	q              *subQueue
-	maxEvents      int           // bounds of q
-	maxBytes       int           //
+	q              *subQueue     // a Subscribe stream's (SubscribeMany's subscriptions share their stream's queue)
 	done           chan struct{} // closed by stop
+	err            error         // why the subscriber was stopped; set before done closes
+	mux            *muxSub       // set for a SubscribeMany subscription
 	once           sync.Once
-	err            error   // why the subscriber was stopped; set before done closes
-	mux            *muxSub // set for a SubscribeMany subscription
+	presenceEvents bool // beside once: the two share a word
 }
 
 // event is a publication or a presence event.
@@ -150,26 +148,30 @@ var payloadOneof = (&heraldv1.Publication{}).ProtoReflect().Descriptor().Oneofs(
 // batches by the stream's sender. Its memory follows what is pending, not
 // its bounds; once closed it holds nothing.
 type subQueue struct {
-	mu     sync.Mutex
-	events []event
-	bytes  int
-	closed bool
-	wake   chan struct{} // capacity 1: the queue went from empty to not empty
+	mu        sync.Mutex
+	events    []event
+	bytes     int
+	closed    bool
+	wake      chan struct{} // capacity 1: the queue went from empty to not empty
+	maxEvents int           // the bounds of the queue
+	maxBytes  int           //
 }
 
-func newSubQueue() *subQueue { return &subQueue{wake: make(chan struct{}, 1)} }
+func newSubQueue(maxEvents, maxBytes int) *subQueue {
+	return &subQueue{wake: make(chan struct{}, 1), maxEvents: maxEvents, maxBytes: maxBytes}
+}
 
-// push appends ev unless that would take the queue beyond maxEvents or
-// maxBytes (an event alone in the queue is always taken), and reports
+// push appends ev unless that would take the queue beyond its maxEvents
+// or maxBytes (an event alone in the queue is always taken), and reports
 // whether it did; a queue that refuses an event is closed. A closed queue
 // drops events and reports true.
-func (q *subQueue) push(ev event, maxEvents, maxBytes int) bool {
+func (q *subQueue) push(ev event) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
 		return true
 	}
-	if len(q.events) > 0 && (len(q.events) >= maxEvents || q.bytes+int(ev.size) > maxBytes) {
+	if len(q.events) > 0 && (len(q.events) >= q.maxEvents || q.bytes+int(ev.size) > q.maxBytes) {
 		q.closeLocked()
 		return false
 	}
@@ -253,7 +255,7 @@ func (s *subscriber) deliver(ev event) {
 		s.mux.deliver(ev)
 		return
 	}
-	if !s.q.push(ev, s.maxEvents, s.maxBytes) {
+	if !s.q.push(ev) {
 		s.stop(errSlowSubscriber)
 	}
 }

@@ -46,7 +46,7 @@ func TestEmptyChannelsShareStartPosition(t *testing.T) {
 	defer e.Close()
 	subs := make([]*subscriber, 3)
 	for i := range subs {
-		subs[i] = &subscriber{channel: "user:" + string(rune('a'+i)), q: newSubQueue(), maxEvents: 16, maxBytes: 1 << 20, done: make(chan struct{})}
+		subs[i] = &subscriber{channel: "user:" + string(rune('a'+i)), q: newSubQueue(16, 1<<20), done: make(chan struct{})}
 		if err := h.add(t.Context(), subs[i]); err != nil {
 			t.Fatal(err)
 		}

@@ -84,7 +84,7 @@ func BenchmarkSubscribeDelivery(b *testing.B) {
 // benchStream is a Subscribe stream's subscriber, as Server.Subscribe
 // makes it.
 func benchStream(h *hub, channel string) *subscriber {
-	return &subscriber{channel: channel, q: newSubQueue(), maxEvents: h.queue, maxBytes: h.queueBytes, done: make(chan struct{})}
+	return &subscriber{channel: channel, q: newSubQueue(h.queue, h.queueBytes), done: make(chan struct{})}
 }
 
 // benchTake takes what is queued for s, as its sender does.

@@ -564,9 +564,7 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 	sub := &subscriber{
 		channel:        req.Channel,
 		presenceEvents: req.PresenceEvents && ns.JoinLeave,
-		q:              newSubQueue(),
-		maxEvents:      s.hub.queue,
-		maxBytes:       s.hub.queueBytes,
+		q:              newSubQueue(s.hub.queue, s.hub.queueBytes),
 		done:           make(chan struct{}),
 	}
 	if err := s.hub.add(ctx, sub); err != nil {

@@ -79,6 +79,7 @@ type Bridge struct {
 	commands commandRegistry
 	lim      *limits
 	access   coreAccess
+	exp      expiries
 
 	closing  atomic.Bool
 	shutOnce sync.Once
@@ -162,7 +163,8 @@ func New(cfg config.Config, core grpc.ClientConnInterface, opts Options) (*Bridg
 	}
 	for i := range b.sessions {
 		b.sessions[i].all = make(map[*session]struct{})
-		b.sessions[i].users = make(map[string][]*session)
+		b.sessions[i].users = make(map[string]*session)
+		b.sessions[i].more = make(map[string][]*session)
 	}
 	b.commands.init(b)
 	b.hub.init(b)

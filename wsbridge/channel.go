@@ -57,7 +57,7 @@ type channel struct {
 	ready  chan struct{} // closed once the first upstream `subscribed` arrived, or on failure, and then dropped (nil)
 	epoch  string        // position of the last publication delivered
 	last   uint64
-	gen    int // bumped when continuity is lost upstream (recovered=false on resume)
+	gen    uint32 // bumped when continuity is lost upstream (recovered=false on resume); compared for equality only
 	isUp   bool
 	closed bool
 }

@@ -69,14 +69,14 @@ func (a *hookAuth) authenticate(ctx context.Context, c *credentials) (*identity,
 		return nil, &refusal{code: CloseCode(r.Code), reason: reason, reconnect: r.Temporary || r.Code == uint32(CloseTokenExpired), metric: "hook_refused"}
 	}
 	acc := res.GetAccept()
-	id := &identity{user: acc.User, hook: true, subscribe: acc.Subscribe}
+	id := &identity{user: acc.User, hook: true, nSubscribe: int32(len(acc.Subscribe))}
 	// Channels the backend subscribes the session to are granted too.
 	id.channels = append(append(id.channels, acc.Channels...), acc.Subscribe...)
 	if acc.Info != nil {
 		id.info = structpb.NewStructValue(acc.Info)
 	}
 	if acc.ExpiresIn > 0 {
-		id.expires = time.Now().Add(time.Duration(acc.ExpiresIn) * time.Second)
+		id.setExpiry(time.Now().Add(time.Duration(acc.ExpiresIn) * time.Second))
 	}
 	return id, nil
 }
@@ -113,9 +113,9 @@ func (s *session) refreshByHook(id *identity, token string) (*identity, error) {
 		return nil, &closeError{code: CloseCode(r.Code), reason: reason, reconnect: r.Temporary || r.Code == uint32(CloseTokenExpired)}
 	}
 	next := *id
-	next.expires = time.Time{}
+	next.expires = 0
 	if sec := res.GetExtend().GetExpiresIn(); sec > 0 {
-		next.expires = time.Now().Add(time.Duration(sec) * time.Second)
+		next.setExpiry(time.Now().Add(time.Duration(sec) * time.Second))
 	}
 	return &next, nil
 }

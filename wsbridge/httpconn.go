@@ -87,14 +87,14 @@ func (c *httpConn) open(w http.ResponseWriter, r *http.Request, contentType stri
 
 // serve holds the stream once the session has started: on HTTP/1.x a
 // reader goroutine waits for the client to go and the handler returns at
-// once; on HTTP/2 the handler waits for the end itself. release is called
+// once; on HTTP/2 the handler waits for the end itself. adm is released
 // when the session has ended.
-func (c *httpConn) serve(r *http.Request, release func()) {
+func (c *httpConn) serve(r *http.Request, adm admission) {
 	kind, f := c.kind, c.format
 	end := func() {
 		c.s.ended()
 		metricConns[kind][f].Add(-1)
-		release()
+		adm.release()
 	}
 	if c.nc != nil {
 		c.b.wg.Add(1)

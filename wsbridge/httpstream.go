@@ -60,7 +60,7 @@ func (b *Bridge) serveHTTPStream(w http.ResponseWriter, r *http.Request) {
 		refuse(w, "shutting_down", http.StatusServiceUnavailable, retryStorm, "bridge shutting down; reconnect to another node")
 		return
 	}
-	release, ok := b.lim.admit(w, r)
+	adm, ok := b.lim.admit(w, r)
 	if !ok {
 		return
 	}
@@ -69,7 +69,7 @@ func (b *Bridge) serveHTTPStream(w http.ResponseWriter, r *http.Request) {
 	s := newSession(b, &c.transport, b.presented(transportHTTPStream, r))
 	s.cmds = newCommandQueue(s.id)
 	if !c.open(w, r, contentType) {
-		release()
+		adm.release()
 		return
 	}
 	b.nAccepted.Add(1)
@@ -82,5 +82,5 @@ func (b *Bridge) serveHTTPStream(w http.ResponseWriter, r *http.Request) {
 		s.closeWith(CloseBadFrame, "the request body must begin with a connect frame", false, 0)
 	}
 	s.cmds.release(s)
-	c.serve(r, release)
+	c.serve(r, adm)
 }

@@ -39,18 +39,33 @@ type claims struct {
 }
 
 // identity is who a verified token names.
+//
+// A session keeps its identity for its life, so it is kept small: 64
+// bytes.
 type identity struct {
-	user     string
+	user string
+	// channels are the grants. The last nSubscribe of them are the
+	// channels the session is subscribed to at connect, besides the
+	// personal channel (an authenticator may name them; JWTs do not).
 	channels []string
 	info     *structpb.Value
-	expires  time.Time // zero: never
-	// subscribe are channels the session is subscribed to at connect,
-	// besides the personal channel (an authenticator may name them; JWTs
-	// do not).
-	subscribe []string
+	expires  int64 // unix ns; 0: never
+	// nSubscribe: see channels.
+	nSubscribe int32
 	// hook is set for identities of the connect hook: the refresh hook,
 	// not a JWT, extends them. Their user may be empty (anonymous).
 	hook bool
+}
+
+// subscribe returns the channels the session is subscribed to at connect.
+func (id *identity) subscribe() []string { return id.channels[len(id.channels)-int(id.nSubscribe):] }
+
+// setExpiry sets when id expires (zero: never).
+func (id *identity) setExpiry(t time.Time) {
+	id.expires = 0
+	if !t.IsZero() {
+		id.expires = t.UnixNano()
+	}
 }
 
 // named reports whether id names a user (nil and an empty user are
@@ -145,7 +160,7 @@ func (v *verifier) verify(token string) (*identity, error) {
 	}
 	id := &identity{user: c.Subject, channels: c.Channels}
 	if c.ExpiresAt != nil {
-		id.expires = c.ExpiresAt.Time
+		id.setExpiry(c.ExpiresAt.Time)
 	}
 	if len(c.Info) > 0 && string(c.Info) != "null" {
 		var m map[string]any

@@ -60,11 +60,12 @@ const (
 
 // admit decides whether a connection may be upgraded. When it may not, it
 // answers the request (503 or 429 with Retry-After) and returns false;
-// otherwise the caller must call release once the connection has ended.
-func (l *limits) admit(w http.ResponseWriter, r *http.Request) (release func(), ok bool) {
+// otherwise the caller must call the admission's release once, when the
+// connection has ended.
+func (l *limits) admit(w http.ResponseWriter, r *http.Request) (a admission, ok bool) {
 	if l.maxConns > 0 && l.conns.Load() >= int64(l.maxConns) {
 		refuse(w, "max_connections", http.StatusServiceUnavailable, retryFull, "node full: too many connections; try another node")
-		return nil, false
+		return admission{}, false
 	}
 	ip := ""
 	if l.perIP > 0 {
@@ -73,7 +74,7 @@ func (l *limits) admit(w http.ResponseWriter, r *http.Request) (release func(), 
 		if l.ips[ip] >= l.perIP {
 			l.ipMu.Unlock()
 			refuse(w, "max_conns_per_ip", http.StatusTooManyRequests, retryIP, "too many connections from this address")
-			return nil, false
+			return admission{}, false
 		}
 		l.ips[ip]++
 		l.ipMu.Unlock()
@@ -83,22 +84,30 @@ func (l *limits) admit(w http.ResponseWriter, r *http.Request) (release func(), 
 	if l.accept != nil && !l.accept.Allow() {
 		l.releaseIP(ip)
 		refuse(w, "accept_rate", http.StatusServiceUnavailable, retryStorm, "too many new connections; retry shortly")
-		return nil, false
+		return admission{}, false
 	}
 	if n := l.conns.Add(1); l.maxConns > 0 && n > int64(l.maxConns) {
 		// Lost a race with another admission at the limit.
 		l.conns.Add(-1)
 		l.releaseIP(ip)
 		refuse(w, "max_connections", http.StatusServiceUnavailable, retryFull, "node full: too many connections; try another node")
-		return nil, false
+		return admission{}, false
 	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			l.conns.Add(-1)
-			l.releaseIP(ip)
-		})
-	}, true
+	return admission{l: l, ip: ip}, true
+}
+
+// admission is an admitted connection's place in the limits. It is a
+// value, not a closure, so that holding it costs a connection nothing
+// beyond its two words (its handler releases it exactly once).
+type admission struct {
+	l  *limits
+	ip string // the peer's address, with max_conns_per_ip
+}
+
+// release gives the connection's place back.
+func (a admission) release() {
+	a.l.conns.Add(-1)
+	a.l.releaseIP(a.ip)
 }
 
 func (l *limits) releaseIP(ip string) {

@@ -10,11 +10,23 @@ import (
 
 // sessionShard holds a part of the bridge's sessions: all of them by
 // pointer (sharded by session id), and authenticated ones by user (sharded
-// by user).
+// by user). Most users have one session: users holds a user's first, and
+// more the others of the users with several (a slice per user would cost
+// every user 24 bytes in the map and an array of its own).
 type sessionShard struct {
 	mu    sync.Mutex
 	all   map[*session]struct{}
-	users map[string][]*session
+	users map[string]*session
+	more  map[string][]*session
+}
+
+// userCount is the number of sessions of user. sh.mu must be held.
+func (sh *sessionShard) userCount(user string) int {
+	n := len(sh.more[user])
+	if sh.users[user] != nil {
+		n++
+	}
+	return n
 }
 
 func (b *Bridge) shard(key string) *sessionShard {
@@ -39,10 +51,14 @@ func (b *Bridge) addUser(s *session) bool {
 	sh := b.shard(s.user)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if len(sh.users[s.user]) >= b.cfg.MaxConnsPerUser {
+	if sh.userCount(s.user) >= b.cfg.MaxConnsPerUser {
 		return false
 	}
-	sh.users[s.user] = append(sh.users[s.user], s)
+	if sh.users[s.user] == nil {
+		sh.users[s.user] = s
+	} else {
+		sh.more[s.user] = append(sh.more[s.user], s)
+	}
 	return true
 }
 
@@ -65,17 +81,27 @@ func (b *Bridge) unregister(s *session) {
 	sh = b.shard(s.user)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	list := sh.users[s.user]
-	for i, x := range list {
-		if x == s {
-			list = append(list[:i], list[i+1:]...)
-			break
+	list := sh.more[s.user]
+	if sh.users[s.user] == s {
+		// The first goes: another, if any, takes its place.
+		if len(list) == 0 {
+			delete(sh.users, s.user)
+			return
+		}
+		sh.users[s.user] = list[0]
+		list = list[1:]
+	} else {
+		for i, x := range list {
+			if x == s {
+				list = append(list[:i], list[i+1:]...)
+				break
+			}
 		}
 	}
 	if len(list) == 0 {
-		delete(sh.users, s.user)
+		delete(sh.more, s.user)
 	} else {
-		sh.users[s.user] = list
+		sh.more[s.user] = list
 	}
 }
 
@@ -84,7 +110,11 @@ func (b *Bridge) userSessions(user string) []*session {
 	sh := b.shard(user)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	return append([]*session(nil), sh.users[user]...)
+	first := sh.users[user]
+	if first == nil {
+		return nil
+	}
+	return append([]*session{first}, sh.more[user]...)
 }
 
 // eachSession calls f for every registered session, under its shard lock:

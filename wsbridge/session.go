@@ -9,7 +9,6 @@ import (
 	"time"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
-	"golang.org/x/time/rate"
 )
 
 // session is one client's protocol session: who it is, what it is
@@ -22,10 +21,9 @@ import (
 // sessions (command.go). That code owns the request state below; the
 // fan-out reads only format and t.
 type session struct {
-	b      *Bridge
-	t      *transport
-	format format // t.format, kept here for the fan-out
-	id     string
+	b  *Bridge
+	t  *transport
+	id string
 
 	// Set at connect; read by other goroutines only after authed is true
 	// (user never changes after that). info is built by clientInfo on the
@@ -33,22 +31,33 @@ type session struct {
 	user      string
 	info      *heraldv1.ClientInfo
 	userAdded bool
+	format    format // t.format, kept here for the fan-out
+	badCount  uint8  // request state (below); a session closes at 17
 	authed    atomic.Bool
+	expGen    uint32 // guarded by subMu: bumped whenever the expiry is armed again
+	strikes   int32  // request state (below)
 
-	// Request state.
+	// Request state. The request rate limit is a token bucket in the
+	// session (allowRequest): tokens at tokensAt (monoNow).
 	creds    *credentials // what the client presented; dropped after connect
 	ident    *identity
-	limiter  *rate.Limiter
-	strikes  int
-	badCount int
+	tokens   float64
+	tokensAt int64
 
 	cmds   *commandQueue // unidirectional sessions: commands POSTed to them
-	remote string        // the TCP peer's address, for hooks
+	remote string        // the TCP peer's address, for hooks (kept only when they are configured)
 
-	subMu    sync.Mutex
-	subs     []*channel  // channels this session is subscribed to; few, so a slice (a map costs ~250 bytes)
-	expTimer *time.Timer // guarded by subMu: the cleanup stops it
-	expGen   uint32      // guarded by subMu: bumped whenever the expiry is armed again
+	subMu sync.Mutex
+	subs  []*channel // channels this session is subscribed to; few, so a slice (a map costs ~250 bytes)
+
+	// The session's place in the bridge's expiries (expiry.go), guarded
+	// by its mu: the deadline (monoNow), the identity that expires then
+	// and the expGen it was armed with, and the index in the heap plus
+	// one (0: no deadline queued).
+	expAt     int64
+	expID     *identity
+	expIdx    int32
+	expArmGen uint32
 }
 
 func newSession(b *Bridge, t *transport, creds *credentials) *session {
@@ -101,10 +110,7 @@ func (s *session) ended() {
 	s.subMu.Lock()
 	subs := s.subs
 	s.subs = nil
-	if s.expTimer != nil {
-		s.expTimer.Stop()
-		s.expTimer = nil
-	}
+	s.b.exp.cancel(s)
 	s.subMu.Unlock()
 	for _, ch := range subs {
 		s.b.hub.leave(ch, s)
@@ -164,9 +170,9 @@ func (s *session) handle(fr *heraldv1.ClientFrame, derr *requestError) bool {
 		}
 		return s.connect(fr.Id, cf.Connect, nil)
 	}
-	if !s.limiter.Allow() {
+	if !s.allowRequest() {
 		s.strikes++
-		if s.strikes > 4*int(max(s.b.cfg.RequestRate, 1)) {
+		if int(s.strikes) > 4*int(max(s.b.cfg.RequestRate, 1)) {
 			s.closeWith(CloseRateLimited, "request rate limit exceeded repeatedly", true, 1000)
 			return false
 		}
@@ -236,7 +242,9 @@ func (s *session) connect(reqID uint32, f *heraldv1.ConnectFrame, initial func(u
 	}
 	creds.name = f.Name
 	creds.client, creds.format = s.id, s.format
-	s.remote = creds.remoteAddr
+	if s.b.hooks != nil {
+		s.remote = creds.remoteAddr // only hooks are told
+	}
 	ctx, cancel := s.b.callContext()
 	id, err := s.b.auth.authenticate(ctx, creds)
 	cancel()
@@ -260,7 +268,7 @@ func (s *session) connect(reqID uint32, f *heraldv1.ConnectFrame, initial func(u
 		}
 		s.userAdded = true
 	}
-	s.limiter = rate.NewLimiter(rate.Limit(s.b.cfg.RequestRate), 4*int(max(s.b.cfg.RequestRate, 1)))
+	s.tokens, s.tokensAt = s.requestBurst(), monoNow()
 	s.authed.Store(true)
 	s.authOK()
 	connected := &heraldv1.ConnectedFrame{
@@ -296,7 +304,7 @@ func (s *session) connect(reqID uint32, f *heraldv1.ConnectFrame, initial func(u
 		}
 	}
 	if id != nil {
-		for _, name := range id.subscribe {
+		for _, name := range id.subscribe() {
 			subs = append(subs, initialSub{channel: name})
 		}
 	}
@@ -349,20 +357,17 @@ func (s *session) armExpiry(connected *heraldv1.ConnectedFrame, refreshed *heral
 	}
 }
 
-// armLocked arms the expiry timer of identity id and returns the time
-// left (-1: id does not expire). s.subMu must be held.
+// armLocked arms the expiry of identity id (the bridge's expiries call
+// session.expired at id.expires) and returns the time left (-1: id does
+// not expire). s.subMu must be held.
 func (s *session) armLocked(id *identity) time.Duration {
 	s.expGen++
-	if s.expTimer != nil {
-		s.expTimer.Stop()
-		s.expTimer = nil
-	}
-	if id == nil || id.expires.IsZero() || s.closed() {
+	if id == nil || id.expires == 0 || s.closed() {
+		s.b.exp.cancel(s)
 		return -1
 	}
-	d := max(time.Until(id.expires), 0)
-	gen := s.expGen
-	s.expTimer = time.AfterFunc(d, func() { s.expired(id, gen) })
+	d := max(time.Until(time.Unix(0, id.expires)), 0)
+	s.b.exp.arm(s, id, s.expGen, d)
 	return d
 }
 
@@ -391,6 +396,25 @@ func (s *session) refresh(f *heraldv1.RefreshFrame) (*heraldv1.ServerFrame, erro
 	out := &heraldv1.RefreshedFrame{}
 	s.armExpiry(nil, out)
 	return &heraldv1.ServerFrame{Body: &heraldv1.ServerFrame_Refresh{Refresh: out}}, nil
+}
+
+// requestBurst is how many requests a session may send at once: 4 times
+// request_rate, at least 4.
+func (s *session) requestBurst() float64 { return float64(4 * int(max(s.b.cfg.RequestRate, 1))) }
+
+// allowRequest takes a token from the session's request bucket, which
+// fills at request_rate per second up to requestBurst and is full at
+// connect; with none left it refuses and takes nothing. This is
+// rate.Limiter's Allow, kept in the session (16 bytes) rather than in an
+// 80-byte Limiter of its own.
+func (s *session) allowRequest() bool {
+	now := monoNow()
+	tokens := min(s.tokens+time.Duration(now-s.tokensAt).Seconds()*s.b.cfg.RequestRate, s.requestBurst())
+	if tokens < 1 {
+		return false
+	}
+	s.tokens, s.tokensAt = tokens-1, now
+	return true
 }
 
 func (b *Bridge) callContext() (context.Context, context.CancelFunc) {

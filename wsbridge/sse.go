@@ -56,7 +56,7 @@ func (b *Bridge) serveSSE(w http.ResponseWriter, r *http.Request) {
 		refuse(w, "shutting_down", http.StatusServiceUnavailable, retryStorm, "bridge shutting down; reconnect to another node")
 		return
 	}
-	release, ok := b.lim.admit(w, r)
+	adm, ok := b.lim.admit(w, r)
 	if !ok {
 		return
 	}
@@ -66,7 +66,7 @@ func (b *Bridge) serveSSE(w http.ResponseWriter, r *http.Request) {
 	s := newSession(b, &c.transport, b.presented(transportSSE, r))
 	s.cmds = newCommandQueue(s.id)
 	if !c.open(w, r, "text/event-stream; charset=utf-8") {
-		release()
+		adm.release()
 		return
 	}
 	b.nAccepted.Add(1)
@@ -76,7 +76,7 @@ func (b *Bridge) serveSSE(w http.ResponseWriter, r *http.Request) {
 	f := &heraldv1.ConnectFrame{Token: requestToken(r), Name: q.Get("name")}
 	s.connect(0, f, func(user string) (*heraldv1.StreamPosition, []initialSub) { return c.sse.resume(user, last) })
 	s.cmds.release(s)
-	c.serve(r, release)
+	c.serve(r, adm)
 }
 
 // requestToken is the token of an SSE or HTTP-stream request: the `token`

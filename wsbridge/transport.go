@@ -70,26 +70,29 @@ type wire interface {
 //
 // A transport is embedded in its wire's connection type (wsConn, httpConn)
 // so that a connection is one allocation.
+//
+// The fields are ordered so that the small ones share words: a
+// connection's size is what every idle connection costs.
 type transport struct {
 	b       *Bridge
 	w       wire
 	s       *session // the session carried; set once, before any frame
+	writeFn func()   // t.writeLoop, made once: starting the writer allocates nothing
 	kind    transportKind
 	format  format
-	writeFn func() // t.writeLoop, made once: starting the writer allocates nothing
 
 	writeSince atomic.Int64 // unix nanos when the current write began; 0: none
 
 	mu             sync.Mutex // guards below; held briefly, never while taking another lock
 	queue          []outFrame // frames to send
 	qbytes         int
+	pong           []byte // the writer must send a pong with this payload (non-nil; WebSocket)
+	closeMsg       string
+	closeCode      CloseCode
+	closeDelay     uint32 // the reconnect delay advised, in ms
 	writing        bool   // a writer goroutine is running
 	ping           bool   // the writer must send a heartbeat
-	pong           []byte // the writer must send a pong with this payload (non-nil; WebSocket)
 	closing        bool   // no more frames are accepted; the wire ends the stream after the queue
-	closeCode      CloseCode
-	closeMsg       string
-	closeDelay     uint32 // the reconnect delay advised, in ms
 	closeReconnect bool   // whether the client is told to reconnect
 	dead           bool   // nothing more is written
 }
@@ -280,8 +283,11 @@ func (t *transport) writeLoop() {
 		t.mu.Lock()
 		if t.dead || (len(t.queue) == 0 && !t.ping && t.pong == nil && !t.closing) {
 			t.writing = false
-			if cap(t.queue) > 64 {
-				t.queue = nil // do not keep a burst's queue on an idle connection
+			// A connection sent one frame at a time keeps its one-frame
+			// queue (no allocation per delivery); a burst's (the replies
+			// at connect, a backlog) is not kept on an idle connection.
+			if cap(t.queue) > 1 {
+				t.queue = nil
 			}
 			t.mu.Unlock()
 			return

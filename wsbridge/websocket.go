@@ -39,13 +39,13 @@ func (b *Bridge) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Limits are checked before the upgrade: a refusal costs one response.
-	release, ok := b.lim.admit(w, r)
+	adm, ok := b.lim.admit(w, r)
 	if !ok {
 		return
 	}
 	ws, err := b.upgrader.Upgrade(w, r, nil)
 	if err != nil {
-		release()
+		adm.release()
 		return // the upgrader has answered (403 for a refused origin, 400...)
 	}
 	b.nAccepted.Add(1)
@@ -56,7 +56,7 @@ func (b *Bridge) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	go func() {
 		c.readLoop()
 		metricConns[transportWebSocket][c.format].Add(-1)
-		release()
+		adm.release()
 	}()
 }
 

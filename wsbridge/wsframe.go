@@ -16,8 +16,8 @@ import (
 type wsReader struct {
 	r     io.Reader
 	max   int      // the largest message accepted (max_frame)
-	ext   [12]byte // extended length and mask of the frame being read
 	msg   []byte   // the fragmented message being assembled; nil between messages
+	ext   [12]byte // extended length and mask of the frame being read
 	msgOp byte     // its opcode (text or binary)
 	frag  bool     // a fragmented message is in progress
 }
