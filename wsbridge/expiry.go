@@ -1,6 +1,7 @@
 package wsbridge
 
 import (
+	"container/heap"
 	"sync"
 	"time"
 )
@@ -14,8 +15,33 @@ import (
 // The session fields exp* are guarded by mu.
 type expiries struct {
 	mu    sync.Mutex
-	heap  []*session // s.expIdx-1 is s's index
+	heap  byDeadline // s.expIdx-1 is s's index
 	timer *time.Timer
+}
+
+// byDeadline is the heap.Interface of the sessions' deadlines; each
+// session knows its place (expIdx, 0 when out), so that heap.Remove and
+// heap.Fix find it.
+type byDeadline []*session
+
+func (h byDeadline) Len() int           { return len(h) }
+func (h byDeadline) Less(i, j int) bool { return h[i].expAt < h[j].expAt }
+func (h byDeadline) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].expIdx, h[j].expIdx = int32(i)+1, int32(j)+1
+}
+func (h *byDeadline) Push(x any) {
+	s := x.(*session)
+	s.expIdx = int32(len(*h)) + 1
+	*h = append(*h, s)
+}
+func (h *byDeadline) Pop() any {
+	old := *h
+	s := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	s.expIdx = 0
+	return s
 }
 
 // monoBase is the origin of the deadlines, which are read on the
@@ -35,9 +61,7 @@ func (e *expiries) arm(s *session, id *identity, gen uint32, d time.Duration) {
 	}
 	now := monoNow()
 	s.expAt, s.expID, s.expArmGen = now+int64(d), id, gen
-	s.expIdx = int32(len(e.heap)) + 1
-	e.heap = append(e.heap, s)
-	e.up(len(e.heap) - 1)
+	heap.Push(&e.heap, s)
 	if e.heap[0] == s {
 		e.resetLocked(now)
 	}
@@ -93,18 +117,8 @@ func (e *expiries) resetLocked(now int64) {
 // the earliest (it then fires early, finds nothing due, and is set again),
 // and stopped when nothing is left.
 func (e *expiries) removeLocked(s *session) {
-	i := int(s.expIdx) - 1
-	last := len(e.heap) - 1
-	if i != last {
-		e.swap(i, last)
-	}
-	e.heap[last] = nil
-	e.heap = e.heap[:last]
-	s.expIdx, s.expID = 0, nil
-	if i != last {
-		e.down(i)
-		e.up(i)
-	}
+	heap.Remove(&e.heap, int(s.expIdx)-1)
+	s.expID = nil
 	if len(e.heap) == 0 {
 		if e.timer != nil {
 			e.timer.Stop()
@@ -112,41 +126,5 @@ func (e *expiries) removeLocked(s *session) {
 		if cap(e.heap) > 64 {
 			e.heap = nil // do not keep a crowd's heap on an empty bridge
 		}
-	}
-}
-
-func (e *expiries) swap(i, j int) {
-	h := e.heap
-	h[i], h[j] = h[j], h[i]
-	h[i].expIdx, h[j].expIdx = int32(i)+1, int32(j)+1
-}
-
-func (e *expiries) up(i int) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if e.heap[p].expAt <= e.heap[i].expAt {
-			return
-		}
-		e.swap(i, p)
-		i = p
-	}
-}
-
-func (e *expiries) down(i int) {
-	n := len(e.heap)
-	for {
-		l := 2*i + 1
-		if l >= n {
-			return
-		}
-		m := l
-		if r := l + 1; r < n && e.heap[r].expAt < e.heap[l].expAt {
-			m = r
-		}
-		if e.heap[i].expAt <= e.heap[m].expAt {
-			return
-		}
-		e.swap(i, m)
-		i = m
 	}
 }
