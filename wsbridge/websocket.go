@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 )
@@ -27,7 +28,21 @@ type wsConn struct {
 
 	awaitPong atomic.Bool // a ping was sent and nothing came back since
 	connected bool        // reader-only: the connect deadline is lifted
+
+	// Parking (idlepoll_linux.go): rc is the socket's raw access, nil
+	// where the reader never parks; pollID is the poller's id for c (0:
+	// never parked); parked is set while no reader runs. The reader role
+	// passes between goroutines through parked: whoever clears it (the
+	// poller, or cut) starts the next reader.
+	rc     syscall.RawConn
+	pollID uint64
+	parked atomic.Bool
+
+	adm admission // given back when the connection ends
 }
+
+// errWouldBlock is readNow's answer when nothing has come.
+var errWouldBlock = errors.New("would block")
 
 // serveWebSocket upgrades a request to a WebSocket. The handler returns at
 // once; the connection is read by a goroutine of its own, so that
@@ -49,14 +64,13 @@ func (b *Bridge) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader has answered (403 for a refused origin, 400...)
 	}
 	b.nAccepted.Add(1)
-	c := &wsConn{}
+	c := &wsConn{adm: adm}
 	s := c.start(b, ws.NetConn(), ws.Subprotocol(), b.presented(transportWebSocket, r))
 	b.log.Debug("connection opened", "conn", s.id, "transport", "websocket", "remote", r.RemoteAddr, "subprotocol", subprotocolNames[c.format])
 	b.wg.Add(1)
 	go func() {
+		c.readSetup()
 		c.readLoop()
-		metricConns[transportWebSocket][c.format].Add(-1)
-		adm.release()
 	}()
 }
 
@@ -68,6 +82,9 @@ func (c *wsConn) start(b *Bridge, nc net.Conn, subprotocol string, creds *creden
 	}
 	c.init(b, c, transportWebSocket, f)
 	c.nc = nc
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.rc, _ = sc.SyscallConn()
+	}
 	c.rd = wsReader{r: nc, max: b.cfg.MaxFrame}
 	metricConns[transportWebSocket][f].Add(1)
 	return newSession(b, &c.transport, creds)
@@ -120,8 +137,14 @@ func (c *wsConn) write(out []byte, bt *batch) ([]byte, error) {
 	return out, err
 }
 
-// cut closes the socket; the reader then ends and cleans up.
-func (c *wsConn) cut() { _ = c.nc.Close() }
+// cut closes the socket; the reader then ends and cleans up (a parked
+// connection gets a reader for that).
+func (c *wsConn) cut() {
+	_ = c.nc.Close()
+	if c.parked.CompareAndSwap(true, false) {
+		go c.readLoop()
+	}
+}
 
 func (c *wsConn) missedPong() bool {
 	if c.awaitPong.Load() {
@@ -197,24 +220,42 @@ func closeReason(s string) string {
 var errStopReading = errors.New("stop reading")
 
 // readLoop reads and handles the client's frames until the socket ends,
-// then cleans up. It runs in its own goroutine, started after the HTTP
-// handler has returned.
+// then cleans up. It runs in a goroutine of its own, started after the
+// HTTP handler has returned. Once connected, a reader that finds nothing
+// to read parks the connection and ends (idlepoll_linux.go); a new
+// goroutine runs readLoop when the client sends more.
 //
-// An idle connection's reader waits for the next frame's first two bytes,
-// so the stack in use there must stay small: under ~1 KB, the reader fits
-// Go's minimum 2 KB stack, and the runtime's starting stack size (the
-// average in use at the last GC, plus a guard, rounded up) stays 2 KB for
-// every new goroutine. The loop therefore waits in the socket's Read one
-// frame below the goroutine's entry, with no defers; setup, the rest of
-// the frame and error handling are in functions of their own, and
-// messages are handled by the session in a goroutine of their own.
+// A reader waiting for the next frame's first two bytes (one that cannot
+// park: TLS) must keep its stack in use small: under ~1 KB, the reader
+// fits Go's minimum 2 KB stack, and the runtime's starting stack size
+// (the average in use at the last GC, plus a guard, rounded up) stays 2
+// KB for every new goroutine. The loop therefore waits in the socket's
+// Read one frame below the goroutine's entry, with no defers; setup, the
+// rest of the frame and error handling are in functions of their own,
+// and messages are handled by the session in a goroutine of their own.
 // (Measured: one more frame of ~60 bytes between the goroutine's entry
 // and the read raises the starting size to 4 KB.)
 func (c *wsConn) readLoop() {
-	c.readSetup()
 	var err error
 	for {
-		if _, err = io.ReadFull(c.nc, c.b2[:]); err != nil {
+		if c.connected && c.canPark() {
+			var n int
+			n, err = c.readNow(c.b2[:])
+			switch {
+			case err == errWouldBlock:
+				if c.park() {
+					return
+				}
+				_, err = io.ReadFull(c.nc, c.b2[:])
+			case err == nil && n == 0:
+				err = io.EOF
+			case err == nil && n == 1:
+				_, err = io.ReadFull(c.nc, c.b2[1:])
+			}
+		} else {
+			_, err = io.ReadFull(c.nc, c.b2[:])
+		}
+		if err != nil {
 			break
 		}
 		if err = c.received(); err != nil {
@@ -222,8 +263,11 @@ func (c *wsConn) readLoop() {
 		}
 	}
 	c.readEnded(err)
+	c.unpark()
 	c.s.ended()
 	c.b.wg.Done()
+	metricConns[transportWebSocket][c.format].Add(-1)
+	c.adm.release()
 }
 
 // readSetup registers the session and arms the connect deadline.

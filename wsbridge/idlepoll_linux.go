@@ -1,0 +1,152 @@
+package wsbridge
+
+import (
+	"sync"
+	"syscall"
+	"time"
+)
+
+// An idle WebSocket connection holds no goroutine. Once connected, a
+// reader that finds nothing to read parks its connection here and ends:
+// the socket goes into an epoll set of the process's own (one-shot,
+// level-triggered), and when the client sends something (a pong, a
+// request, a close) or hangs up, the poller starts a new reader for it.
+// A goroutine costs its 2 KB stack and ~440 B of runtime state, and the
+// Go heap's growth to its GC goal counts the stack twice: most of what an
+// idle connection cost before. Deliveries are written by the transport's
+// writer, started on demand; cut wakes a parked connection so that it
+// ends and cleans up as before.
+//
+// Only plain sockets park (net.TCPConn, net.UnixConn): crypto/tls buffers
+// decrypted bytes that the socket's readiness would not show.
+
+type idlePoller struct {
+	epfd int
+
+	mu    sync.Mutex
+	conns map[uint64]*wsConn // by the id in the epoll event's data
+	next  uint64
+}
+
+var (
+	pollerOnce sync.Once
+	poller     *idlePoller // nil when epoll is unavailable: readers never park
+)
+
+// thePoller starts the process's poller on first use.
+func thePoller() *idlePoller {
+	pollerOnce.Do(func() {
+		fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+		if err != nil {
+			return
+		}
+		poller = &idlePoller{epfd: fd, conns: make(map[uint64]*wsConn)}
+		go poller.run()
+	})
+	return poller
+}
+
+// run waits for parked sockets to become readable (or hung up) and starts
+// a reader for each. It blocks one thread in epoll_wait for the process's
+// life.
+func (p *idlePoller) run() {
+	evs := make([]syscall.EpollEvent, 256)
+	for {
+		n, err := syscall.EpollWait(p.epfd, evs, -1)
+		if err != nil {
+			if err != syscall.EINTR {
+				time.Sleep(time.Millisecond) // not expected (EBADF, EFAULT): do not spin
+			}
+			continue
+		}
+		p.mu.Lock()
+		for i := range evs[:n] {
+			id := uint64(uint32(evs[i].Fd)) | uint64(uint32(evs[i].Pad))<<32
+			if c := p.conns[id]; c != nil && c.parked.CompareAndSwap(true, false) {
+				go c.readLoop()
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
+func (p *idlePoller) add(c *wsConn) uint64 {
+	p.mu.Lock()
+	p.next++
+	id := p.next
+	p.conns[id] = c
+	p.mu.Unlock()
+	return id
+}
+
+func (p *idlePoller) forget(id uint64) {
+	p.mu.Lock()
+	delete(p.conns, id)
+	p.mu.Unlock()
+}
+
+// canPark reports whether c's reader may park: a plain socket and a poller.
+func (c *wsConn) canPark() bool {
+	if c.rc == nil {
+		return false
+	}
+	return thePoller() != nil
+}
+
+// park arms the poller for c and reports true if the reader must end: c
+// is parked, or was woken already by cut. When arming fails (the socket
+// is being closed), the reader goes on and meets the error.
+func (c *wsConn) park() bool {
+	p := thePoller()
+	op := syscall.EPOLL_CTL_MOD
+	if c.pollID == 0 {
+		c.pollID = p.add(c)
+		op = syscall.EPOLL_CTL_ADD
+	}
+	ev := syscall.EpollEvent{
+		Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT,
+		Fd:     int32(uint32(c.pollID)),
+		Pad:    int32(uint32(c.pollID >> 32)),
+	}
+	rc := c.rc
+	// From here on the connection may be taken over (by the poller once
+	// armed, or by cut): nothing of c is touched but the flag.
+	c.parked.Store(true)
+	var cerr error
+	if err := rc.Control(func(fd uintptr) { cerr = syscall.EpollCtl(p.epfd, op, int(fd), &ev) }); err == nil && cerr == nil {
+		return true
+	}
+	return !c.parked.CompareAndSwap(true, false)
+}
+
+// unpark forgets c in the poller, when its reader ends.
+func (c *wsConn) unpark() {
+	if c.pollID != 0 {
+		poller.forget(c.pollID)
+		c.pollID = 0
+	}
+}
+
+// readNow reads what has come, without waiting: errWouldBlock when
+// nothing has.
+func (c *wsConn) readNow(p []byte) (int, error) {
+	var n int
+	var rerr error
+	err := c.rc.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = syscall.Read(int(fd), p)
+			if rerr != syscall.EINTR {
+				return true
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case rerr == syscall.EAGAIN:
+		return 0, errWouldBlock
+	case rerr != nil:
+		return 0, rerr
+	}
+	return n, nil
+}

@@ -1,0 +1,132 @@
+//go:build linux
+
+package wsbridge_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/node"
+)
+
+// settledGoroutines waits until the goroutine count holds still for a
+// moment and returns it.
+func settledGoroutines() int {
+	g := runtime.NumGoroutine()
+	for range 100 {
+		time.Sleep(20 * time.Millisecond)
+		if h := runtime.NumGoroutine(); h != g {
+			g = h
+			continue
+		}
+		break
+	}
+	return g
+}
+
+// TestIdleConnectionsParked checks that a connected, idle WebSocket holds
+// no goroutine (its socket is parked in the bridge's poller), and that a
+// parked connection still does everything: receives publications, wakes
+// for what the client sends (requests, pongs, a close), again and again,
+// and is cleaned up when either side ends it.
+func TestIdleConnectionsParked(t *testing.T) {
+	n := startNode(t, testConfig(), node.Serve)
+	be := backend(t, n, "")
+	warm := connect(t, n, "", token(t, "warm", time.Minute, nil))
+	warm.subscribe("chat:park", nil)
+	publish(t, be, "chat:park", `0`)
+	warm.nextPub("chat:park")
+
+	before := settledGoroutines()
+	const conns = 100
+	cs := make([]*client, conns)
+	for i := range cs {
+		cs[i] = connect(t, n, []string{"", "herald.proto"}[i%2], token(t, fmt.Sprintf("p%d", i), time.Minute, nil))
+		cs[i].subscribe("chat:park", nil)
+	}
+	if per := float64(settledGoroutines()-before) / conns; per > 0.2 {
+		t.Fatalf("%.2f goroutines per idle connection; want none (parked)", per)
+	}
+
+	for round := 1; round <= 3; round++ {
+		// Deliveries to parked connections.
+		publish(t, be, "chat:park", fmt.Sprintf(`{"round":%d}`, round))
+		for i, c := range cs {
+			if p := c.nextPub("chat:park"); p.Offset != uint64(round+1) {
+				t.Fatalf("round %d, client %d: offset %d, want %d", round, i, p.Offset, round+1)
+			}
+		}
+		// Each wakes for a request (two frames in one message, then one
+		// frame split in two WebSocket fragments) and parks again.
+		for i, c := range cs {
+			a := &heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_Ping{Ping: &heraldv1.PingFrame{}}}
+			h := &heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_History{History: &heraldv1.HistoryFrame{Channel: "chat:park"}}}
+			c.send(a, h)
+			c.waitFor("pong", func(f *heraldv1.ServerFrame) bool { return f.Id == a.Id && f.GetPong() != nil })
+			if r := c.waitFor("history", func(f *heraldv1.ServerFrame) bool { return f.Id == h.Id }); len(r.GetHistory().GetPublications()) != round+1 {
+				t.Fatalf("round %d, client %d: history %v", round, i, r)
+			}
+			// One frame whose bytes come in three writes, apart: the
+			// reader wakes for one byte of the header, then waits for
+			// the rest.
+			fr := &heraldv1.ClientFrame{Id: uint32(1000 + round), Body: &heraldv1.ClientFrame_Ping{Ping: &heraldv1.PingFrame{}}}
+			raw := maskedFrame(c, c.encode(fr))
+			for _, part := range [][]byte{raw[:1], raw[1:4], raw[4:]} {
+				if _, err := c.ws.NetConn().Write(part); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			c.waitFor("pong", func(f *heraldv1.ServerFrame) bool { return f.Id == fr.Id && f.GetPong() != nil })
+		}
+		if per := float64(settledGoroutines()-before) / conns; per > 0.2 {
+			t.Fatalf("round %d: %.2f goroutines per idle connection after requests", round, per)
+		}
+	}
+
+	// The client ends half of them: each is noticed and cleaned up.
+	conns0 := n.Bridge().Stats().Connections
+	for _, c := range cs[:conns/2] {
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"), time.Now().Add(time.Second))
+		c.expectClose(websocket.CloseNormalClosure)
+	}
+	eventually(t, "closed connections cleaned up", func() bool { return n.Bridge().Stats().Connections == conns0-conns/2 })
+
+	// The bridge ends the other half while they are parked.
+	for i := conns / 2; i < conns; i++ {
+		if _, err := be.Disconnect(ctx(t), &heraldv1.DisconnectRequest{User: fmt.Sprintf("p%d", i), Reason: "bye"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range cs[conns/2:] {
+		c.expectClose(4005)
+	}
+	eventually(t, "cut connections cleaned up", func() bool { return n.Bridge().Stats().Connections == conns0-conns })
+	if g := settledGoroutines(); g > before+5 {
+		t.Fatalf("goroutines %d after every connection ended; %d before", g, before)
+	}
+}
+
+// maskedFrame is one final client frame carrying msg, masked (RFC 6455
+// 5.3), in c's message type.
+func maskedFrame(c *client, msg []byte) []byte {
+	op := byte(websocket.TextMessage)
+	if c.proto {
+		op = websocket.BinaryMessage
+	}
+	if len(msg) > 125 {
+		panic("maskedFrame: long frames not needed here")
+	}
+	key := [4]byte{byte(rand.Uint32()), byte(rand.Uint32()), byte(rand.Uint32()), byte(rand.Uint32())}
+	out := append([]byte{0x80 | op, 0x80 | byte(len(msg))}, key[:]...)
+	for i, b := range msg {
+		out = append(out, b^key[i%4])
+	}
+	return out
+}
