@@ -1,6 +1,7 @@
 package wsbridge
 
 import (
+	"net"
 	"sync"
 	"syscall"
 	"time"
@@ -17,8 +18,10 @@ import (
 // writer, started on demand; cut wakes a parked connection so that it
 // ends and cleans up as before.
 //
-// Only plain sockets park (net.TCPConn, net.UnixConn): crypto/tls buffers
-// decrypted bytes that the socket's readiness would not show.
+// Sockets park (net.TCPConn, net.UnixConn), and TLS connections over
+// them: crypto/tls may hold decrypted bytes that the socket's readiness
+// would not show, so a TLS reader asks the connection itself, with a
+// deadline already past, before it parks (readNow).
 
 type idlePoller struct {
 	epfd int
@@ -63,7 +66,7 @@ func (p *idlePoller) run() {
 		for i := range evs[:n] {
 			id := uint64(uint32(evs[i].Fd)) | uint64(uint32(evs[i].Pad))<<32
 			if c := p.conns[id]; c != nil && c.parked.CompareAndSwap(true, false) {
-				go c.readLoop()
+				go c.readLoop(true)
 			}
 		}
 		p.mu.Unlock()
@@ -130,6 +133,9 @@ func (c *wsConn) unpark() {
 // readNow reads what has come, without waiting: errWouldBlock when
 // nothing has.
 func (c *wsConn) readNow(p []byte) (int, error) {
+	if c.tls {
+		return c.readNowTLS(p)
+	}
 	var n int
 	var rerr error
 	err := c.rc.Read(func(fd uintptr) bool {
@@ -149,4 +155,23 @@ func (c *wsConn) readNow(p []byte) (int, error) {
 		return 0, rerr
 	}
 	return n, nil
+}
+
+// readNowTLS is readNow through crypto/tls: bytes it has decrypted
+// already come back at once; otherwise the read meets a deadline already
+// past. A timeout leaves the connection usable (crypto/tls keeps a
+// partial record and does not make a temporary error permanent), and a
+// record that has partly come makes the socket readable again when the
+// rest does.
+func (c *wsConn) readNowTLS(p []byte) (int, error) {
+	_ = c.nc.SetReadDeadline(time.Unix(1, 0))
+	n, err := c.nc.Read(p)
+	_ = c.nc.SetReadDeadline(time.Time{})
+	if n > 0 {
+		return n, nil
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		return 0, errWouldBlock
+	}
+	return 0, err
 }

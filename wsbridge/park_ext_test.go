@@ -12,7 +12,9 @@ import (
 	"github.com/gorilla/websocket"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/internal/deploytest"
 	"github.com/herald-io/herald/node"
+	"github.com/herald-io/herald/wsbridge"
 )
 
 // settledGoroutines waits until the goroutine count holds still for a
@@ -34,11 +36,34 @@ func settledGoroutines() int {
 // no goroutine (its socket is parked in the bridge's poller), and that a
 // parked connection still does everything: receives publications, wakes
 // for what the client sends (requests, pongs, a close), again and again,
-// and is cleaned up when either side ends it.
+// and is cleaned up when either side ends it. It runs on plain sockets and
+// in the production shape (TLS terminated by Herald, API keys, JWTs),
+// where crypto/tls may hold frames the socket's readiness does not show.
 func TestIdleConnectionsParked(t *testing.T) {
-	n := startNode(t, testConfig(), node.Serve)
-	be := backend(t, n, "")
-	warm := connect(t, n, "", token(t, "warm", time.Minute, nil))
+	t.Run("plain", func(t *testing.T) {
+		n := startNode(t, testConfig(), node.Serve)
+		be := backend(t, n, "")
+		parkedScenario(t, be, n.Bridge().Stats, func(i int, subprotocol string) *client {
+			return connect(t, n, subprotocol, token(t, fmt.Sprintf("p%d", i), time.Minute, nil))
+		})
+	})
+	t.Run("production", func(t *testing.T) {
+		d := deploytest.Start(t, deploytest.Shape{Production: true}, nil)
+		parkedScenario(t, d.Backend(t), d.Bridge.Bridge().Stats, func(i int, subprotocol string) *client {
+			ws := d.DialWS(t, subprotocol)
+			c := &client{t: t, ws: ws, proto: ws.Subprotocol() == "herald.proto"}
+			if r := c.request(connectFrame(d.Token(t, fmt.Sprintf("p%d", i), nil))); r.GetConnect() == nil {
+				t.Fatalf("connect: %v", r)
+			}
+			return c
+		})
+	})
+}
+
+// parkedScenario runs TestIdleConnectionsParked with users p0, p1… that
+// dial connects.
+func parkedScenario(t *testing.T, be heraldv1.HeraldServiceClient, stats func() wsbridge.Stats, dial func(i int, subprotocol string) *client) {
+	warm := dial(-1, "")
 	warm.subscribe("chat:park", nil)
 	publish(t, be, "chat:park", `0`)
 	warm.nextPub("chat:park")
@@ -47,7 +72,7 @@ func TestIdleConnectionsParked(t *testing.T) {
 	const conns = 100
 	cs := make([]*client, conns)
 	for i := range cs {
-		cs[i] = connect(t, n, []string{"", "herald.proto"}[i%2], token(t, fmt.Sprintf("p%d", i), time.Minute, nil))
+		cs[i] = dial(i, []string{"", "herald.proto"}[i%2])
 		cs[i].subscribe("chat:park", nil)
 	}
 	if per := float64(settledGoroutines()-before) / conns; per > 0.2 {
@@ -84,6 +109,20 @@ func TestIdleConnectionsParked(t *testing.T) {
 				time.Sleep(2 * time.Millisecond)
 			}
 			c.waitFor("pong", func(f *heraldv1.ServerFrame) bool { return f.Id == fr.Id && f.GetPong() != nil })
+			// Five messages in one write (under TLS, one record: the
+			// reader must read the four left in crypto/tls before it
+			// parks).
+			var five []byte
+			for k := range 5 {
+				five = append(five, maskedFrame(c, c.encode(&heraldv1.ClientFrame{Id: uint32(2000 + 10*round + k), Body: &heraldv1.ClientFrame_Ping{Ping: &heraldv1.PingFrame{}}}))...)
+			}
+			if _, err := c.ws.NetConn().Write(five); err != nil {
+				t.Fatal(err)
+			}
+			for k := range 5 {
+				id := uint32(2000 + 10*round + k)
+				c.waitFor("pong", func(f *heraldv1.ServerFrame) bool { return f.Id == id && f.GetPong() != nil })
+			}
 		}
 		if per := float64(settledGoroutines()-before) / conns; per > 0.2 {
 			t.Fatalf("round %d: %.2f goroutines per idle connection after requests", round, per)
@@ -91,12 +130,12 @@ func TestIdleConnectionsParked(t *testing.T) {
 	}
 
 	// The client ends half of them: each is noticed and cleaned up.
-	conns0 := n.Bridge().Stats().Connections
+	conns0 := stats().Connections
 	for _, c := range cs[:conns/2] {
 		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"), time.Now().Add(time.Second))
 		c.expectClose(websocket.CloseNormalClosure)
 	}
-	eventually(t, "closed connections cleaned up", func() bool { return n.Bridge().Stats().Connections == conns0-conns/2 })
+	eventually(t, "closed connections cleaned up", func() bool { return stats().Connections == conns0-conns/2 })
 
 	// The bridge ends the other half while they are parked.
 	for i := conns / 2; i < conns; i++ {
@@ -107,7 +146,7 @@ func TestIdleConnectionsParked(t *testing.T) {
 	for _, c := range cs[conns/2:] {
 		c.expectClose(4005)
 	}
-	eventually(t, "cut connections cleaned up", func() bool { return n.Bridge().Stats().Connections == conns0-conns })
+	eventually(t, "cut connections cleaned up", func() bool { return stats().Connections == conns0-conns })
 	if g := settledGoroutines(); g > before+5 {
 		t.Fatalf("goroutines %d after every connection ended; %d before", g, before)
 	}

@@ -6,30 +6,55 @@
 package wsbridge_test
 
 import (
+	"bufio"
+	"fmt"
+	"net"
 	"runtime"
 	"runtime/metrics"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/herald-io/herald/node"
 )
 
-// TestIdleReaderStack checks that idle connections' readers fit Go's
-// minimum 2 KB stack. The runtime starts every new goroutine with the
-// average stack in use at the last GC (plus a guard, rounded up to a power
-// of 2): a parked reader using over ~1.1 KB, because its read path is one
-// frame deeper or because request handling grew its stack, makes that 4 KB
-// for readers and writers alike, and idle memory per connection grows by
-// 2 KB. See readLoop.
+// TestIdleReaderStack checks that the readers that wait in Read for an
+// idle connection (SSE and HTTP streams; a WebSocket parks instead, see
+// idlepoll_linux.go) fit Go's minimum 2 KB stack. The runtime starts
+// every new goroutine with the average stack in use at the last GC (plus
+// a guard, rounded up to a power of 2): a waiting reader using over ~1.1
+// KB, because its read path is one frame deeper or because request
+// handling grew its stack, makes that 4 KB for readers and writers alike,
+// and idle memory per connection grows by 2 KB. The clients here are raw
+// sockets, so that no client goroutine counts.
 func TestIdleReaderStack(t *testing.T) {
 	if testing.Short() {
 		t.Skip("opens 1000 connections")
 	}
-	cfg := testConfig()
-	cfg.Bridge.Anonymous = true
-	n := startNode(t, cfg, node.Serve)
-	for i := 0; i < 1000; i++ {
-		c := connect(t, n, "", "")
-		c.subscribe("chat:idle", nil)
+	n := startNode(t, testConfig(), node.Serve)
+	base := runtime.NumGoroutine()
+	const conns = 1000
+	for i := 0; i < conns; i++ {
+		nc, err := net.Dial("tcp", n.HTTPAddr.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = nc.Close() })
+		fmt.Fprintf(nc, "GET /sse?token=%s&channel=chat:idle HTTP/1.1\r\nHost: %s\r\n\r\n", token(t, fmt.Sprintf("u%d", i), time.Hour, nil), n.HTTPAddr)
+		_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(nc)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("connection %d: %v", i, err)
+			}
+			if strings.Contains(strings.ReplaceAll(line, " ", ""), `"subscribed":{"channel":"chat:idle"`) {
+				break
+			}
+		}
+	}
+	if g := runtime.NumGoroutine(); g < base+conns {
+		t.Fatalf("%d goroutines with %d idle SSE connections, %d before: their readers should wait in Read", g, conns, base)
 	}
 	runtime.GC()
 	runtime.GC()

@@ -1,6 +1,7 @@
 package wsbridge
 
 import (
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -28,9 +29,10 @@ type wsConn struct {
 
 	awaitPong atomic.Bool // a ping was sent and nothing came back since
 	connected bool        // reader-only: the connect deadline is lifted
+	tls       bool        // nc is a *tls.Conn over the socket of rc
 
-	// Parking (idlepoll_linux.go): rc is the socket's raw access, nil
-	// where the reader never parks; pollID is the poller's id for c (0:
+	// Parking (idlepoll_linux.go): rc is the socket's raw access (under
+	// TLS, of the socket below it), nil where the reader never parks; pollID is the poller's id for c (0:
 	// never parked); parked is set while no reader runs. The reader role
 	// passes between goroutines through parked: whoever clears it (the
 	// poller, or cut) starts the next reader.
@@ -70,7 +72,7 @@ func (b *Bridge) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	b.wg.Add(1)
 	go func() {
 		c.readSetup()
-		c.readLoop()
+		c.readLoop(false)
 	}()
 }
 
@@ -82,7 +84,11 @@ func (c *wsConn) start(b *Bridge, nc net.Conn, subprotocol string, creds *creden
 	}
 	c.init(b, c, transportWebSocket, f)
 	c.nc = nc
-	if sc, ok := nc.(syscall.Conn); ok {
+	raw := nc
+	if tc, ok := nc.(*tls.Conn); ok {
+		raw, c.tls = tc.NetConn(), true
+	}
+	if sc, ok := raw.(syscall.Conn); ok {
 		c.rc, _ = sc.SyscallConn()
 	}
 	c.rd = wsReader{r: nc, max: b.cfg.MaxFrame}
@@ -142,7 +148,7 @@ func (c *wsConn) write(out []byte, bt *batch) ([]byte, error) {
 func (c *wsConn) cut() {
 	_ = c.nc.Close()
 	if c.parked.CompareAndSwap(true, false) {
-		go c.readLoop()
+		go c.readLoop(true)
 	}
 }
 
@@ -235,10 +241,18 @@ var errStopReading = errors.New("stop reading")
 // and messages are handled by the session in a goroutine of their own.
 // (Measured: one more frame of ~60 bytes between the goroutine's entry
 // and the read raises the starting size to 4 KB.)
-func (c *wsConn) readLoop() {
+//
+// woken is true for a reader started for a parked connection: the socket
+// is readable (or closed), so it reads at once, blocking (under TLS a
+// check without waiting would not read the socket, which would stay
+// readable and wake the poller again and again).
+func (c *wsConn) readLoop(woken bool) {
 	var err error
 	for {
-		if c.connected && c.canPark() {
+		if woken {
+			woken = false
+			_, err = io.ReadFull(c.nc, c.b2[:])
+		} else if c.connected && c.canPark() {
 			var n int
 			n, err = c.readNow(c.b2[:])
 			switch {
