@@ -28,6 +28,9 @@ type httpConn struct {
 	once sync.Once     // cut
 	rbuf [8]byte       // reader-only (HTTP/1.x): what a client sends is discarded
 	done chan struct{} // HTTP/2: closed by cut; the handler then returns
+
+	parking           // HTTP/1.x: the reader parks (idlepoll_linux.go)
+	adm     admission // HTTP/1.x: given back when the reader ends
 }
 
 // h2Writer writes an HTTP/2 response body, flushing each write.
@@ -97,12 +100,10 @@ func (c *httpConn) serve(r *http.Request, adm admission) {
 		adm.release()
 	}
 	if c.nc != nil {
+		c.adm = adm
+		c.setup(c.nc)
 		c.b.wg.Add(1)
-		go func() {
-			c.readLoop()
-			end()
-			c.b.wg.Done()
-		}()
+		go c.readLoop(false)
 		return
 	}
 	select {
@@ -124,13 +125,38 @@ func (c *httpConn) serve(r *http.Request, adm admission) {
 	end()
 }
 
-// readLoop reads until the client closes the connection (or it is cut).
-// A client sends nothing after its request; whatever comes is discarded.
-func (c *httpConn) readLoop() {
-	for {
-		if _, err := c.nc.Read(c.rbuf[:]); err != nil {
-			return
+// readLoop reads until the client closes the connection (or it is cut),
+// then cleans up. A client sends nothing after its request; whatever
+// comes is discarded. A reader that finds nothing to read parks the
+// connection and ends; one woken by the poller (or cut) reads blocking
+// first (see wsConn.readLoop).
+func (c *httpConn) readLoop(woken bool) {
+	var err error
+	for err == nil {
+		if !woken && c.canPark() {
+			if _, err = c.readNow(c.nc, c.rbuf[:]); err == errWouldBlock {
+				if c.park(c) {
+					return
+				}
+				err = nil
+				woken = true // read blocking: it could not park
+			}
+			continue
 		}
+		woken = false
+		_, err = c.nc.Read(c.rbuf[:])
+	}
+	c.unpark()
+	c.s.ended()
+	metricConns[c.kind][c.format].Add(-1)
+	c.adm.release()
+	c.b.wg.Done()
+}
+
+// wake starts a reader for the connection if it is parked.
+func (c *httpConn) wake() {
+	if c.parked.CompareAndSwap(true, false) {
+		go c.readLoop(true)
 	}
 }
 
@@ -146,6 +172,7 @@ func (c *httpConn) cut() {
 	c.once.Do(func() {
 		if c.nc != nil {
 			_ = c.nc.Close()
+			c.wake()
 			return
 		}
 		_ = c.h2.rc.SetWriteDeadline(time.Now())

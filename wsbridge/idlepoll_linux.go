@@ -1,33 +1,41 @@
 package wsbridge
 
 import (
+	"crypto/tls"
+	"io"
 	"net"
 	"sync"
 	"syscall"
 	"time"
 )
 
-// An idle WebSocket connection holds no goroutine. Once connected, a
-// reader that finds nothing to read parks its connection here and ends:
-// the socket goes into an epoll set of the process's own (one-shot,
-// level-triggered), and when the client sends something (a pong, a
-// request, a close) or hangs up, the poller starts a new reader for it.
-// A goroutine costs its 2 KB stack and ~440 B of runtime state, and the
-// Go heap's growth to its GC goal counts the stack twice: most of what an
-// idle connection cost before. Deliveries are written by the transport's
-// writer, started on demand; cut wakes a parked connection so that it
-// ends and cleans up as before.
+// An idle connection holds no goroutine. Once a WebSocket is connected
+// (and once an SSE or HTTP stream is hijacked), a reader that finds
+// nothing to read parks its connection here and ends: the socket goes
+// into an epoll set of the process's own (one-shot, level-triggered), and
+// when the client sends something (a pong, a request, a close) or hangs
+// up, the poller starts a new reader for it. A goroutine costs its 2 KB
+// stack and ~440 B of runtime state, and the Go heap's growth to its GC
+// goal counts the stack twice: most of what an idle connection cost
+// before. Deliveries are written by the transport's writer, started on
+// demand; cut wakes a parked connection so that it ends and cleans up as
+// before.
 //
 // Sockets park (net.TCPConn, net.UnixConn), and TLS connections over
 // them: crypto/tls may hold decrypted bytes that the socket's readiness
 // would not show, so a TLS reader asks the connection itself, with a
 // deadline already past, before it parks (readNow).
 
+// parker is a connection whose reader parks: wake starts a reader for it.
+type parker interface {
+	wake()
+}
+
 type idlePoller struct {
 	epfd int
 
 	mu    sync.Mutex
-	conns map[uint64]*wsConn // by the id in the epoll event's data
+	conns map[uint64]parker // by the id in the epoll event's data
 	next  uint64
 }
 
@@ -43,7 +51,7 @@ func thePoller() *idlePoller {
 		if err != nil {
 			return
 		}
-		poller = &idlePoller{epfd: fd, conns: make(map[uint64]*wsConn)}
+		poller = &idlePoller{epfd: fd, conns: make(map[uint64]parker)}
 		go poller.run()
 	})
 	return poller
@@ -65,15 +73,15 @@ func (p *idlePoller) run() {
 		p.mu.Lock()
 		for i := range evs[:n] {
 			id := uint64(uint32(evs[i].Fd)) | uint64(uint32(evs[i].Pad))<<32
-			if c := p.conns[id]; c != nil && c.parked.CompareAndSwap(true, false) {
-				go c.readLoop(true)
+			if c := p.conns[id]; c != nil {
+				c.wake()
 			}
 		}
 		p.mu.Unlock()
 	}
 }
 
-func (p *idlePoller) add(c *wsConn) uint64 {
+func (p *idlePoller) add(c parker) uint64 {
 	p.mu.Lock()
 	p.next++
 	id := p.next
@@ -88,57 +96,71 @@ func (p *idlePoller) forget(id uint64) {
 	p.mu.Unlock()
 }
 
-// canPark reports whether c's reader may park: a plain socket and a poller.
-func (c *wsConn) canPark() bool {
-	if c.rc == nil {
+// setup takes the socket below nc (a *tls.Conn's too) for parking; it is
+// left unset (the reader never parks) for anything else.
+func (k *parking) setup(nc net.Conn) {
+	raw := nc
+	if tc, ok := nc.(*tls.Conn); ok {
+		raw, k.tls = tc.NetConn(), true
+	}
+	if sc, ok := raw.(syscall.Conn); ok {
+		k.rc, _ = sc.SyscallConn()
+	}
+}
+
+// canPark reports whether the reader may park: a socket and a poller.
+func (k *parking) canPark() bool {
+	if k.rc == nil {
 		return false
 	}
 	return thePoller() != nil
 }
 
-// park arms the poller for c and reports true if the reader must end: c
-// is parked, or was woken already by cut. When arming fails (the socket
-// is being closed), the reader goes on and meets the error.
-func (c *wsConn) park() bool {
+// park arms the poller for self (whose parking k is) and reports true if
+// the reader must end: the connection is parked, or was woken already by
+// cut. When arming fails (the socket is being closed), the reader goes on
+// and meets the error.
+func (k *parking) park(self parker) bool {
 	p := thePoller()
 	op := syscall.EPOLL_CTL_MOD
-	if c.pollID == 0 {
-		c.pollID = p.add(c)
+	if k.pollID == 0 {
+		k.pollID = p.add(self)
 		op = syscall.EPOLL_CTL_ADD
 	}
 	ev := syscall.EpollEvent{
 		Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT,
-		Fd:     int32(uint32(c.pollID)),
-		Pad:    int32(uint32(c.pollID >> 32)),
+		Fd:     int32(uint32(k.pollID)),
+		Pad:    int32(uint32(k.pollID >> 32)),
 	}
-	rc := c.rc
+	rc := k.rc
 	// From here on the connection may be taken over (by the poller once
-	// armed, or by cut): nothing of c is touched but the flag.
-	c.parked.Store(true)
+	// armed, or by cut): nothing of it is touched but the flag.
+	k.parked.Store(true)
 	var cerr error
 	if err := rc.Control(func(fd uintptr) { cerr = syscall.EpollCtl(p.epfd, op, int(fd), &ev) }); err == nil && cerr == nil {
 		return true
 	}
-	return !c.parked.CompareAndSwap(true, false)
+	return !k.parked.CompareAndSwap(true, false)
 }
 
-// unpark forgets c in the poller, when its reader ends.
-func (c *wsConn) unpark() {
-	if c.pollID != 0 {
-		poller.forget(c.pollID)
-		c.pollID = 0
+// unpark forgets the connection in the poller, when its reader ends.
+func (k *parking) unpark() {
+	if k.pollID != 0 {
+		poller.forget(k.pollID)
+		k.pollID = 0
 	}
 }
 
-// readNow reads what has come, without waiting: errWouldBlock when
-// nothing has.
-func (c *wsConn) readNow(p []byte) (int, error) {
-	if c.tls {
-		return c.readNowTLS(p)
+// readNow reads from nc (whose socket k has) what has come, without
+// waiting: errWouldBlock when nothing has, io.EOF when the client has
+// closed.
+func (k *parking) readNow(nc net.Conn, p []byte) (int, error) {
+	if k.tls {
+		return readNowTLS(nc, p)
 	}
 	var n int
 	var rerr error
-	err := c.rc.Read(func(fd uintptr) bool {
+	err := k.rc.Read(func(fd uintptr) bool {
 		for {
 			n, rerr = syscall.Read(int(fd), p)
 			if rerr != syscall.EINTR {
@@ -153,6 +175,8 @@ func (c *wsConn) readNow(p []byte) (int, error) {
 		return 0, errWouldBlock
 	case rerr != nil:
 		return 0, rerr
+	case n == 0 && len(p) > 0:
+		return 0, io.EOF
 	}
 	return n, nil
 }
@@ -163,10 +187,10 @@ func (c *wsConn) readNow(p []byte) (int, error) {
 // partial record and does not make a temporary error permanent), and a
 // record that has partly come makes the socket readable again when the
 // rest does.
-func (c *wsConn) readNowTLS(p []byte) (int, error) {
-	_ = c.nc.SetReadDeadline(time.Unix(1, 0))
-	n, err := c.nc.Read(p)
-	_ = c.nc.SetReadDeadline(time.Time{})
+func readNowTLS(nc net.Conn, p []byte) (int, error) {
+	_ = nc.SetReadDeadline(time.Unix(1, 0))
+	n, err := nc.Read(p)
+	_ = nc.SetReadDeadline(time.Time{})
 	if n > 0 {
 		return n, nil
 	}

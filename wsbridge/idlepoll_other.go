@@ -2,10 +2,15 @@
 
 package wsbridge
 
+import "net"
+
 // Without epoll, every connection's reader waits in Read (see
 // idlepoll_linux.go).
 
-func (c *wsConn) canPark() bool               { return false }
-func (c *wsConn) park() bool                  { return false }
-func (c *wsConn) unpark()                     {}
-func (c *wsConn) readNow([]byte) (int, error) { return 0, errWouldBlock }
+type parker interface{ wake() }
+
+func (k *parking) setup(net.Conn)                        {}
+func (k *parking) canPark() bool                         { return false }
+func (k *parking) park(parker) bool                      { return false }
+func (k *parking) unpark()                               {}
+func (k *parking) readNow(net.Conn, []byte) (int, error) { return 0, errWouldBlock }

@@ -3,9 +3,13 @@
 package wsbridge_test
 
 import (
+	"bufio"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/url"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -168,4 +172,99 @@ func maskedFrame(c *client, msg []byte) []byte {
 		out = append(out, b^key[i%4])
 	}
 	return out
+}
+
+// TestIdleStreamsParked checks SSE and HTTP streams whose readers park
+// (TestIdleReaderStack counts their goroutines): publications reach them,
+// a client that goes is noticed and cleaned up, and the backend's
+// disconnect ends a parked stream with its disconnect frame.
+func TestIdleStreamsParked(t *testing.T) {
+	n := startNode(t, testConfig(), node.Serve)
+	be := backend(t, n, "")
+	const ch = "chat:park-streams"
+	base := n.Bridge().Stats().Connections
+	var cs []*streamClient
+	for i := range 20 {
+		user := fmt.Sprintf("s%d", i)
+		var c *streamClient
+		switch i % 3 {
+		case 0:
+			c = openSSE(t, httpBase(n), url.Values{"token": {token(t, user, time.Hour, nil)}, "channel": {ch}}, "")
+			c.waitFor("subscribed", func(f *heraldv1.ServerFrame) bool { return f.GetSubscribed().GetChannel() == ch })
+		default:
+			c = openStream(t, httpBase(n), i%3 == 2, connectFrame(token(t, user, time.Hour, nil)), subscribeFrame(ch, nil))
+			c.waitFor("subscribe reply", func(f *heraldv1.ServerFrame) bool { return f.Id == 2 })
+		}
+		cs = append(cs, c)
+	}
+	for round := 1; round <= 3; round++ {
+		// Let every reader park, then deliver.
+		time.Sleep(50 * time.Millisecond)
+		publish(t, be, ch, fmt.Sprint(round))
+		for i, c := range cs {
+			if p := c.nextPub(ch); p.Offset != uint64(round) {
+				t.Fatalf("round %d, stream %d: offset %d", round, i, p.Offset)
+			}
+		}
+	}
+	if got := n.Bridge().Stats().Connections; got != base+20 {
+		t.Fatalf("connections %d, want %d", got, base+20)
+	}
+	for _, c := range cs[:10] {
+		c.close()
+	}
+	eventually(t, "streams the clients closed cleaned up", func() bool { return n.Bridge().Stats().Connections == base+10 })
+	for i := 10; i < 20; i++ {
+		if _, err := be.Disconnect(ctx(t), &heraldv1.DisconnectRequest{User: fmt.Sprintf("s%d", i), Reason: "bye"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range cs[10:] {
+		c.expectEnd(4005)
+	}
+	eventually(t, "disconnected streams cleaned up", func() bool { return n.Bridge().Stats().Connections == base })
+}
+
+// TestParkedConnectionsCut checks that a parked connection whose client
+// never answers the bridge's close (it reads nothing more) is still cleaned
+// up: closeGrace after the disconnect the socket is cut, and cut must
+// start a reader for the parked connection to end it.
+func TestParkedConnectionsCut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for closeGrace (5 s)")
+	}
+	n := startNode(t, testConfig(), node.Serve)
+	be := backend(t, n, "")
+	base := n.Bridge().Stats().Connections
+	// A WebSocket that reads nothing after its connect reply.
+	ws := connect(t, n, "", token(t, "mute-ws", time.Hour, nil))
+	// An SSE stream on a raw socket that reads nothing after subscribed.
+	nc, err := net.Dial("tcp", n.HTTPAddr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fmt.Fprintf(nc, "GET /sse?token=%s&channel=chat:cut HTTP/1.1\r\nHost: %s\r\n\r\n", token(t, "mute-sse", time.Hour, nil), n.HTTPAddr)
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(nc)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(strings.ReplaceAll(line, " ", ""), `"subscribed":{"channel":"chat:cut"`) {
+			break
+		}
+	}
+	if got := n.Bridge().Stats().Connections; got != base+2 {
+		t.Fatalf("connections %d, want %d", got, base+2)
+	}
+	time.Sleep(50 * time.Millisecond) // both readers park
+	for _, u := range []string{"mute-ws", "mute-sse"} {
+		if _, err := be.Disconnect(ctx(t), &heraldv1.DisconnectRequest{User: u, Reason: "bye"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "both cut and cleaned up after closeGrace", func() bool { return n.Bridge().Stats().Connections == base })
+	_ = ws
 }

@@ -1,7 +1,6 @@
 package wsbridge
 
 import (
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -29,18 +28,23 @@ type wsConn struct {
 
 	awaitPong atomic.Bool // a ping was sent and nothing came back since
 	connected bool        // reader-only: the connect deadline is lifted
-	tls       bool        // nc is a *tls.Conn over the socket of rc
 
-	// Parking (idlepoll_linux.go): rc is the socket's raw access (under
-	// TLS, of the socket below it), nil where the reader never parks; pollID is the poller's id for c (0:
-	// never parked); parked is set while no reader runs. The reader role
-	// passes between goroutines through parked: whoever clears it (the
-	// poller, or cut) starts the next reader.
+	parking
+
+	adm admission // given back when the connection ends
+}
+
+// parking is a connection's place in the poller (idlepoll_linux.go): rc
+// is the socket's raw access (under TLS, of the socket below it), nil
+// where the reader never parks; tls says nc is a *tls.Conn; pollID is the
+// poller's id for the connection (0: never parked); parked is set while
+// no reader runs. The reader role passes between goroutines through
+// parked: whoever clears it (the poller, or cut) starts the next reader.
+type parking struct {
 	rc     syscall.RawConn
 	pollID uint64
 	parked atomic.Bool
-
-	adm admission // given back when the connection ends
+	tls    bool
 }
 
 // errWouldBlock is readNow's answer when nothing has come.
@@ -84,13 +88,7 @@ func (c *wsConn) start(b *Bridge, nc net.Conn, subprotocol string, creds *creden
 	}
 	c.init(b, c, transportWebSocket, f)
 	c.nc = nc
-	raw := nc
-	if tc, ok := nc.(*tls.Conn); ok {
-		raw, c.tls = tc.NetConn(), true
-	}
-	if sc, ok := raw.(syscall.Conn); ok {
-		c.rc, _ = sc.SyscallConn()
-	}
+	c.setup(nc)
 	c.rd = wsReader{r: nc, max: b.cfg.MaxFrame}
 	metricConns[transportWebSocket][f].Add(1)
 	return newSession(b, &c.transport, creds)
@@ -147,6 +145,11 @@ func (c *wsConn) write(out []byte, bt *batch) ([]byte, error) {
 // connection gets a reader for that).
 func (c *wsConn) cut() {
 	_ = c.nc.Close()
+	c.wake()
+}
+
+// wake starts a reader for the connection if it is parked.
+func (c *wsConn) wake() {
 	if c.parked.CompareAndSwap(true, false) {
 		go c.readLoop(true)
 	}
@@ -254,15 +257,13 @@ func (c *wsConn) readLoop(woken bool) {
 			_, err = io.ReadFull(c.nc, c.b2[:])
 		} else if c.connected && c.canPark() {
 			var n int
-			n, err = c.readNow(c.b2[:])
+			n, err = c.readNow(c.nc, c.b2[:])
 			switch {
 			case err == errWouldBlock:
-				if c.park() {
+				if c.park(c) {
 					return
 				}
 				_, err = io.ReadFull(c.nc, c.b2[:])
-			case err == nil && n == 0:
-				err = io.EOF
 			case err == nil && n == 1:
 				_, err = io.ReadFull(c.nc, c.b2[1:])
 			}
