@@ -3,13 +3,10 @@
 package wsbridge_test
 
 import (
-	"bufio"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/url"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -239,23 +236,7 @@ func TestParkedConnectionsCut(t *testing.T) {
 	// A WebSocket that reads nothing after its connect reply.
 	ws := connect(t, n, "", token(t, "mute-ws", time.Hour, nil))
 	// An SSE stream on a raw socket that reads nothing after subscribed.
-	nc, err := net.Dial("tcp", n.HTTPAddr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	fmt.Fprintf(nc, "GET /sse?token=%s&channel=chat:cut HTTP/1.1\r\nHost: %s\r\n\r\n", token(t, "mute-sse", time.Hour, nil), n.HTTPAddr)
-	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(nc)
-	for {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(strings.ReplaceAll(line, " ", ""), `"subscribed":{"channel":"chat:cut"`) {
-			break
-		}
-	}
+	rawSSE(t, n, "mute-sse", "chat:cut")
 	if got := n.Bridge().Stats().Connections; got != base+2 {
 		t.Fatalf("connections %d, want %d", got, base+2)
 	}

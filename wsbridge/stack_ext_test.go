@@ -6,14 +6,10 @@
 package wsbridge_test
 
 import (
-	"bufio"
 	"fmt"
-	"net"
 	"runtime"
 	"runtime/metrics"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/herald-io/herald/node"
 )
@@ -34,23 +30,7 @@ func TestIdleReaderStack(t *testing.T) {
 	base := runtime.NumGoroutine()
 	const conns = 1000
 	for i := 0; i < conns; i++ {
-		nc, err := net.Dial("tcp", n.HTTPAddr.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = nc.Close() })
-		fmt.Fprintf(nc, "GET /sse?token=%s&channel=chat:idle HTTP/1.1\r\nHost: %s\r\n\r\n", token(t, fmt.Sprintf("u%d", i), time.Hour, nil), n.HTTPAddr)
-		_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-		br := bufio.NewReader(nc)
-		for {
-			line, err := br.ReadString('\n')
-			if err != nil {
-				t.Fatalf("connection %d: %v", i, err)
-			}
-			if strings.Contains(strings.ReplaceAll(line, " ", ""), `"subscribed":{"channel":"chat:idle"`) {
-				break
-			}
-		}
+		rawSSE(t, n, fmt.Sprintf("u%d", i), "chat:idle")
 	}
 	if g := runtime.NumGoroutine(); g > base+conns/10 {
 		t.Fatalf("%d goroutines with %d idle SSE connections, %d before: their readers should park", g, conns, base)

@@ -1,7 +1,6 @@
 package wsbridge_test
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"net/http"
@@ -293,24 +292,7 @@ func TestSSESlowReader(t *testing.T) {
 	const ch = "chat:slow-sse"
 	// The slow reader: a raw connection that reads its headers and the
 	// first events, then nothing.
-	nc, err := net.Dial("tcp", n.HTTPAddr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	fmt.Fprintf(nc, "GET /sse?token=%s&channel=%s HTTP/1.1\r\nHost: %s\r\n\r\n", token(t, "slow", time.Hour, nil), ch, n.HTTPAddr)
-	br := bufio.NewReader(nc)
-	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			t.Fatal(err)
-		}
-		// protojson may put spaces between tokens: match without them.
-		if strings.Contains(strings.ReplaceAll(line, " ", ""), `"subscribed":{"channel":"chat:slow-sse"`) {
-			break
-		}
-	}
+	nc, br := rawSSE(t, n, "slow", ch)
 	fast := openSSE(t, httpBase(n), url.Values{"token": {token(t, "fast", time.Hour, nil)}, "channel": {ch}}, "")
 	fast.subscribedPush(ch)
 

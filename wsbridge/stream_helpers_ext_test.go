@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -369,4 +371,30 @@ func (c *streamClient) expectEnd(code int) *heraldv1.DisconnectFrame {
 	}
 	c.t.Fatalf("the stream ended (%v) without a disconnect frame; want %d", c.err, code)
 	return nil
+}
+
+// rawSSE opens /sse for user on channel over a raw socket, reads until the
+// subscribed event, and returns the socket and its reader: no client
+// goroutine, and nothing more is read unless the test does.
+func rawSSE(t testing.TB, n *node.Node, user, channel string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	nc, err := net.Dial("tcp", n.HTTPAddr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nc.Close() })
+	fmt.Fprintf(nc, "GET /sse?token=%s&channel=%s HTTP/1.1\r\nHost: %s\r\n\r\n", token(t, user, time.Hour, nil), channel, n.HTTPAddr)
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(nc)
+	want := `"subscribed":{"channel":"` + channel + `"`
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("SSE for %s: %v", user, err)
+		}
+		// protojson may put spaces between tokens: match without them.
+		if strings.Contains(strings.ReplaceAll(line, " ", ""), want) {
+			return nc, br
+		}
+	}
 }

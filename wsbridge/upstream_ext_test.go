@@ -2,7 +2,6 @@ package wsbridge_test
 
 import (
 	"fmt"
-	"runtime"
 	"testing"
 	"time"
 
@@ -27,25 +26,13 @@ func TestPersonalChannelsShareOneUpstream(t *testing.T) {
 	first := personal("u0")
 	publish(t, be, "user:u0", `{"n":0}`)
 	first.nextPub("user:u0")
-	settle := func() int {
-		g := runtime.NumGoroutine()
-		for range 50 {
-			time.Sleep(20 * time.Millisecond)
-			if h := runtime.NumGoroutine(); h != g {
-				g = h
-				continue
-			}
-			break
-		}
-		return g
-	}
-	before := settle()
+	before := settledGoroutines()
 	const users = 200
 	clients := make([]*client, users)
 	for i := range clients {
 		clients[i] = personal(fmt.Sprintf("u%d", i+1))
 	}
-	after := settle()
+	after := settledGoroutines()
 	if per := float64(after-before) / users; per > 1.5 {
 		t.Fatalf("%.2f goroutines per connection with a personal channel (%d → %d); want about 1 (its reader)", per, before, after)
 	}
