@@ -236,9 +236,15 @@ func (u *upstream) stream(ctx context.Context) (bool, error) {
 		<-sent
 	}()
 	delivered := false
+	// One response message for the stream's life, reset before each
+	// receive (a receive may set only the fields a message has): what is
+	// kept of each (a publication, a subscribed event) is a message of
+	// its own, which a reset of msg does not touch. Recv would make one
+	// per delivery.
+	msg := new(heraldv1.SubscribeManyResponse)
 	for {
-		msg, err := st.Recv()
-		if err != nil {
+		msg.Reset()
+		if err := st.RecvMsg(msg); err != nil {
 			return delivered, err
 		}
 		delivered = true
