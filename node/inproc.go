@@ -43,9 +43,9 @@ func withBridgeKey(cfg config.Config, mode Mode) (config.Config, string) {
 // between (internal/inproc). Health and reflection are only on the
 // listener: nothing in the process calls them.
 func (n *Node) newLink() *inproc.Channel {
-	unary, stream := service.Interceptors(n.core)
+	unary, stream := service.Interceptors(n.core, n.drainUnary)
 	link := inproc.New(inproc.Options{
-		Unary:          append(unary, n.drainUnary),
+		Unary:          []grpc.UnaryServerInterceptor{unary},
 		Stream:         append(stream, n.drainStream),
 		MaxRecvMsgSize: n.cfg.Limits.MaxGRPCMessage,
 		HandOver:       handOver,

@@ -184,11 +184,11 @@ func (n *Node) start(ctx context.Context) error {
 		// Two ways in to the same core: at a drain the listener is
 		// stopped while the in-process link still carries the bridge's
 		// streams, so that browsers get every acknowledged publication.
-		ext := []grpc.ServerOption{grpc.ChainUnaryInterceptor(n.drainUnary), grpc.ChainStreamInterceptor(n.drainStream)}
+		ext := []grpc.ServerOption{grpc.ChainStreamInterceptor(n.drainStream)}
 		if grpcTLS != nil {
 			ext = append(ext, grpc.Creds(credentials.NewTLS(grpcTLS)))
 		}
-		n.grpc = service.NewGRPCServer(coreCfg, n.core, n.health, ext...)
+		n.grpc = service.NewGRPCServer(coreCfg, n.core, n.health, n.drainUnary, ext...)
 		n.link = n.newLink()
 		lis, err := net.Listen("tcp", cfg.GRPCAddr)
 		if err != nil {

@@ -12,8 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
+	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // processCPU is this process's user and system CPU time.
@@ -98,4 +102,70 @@ func BenchmarkPublish(b *testing.B) {
 		wait(start + int64(b.N))
 		b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
 	})
+}
+
+// BenchmarkPublishNotification is the notification shape of issue 13 in
+// one process: a node with an API key and a JWT secret, the bench's
+// namespace options (history on, no presence), one browser connected as
+// user "ann" on its personal channel user:ann, and a backend publishing
+// to it with unary gRPC Publish calls presenting the key. allocs/op and
+// cpu-ns/op count both ends, as in BenchmarkPublish.
+func BenchmarkPublishNotification(b *testing.B) {
+	const secret, key = "benchsecret0123456789", "benchkey0123456789"
+	n := startNode(b, func(c *config.Config) {
+		c.Bridge.JWTSecret = secret
+		c.APIKeys = []config.APIKey{{Name: "backend", Key: key}}
+		c.Namespaces = []config.Namespace{{Name: "user", HistorySize: 100, HistoryTTL: config.Duration(5 * time.Minute), AllowSubscribe: true}}
+	})
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "ann", "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(secret))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+n.HTTPAddr.String()+"/ws", http.Header{"Sec-WebSocket-Protocol": {"herald.json"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ws.Close()
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"id":1,"connect":{"token":"`+tok+`"}}`)); err != nil {
+		b.Fatal(err)
+	}
+	for subscribed := false; !subscribed; {
+		_, msg, err := ws.ReadMessage()
+		if err != nil || bytes.Contains(msg, []byte(`"error"`)) {
+			b.Fatalf("connect: %s, %v", msg, err)
+		}
+		subscribed = bytes.Contains(msg, []byte(`"subscribed"`)) && bytes.Contains(msg, []byte(`"user:ann"`))
+	}
+	var got atomic.Int64
+	go func() {
+		for {
+			_, r, err := ws.NextReader()
+			if err != nil {
+				return
+			}
+			msg, _ := io.ReadAll(r)
+			got.Add(int64(bytes.Count(msg, []byte(`{"pub":`))))
+		}
+	}()
+	conn, err := grpc.NewClient(n.GRPCAddr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(apiKey(key)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	client := heraldv1.NewHeraldServiceClient(conn)
+	payload := []byte(`{"t":1732600000000000000,"p":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}`)
+	ctx := context.Background()
+	b.ReportAllocs()
+	cpu := processCPU()
+	for b.Loop() {
+		if _, err := client.Publish(ctx, &heraldv1.PublishRequest{Channel: "user:ann", Payload: &heraldv1.PublishRequest_RawJson{RawJson: payload}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for end := time.Now().Add(30 * time.Second); got.Load() < int64(b.N); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			b.Fatalf("delivered %d of %d", got.Load(), b.N)
+		}
+	}
+	b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
 }

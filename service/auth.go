@@ -155,8 +155,9 @@ func (a *keyAuth) check(ctx context.Context, method string) (context.Context, er
 	if len(a.keys) == 0 || open(method) {
 		return ctx, nil
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	g, err := a.lookup(md.Get("authorization"))
+	// Only the one key's values: FromIncomingContext would copy the
+	// whole metadata map on every call.
+	g, err := a.lookup(metadata.ValueFromIncomingContext(ctx, "authorization"))
 	if err != nil {
 		return ctx, err
 	}
@@ -200,14 +201,6 @@ func (s *Server) CheckAPIKey(authorization string) error {
 	}
 	_, err := a.lookup([]string{authorization})
 	return err
-}
-
-func (a *keyAuth) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	ctx, err := a.check(ctx, info.FullMethod)
-	if err != nil {
-		return nil, err
-	}
-	return h(ctx, req)
 }
 
 func (a *keyAuth) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {

@@ -20,16 +20,18 @@ import (
 // NewGRPCServer returns a grpc.Server serving s, the standard health
 // service (reporting hs) and server reflection, with API-key
 // authentication (the keys s was made with), message size limits and
-// keepalive settings from cfg.
-func NewGRPCServer(cfg config.Config, s *Server, hs *health.Server, extra ...grpc.ServerOption) *grpc.Server {
-	unary, stream := Interceptors(s)
+// keepalive settings from cfg. inner, when not nil, is a unary interceptor
+// of the caller's that runs inside the core's (see Interceptors); extra
+// are more options, e.g. stream interceptors, which run after the core's.
+func NewGRPCServer(cfg config.Config, s *Server, hs *health.Server, inner grpc.UnaryServerInterceptor, extra ...grpc.ServerOption) *grpc.Server {
+	unary, stream := Interceptors(s, inner)
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxGRPCMessage),
 		grpc.MaxSendMsgSize(cfg.Limits.MaxGRPCMessage),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.NumStreamWorkers(streamWorkers()),
-		grpc.ChainUnaryInterceptor(unary...),
+		grpc.UnaryInterceptor(unary),
 		grpc.ChainStreamInterceptor(stream...),
 	}
 	gs := grpc.NewServer(append(opts, extra...)...)
@@ -47,26 +49,42 @@ func NewGRPCServer(cfg config.Config, s *Server, hs *health.Server, extra ...grp
 // long-lived stream holds one) gets a goroutine of its own, as before.
 func streamWorkers() uint32 { return uint32(max(16, 4*runtime.GOMAXPROCS(0))) }
 
-// Interceptors returns the interceptors every server of s runs, outermost
-// first: API-key authentication (the keys s was made with), then a
-// handler's panic turned into INTERNAL. NewGRPCServer installs them; an
-// in-process link to s (node's, in `herald serve`) runs the same ones.
-func Interceptors(s *Server) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+// Interceptors returns the interceptors every server of s runs: for unary
+// calls one interceptor doing API-key authentication (the keys s was made
+// with), then running inner (when not nil) and the handler with a panic
+// turned into INTERNAL; for streams the same two steps as a chain,
+// outermost first. NewGRPCServer installs them; an in-process link to s
+// (node's, in `herald serve`) runs the same ones.
+//
+// The unary steps are one function, not a chain, because a chain of n
+// interceptors makes n-1 handler closures per call (grpc's and
+// internal/inproc's alike), and a unary Publish per notification is the
+// path that counts (BENCHMARKS.md, issue 13).
+func Interceptors(s *Server, inner grpc.UnaryServerInterceptor) (grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
 	auth := keyAuthFor(s, s.cfg.APIKeys)
-	return []grpc.UnaryServerInterceptor{auth.unary, recoverUnary(s)}, []grpc.StreamServerInterceptor{auth.stream, recoverStream(s)}
+	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		ctx, err := auth.check(ctx, info.FullMethod)
+		if err != nil {
+			return nil, err
+		}
+		return runUnary(s, ctx, req, info, inner, h)
+	}
+	return unary, []grpc.StreamServerInterceptor{auth.stream, recoverStream(s)}
 }
 
-// recoverUnary turns a panic in a handler into INTERNAL for that call only.
-func recoverUnary(s *Server) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				s.log.Error("panic in handler", "method", info.FullMethod, "panic", r)
-				err = status.Error(codes.Internal, "internal error")
-			}
-		}()
-		return h(ctx, req)
+// runUnary runs inner (when not nil) around h, or h, turning a panic in
+// either into INTERNAL for that call only.
+func runUnary(s *Server, ctx context.Context, req any, info *grpc.UnaryServerInfo, inner grpc.UnaryServerInterceptor, h grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic in handler", "method", info.FullMethod, "panic", r)
+			resp, err = nil, status.Error(codes.Internal, "internal error")
+		}
+	}()
+	if inner != nil {
+		return inner(ctx, req, info, h)
 	}
+	return h(ctx, req)
 }
 
 func recoverStream(s *Server) grpc.StreamServerInterceptor {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -16,7 +17,11 @@ import (
 	"github.com/herald-io/herald/service"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -594,5 +599,74 @@ func TestSubscribeBeforeFirstPublish(t *testing.T) {
 				t.Fatal("offset 4 missing")
 			}
 		})
+	}
+}
+
+// panickyPublish is an engine whose Publish panics for one channel.
+type panickyPublish struct{ service.Engine }
+
+func (p panickyPublish) Publish(ctx context.Context, pub *heraldv1.Publication, opts service.PublishOptions) (service.PublishResult, error) {
+	if pub.Channel == "room:boom" {
+		panic("boom")
+	}
+	return p.Engine.Publish(ctx, pub, opts)
+}
+
+// TestUnaryInterceptor: the core's one unary interceptor checks the API
+// key before anything else runs (a call without it never reaches the
+// caller's inner interceptor), runs inner around the handler, and turns a
+// panic in the handler into INTERNAL for that call only.
+func TestUnaryInterceptor(t *testing.T) {
+	cfg := testConfig(t, func(c *config.Config) {
+		c.APIKeys = []config.APIKey{{Name: "backend", Key: "backend-key-0123456789"}}
+	})
+	engine := panickyPublish{memory.New(memory.OptionsFrom(cfg.Limits))}
+	core := service.New(cfg, engine, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := core.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var inner atomic.Int64
+	gs := service.NewGRPCServer(cfg, core, health.NewServer(), func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		inner.Add(1)
+		return h(ctx, req)
+	})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(func() { core.Close(); gs.Stop(); _ = engine.Close() })
+	dial := func(opts ...grpc.DialOption) heraldv1.HeraldServiceClient {
+		conn, err := grpc.NewClient(lis.Addr().String(), append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		return heraldv1.NewHeraldServiceClient(conn)
+	}
+	anon := dial()
+	keyed := dial(grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		return invoker(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer backend-key-0123456789"), method, req, reply, cc, opts...)
+	}))
+	req := func(ch string) *heraldv1.PublishRequest {
+		return &heraldv1.PublishRequest{Channel: ch, Payload: jsonPayload(`{"n":1}`)}
+	}
+	if _, err := anon.Publish(ctx, req("room:calm")); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("publish without a key: %v, want UNAUTHENTICATED", err)
+	}
+	if n := inner.Load(); n != 0 {
+		t.Fatalf("inner ran %d times for an unauthenticated call", n)
+	}
+	if _, err := keyed.Publish(ctx, req("room:boom")); status.Code(err) != codes.Internal {
+		t.Fatalf("publish to the panicking channel: %v, want INTERNAL", err)
+	}
+	res, err := keyed.Publish(ctx, req("room:calm"))
+	if err != nil || res.GetPosition().GetOffset() != 1 {
+		t.Fatalf("publish after the panic: %v %v", res, err)
+	}
+	if n := inner.Load(); n != 2 {
+		t.Fatalf("inner ran %d times, want 2", n)
 	}
 }

@@ -216,12 +216,29 @@ func (s *Server) toPayload(in rawPayload) (validPayload, error) {
 	return p, nil
 }
 
-func (p validPayload) set(pub *heraldv1.Publication) {
+// jsonPublication and binaryPublication are a publication and its
+// payload's oneof member made in one allocation instead of two (every
+// publication is one of them). Payload is set once, never replaced.
+type jsonPublication struct {
+	pub heraldv1.Publication
+	raw heraldv1.Publication_RawJson
+}
+
+type binaryPublication struct {
+	pub heraldv1.Publication
+	bin heraldv1.Publication_Binary
+}
+
+// publication returns a new publication carrying p.
+func (p validPayload) publication() *heraldv1.Publication {
 	if p.json != nil {
-		pub.Payload = &heraldv1.Publication_RawJson{RawJson: p.json}
-	} else {
-		pub.Payload = &heraldv1.Publication_Binary{Binary: p.binary}
+		jp := &jsonPublication{raw: heraldv1.Publication_RawJson{RawJson: p.json}}
+		jp.pub.Payload = &jp.raw
+		return &jp.pub
 	}
+	bp := &binaryPublication{bin: heraldv1.Publication_Binary{Binary: p.binary}}
+	bp.pub.Payload = &bp.bin
+	return &bp.pub
 }
 
 func truncate(s string, n int) string {
@@ -263,8 +280,8 @@ func (s *Server) prepare(ctx context.Context, channel string, p validPayload, ke
 	if err := authorize(ctx, permPublish, channel); err != nil {
 		return prepared{}, err
 	}
-	pub := &heraldv1.Publication{Channel: channel, Tags: tags, Publisher: from, TimeUnixMs: time.Now().UnixMilli()}
-	p.set(pub)
+	pub := p.publication()
+	pub.Channel, pub.Tags, pub.Publisher, pub.TimeUnixMs = channel, tags, from, time.Now().UnixMilli()
 	return prepared{pub: pub, ns: ns.Name, opts: PublishOptions{
 		HistorySize:    ns.HistorySize,
 		HistoryTTL:     ns.HistoryTTL.D(),

@@ -63,7 +63,7 @@ func startServerOn(t testing.TB, cfg config.Config, engine service.Engine) *test
 	if err := core.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	gs := service.NewGRPCServer(cfg, core, health.NewServer())
+	gs := service.NewGRPCServer(cfg, core, health.NewServer(), nil)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

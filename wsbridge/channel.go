@@ -223,8 +223,15 @@ func (ch *channel) deliver(pub *heraldv1.Publication) {
 		ch.last, ch.epoch = pub.Offset, pub.Epoch
 	}
 	observeDelivery(pub)
-	ep := &encodedPub{pub: pub, log: ch.h.b.log}
-	ch.fanout(ep)
+	if s, sb := ch.s1, ch.sb1; s != nil && len(ch.subs) == 0 && sb.live && sb.skip == 0 {
+		// One live subscriber (a personal channel's user): the frame is
+		// encoded for it alone and nothing keeps ep, which stays on the
+		// stack. The same steps as fanoutTo's for a live subscriber.
+		ep := encodedPub{pub: pub, log: ch.h.b.log}
+		s.t.enqueue(outFrame{b: ep.bytes(s.format), pos: pub})
+		return
+	}
+	ch.fanout(&encodedPub{pub: pub, log: ch.h.b.log})
 }
 
 // fanout queues ep to the channel's subscribers. ch.mu must be held.

@@ -46,7 +46,10 @@
 //   - upstream.go: the bridge's one SubscribeMany stream to the core,
 //     carrying every channel's subscription by id: no goroutine, HTTP/2
 //     stream or core-side queue per channel. When it breaks it is reopened
-//     with backoff and every channel resumes from its last position.
+//     with backoff and every channel resumes from its last position. On
+//     `herald serve`'s in-process link the core's sender hands each
+//     message to the bridge directly (inproc.Receive) instead of through
+//     a receiving goroutine.
 //   - control.go: the BridgeSession control stream to the core: presence
 //     reports, the core's Disconnect and Unsubscribe commands, forwarded
 //     session commands.

@@ -4,12 +4,15 @@ import (
 	"context"
 	mrand "math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"github.com/herald-io/herald/internal/codename"
+	"github.com/herald-io/herald/internal/inproc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // permanent reports upstream errors that retrying will not fix.
@@ -205,9 +208,22 @@ func (u *upstream) failPending(err error) {
 
 // stream runs one SubscribeMany stream until it breaks; delivered tells
 // whether anything arrived on it.
+//
+// On the in-process link of `herald serve` the core's messages come
+// through inproc.Receive: handle runs on the core's sending goroutine,
+// one goroutine hand-off less per publication, and RecvMsg only waits for
+// the stream's end. Over a gRPC connection the option does nothing and
+// the loop below receives every message and handles it; either way each
+// message goes through handle, in order, one at a time.
 func (u *upstream) stream(ctx context.Context) (bool, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	st, err := u.h.b.core.SubscribeMany(ctx)
+	var delivered atomic.Bool
+	st, err := u.h.b.core.SubscribeMany(ctx, inproc.Receive(func(m proto.Message) {
+		if msg, ok := m.(*heraldv1.SubscribeManyResponse); ok {
+			delivered.Store(true)
+			u.handle(msg)
+		}
+	}))
 	if err != nil {
 		cancel()
 		return false, err
@@ -235,32 +251,43 @@ func (u *upstream) stream(ctx context.Context) (bool, error) {
 		cancel()
 		<-sent
 	}()
-	delivered := false
+	// One response message for the stream's life, reset before each
+	// receive (a receive may set only the fields a message has): what is
+	// kept of each (a publication, a subscribed event) is a message of
+	// its own, which a reset of msg does not touch. Recv would make one
+	// per delivery.
+	msg := new(heraldv1.SubscribeManyResponse)
 	for {
-		msg, err := st.Recv()
-		if err != nil {
-			return delivered, err
+		msg.Reset()
+		if err := st.RecvMsg(msg); err != nil {
+			return delivered.Load(), err
 		}
-		delivered = true
-		ch := u.lookup(msg.Id)
-		if ch == nil {
-			continue // unsubscribed meanwhile
+		delivered.Store(true)
+		u.handle(msg)
+	}
+}
+
+// handle acts on one message of the upstream stream. Messages are handled
+// one at a time, in the order the core sent them.
+func (u *upstream) handle(msg *heraldv1.SubscribeManyResponse) {
+	ch := u.lookup(msg.Id)
+	if ch == nil {
+		return // unsubscribed meanwhile
+	}
+	switch k := msg.Kind.(type) {
+	case *heraldv1.SubscribeManyResponse_Event:
+		switch ev := k.Event.Event.(type) {
+		case *heraldv1.SubscribeResponse_Subscribed:
+			ch.onSubscribed(ev.Subscribed)
+		case *heraldv1.SubscribeResponse_Publication:
+			ch.deliver(ev.Publication)
+		case *heraldv1.SubscribeResponse_Join:
+			ch.deliverPresence(ev.Join, true)
+		case *heraldv1.SubscribeResponse_Leave:
+			ch.deliverPresence(ev.Leave, false)
 		}
-		switch k := msg.Kind.(type) {
-		case *heraldv1.SubscribeManyResponse_Event:
-			switch ev := k.Event.Event.(type) {
-			case *heraldv1.SubscribeResponse_Subscribed:
-				ch.onSubscribed(ev.Subscribed)
-			case *heraldv1.SubscribeResponse_Publication:
-				ch.deliver(ev.Publication)
-			case *heraldv1.SubscribeResponse_Join:
-				ch.deliverPresence(ev.Join, true)
-			case *heraldv1.SubscribeResponse_Leave:
-				ch.deliverPresence(ev.Leave, false)
-			}
-		case *heraldv1.SubscribeManyResponse_Ended:
-			u.ended(ch, k.Ended)
-		}
+	case *heraldv1.SubscribeManyResponse_Ended:
+		u.ended(ch, k.Ended)
 	}
 }
 

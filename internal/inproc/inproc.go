@@ -74,6 +74,27 @@ type Options struct {
 	HandOver func(dst, src proto.Message) bool
 }
 
+// Receive is a call option of a stream on a Channel (ignored by other
+// connections, as any grpc.EmptyCallOption): the handler's messages are
+// given to f, in the order sent, on the goroutine of the handler's
+// SendMsg, instead of being queued for the caller's RecvMsg, which then
+// only waits for the stream's end and reports it. That takes a goroutine
+// hand-off off each message of a stream that the caller reads in a loop
+// anyway (Herald's bridge, its SubscribeMany stream).
+//
+// f owns nothing: the message is the handler's own (see "Who owns a
+// message"); it must not block, since the handler's SendMsg waits for it.
+// No call of f starts once the stream ended, and RecvMsg reports the end
+// only after the call of f in progress, if any, returned: a caller that
+// opens a new stream when one ends never sees messages of the old one
+// after it.
+func Receive(f func(proto.Message)) grpc.CallOption { return receiveOption{f: f} }
+
+type receiveOption struct {
+	grpc.EmptyCallOption
+	f func(proto.Message)
+}
+
 // Channel is an in-process gRPC channel to the services registered on
 // it. Register services with RegisterService (it is a
 // grpc.ServiceRegistrar), then call them through Client. Safe for
@@ -353,6 +374,11 @@ func (cl *client) NewStream(ctx context.Context, desc *grpc.StreamDesc, name str
 		ended:     make(chan struct{}),
 		headerOut: make(chan struct{}),
 	}
+	for _, o := range opts {
+		if r, ok := o.(receiveOption); ok {
+			s.receive = r.f
+		}
+	}
 	s.ctx = grpc.NewContextWithServerTransportStream(hctx, streamTransport{s})
 	c.mu.Lock()
 	if c.closed {
@@ -390,6 +416,12 @@ type serverStream struct {
 	sendDone  chan struct{}      // closed by CloseSend: no more toServer
 	closeSend sync.Once
 	toClient  chan proto.Message // the handler's messages, handed over
+
+	// receive, when set (Receive), takes the handler's messages instead
+	// of toClient; recvMu is held while it runs, and taken by the
+	// caller's RecvMsg before it reports the end.
+	receive func(proto.Message)
+	recvMu  sync.Mutex
 
 	mu        sync.Mutex
 	header    metadata.MD
@@ -471,6 +503,9 @@ func (s *serverStream) SendMsg(m any) error {
 	s.mu.Lock()
 	s.sendHeaderLocked()
 	s.mu.Unlock()
+	if s.receive != nil {
+		return s.handTo(pm)
+	}
 	select {
 	case s.toClient <- pm:
 		return nil
@@ -479,6 +514,22 @@ func (s *serverStream) SendMsg(m any) error {
 	case <-s.ctx.Done():
 		return status.FromContextError(s.ctx.Err()).Err()
 	}
+}
+
+// handTo gives m to the caller's receive function, unless the stream
+// ended.
+func (s *serverStream) handTo(m proto.Message) error {
+	s.recvMu.Lock()
+	defer s.recvMu.Unlock()
+	select {
+	case <-s.ended:
+		return status.FromContextError(context.Canceled).Err()
+	case <-s.ctx.Done():
+		return status.FromContextError(s.ctx.Err()).Err()
+	default:
+	}
+	s.receive(m)
+	return nil
 }
 
 // RecvMsg fills m with the caller's next message (it owns it); io.EOF once
@@ -625,6 +676,12 @@ func (c *clientStream) endErr() error {
 
 // finish fills the stream's grpc.Header and grpc.Trailer call options.
 func (c *clientStream) finish() {
+	if c.s.receive != nil {
+		// The stream ended, so no call of receive starts any more: wait
+		// for the one in progress, if any (see Receive).
+		c.s.recvMu.Lock()
+		c.s.recvMu.Unlock()
+	}
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
 	for _, o := range c.opts {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
 )
 
 // echo is a small HeraldService: Publish answers with what the call
@@ -363,5 +365,111 @@ func waitFor(t *testing.T, cond func() bool) {
 		if time.Now().After(end) {
 			t.Fatal("condition not met within 10s")
 		}
+	}
+}
+
+// TestReceive: with inproc.Receive a stream's messages go to the function,
+// in order, and RecvMsg only reports the end, after them; over a gRPC
+// connection the option changes nothing.
+func TestReceive(t *testing.T) {
+	for name, c := range conns(t) {
+		t.Run(name, func(t *testing.T) {
+			var mu sync.Mutex
+			var got []uint64
+			recv := inproc.Receive(func(m proto.Message) {
+				mu.Lock()
+				defer mu.Unlock()
+				got = append(got, m.(*heraldv1.SubscribeManyResponse).Id)
+			})
+			st, err := heraldv1.NewHeraldServiceClient(c.cc).SubscribeMany(context.Background(), recv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n = 300 // beyond the stream buffer
+			for i := uint64(1); i <= n; i++ {
+				if err := st.Send(&heraldv1.SubscribeManyRequest{Id: i}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := st.Send(&heraldv1.SubscribeManyRequest{Id: idFail}); err != nil {
+				t.Fatal(err)
+			}
+			var viaRecv []uint64
+			for {
+				m, err := st.Recv()
+				if err != nil {
+					if status.Code(err) != codes.ResourceExhausted {
+						t.Fatalf("the handler's status: %v", err)
+					}
+					break
+				}
+				viaRecv = append(viaRecv, m.Id)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			want := make([]uint64, n)
+			for i := range want {
+				want[i] = uint64(i + 1)
+			}
+			if name == "inproc" {
+				if len(viaRecv) != 0 || !slices.Equal(got, want) {
+					t.Fatalf("Recv got %d messages, the function %d (want 0 and %d, in order)", len(viaRecv), len(got), n)
+				}
+			} else if len(got) != 0 || !slices.Equal(viaRecv, want) {
+				t.Fatalf("Recv got %d messages, the function %d (want %d in order and 0)", len(viaRecv), len(got), n)
+			}
+		})
+	}
+}
+
+// TestReceiveEndsAfterTheFunction: a stream that ends (here the caller
+// cancels) while the Receive function runs reports its end only once the
+// function returned, and the function is not called after that.
+func TestReceiveEndsAfterTheFunction(t *testing.T) {
+	c := conns(t)["inproc"]
+	entered, release := make(chan struct{}), make(chan struct{})
+	var returned, calls atomic.Int64
+	recv := inproc.Receive(func(proto.Message) {
+		if calls.Add(1) == 1 {
+			close(entered)
+			<-release
+		}
+		returned.Add(1)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := heraldv1.NewHeraldServiceClient(c.cc).SubscribeMany(ctx, recv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&heraldv1.SubscribeManyRequest{Id: 1}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Receive function was not called within 10s")
+	}
+	_ = st.Send(&heraldv1.SubscribeManyRequest{Id: 2}) // queued behind the first
+	cancel()
+	ended := make(chan error, 1)
+	go func() { _, err := st.Recv(); ended <- err }()
+	var err2 error
+	select {
+	case err2 = <-ended:
+		// Ended while the function still ran: what the test is about.
+		if returned.Load() == 0 {
+			close(release)
+			t.Fatalf("Recv reported the end (%v) while the Receive function was still running", err2)
+		}
+	case <-time.After(500 * time.Millisecond):
+		// Recv waits for the function, as it must: let it return.
+		close(release)
+		err2 = <-ended
+	}
+	if status.Code(err2) != codes.Canceled {
+		t.Fatalf("after cancel: %v", err2)
+	}
+	if n := calls.Load(); n != 1 || returned.Load() != 1 {
+		t.Fatalf("the function was called %d times after the end began, want only the first", n)
 	}
 }
