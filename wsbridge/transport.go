@@ -278,7 +278,19 @@ func (t *transport) writeLoop() {
 	// sessions, the goroutines that receive the next publications from
 	// the core run before this batch leaves, so that under load several
 	// frames go out in each write instead of one write per frame.
+	n := t.queued()
 	runtime.Gosched()
+	// While frames keep coming during a yield (a backlog: publications
+	// arriving faster than the sessions' writes), yield again, up to
+	// twice, so that each write carries more of them.
+	for i := 0; i < 2; i++ {
+		m := t.queued()
+		if m == n {
+			break
+		}
+		n = m
+		runtime.Gosched()
+	}
 	for {
 		t.mu.Lock()
 		if t.dead || (len(t.queue) == 0 && !t.ping && t.pong == nil && !t.closing) {
