@@ -48,17 +48,7 @@ func BenchmarkPublish(b *testing.B) {
 			b.Fatalf("%s: %s, %v", f, msg, err)
 		}
 	}
-	var got atomic.Int64
-	go func() {
-		for {
-			_, r, err := ws.NextReader()
-			if err != nil {
-				return
-			}
-			msg, _ := io.ReadAll(r)
-			got.Add(int64(bytes.Count(msg, []byte(`{"pub":`))))
-		}
-	}()
+	got := countPubs(ws)
 	wait := func(want int64) {
 		for end := time.Now().Add(30 * time.Second); got.Load() < want; time.Sleep(time.Millisecond) {
 			if time.Now().After(end) {
@@ -136,17 +126,7 @@ func BenchmarkPublishNotification(b *testing.B) {
 		}
 		subscribed = bytes.Contains(msg, []byte(`"subscribed"`)) && bytes.Contains(msg, []byte(`"user:ann"`))
 	}
-	var got atomic.Int64
-	go func() {
-		for {
-			_, r, err := ws.NextReader()
-			if err != nil {
-				return
-			}
-			msg, _ := io.ReadAll(r)
-			got.Add(int64(bytes.Count(msg, []byte(`{"pub":`))))
-		}
-	}()
+	got := countPubs(ws)
 	conn, err := grpc.NewClient(n.GRPCAddr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(apiKey(key)))
 	if err != nil {
 		b.Fatal(err)
@@ -168,4 +148,20 @@ func BenchmarkPublishNotification(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
+}
+
+// countPubs reads ws until it ends and counts the publications it carries.
+func countPubs(ws *websocket.Conn) *atomic.Int64 {
+	got := new(atomic.Int64)
+	go func() {
+		for {
+			_, r, err := ws.NextReader()
+			if err != nil {
+				return
+			}
+			msg, _ := io.ReadAll(r)
+			got.Add(int64(bytes.Count(msg, []byte(`{"pub":`))))
+		}
+	}()
+	return got
 }
