@@ -89,18 +89,12 @@ func (c *httpConn) open(w http.ResponseWriter, r *http.Request, contentType stri
 }
 
 // serve holds the stream once the session has started: on HTTP/1.x a
-// reader goroutine waits for the client to go and the handler returns at
-// once; on HTTP/2 the handler waits for the end itself. adm is released
+// reader (parked while the client sends nothing) notices when the client
+// goes and the handler returns at once; on HTTP/2 the handler waits for the end itself. adm is released
 // when the session has ended.
 func (c *httpConn) serve(r *http.Request, adm admission) {
-	kind, f := c.kind, c.format
-	end := func() {
-		c.s.ended()
-		metricConns[kind][f].Add(-1)
-		adm.release()
-	}
+	c.adm = adm
 	if c.nc != nil {
-		c.adm = adm
 		c.setup(c.nc)
 		c.b.wg.Add(1)
 		go c.readLoop(false)
@@ -122,7 +116,14 @@ func (c *httpConn) serve(r *http.Request, adm admission) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	end()
+	c.end()
+}
+
+// end cleans up after the session, once the stream is over.
+func (c *httpConn) end() {
+	c.s.ended()
+	metricConns[c.kind][c.format].Add(-1)
+	c.adm.release()
 }
 
 // readLoop reads until the client closes the connection (or it is cut),
@@ -147,9 +148,7 @@ func (c *httpConn) readLoop(woken bool) {
 		_, err = c.nc.Read(c.rbuf[:])
 	}
 	c.unpark()
-	c.s.ended()
-	metricConns[c.kind][c.format].Add(-1)
-	c.adm.release()
+	c.end()
 	c.b.wg.Done()
 }
 

@@ -194,9 +194,10 @@ func TestIdleStreamsParked(t *testing.T) {
 		}
 		cs = append(cs, c)
 	}
+	// A stream's reader parks as soon as the stream is hijacked (its
+	// client sends nothing more; TestIdleReaderStack counts that): these
+	// deliveries go to parked streams.
 	for round := 1; round <= 3; round++ {
-		// Let every reader park, then deliver.
-		time.Sleep(50 * time.Millisecond)
 		publish(t, be, ch, fmt.Sprint(round))
 		for i, c := range cs {
 			if p := c.nextPub(ch); p.Offset != uint64(round) {
@@ -232,6 +233,10 @@ func TestParkedConnectionsCut(t *testing.T) {
 	}
 	n := startNode(t, testConfig(), node.Serve)
 	be := backend(t, n, "")
+	// A first connection that parks starts the poller.
+	warm := connect(t, n, "", token(t, "warm", time.Hour, nil))
+	warm.subscribe("chat:cut", nil)
+	before := settledGoroutines()
 	base := n.Bridge().Stats().Connections
 	// A WebSocket that reads nothing after its connect reply.
 	ws := connect(t, n, "", token(t, "mute-ws", time.Hour, nil))
@@ -240,7 +245,7 @@ func TestParkedConnectionsCut(t *testing.T) {
 	if got := n.Bridge().Stats().Connections; got != base+2 {
 		t.Fatalf("connections %d, want %d", got, base+2)
 	}
-	time.Sleep(50 * time.Millisecond) // both readers park
+	eventually(t, "both readers parked", func() bool { return runtime.NumGoroutine() <= before })
 	for _, u := range []string{"mute-ws", "mute-sse"} {
 		if _, err := be.Disconnect(ctx(t), &heraldv1.DisconnectRequest{User: u, Reason: "bye"}); err != nil {
 			t.Fatal(err)

@@ -234,8 +234,8 @@ var errStopReading = errors.New("stop reading")
 // to read parks the connection and ends (idlepoll_linux.go); a new
 // goroutine runs readLoop when the client sends more.
 //
-// A reader waiting for the next frame's first two bytes (one that cannot
-// park: TLS) must keep its stack in use small: under ~1 KB, the reader
+// A reader waiting for the next frame's first two bytes (before connect,
+// or on a system without epoll) must keep its stack in use small: under ~1 KB, the reader
 // fits Go's minimum 2 KB stack, and the runtime's starting stack size
 // (the average in use at the last GC, plus a guard, rounded up) stays 2
 // KB for every new goroutine. The loop therefore waits in the socket's
