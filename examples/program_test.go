@@ -2,7 +2,6 @@ package examples_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/herald-io/herald/internal/syncbuf"
 )
 
 // require skips the test for a missing tool, or fails it when
@@ -113,7 +114,7 @@ type program struct {
 	name   string
 	cmd    *exec.Cmd
 	lines  chan string
-	stderr syncBuffer
+	stderr syncbuf.Buffer
 	done   chan struct{}
 
 	mu   sync.Mutex
@@ -222,23 +223,4 @@ func (p *program) output() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return "stdout so far:\n  " + strings.Join(p.seen, "\n  ") + "\nstderr:\n  " + strings.ReplaceAll(p.stderr.String(), "\n", "\n  ")
-}
-
-// syncBuffer is a bytes.Buffer safe for the writer goroutine of exec and
-// the test reading it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -21,6 +21,7 @@ import (
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"github.com/herald-io/herald/internal/deploytest"
 	"github.com/herald-io/herald/internal/redistest"
+	"github.com/herald-io/herald/internal/syncbuf"
 	"github.com/herald-io/herald/node"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -565,7 +566,7 @@ func TestHeraldJSFromAnotherOrigin(t *testing.T) {
 		_, _ = w.Write([]byte(`<!doctype html><title>app</title><p>an app on another origin</p>`))
 	}))
 	t.Cleanup(page.Close)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	allowed := startNode(t, node.Serve, func(c *config.Config) { c.Bridge.AllowedOrigins = []string{page.URL} })
 	refusing, err := node.Start(context.Background(), func() config.Config {
 		c := config.Default()
@@ -610,24 +611,6 @@ func TestHeraldJSFromAnotherOrigin(t *testing.T) {
 	if l := logs.String(); !strings.Contains(l, "origin="+page.URL) || !strings.Contains(l, "bridge.allowed_origins") || !strings.Contains(l, "level=INFO") {
 		t.Fatalf("refusal log without the origin or the option:\n%s", l)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the node's logger and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestConsolePresenceAfterRedisRestart: a console on each of two nodes

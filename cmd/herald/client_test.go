@@ -6,33 +6,15 @@ import (
 	"encoding/json"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/herald-io/herald/config"
 	"github.com/herald-io/herald/internal/payloadtest"
+	"github.com/herald-io/herald/internal/syncbuf"
 	"github.com/herald-io/herald/internal/tlstest"
 	"github.com/herald-io/herald/node"
 )
-
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func TestPublishAndSubscribeCommands(t *testing.T) {
 	cfg := config.Default()
@@ -46,7 +28,7 @@ func TestPublishAndSubscribeCommands(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var subOut syncBuffer
+	var subOut syncbuf.Buffer
 	subDone := make(chan error, 1)
 	go func() { subDone <- subscribe(ctx, []string{addr, "news"}, &subOut) }()
 	waitFor(t, func() bool { return strings.Contains(subOut.String(), `"subscribed"`) })
@@ -97,7 +79,7 @@ func TestSubscribeResumesWhenTheNodeRestarts(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out syncBuffer
+	var out syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() { done <- subscribe(ctx, []string{addr, "news"}, &out) }()
 	waitFor(t, func() bool { return strings.Count(out.String(), `"subscribed"`) == 1 })
@@ -169,7 +151,7 @@ func TestCLIJSONExact(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var subOut syncBuffer
+	var subOut syncbuf.Buffer
 	subDone := make(chan error, 1)
 	go func() { subDone <- subscribe(ctx, []string{addr, "news"}, &subOut) }()
 	waitFor(t, func() bool { return strings.Contains(subOut.String(), `"subscribed"`) })

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/internal/syncbuf"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -70,7 +71,7 @@ func freePort(t *testing.T) string {
 type proc struct {
 	cmd        *exec.Cmd
 	grpc, http string
-	log        *syncBuffer
+	log        *syncbuf.Buffer
 	done       chan error
 }
 
@@ -79,7 +80,7 @@ func startProc(t *testing.T, args ...string) *proc {
 	bin := heraldBinary(t)
 	var p *proc
 	for attempt := 0; attempt < 3; attempt++ { // a free port may be taken meanwhile
-		p = &proc{grpc: freePort(t), http: freePort(t), log: &syncBuffer{}, done: make(chan error, 1)}
+		p = &proc{grpc: freePort(t), http: freePort(t), log: &syncbuf.Buffer{}, done: make(chan error, 1)}
 		p.cmd = exec.Command(bin, append([]string{"serve", "--grpc-addr", p.grpc, "--http-addr", p.http}, args...)...)
 		p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 		if err := p.cmd.Start(); err != nil {

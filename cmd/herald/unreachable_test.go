@@ -5,6 +5,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/herald-io/herald/internal/syncbuf"
 )
 
 // TestPublishToNoNode: publishing where no node listens fails, naming the
@@ -33,7 +35,7 @@ func TestSubscribeToNoNodeSaysSo(t *testing.T) {
 	addr := freePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stderr syncBuffer
+	var stderr syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() { done <- subscribeTo(ctx, []string{"--addr", addr, "news"}, &bytes.Buffer{}, &stderr) }()
 	waitFor(t, func() bool { return strings.Count(stderr.String(), "\n") >= 3 })

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/herald-io/herald/internal/syncbuf"
 )
 
 // TestREADME runs the commands of README.md as a reader would, in order,
@@ -265,7 +267,7 @@ func (r *runner) startNode(t *testing.T) map[string]string {
 	serve := exec.Command(r.bin, "serve")
 	serve.Env = append(cleanEnv(),
 		"HERALD_GRPC_ADDR=127.0.0.1:"+ports["7400"], "HERALD_HTTP_ADDR=127.0.0.1:"+ports["7401"])
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	serve.Stdout, serve.Stderr = logs, logs
 	if err := serve.Start(); err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package readmetest
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/herald-io/herald/internal/syncbuf"
 )
 
 // prelude is sourced by every shell that runs README commands: curl
@@ -22,24 +23,6 @@ import (
 const prelude = `curl() { command curl --fail-with-body --silent --show-error "$@"; }
 `
 
-// syncBuffer is a bytes.Buffer safe for a writer goroutine and readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A shell is one bash process that runs a section's commands one after
 // the other, so that they share variables, functions and background jobs
 // as in a terminal. It runs in its own process group, which stop ends
@@ -48,7 +31,7 @@ type shell struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	lines  chan string
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 	mark   string
 }
 
@@ -56,7 +39,7 @@ func startShell(t *testing.T, dir string, env []string) *shell {
 	t.Helper()
 	var m [8]byte
 	_, _ = rand.Read(m[:])
-	sh := &shell{lines: make(chan string, 1024), stderr: &syncBuffer{}, mark: "__readmetest_" + hex.EncodeToString(m[:])}
+	sh := &shell{lines: make(chan string, 1024), stderr: &syncbuf.Buffer{}, mark: "__readmetest_" + hex.EncodeToString(m[:])}
 	sh.cmd = exec.Command("bash", "--noprofile", "--norc")
 	sh.cmd.Dir = dir
 	sh.cmd.Env = env
@@ -150,8 +133,8 @@ type stream struct {
 	c      *command
 	text   string // as run
 	cmd    *exec.Cmd
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *syncbuf.Buffer
+	stderr *syncbuf.Buffer
 	mu     sync.Mutex
 	exited bool
 	err    error
@@ -161,7 +144,7 @@ type stream struct {
 }
 
 func startStream(c *command, text, dir string, env []string) (*stream, error) {
-	s := &stream{c: c, text: text, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	s := &stream{c: c, text: text, stdout: &syncbuf.Buffer{}, stderr: &syncbuf.Buffer{}, done: make(chan struct{})}
 	s.cmd = exec.Command("bash", "--noprofile", "--norc", "-c", prelude+text)
 	s.cmd.Dir = dir
 	s.cmd.Env = env
