@@ -75,6 +75,7 @@ type options struct {
 	timeout     time.Duration
 	readBuf     int
 	transport   string
+	latencyFrom string
 	settle      time.Duration
 	hold        time.Duration
 	concurrency int
@@ -176,6 +177,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (*options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Second, "limit of one connection's dial, connect and subscribe")
 	fs.IntVar(&o.readBuf, "read-buf", 4096, "client read buffer per connection in bytes")
 	fs.StringVar(&o.transport, "transport", "websocket", "how clients connect (idle, fanout, channels): websocket (-ws), sse (GET /sse beside -ws) or http_stream (POST /stream beside -ws)")
+	fs.StringVar(&o.latencyFrom, "latency-from", "schedule", "fanout, channels: count delivery latency from when a publication was due on the schedule (schedule: a publisher that falls behind adds its wait) or from when it was sent (send)")
 	fs.DurationVar(&o.settle, "settle", time.Second, "pause after connecting, before measuring")
 	fs.DurationVar(&o.hold, "hold", 0, "idle: how long to hold the connections after measuring")
 	fs.IntVar(&o.concurrency, "concurrency", 1, "publish: concurrent unary workers, or PublishStream streams")
@@ -284,6 +286,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (*options, error) {
 		return nil, errors.New("bench: -procs must be at least 1")
 	case o.transport != "websocket" && o.transport != "sse" && o.transport != "http_stream":
 		return nil, fmt.Errorf("bench: -transport %q: want websocket, sse or http_stream", o.transport)
+	case o.latencyFrom != "schedule" && o.latencyFrom != "send":
+		return nil, fmt.Errorf("bench: -latency-from %q: want schedule or send", o.latencyFrom)
 	case o.size < 0 || o.concurrency < 1 || o.connConc < 1 || o.readBuf < 64:
 		return nil, errors.New("bench: -size, -concurrency, -conn-concurrency or -read-buf out of range")
 	case (o.mode == "fanout" || o.mode == "channels") && (o.rate <= 0 || o.dur <= 0):

@@ -227,7 +227,7 @@ func runDelivery(ctx context.Context, o *options, w io.Writer) (*Result, error) 
 		channel = func(i int) string { return names[i%n] }
 	}
 	publish := func(ctx context.Context) (*pubResult, error) {
-		p := &streamPublisher{client: client, channel: channel, targets: targets, size: o.size, window: o.window}
+		p := &streamPublisher{client: client, channel: channel, targets: targets, size: o.size, window: o.window, fromSchedule: o.latencyFrom == "schedule"}
 		return p.run(ctx, o.rate, o.dur)
 	}
 	workers := 1
@@ -243,7 +243,7 @@ func runDelivery(ctx context.Context, o *options, w io.Writer) (*Result, error) 
 			defer rp.close()
 			call = rp.call
 		}
-		p := &callPublisher{call: call, channel: channel, targets: targets, size: o.size, workers: workers}
+		p := &callPublisher{call: call, channel: channel, targets: targets, size: o.size, workers: workers, fromSchedule: o.latencyFrom == "schedule"}
 		publish = func(ctx context.Context) (*pubResult, error) { return p.run(ctx, o.rate, o.dur), nil }
 	}
 	if err := set.mark(ctx); err != nil {

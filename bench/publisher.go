@@ -88,6 +88,10 @@ type streamPublisher struct {
 	targets int // publication i goes to target i%targets
 	size    int
 	window  int
+	// fromSchedule stamps each payload with its scheduled time instead of
+	// its send time (with a rate), so that delivery latency includes the
+	// time a publication waited for a publisher that fell behind.
+	fromSchedule bool
 }
 
 func (p *streamPublisher) run(ctx context.Context, rate float64, dur time.Duration) (*pubResult, error) {
@@ -151,7 +155,7 @@ func (p *streamPublisher) run(ctx context.Context, rate float64, dur time.Durati
 			due = now
 		}
 		r.lag.Record(int64(now.Sub(due)))
-		buf = appendPayload(buf[:0], now.UnixNano(), p.size)
+		buf = appendPayload(buf[:0], stamp(now, due, rate > 0 && p.fromSchedule), p.size)
 		req := &heraldv1.PublishStreamRequest{
 			Sequence: uint64(i),
 			Publish: &heraldv1.PublishRequest{
@@ -195,6 +199,8 @@ type callPublisher struct {
 	targets int // publication i goes to target i%targets
 	size    int
 	workers int
+	// fromSchedule: as in streamPublisher.
+	fromSchedule bool
 }
 
 // unaryPublisher publishes with unary gRPC Publish calls.
@@ -247,7 +253,7 @@ func (p *callPublisher) run(ctx context.Context, rate float64, dur time.Duration
 					due = now
 				}
 				r.lag.Record(int64(now.Sub(due)))
-				buf = appendPayload(buf[:0], now.UnixNano(), p.size)
+				buf = appendPayload(buf[:0], stamp(now, due, rate > 0 && p.fromSchedule), p.size)
 				err := p.call(ctx, w, p.channel(i), buf)
 				r.ack.Record(int64(time.Since(now)))
 				r.sent++
@@ -288,4 +294,15 @@ func (p *callPublisher) run(ctx context.Context, rate float64, dur time.Duration
 		total.planned = total.sent
 	}
 	return total
+}
+
+// stamp is the time a payload carries, from which its delivery latency
+// is counted: when it was due on the schedule, or when it was sent.
+// Counting from the schedule keeps a publisher that falls behind (a
+// server slow to answer) from hiding the wait in its own backlog.
+func stamp(sent, due time.Time, fromSchedule bool) int64 {
+	if fromSchedule {
+		return due.UnixNano()
+	}
+	return sent.UnixNano()
 }

@@ -1,0 +1,49 @@
+package bench
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+// A publisher that falls behind (every call takes 20 ms, the schedule
+// wants one every 2 ms) stamps its payloads with their due times when
+// latency counts from the schedule, so the wait shows in the latency; with
+// send times the stamps only start when a call can go out.
+func TestPublisherStampsFromSchedule(t *testing.T) {
+	for _, fromSchedule := range []bool{true, false} {
+		var mu sync.Mutex
+		var stamps []int64
+		p := &callPublisher{
+			call: func(ctx context.Context, _ int, _ string, payload []byte) error {
+				ts, ok := parseT(payload)
+				if !ok {
+					t.Errorf("payload %q has no time", payload)
+				}
+				mu.Lock()
+				stamps = append(stamps, ts)
+				mu.Unlock()
+				time.Sleep(20 * time.Millisecond)
+				return nil
+			},
+			channel:      func(int) string { return "c" },
+			size:         64,
+			workers:      1,
+			fromSchedule: fromSchedule,
+		}
+		r := p.run(context.Background(), 500, 20*time.Millisecond) // 10 publications
+		if r.sent != 10 || len(stamps) != 10 {
+			t.Fatalf("fromSchedule %v: sent %d, stamped %d, want 10", fromSchedule, r.sent, len(stamps))
+		}
+		// The 10th publication was due 18 ms after the first; it went out
+		// after nine 20 ms calls.
+		gap := time.Duration(stamps[9] - stamps[0])
+		if fromSchedule && gap != 18*time.Millisecond {
+			t.Errorf("from the schedule: stamps 18 ms apart expected, got %v", gap)
+		}
+		if !fromSchedule && gap < 9*20*time.Millisecond {
+			t.Errorf("from send times: stamps at least 180 ms apart expected, got %v", gap)
+		}
+	}
+}
