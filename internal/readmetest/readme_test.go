@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-io/herald/internal/freeport"
 	"github.com/herald-io/herald/internal/syncbuf"
 )
 
@@ -250,13 +251,13 @@ func (r *runner) tools() {
 	}
 }
 
+// freePort returns a free port below the ephemeral range (see freeport).
 func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.Port(false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
+	return fmt.Sprint(p)
 }
 
 // startNode runs `herald serve` with the default configuration on two
@@ -365,23 +366,15 @@ func assignPort(t *testing.T, ports map[string]string, p string, redis bool) str
 	for _, q := range ports {
 		var n int
 		fmt.Sscan(q, &n)
-		taken[n], taken[n+10000] = true, true
+		taken[n], taken[n+freeport.Gap] = true, true
 	}
 	for range 1000 {
-		var n int
-		fmt.Sscan(freePort(t), &n)
-		if taken[n] || taken[n+10000] {
-			continue
+		n, err := freeport.Port(redis)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if redis {
-			if n+10000 > 65535 {
-				continue
-			}
-			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", n+10000))
-			if err != nil {
-				continue
-			}
-			l.Close()
+		if taken[n] || taken[n+freeport.Gap] {
+			continue
 		}
 		ports[p] = fmt.Sprint(n)
 		return ports[p]

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-io/herald/internal/freeport"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -201,15 +202,9 @@ func StopShared() {
 	}
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort() (int, error) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer lis.Close()
-	return lis.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort returns a loopback port that was free a moment ago, below the
+// ephemeral range (see freeport).
+func freePort() (int, error) { return freeport.Port(false) }
 
 // startNode starts one cluster-enabled redis-server on free ports,
 // retrying when a port was taken meanwhile.

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-io/herald/internal/freeport"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -59,12 +60,10 @@ func StartWith(t testing.TB, opts Options) *Server {
 	// The port is free when chosen but may be taken before redis-server
 	// binds it (other tests run in parallel): then try another.
 	for attempt := 0; ; attempt++ {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		addr, err := freeport.Addr()
 		if err != nil {
 			t.Fatal(err)
 		}
-		addr := lis.Addr().String()
-		_ = lis.Close()
 		r := &Server{t: t, Addr: addr, opts: opts}
 		if err := r.start(); err != nil {
 			if attempt < 3 {
