@@ -316,15 +316,24 @@ func testFallback(t *testing.T, ctx context.Context, core heraldv1.HeraldService
 	channel := "chat:fallback-" + want + "-" + format
 	eval[bool](t, ctx, transportScript(channel, "", fmt.Sprintf(`{ format: %q }`, format)))
 	waitFor(t, ctx, "the subscription", `window.t.subscribed.length === 1`)
-	if got := eval[[]string](t, ctx, `window.t.transports`); !slices.Equal(got, []string{want}) {
-		t.Fatalf("connected over %v, want %s", got, want)
-	}
+	// Every connection is over the fallback (and in the format it can
+	// carry). A second one is allowed: on a loaded machine the client's
+	// own timeouts (5 s here) can drop the first and reconnect, as they
+	// should; the states say why.
 	wantFormat := format
 	if want == "sse" {
 		wantFormat = "json"
 	}
-	if got := eval[[]string](t, ctx, `window.t.formats`); !slices.Equal(got, []string{wantFormat}) {
-		t.Fatalf("connected in %v, want %s", got, wantFormat)
+	got, formats := eval[[]string](t, ctx, `window.t.transports`), eval[[]string](t, ctx, `window.t.formats`)
+	states := eval[[]string](t, ctx, `window.t.states`)
+	if len(got) == 0 || slices.ContainsFunc(got, func(tr string) bool { return tr != want }) {
+		t.Fatalf("connected over %v, want %s (states %v)", got, want, states)
+	}
+	if slices.ContainsFunc(formats, func(f string) bool { return f != wantFormat }) {
+		t.Fatalf("connected in %v, want %s", formats, wantFormat)
+	}
+	if len(got) > 1 {
+		t.Logf("connected %d times over %s; states %v", len(got), want, states)
 	}
 	for i := 1; i <= 3; i++ {
 		publish(t, core, channel, map[string]any{"n": i})
