@@ -39,7 +39,10 @@
 // floor, herald…, each publisher in turn) so that the machine's drift
 // hits every server alike. The COMPARE line gives every run's figures
 // (server CPU per delivery from /proc/PID/stat of the server, latency
-// from publish to receipt, deliveries/s, losses, the load average at its
+// to receipt from when the publication was due on the publisher's
+// schedule (-latency-from schedule, the default: a server that makes its
+// publishers fall behind shows the wait; -latency-from send counts from
+// the request instead), deliveries/s, losses, the load average at its
 // start) and, round by round, each server's ratios to the floor's and
 // REST's to unary gRPC's. -pprof-dir saves the server's CPU and
 // allocation profiles of each run (a profiled run's CPU includes the

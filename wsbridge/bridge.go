@@ -72,6 +72,10 @@ type Bridge struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the bridge starts
 
+	// behind is whether the publications reaching this bridge are late
+	// (see noteAge): writers then yield before they write, to batch.
+	behind atomic.Bool
+
 	seed     maphash.Seed
 	sessions [32]sessionShard
 	hub      hub
@@ -235,4 +239,39 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 		untrackBridge(b)
 	})
 	return err
+}
+
+// A bridge is behind when the publications it fans out were published a
+// while ago: they queued on their way here (behind thousands of writers
+// made runnable by the fan-outs before them, typically), and more follow.
+// Then a writer yields before taking its batch (transport.yieldForMore),
+// so that the next publications join its queue and go out in the same
+// write: under overload that batching is what lets the bridge catch up.
+// On time, a writer writes at once: a connection sent a frame now and
+// then (a user's notifications, a channel at a few publications a second)
+// gains nothing from a yield, and a fan-out to 10,000 of them would pay a
+// run-queue round trip per delivery. The state changes with hysteresis
+// (late at behindAfterMs, on time again at caughtUpMs), so the flag's
+// cache line is written on changes only. A publication's time is the
+// core's clock: across hosts, a core's clock behind the bridge's makes
+// writers yield more (as all did before), one ahead makes them yield
+// less.
+const (
+	behindAfterMs = 10
+	caughtUpMs    = 2
+)
+
+// noteAge takes the age, in ms, of a publication about to be fanned out
+// (negative: the core's clock is ahead, taken as on time).
+func (b *Bridge) noteAge(ms int64) {
+	switch {
+	case ms >= behindAfterMs:
+		if !b.behind.Load() {
+			b.behind.Store(true)
+		}
+	case ms <= caughtUpMs:
+		if b.behind.Load() {
+			b.behind.Store(false)
+		}
+	}
 }

@@ -222,7 +222,9 @@ func (ch *channel) deliver(pub *heraldv1.Publication) {
 		}
 		ch.last, ch.epoch = pub.Offset, pub.Epoch
 	}
-	observeDelivery(pub)
+	if age, ok := observeDelivery(pub); ok {
+		ch.h.b.noteAge(age)
+	}
 	if s, sb := ch.s1, ch.sb1; s != nil && len(ch.subs) == 0 && sb.live && sb.skip == 0 {
 		// One live subscriber (a personal channel's user): the frame is
 		// encoded for it alone and nothing keeps ep, which stays on the

@@ -205,11 +205,13 @@ func (s *session) authOK() {
 }
 
 // observeDelivery records the publish-to-fan-out latency of pub, once per
-// publication per bridge.
-func observeDelivery(pub *heraldv1.Publication) {
+// publication per bridge, and returns it in milliseconds (ok false: pub
+// carries no time).
+func observeDelivery(pub *heraldv1.Publication) (ms int64, ok bool) {
 	if pub.TimeUnixMs <= 0 {
-		return
+		return 0, false
 	}
 	d := time.Now().UnixMilli() - pub.TimeUnixMs
 	metricDeliveryLatency.Observe(float64(max(d, 0)) / 1000)
+	return d, true
 }

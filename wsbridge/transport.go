@@ -274,22 +274,8 @@ const maxPooledOut = 256 << 10
 // writeLoop sends what is queued until the queue is empty, and then ends.
 func (t *transport) writeLoop() {
 	defer t.b.wg.Done()
-	// Let what is already runnable go first: during a fan-out to many
-	// sessions, the goroutines that receive the next publications from
-	// the core run before this batch leaves, so that under load several
-	// frames go out in each write instead of one write per frame.
-	n := t.queued()
-	runtime.Gosched()
-	// While frames keep coming during a yield (a backlog: publications
-	// arriving faster than the sessions' writes), yield again, up to
-	// twice, so that each write carries more of them.
-	for i := 0; i < 2; i++ {
-		m := t.queued()
-		if m == n {
-			break
-		}
-		n = m
-		runtime.Gosched()
+	if t.b.behind.Load() {
+		t.yieldForMore()
 	}
 	for {
 		t.mu.Lock()
@@ -334,6 +320,26 @@ func (t *transport) writeLoop() {
 		if err != nil {
 			t.kill()
 		}
+	}
+}
+
+// yieldForMore lets what is already runnable go first (the bridge is
+// behind, see noteAge): during a fan-out to many sessions, the goroutines
+// that receive the next publications from the core run before this batch
+// leaves, so that several frames go out in each write instead of one write
+// per frame. While frames keep coming during a yield (publications
+// arriving faster than the sessions' writes), it yields again, up to
+// twice, so that each write carries more of them.
+func (t *transport) yieldForMore() {
+	n := t.queued()
+	runtime.Gosched()
+	for i := 0; i < 2; i++ {
+		m := t.queued()
+		if m == n {
+			return
+		}
+		n = m
+		runtime.Gosched()
 	}
 }
 
