@@ -9,16 +9,24 @@ import (
 	"github.com/herald-io/herald/client"
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/internal/freeport"
 	"github.com/herald-io/herald/internal/redistest"
 	"github.com/herald-io/herald/node"
 )
 
-// startNode starts a core on 127.0.0.1:0 (or on addr, to restart one in
-// the place of another), shut down by t.Cleanup.
+// startNode starts a core on a free loopback port (or on addr, to restart
+// one in the place of another), shut down by t.Cleanup.
 func startNode(t *testing.T, edit func(*config.Config)) *node.Node {
 	t.Helper()
 	cfg := config.Default()
-	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	// Tests stop a node and start another at its gRPC address, which the
+	// client keeps dialling meanwhile: from the ephemeral range, a dial's
+	// own local port could take it (or connect to itself) in between.
+	grpcAddr, err := freeport.Addr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.GRPCAddr, cfg.HTTPAddr = grpcAddr, "127.0.0.1:0"
 	if edit != nil {
 		edit(&cfg)
 	}

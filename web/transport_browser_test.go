@@ -21,6 +21,7 @@ import (
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"github.com/herald-io/herald/internal/deploytest"
+	"github.com/herald-io/herald/internal/freeport"
 	"github.com/herald-io/herald/node"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -400,12 +401,10 @@ func (p *countingProxy) count(path string) int {
 // stay on SSE after a bridge restart.)
 func TestBrowserKeepsItsTransport(t *testing.T) {
 	ctx := newBrowser(t)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr() // the bridge restarts on it
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := lis.Addr().String()
-	_ = lis.Close()
 	proxy := newCountingProxy(t, "http://"+addr)
 	start := func() *node.Node {
 		return startNode(t, node.Serve, func(c *config.Config) {
