@@ -71,11 +71,11 @@ func BenchmarkFanout(b *testing.B) {
 			br.ctx, br.cancel = context.WithCancel(context.Background())
 			br.upgrader = websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 16 << 10, WriteBufferPool: &writeBufferPool, Subprotocols: []string{SubprotocolJSON, SubprotocolProto}}
 			ns := config.DefaultNamespace("chat")
-			ch := &channel{h: &hub{b: br}, name: "chat:bench", ns: &ns, subs: make(map[*session]*sub, n)}
+			ch := &channel{h: &hub{b: br}, name: "chat:bench", ns: &ns}
 			sessions := make([]*session, n)
 			for i := range sessions {
 				sessions[i] = benchSession(b, br, format(i%2))
-				ch.subs[sessions[i]] = &sub{live: true}
+				ch.addSubLocked(sessions[i], &sub{live: true}) // as joins do: /1 is a personal channel's path
 			}
 			payload := []byte(`{"text":"0123456789012345678901234567890123456789012345"}`)
 			idle := func() {
