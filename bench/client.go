@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,6 +44,10 @@ type groupSpec struct {
 	ReadBuf int `json:"read_buf"`
 	// Transport is websocket (default), sse or http_stream.
 	Transport string `json:"transport,omitempty"`
+	// TLS: the server speaks TLS (WS are wss:// URLs), verified with the
+	// PEM roots TLSCA (the system's when empty).
+	TLS   bool   `json:"tls,omitempty"`
+	TLSCA []byte `json:"tls_ca,omitempty"`
 }
 
 func userOf(i int) string { return "bench-" + strconv.Itoa(i) }
@@ -163,6 +168,8 @@ type group struct {
 	spec    groupSpec
 	dialers []*websocket.Dialer
 	nets    []*net.Dialer // the same, for sse and http_stream
+	tls     *tls.Config   // with spec.TLS; the streams' (the dialers have theirs)
+	tlsErr  error         // spec.TLSCA unusable: every handshake fails with it
 	clients []*client     // nil where the connection failed
 	lat     *recorder
 	closing atomic.Bool
@@ -198,6 +205,9 @@ func newGroup(spec groupSpec) *group {
 	if len(srcs) == 0 {
 		srcs = []string{""}
 	}
+	if spec.TLS {
+		g.tls, g.tlsErr = clientTLS(spec.TLSCA)
+	}
 	for _, s := range srcs {
 		nd := &net.Dialer{Timeout: spec.Timeout}
 		if s != "" {
@@ -211,6 +221,7 @@ func newGroup(spec groupSpec) *group {
 			ReadBufferSize:   spec.ReadBuf,
 			WriteBufferSize:  512,
 			WriteBufferPool:  writePool,
+			TLSClientConfig:  cloneTLS(g.tls),
 		})
 	}
 	return g
@@ -280,6 +291,9 @@ func (g *group) open(ctx context.Context, j int) {
 // handshake dials, connects and subscribes client i; it returns once the
 // subscription is confirmed.
 func (g *group) handshake(ctx context.Context, i int, d *websocket.Dialer) (*client, error) {
+	if g.tlsErr != nil {
+		return nil, g.tlsErr
+	}
 	url := g.spec.WS[i%len(g.spec.WS)]
 	conn, resp, err := d.DialContext(ctx, url, nil)
 	if err != nil {

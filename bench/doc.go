@@ -44,7 +44,8 @@
 // publishers fall behind shows the wait; -latency-from send counts from
 // the request instead), deliveries/s, losses, the load average at its
 // start) and, round by round, each server's ratios to the floor's and
-// REST's to unary gRPC's. -pprof-dir saves the server's CPU and
+// REST's to unary gRPC's. -tls measures the shape a deployment runs:
+// every client and publisher speaks TLS to Herald (tls.go). -pprof-dir saves the server's CPU and
 // allocation profiles of each run (a profiled run's CPU includes the
 // profiler's).
 //

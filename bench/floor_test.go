@@ -35,7 +35,7 @@ func TestFloorServesTheBench(t *testing.T) {
 	if r := shared.result(false); r.Connected != 2 {
 		t.Fatalf("shared: %+v", r)
 	}
-	rest := newRESTPublisher(strings.TrimPrefix(srv.URL, "http://"), "", 1)
+	rest := newRESTPublisher(strings.TrimPrefix(srv.URL, "http://"), "", 1, nil)
 	defer rest.close()
 	g := &floorGRPC{f: f}
 	for i := range 4 {

@@ -35,12 +35,17 @@ type endpoint struct {
 	restAddr  string
 	pids      []int
 	pprofAddr string
+	tls       bool // the server speaks TLS (o.tlsBase verifies it)
 }
 
 // apply points o at e.
 func (e endpoint) apply(o *options) {
 	o.ws, o.grpcAddr, o.httpAddrs, o.restAddr, o.pids = e.ws, e.grpcAddr, e.httpAddrs, e.restAddr, e.pids
 	o.pprofAddr = e.pprofAddr
+	o.tlsCfg = nil
+	if e.tls {
+		o.tlsCfg = o.tlsBase
+	}
 }
 
 func selfExe() string {
@@ -130,6 +135,9 @@ func startHerald(ctx context.Context, o *options, name, bin string) (*server, er
 	if o.apiKey != "" {
 		args = append(args, "--api-keys", "bench="+o.apiKey)
 	}
+	if o.tlsCert != "" {
+		args = append(args, "--tls-cert-file", o.tlsCert, "--tls-key-file", o.tlsKey)
+	}
 	pprofAddr := ""
 	if o.pprofDir != "" {
 		pprofAddr = addrs[2]
@@ -142,11 +150,16 @@ func startHerald(ctx context.Context, o *options, name, bin string) (*server, er
 	}
 	s := &server{name: name, cmd: cmd}
 	s.wait()
-	s.ep = endpoint{ws: []string{"ws://" + addrs[1] + "/ws"}, grpcAddr: addrs[0], httpAddrs: []string{addrs[1]}, restAddr: addrs[1], pids: []int{cmd.Process.Pid}, pprofAddr: pprofAddr}
+	ws, scheme, hc := "ws://", "http://", http.DefaultClient
+	if o.tlsCert != "" {
+		ws, scheme = "wss://", "https://"
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: o.tlsBase.Clone()}}
+	}
+	s.ep = endpoint{ws: []string{ws + addrs[1] + "/ws"}, grpcAddr: addrs[0], httpAddrs: []string{addrs[1]}, restAddr: addrs[1], pids: []int{cmd.Process.Pid}, pprofAddr: pprofAddr, tls: o.tlsCert != ""}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addrs[1]+"/readyz", nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, scheme+addrs[1]+"/readyz", nil)
+		if resp, err := hc.Do(req); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return s, nil

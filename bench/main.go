@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -87,6 +88,18 @@ type options struct {
 	concSet     bool
 	cpuProfile  string
 
+	// TLS (tls.go): tls is -tls; tlsCA the PEM roots the clients trust
+	// (-tls-ca, or the certificate made for -serve; empty: the system's);
+	// tlsBase the clients' configuration; tlsCfg the current target's
+	// (nil: plain, as the floor); tlsCert and tlsKey the files given to
+	// each herald serve, in tlsDir.
+	tls             bool
+	tlsCAFile       string
+	tlsCA           []byte
+	tlsBase, tlsCfg *tls.Config
+	tlsCert, tlsKey string
+	tlsDir          string
+
 	// Comparison runs (compare.go).
 	publishers  []string
 	publisher   string // this run's
@@ -114,6 +127,9 @@ func Main(ctx context.Context, args []string) error {
 	o, err := parseFlags(fs, args)
 	if err != nil {
 		return err
+	}
+	if o.tlsDir != "" {
+		defer os.RemoveAll(o.tlsDir)
 	}
 	out := io.Writer(os.Stdout)
 	if o.cpuProfile != "" {
@@ -178,6 +194,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (*options, error) {
 	fs.IntVar(&o.readBuf, "read-buf", 4096, "client read buffer per connection in bytes")
 	fs.StringVar(&o.transport, "transport", "websocket", "how clients connect (idle, fanout, channels): websocket (-ws), sse (GET /sse beside -ws) or http_stream (POST /stream beside -ws)")
 	fs.StringVar(&o.latencyFrom, "latency-from", "schedule", "fanout, channels: count delivery latency from when a publication was due on the schedule (schedule: a publisher that falls behind adds its wait) or from when it was sent (send)")
+	fs.BoolVar(&o.tls, "tls", false, "Herald speaks TLS: clients dial wss:// (and https:// streams), publishers gRPC with TLS and HTTPS; with -serve the bench makes a certificate for 127.0.0.1 and starts each herald serve with it; the floor stays plain")
+	fs.StringVar(&o.tlsCAFile, "tls-ca", "", "with -tls and without -serve: PEM certificates that verify the server (default: the system's roots)")
 	fs.DurationVar(&o.settle, "settle", time.Second, "pause after connecting, before measuring")
 	fs.DurationVar(&o.hold, "hold", 0, "idle: how long to hold the connections after measuring")
 	fs.IntVar(&o.concurrency, "concurrency", 1, "publish: concurrent unary workers, or PublishStream streams")
@@ -278,6 +296,9 @@ func parseFlags(fs *flag.FlagSet, args []string) (*options, error) {
 		if o.jwtSecret == "" && o.mode != "publish" {
 			o.channel = "chat:" + o.channel
 		}
+	}
+	if err := o.setupTLS(); err != nil {
+		return nil, err
 	}
 	switch {
 	case o.n < 1:

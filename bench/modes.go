@@ -56,6 +56,9 @@ func (r *run) clients(spec groupSpec) (clientSet, error) {
 	spec.WS, spec.Concurrency, spec.Timeout, spec.ReadBuf = o.ws, o.connConc, o.timeout, o.readBuf
 	spec.Transport = o.transport
 	spec.JWTSecret = o.jwtSecret
+	if o.tlsCfg != nil {
+		spec.TLS, spec.TLSCA = true, o.tlsCA
+	}
 	if o.procs == 1 {
 		spec.Base, spec.N, spec.Src = 0, n, srcs
 		return &localSet{g: newGroup(spec)}, nil
@@ -121,7 +124,7 @@ func runIdle(ctx context.Context, o *options, w io.Writer) (*Result, error) {
 		return nil, err
 	}
 	defer set.close()
-	before := sampleServer(ctx, o.pids, o.httpAddrs, r.warn)
+	before := sampleServer(ctx, o, true, r.warn)
 	progress("connecting %d clients over %d process(es)", r.res.N, o.procs)
 	cr, err := set.connect(ctx)
 	if err != nil {
@@ -132,7 +135,7 @@ func runIdle(ctx context.Context, o *options, w io.Writer) (*Result, error) {
 	if err := sleepCtx(ctx, o.settle); err != nil {
 		return nil, err
 	}
-	after := sampleServer(ctx, o.pids, o.httpAddrs, r.warn)
+	after := sampleServer(ctx, o, true, r.warn)
 	r.res.Memory = memoryStats(before, after, cr.Connected)
 	if o.pprofDir != "" && o.pprofAddr != "" {
 		r.res.Profiles = fetchProfiles(ctx, o, 0, r.warn) // the heap with every connection held
@@ -194,7 +197,7 @@ func runDelivery(ctx context.Context, o *options, w io.Writer) (*Result, error) 
 	} else {
 		r.res.Channels = 1
 	}
-	client, cctx, closeConn, err := dialCore(ctx, o.grpcAddr, o.apiKey)
+	client, cctx, closeConn, err := dialCore(ctx, o.grpcAddr, o.apiKey, o.tlsCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +242,7 @@ func runDelivery(ctx context.Context, o *options, w io.Writer) (*Result, error) 
 		}
 		call := unaryPublisher(client)
 		if o.publisher == "rest" {
-			rp := newRESTPublisher(o.restAddr, o.apiKey, workers)
+			rp := newRESTPublisher(o.restAddr, o.apiKey, workers, o.tlsCfg)
 			defer rp.close()
 			call = rp.call
 		}
@@ -254,7 +257,7 @@ func runDelivery(ctx context.Context, o *options, w io.Writer) (*Result, error) 
 		profiles = make(chan []string, 1)
 		go func() { profiles <- fetchProfiles(ctx, o, max(1, int(o.dur.Seconds())), r.warn) }()
 	}
-	s0 := sampleServer(ctx, o.pids, nil, r.warn)
+	s0 := sampleServer(ctx, o, false, r.warn)
 	cpu0 := cpuSeconds()
 	progress("publishing %.0f/s for %v (%s, %d worker(s))", o.rate, o.dur, o.publisher, workers)
 	pr, perr := publish(cctx)
@@ -274,7 +277,7 @@ func runDelivery(ctx context.Context, o *options, w io.Writer) (*Result, error) 
 	if err != nil {
 		return nil, err
 	}
-	s1 := sampleServer(ctx, o.pids, nil, r.warn)
+	s1 := sampleServer(ctx, o, false, r.warn)
 	cpu1 := cpuSeconds()
 	set.close()
 	if profiles != nil {
@@ -338,7 +341,7 @@ func publisherStats(kind string, workers int, pr *pubResult, err error) *Publish
 // PublishStream with -concurrency streams, each for -dur, optionally with
 // -subs gRPC subscribers on the channel.
 func runPublish(ctx context.Context, o *options, w io.Writer) error {
-	client, cctx, closeConn, err := dialCore(ctx, o.grpcAddr, o.apiKey)
+	client, cctx, closeConn, err := dialCore(ctx, o.grpcAddr, o.apiKey, o.tlsCfg)
 	if err != nil {
 		return err
 	}
@@ -356,7 +359,7 @@ func runPublish(ctx context.Context, o *options, w io.Writer) error {
 		if err != nil {
 			return err
 		}
-		s0 := sampleServer(ctx, o.pids, nil, r.warn)
+		s0 := sampleServer(ctx, o, false, r.warn)
 		cpu0 := cpuSeconds()
 		progress("publish %s: %d worker(s), rate %v, for %v, %d subscriber(s)", kind, o.concurrency, rateText(rate), o.dur, o.subs)
 		var pr *pubResult
@@ -375,7 +378,7 @@ func runPublish(ctx context.Context, o *options, w io.Writer) error {
 			expected[i] = pr.ok
 		}
 		received, lat, last := subs.wait(ctx, pr.ok, o.drain)
-		s1 := sampleServer(ctx, o.pids, nil, r.warn)
+		s1 := sampleServer(ctx, o, false, r.warn)
 		cpu1 := cpuSeconds()
 		r.res.Publisher = publisherStats(kind, o.concurrency, pr, perr)
 		if o.subs > 0 {

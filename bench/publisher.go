@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -10,13 +11,18 @@ import (
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 )
 
 // dialCore connects to a core's gRPC API; ctx carries the API key.
-func dialCore(ctx context.Context, addr, apiKey string) (heraldv1.HeraldServiceClient, context.Context, func(), error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func dialCore(ctx context.Context, addr, apiKey string, tc *tls.Config) (heraldv1.HeraldServiceClient, context.Context, func(), error) {
+	creds := insecure.NewCredentials()
+	if tc != nil {
+		creds = credentials.NewTLS(tc.Clone())
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, nil, nil, err
 	}

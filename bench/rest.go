@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -16,19 +17,24 @@ import (
 // payload as the body's `data`, on keep-alive connections (one per
 // worker, so that workers never wait for each other's connection).
 type restPublisher struct {
-	base    string // http://host:port
+	base    string // http://host:port or https://host:port
 	apiKey  string
 	clients []*http.Client
 	bodies  [][]byte // per worker: the body being built
 }
 
-func newRESTPublisher(httpAddr, apiKey string, workers int) *restPublisher {
-	p := &restPublisher{base: "http://" + httpAddr, apiKey: apiKey, bodies: make([][]byte, workers)}
+func newRESTPublisher(httpAddr, apiKey string, workers int, tc *tls.Config) *restPublisher {
+	scheme := "http://"
+	if tc != nil {
+		scheme = "https://"
+	}
+	p := &restPublisher{base: scheme + httpAddr, apiKey: apiKey, bodies: make([][]byte, workers)}
 	for range workers {
 		p.clients = append(p.clients, &http.Client{
 			Timeout: 10 * time.Second,
 			Transport: &http.Transport{
 				DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+				TLSClientConfig:     cloneTLS(tc),
 				MaxIdleConnsPerHost: 1,
 				DisableCompression:  true,
 				ForceAttemptHTTP2:   false,

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -52,9 +53,23 @@ func (g *group) streamHandshake(ctx context.Context, i int, nd *net.Dialer) (*cl
 		}
 		req = fmt.Sprintf("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", sibling(u.Path, "stream"), u.Host, len(body), body)
 	}
+	if g.tlsErr != nil {
+		return nil, g.tlsErr
+	}
 	nc, err := nd.DialContext(ctx, "tcp", u.Host)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %v", u.Host, err)
+	}
+	if g.tls != nil {
+		cfg := g.tls.Clone()
+		cfg.ServerName = u.Hostname()
+		cfg.NextProtos = []string{"http/1.1"} // the request is written by hand, in HTTP/1.1
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("TLS handshake with %s: %v", u.Host, err)
+		}
+		nc = tc
 	}
 	ok := false
 	defer func() {

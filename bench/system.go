@@ -132,13 +132,13 @@ func parseMetrics(r io.Reader, names []string) map[string]float64 {
 }
 
 // scrapeMetrics fetches /metrics from every address and sums the samples.
-func scrapeMetrics(ctx context.Context, addrs []string) (map[string]float64, error) {
+func scrapeMetrics(ctx context.Context, hc *http.Client, scheme string, addrs []string) (map[string]float64, error) {
 	sum := make(map[string]float64)
 	var errs []error
 	for _, a := range addrs {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a+"/metrics", nil)
-		resp, err := http.DefaultClient.Do(req)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, scheme+a+"/metrics", nil)
+		resp, err := hc.Do(req)
 		if err != nil {
 			cancel()
 			errs = append(errs, err)
@@ -162,9 +162,14 @@ type serverSample struct {
 	metrics map[string]float64
 }
 
-// sampleServer reads /proc for pids and /metrics from httpAddrs (either may
-// be empty). Failures are reported on warn and leave fields zero.
-func sampleServer(ctx context.Context, pids []int, httpAddrs []string, warn func(string, ...any)) serverSample {
+// sampleServer reads /proc for o.pids and, with metrics, /metrics from
+// o.httpAddrs (either may be empty). Failures are reported on warn and
+// leave fields zero.
+func sampleServer(ctx context.Context, o *options, metrics bool, warn func(string, ...any)) serverSample {
+	pids, httpAddrs := o.pids, o.httpAddrs
+	if !metrics {
+		httpAddrs = nil
+	}
 	s := serverSample{at: time.Now()}
 	for _, pid := range pids {
 		c, err := procCPU(pid)
@@ -179,7 +184,7 @@ func sampleServer(ctx context.Context, pids []int, httpAddrs []string, warn func
 		s.rss += r
 	}
 	if len(httpAddrs) > 0 {
-		m, err := scrapeMetrics(ctx, httpAddrs)
+		m, err := scrapeMetrics(ctx, o.httpClient(), o.httpScheme(), httpAddrs)
 		if err != nil {
 			warn("metrics: %v", err)
 		}
