@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -150,12 +151,12 @@ func startHerald(ctx context.Context, o *options, name, bin string) (*server, er
 	}
 	s := &server{name: name, cmd: cmd}
 	s.wait()
-	ws, scheme, hc := "ws://", "http://", http.DefaultClient
+	ws, tc := "ws://", (*tls.Config)(nil)
 	if o.tlsCert != "" {
-		ws, scheme = "wss://", "https://"
-		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: o.tlsBase.Clone()}}
+		ws, tc = "wss://", o.tlsBase
 	}
-	s.ep = endpoint{ws: []string{ws + addrs[1] + "/ws"}, grpcAddr: addrs[0], httpAddrs: []string{addrs[1]}, restAddr: addrs[1], pids: []int{cmd.Process.Pid}, pprofAddr: pprofAddr, tls: o.tlsCert != ""}
+	hc, scheme := httpFor(tc)
+	s.ep = endpoint{ws: []string{ws + addrs[1] + "/ws"}, grpcAddr: addrs[0], httpAddrs: []string{addrs[1]}, restAddr: addrs[1], pids: []int{cmd.Process.Pid}, pprofAddr: pprofAddr, tls: tc != nil}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, scheme+addrs[1]+"/readyz", nil)

@@ -24,11 +24,7 @@ type restPublisher struct {
 }
 
 func newRESTPublisher(httpAddr, apiKey string, workers int, tc *tls.Config) *restPublisher {
-	scheme := "http://"
-	if tc != nil {
-		scheme = "https://"
-	}
-	p := &restPublisher{base: scheme + httpAddr, apiKey: apiKey, bodies: make([][]byte, workers)}
+	p := &restPublisher{base: httpScheme(tc) + httpAddr, apiKey: apiKey, bodies: make([][]byte, workers)}
 	for range workers {
 		p.clients = append(p.clients, &http.Client{
 			Timeout: 10 * time.Second,

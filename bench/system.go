@@ -184,7 +184,8 @@ func sampleServer(ctx context.Context, o *options, metrics bool, warn func(strin
 		s.rss += r
 	}
 	if len(httpAddrs) > 0 {
-		m, err := scrapeMetrics(ctx, o.httpClient(), o.httpScheme(), httpAddrs)
+		hc, scheme := httpFor(o.tlsCfg)
+		m, err := scrapeMetrics(ctx, hc, scheme, httpAddrs)
 		if err != nil {
 			warn("metrics: %v", err)
 		}

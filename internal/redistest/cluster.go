@@ -202,20 +202,16 @@ func StopShared() {
 	}
 }
 
-// freePort returns a loopback port that was free a moment ago, below the
-// ephemeral range (see freeport).
-func freePort() (int, error) { return freeport.Port(false) }
-
 // startNode starts one cluster-enabled redis-server on free ports,
 // retrying when a port was taken meanwhile.
 func (c *Cluster) startNode() (*ClusterNode, error) {
 	var last error
 	for attempt := 0; attempt < 4; attempt++ {
-		port, err := freePort()
+		port, err := freeport.Port(false)
 		if err != nil {
 			return nil, err
 		}
-		bus, err := freePort()
+		bus, err := freeport.Port(false)
 		if err != nil {
 			return nil, err
 		}
