@@ -442,10 +442,12 @@ func (g *group) readLoop(c *client) {
 		for _, fr := range slow {
 			n += g.slowFrame(c, sh, now, fr)
 		}
-		c.received.Add(n)
+		// Presence first: drain returns once received is complete, and the
+		// result it reads then must include this message's join pushes.
 		if presence > 0 {
 			g.presence.Add(presence)
 		}
+		c.received.Add(n)
 		*bp = msg[:0]
 		bufPool.Put(bp)
 	}
