@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/internal/freeport"
 	"github.com/herald-io/herald/node"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -118,8 +119,15 @@ func TestUpstreamLossSplitMode(t *testing.T) {
 	const key = "core-api-key-0123456789"
 	coreCfg := testConfig()
 	coreCfg.APIKeys = []config.APIKey{{Name: "bridge", Key: key}}
+	// The core restarts on its address: a port below the ephemeral range,
+	// which no outgoing connection (the bridge's redials among them) can
+	// take while it is down.
+	addr, err := freeport.Addr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	coreCfg.GRPCAddr = addr
 	core := startNodeNoCleanup(t, coreCfg, node.Core)
-	addr := core.GRPCAddr.String()
 
 	bcfg := testConfig()
 	bcfg.Bridge.Core = addr
@@ -142,7 +150,6 @@ func TestUpstreamLossSplitMode(t *testing.T) {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = core.Shutdown(sctx)
 	cancel()
-	coreCfg.GRPCAddr = addr
 	var core2 *node.Node
 	eventually(t, "core restarted on the same port", func() bool {
 		var err error
