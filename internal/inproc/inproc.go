@@ -196,18 +196,21 @@ type client struct {
 
 // incoming builds the handler's context from the caller's: its outgoing
 // metadata (with the client's) becomes incoming, and it has none of its
-// own outgoing, as a server's context has none.
+// own outgoing, as a server's context has none. FromOutgoingContext
+// returns a copy, which the client's pairs extend in place; without
+// outgoing metadata the client's own map is the incoming metadata, shared
+// by every call and never modified (metadata.FromIncomingContext hands a
+// handler a copy).
 func (cl *client) incoming(ctx context.Context) context.Context {
-	out, _ := metadata.FromOutgoingContext(ctx)
-	md := out
-	if len(cl.md) > 0 {
-		md = metadata.Join(out, cl.md)
+	md, ok := metadata.FromOutgoingContext(ctx)
+	if !ok {
+		return metadata.NewIncomingContext(ctx, cl.md)
+	}
+	for k, v := range cl.md {
+		md[k] = append(md[k], v...)
 	}
 	ctx = metadata.NewIncomingContext(ctx, md)
-	if len(out) > 0 {
-		ctx = metadata.NewOutgoingContext(ctx, nil)
-	}
-	return ctx
+	return metadata.NewOutgoingContext(ctx, nil)
 }
 
 // toStatus is the error a caller sees for a handler's error.
