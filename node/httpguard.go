@@ -167,10 +167,12 @@ func (d *frontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"send the body as JSON with Content-Type: application/json (curl --json '…', or -H 'Content-Type: application/json'); a missing Content-Type, text/plain and form encodings are refused so that no web page can send one without a CORS preflight")
 		return
 	}
-	tooLarge := fmt.Sprintf("the request body is larger than %d bytes, the limit set by limits.max_payload", d.maxBody)
+	tooLarge := func() string { // only when refusing: a publish should not format it
+		return fmt.Sprintf("the request body is larger than %d bytes, the limit set by limits.max_payload", d.maxBody)
+	}
 	if r.ContentLength > d.maxBody {
 		w.Header().Set("Connection", "close")
-		d.refuse(w, r, rest, "body_too_large", http.StatusRequestEntityTooLarge, codes.InvalidArgument, tooLarge)
+		d.refuse(w, r, rest, "body_too_large", http.StatusRequestEntityTooLarge, codes.InvalidArgument, tooLarge())
 		return
 	}
 	body, err := readBody(r.Body, r.ContentLength, d.maxBody)
@@ -180,7 +182,7 @@ func (d *frontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if int64(len(body)) > d.maxBody {
 		w.Header().Set("Connection", "close")
-		d.refuse(w, r, rest, "body_too_large", http.StatusRequestEntityTooLarge, codes.InvalidArgument, tooLarge)
+		d.refuse(w, r, rest, "body_too_large", http.StatusRequestEntityTooLarge, codes.InvalidArgument, tooLarge())
 		return
 	}
 	r.Body = &readBodyBytes{Reader: bytes.NewReader(body), b: body}
