@@ -1,7 +1,6 @@
 package hooks
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 
@@ -170,12 +169,12 @@ func withMember(obj []byte, path []string, key string, value []byte) ([]byte, er
 
 // appendMember adds member key = value at the end of obj.
 func appendMember(obj []byte, key string, value []byte) ([]byte, error) {
-	obj = bytes.TrimSpace(obj)
+	obj = payload.TrimSpace(obj)
 	if len(obj) < 2 || obj[0] != '{' || obj[len(obj)-1] != '}' {
 		return nil, errors.New("not a JSON object")
 	}
 	out := make([]byte, 0, len(obj)+len(key)+len(value)+4)
-	out = append(out, bytes.TrimSpace(obj[:len(obj)-1])...)
+	out = append(out, payload.TrimSpace(obj[:len(obj)-1])...)
 	if len(out) > 1 {
 		out = append(out, ',')
 	}

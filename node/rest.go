@@ -231,7 +231,7 @@ func (m *gatewayMarshaler) decodePublish(r io.Reader, msg proto.Message) error {
 			return err
 		}
 	}
-	if len(bytes.TrimSpace(body)) == 0 {
+	if len(payload.TrimSpace(body)) == 0 {
 		return io.EOF
 	}
 	if text, ok := onlyData(body); ok {
@@ -297,7 +297,7 @@ func setJSON(msg proto.Message, text []byte) {
 // between `{"data":` and the last `}` makes the body one object with that
 // one member, so nothing else can hide in it.
 func onlyData(body []byte) (text []byte, ok bool) {
-	b := bytes.TrimSpace(body)
+	b := payload.TrimSpace(body)
 	if len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' {
 		return nil, false
 	}
@@ -310,7 +310,7 @@ func onlyData(body []byte) (text []byte, ok bool) {
 	if !ok {
 		return nil, false
 	}
-	text, err := payload.Compact(bytes.TrimSpace(v))
+	text, err := payload.Compact(payload.TrimSpace(v))
 	if err != nil || len(text) == 0 {
 		return nil, false
 	}

@@ -29,6 +29,12 @@ var onlyDataSeeds = []string{
 	`{"data":{"a":1}`,
 	`{"data" {"a":1}}`,
 	`{"json":"{}","data":{}}`,
+	// Not JSON whitespace (bytes.TrimSpace trims them): the shortcut
+	// took these once, the general path refuses them.
+	"{\"data\":0\f}",
+	"\v{\"data\":1}",
+	"{\"data\":1}\u00a0",
+	"{\"data\":\u00851}",
 }
 
 // TestOnlyDataIsTheGeneralPath: whenever the shortcut takes a body, the

@@ -85,7 +85,7 @@ func Extract(obj []byte, path ...string) (rest, value []byte, err error) {
 }
 
 func isObject(raw []byte) bool {
-	raw = bytes.TrimLeft(raw, " \t\r\n")
+	raw = bytes.TrimLeft(raw, space)
 	return len(raw) > 0 && raw[0] == '{'
 }
 

@@ -252,3 +252,19 @@ func TestCheckDepthLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestTrimSpace: JSON's four whitespace bytes go, nothing else does.
+func TestTrimSpace(t *testing.T) {
+	for in, want := range map[string]string{
+		" \t\r\n{}\n\r\t ": "{}",
+		"\f{}":             "\f{}",
+		"{}\v":             "{}\v",
+		"\u00a0{}\u0085":   "\u00a0{}\u0085",
+		"":                 "",
+		" 1 2 ":            "1 2",
+	} {
+		if got := string(payload.TrimSpace([]byte(in))); got != want {
+			t.Errorf("TrimSpace(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

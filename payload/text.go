@@ -1,6 +1,7 @@
 package payload
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -89,3 +90,11 @@ func firstSpace(text []byte) int {
 	}
 	return -1
 }
+
+// space is JSON's insignificant whitespace (RFC 8259, section 2), all of
+// it: bytes.TrimSpace trims more (form feed, vertical tab, U+0085, U+00A0),
+// which would make text that is not JSON look like it.
+const space = " \t\r\n"
+
+// TrimSpace returns text without JSON whitespace at either end.
+func TrimSpace(text []byte) []byte { return bytes.Trim(text, space) }

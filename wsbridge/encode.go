@@ -50,7 +50,7 @@ func decodeFrames(f format, msg []byte, fn func(*heraldv1.ClientFrame, *requestE
 			} else {
 				msg = nil
 			}
-			line = bytes.TrimSpace(line)
+			line = payload.TrimSpace(line)
 			if len(line) == 0 {
 				continue
 			}

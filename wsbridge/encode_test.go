@@ -271,3 +271,31 @@ func checkShortcut(t *testing.T, line []byte) {
 		t.Fatalf("%q: shortcut %v, general %v", line, got, want)
 	}
 }
+
+// TestJSONFrameWhitespace: a frame line may have JSON whitespace around it
+// (a "\r\n" line end, spaces), and nothing else: a form feed, a vertical
+// tab or a no-break space makes it a bad frame, as it makes it bad JSON.
+func TestJSONFrameWhitespace(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		ok   bool
+	}{
+		{" \t{\"id\":1,\"ping\":{}}\r", true},
+		{"\f{\"id\":1,\"ping\":{}}", false},
+		{"{\"id\":1,\"ping\":{}}\v", false},
+		{"{\"id\":1,\"ping\":{}}\u00a0", false},
+	} {
+		var frames, bad int
+		decodeFrames(formatJSON, []byte(tc.line), func(fr *heraldv1.ClientFrame, err *requestError) bool {
+			if err != nil {
+				bad++
+			} else {
+				frames++
+			}
+			return true
+		})
+		if tc.ok && (frames != 1 || bad != 0) || !tc.ok && (frames != 0 || bad != 1) {
+			t.Errorf("%q: %d frames, %d bad; want ok=%v", tc.line, frames, bad, tc.ok)
+		}
+	}
+}
