@@ -89,6 +89,7 @@ func runChild(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 		return err
 	}
 	cpu0 := cpuSeconds()
+	var resumeGC func() (uint64, uint64)
 	for {
 		line, err := in.ReadBytes('\n')
 		if err != nil {
@@ -100,10 +101,18 @@ func runChild(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 		}
 		switch cmd.Cmd {
 		case "mark":
+			if resumeGC != nil {
+				resumeGC() // a mark without a drain
+			}
+			resumeGC = pauseGC()
 			cpu0 = cpuSeconds()
 		case "drain":
 			r := g.drain(ctx, cmd.Expected, cmd.Wait)
 			r.CPU = cpuSeconds() - cpu0
+			if resumeGC != nil {
+				r.GCGrew, r.GCForced = resumeGC()
+				resumeGC = nil
+			}
 			if err := enc.Encode(childMsg{Result: r}); err != nil {
 				return err
 			}

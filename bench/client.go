@@ -88,6 +88,10 @@ type groupResult struct {
 	Reorders   int64   `json:"reorders,omitempty"`
 	Gaps       int64   `json:"gaps,omitempty"`
 	CPU        float64 `json:"cpu,omitempty"` // child processes only
+	// The bench's own garbage collector in the measured window (see
+	// pauseGC): bytes allocated, collections its memory limit forced.
+	GCGrew   uint64 `json:"gc_grew,omitempty"`
+	GCForced uint64 `json:"gc_forced,omitempty"`
 }
 
 // merge folds o into r. Received is not merged here: the caller places
@@ -132,6 +136,8 @@ func (r *groupResult) merge(o *groupResult) {
 	r.Reorders += o.Reorders
 	r.Gaps += o.Gaps
 	r.CPU += o.CPU
+	r.GCGrew += o.GCGrew
+	r.GCForced += o.GCForced
 }
 
 // client is one WebSocket connection. Its reader goroutine owns conn's read

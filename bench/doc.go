@@ -56,7 +56,10 @@
 // time found by a byte search for `"t":` and parsed by hand, latencies
 // recorded into sharded fixed-size log-linear histograms (histogram.go)
 // without allocation. encoding/json is used only for the rare frames that
-// are not publications.
+// are not publications. In the measured window of fanout and channels the
+// bench's own garbage collector is off (gc.go): its collections took CPU
+// from the server in bursts, which let the server coalesce more than real
+// clients let it.
 //
 // # Several processes
 //

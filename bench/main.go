@@ -117,6 +117,7 @@ type options struct {
 
 // Main runs `herald bench` with the arguments after "bench".
 func Main(ctx context.Context, args []string) error {
+	setMemoryLimit()
 	if len(args) > 0 && args[0] == "-child" {
 		return runChild(ctx, os.Stdin, os.Stdout)
 	}

@@ -252,6 +252,8 @@ func runDelivery(ctx context.Context, o *options, w io.Writer) (*Result, error) 
 	if err := set.mark(ctx); err != nil {
 		return nil, err
 	}
+	resumeGC := pauseGC()
+	defer resumeGC() // on an error return
 	var profiles chan []string
 	if o.pprofDir != "" && o.pprofAddr != "" {
 		profiles = make(chan []string, 1)
@@ -274,9 +276,11 @@ func runDelivery(ctx context.Context, o *options, w io.Writer) (*Result, error) 
 	}
 	progress("sent %d (%d acked); draining up to %v", pr.sent, pr.ok, o.drain)
 	gr, err := set.drain(ctx, expected, o.drain)
+	grew, forced := resumeGC()
 	if err != nil {
 		return nil, err
 	}
+	r.res.BenchAllocBytes, r.res.BenchGCForced = grew+gr.GCGrew, forced+gr.GCForced
 	s1 := sampleServer(ctx, o, false, r.warn)
 	cpu1 := cpuSeconds()
 	set.close()

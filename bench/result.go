@@ -62,6 +62,10 @@ type Result struct {
 	ServerUsPerPub   float64 `json:"server_cpu_us_per_publication,omitempty"`
 	BenchCPUS        float64 `json:"bench_cpu_s,omitempty"`
 	BenchCores       float64 `json:"bench_cores,omitempty"`
+	// The bench collects no garbage in the window (pauseGC): what it
+	// allocated meanwhile, and the collections its memory limit forced.
+	BenchAllocBytes uint64 `json:"bench_alloc_bytes,omitempty"`
+	BenchGCForced   uint64 `json:"bench_gc_forced,omitempty"`
 
 	Memory *MemoryStats `json:"memory,omitempty"`
 
@@ -324,7 +328,11 @@ func (r *Result) summary(w io.Writer) {
 		if r.ServerUsPerPub > 0 {
 			fmt.Fprintf(w, ", %.2f µs per publication", r.ServerUsPerPub)
 		}
-		fmt.Fprintf(w, "), bench %.2fs (%.2f cores)\n", r.BenchCPUS, r.BenchCores)
+		fmt.Fprintf(w, "), bench %.2fs (%.2f cores)", r.BenchCPUS, r.BenchCores)
+		if r.BenchAllocBytes > 0 {
+			fmt.Fprintf(w, "; the bench's garbage collector off meanwhile, %.0f MB allocated, %d forced collections", float64(r.BenchAllocBytes)/1e6, r.BenchGCForced)
+		}
+		fmt.Fprintln(w)
 	}
 	for _, p := range r.Profiles {
 		fmt.Fprintf(w, "profile    %s\n", p)
