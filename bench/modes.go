@@ -363,6 +363,7 @@ func runPublish(ctx context.Context, o *options, w io.Writer) error {
 		if err != nil {
 			return err
 		}
+		resumeGC := pauseGC()
 		s0 := sampleServer(ctx, o, false, r.warn)
 		cpu0 := cpuSeconds()
 		progress("publish %s: %d worker(s), rate %v, for %v, %d subscriber(s)", kind, o.concurrency, rateText(rate), o.dur, o.subs)
@@ -374,6 +375,7 @@ func runPublish(ctx context.Context, o *options, w io.Writer) error {
 			pr, perr = runStreams(cctx, client, o, rate)
 		}
 		if pr == nil {
+			resumeGC()
 			subs.stop()
 			return perr
 		}
@@ -382,6 +384,7 @@ func runPublish(ctx context.Context, o *options, w io.Writer) error {
 			expected[i] = pr.ok
 		}
 		received, lat, last := subs.wait(ctx, pr.ok, o.drain)
+		r.res.BenchAllocBytes, r.res.BenchGCForced = resumeGC()
 		s1 := sampleServer(ctx, o, false, r.warn)
 		cpu1 := cpuSeconds()
 		r.res.Publisher = publisherStats(kind, o.concurrency, pr, perr)
