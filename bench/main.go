@@ -250,6 +250,9 @@ func parseFlags(fs *flag.FlagSet, args []string) (*options, error) {
 	if o.runs < 1 {
 		return nil, errors.New("bench: -runs must be at least 1")
 	}
+	if o.mode == "publish" && (o.floor || o.serveConfig != "" || o.runs > 1) {
+		return nil, errors.New("bench: publish measures the server at -grpc, started by you: -floor, -serve and -runs are for idle, fanout and channels")
+	}
 	o.args = redactArgs(args)
 	o.ws = splitList(*ws)
 	if len(o.ws) == 0 {
