@@ -110,7 +110,7 @@ func runChild(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 			r := g.drain(ctx, cmd.Expected, cmd.Wait)
 			r.CPU = cpuSeconds() - cpu0
 			if resumeGC != nil {
-				r.GCGrew, r.GCForced = resumeGC()
+				r.GCAlloc, r.GCForced = resumeGC()
 				resumeGC = nil
 			}
 			if err := enc.Encode(childMsg{Result: r}); err != nil {

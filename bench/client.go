@@ -90,7 +90,7 @@ type groupResult struct {
 	CPU        float64 `json:"cpu,omitempty"` // child processes only
 	// The bench's own garbage collector in the measured window (see
 	// pauseGC): bytes allocated, collections its memory limit forced.
-	GCGrew   uint64 `json:"gc_grew,omitempty"`
+	GCAlloc  uint64 `json:"gc_alloc,omitempty"`
 	GCForced uint64 `json:"gc_forced,omitempty"`
 }
 
@@ -136,7 +136,7 @@ func (r *groupResult) merge(o *groupResult) {
 	r.Reorders += o.Reorders
 	r.Gaps += o.Gaps
 	r.CPU += o.CPU
-	r.GCGrew += o.GCGrew
+	r.GCAlloc += o.GCAlloc
 	r.GCForced += o.GCForced
 }
 

@@ -276,11 +276,11 @@ func runDelivery(ctx context.Context, o *options, w io.Writer) (*Result, error) 
 	}
 	progress("sent %d (%d acked); draining up to %v", pr.sent, pr.ok, o.drain)
 	gr, err := set.drain(ctx, expected, o.drain)
-	grew, forced := resumeGC()
+	allocated, forced := resumeGC()
 	if err != nil {
 		return nil, err
 	}
-	r.res.BenchAllocBytes, r.res.BenchGCForced = grew+gr.GCGrew, forced+gr.GCForced
+	r.res.BenchAllocBytes, r.res.BenchGCForced = allocated+gr.GCAlloc, forced+gr.GCForced
 	s1 := sampleServer(ctx, o, false, r.warn)
 	cpu1 := cpuSeconds()
 	set.close()
