@@ -670,3 +670,20 @@ func TestUnaryInterceptor(t *testing.T) {
 		t.Fatalf("inner ran %d times, want 2", n)
 	}
 }
+
+// TestPublicationsCountedByNamespace: herald_publications_total counts
+// each accepted publication under its namespace, one per publish, for the
+// configured namespaces (whose counters the server holds) and any other.
+func TestPublicationsCountedByNamespace(t *testing.T) {
+	ts := startServer(t, testConfig(t, nil))
+	small, room := metricValue(t, "herald_publications_total", "namespace", "small"), metricValue(t, "herald_publications_total", "namespace", "room")
+	ts.publish(t, "small:count", "1")
+	ts.publish(t, "small:count", "2")
+	ts.publish(t, "room:count", "3")
+	if d := metricValue(t, "herald_publications_total", "namespace", "small") - small; d != 2 {
+		t.Errorf("small counted %v publications, want 2", d)
+	}
+	if d := metricValue(t, "herald_publications_total", "namespace", "room") - room; d != 1 {
+		t.Errorf("room counted %v publications, want 1", d)
+	}
+}
