@@ -301,9 +301,6 @@ func parseFlags(fs *flag.FlagSet, args []string) (*options, error) {
 			o.channel = "chat:" + o.channel
 		}
 	}
-	if err := o.setupTLS(); err != nil {
-		return nil, err
-	}
 	switch {
 	case o.n < 1:
 		return nil, errors.New("bench: -n must be at least 1")
@@ -319,6 +316,11 @@ func parseFlags(fs *flag.FlagSet, args []string) (*options, error) {
 		return nil, errors.New("bench: -rate and -dur must be positive")
 	case o.mode == "channels" && o.jwtSecret == "":
 		return nil, errors.New("bench: channels needs -jwt-secret (the server's --jwt-secret): personal channels belong to authenticated users")
+	}
+	// Last: with -serve it writes a key into a temporary directory, which
+	// Main removes only once the flags were taken.
+	if err := o.setupTLS(); err != nil {
+		return nil, err
 	}
 	return o, nil
 }

@@ -129,6 +129,7 @@ func (o *options) setupTLS() error {
 			return err
 		}
 		if o.tlsCert, o.tlsKey, o.tlsCA, err = selfSigned(o.tlsDir); err != nil {
+			os.RemoveAll(o.tlsDir)
 			return fmt.Errorf("bench: making a certificate: %w", err)
 		}
 	} else {
