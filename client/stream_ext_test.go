@@ -226,8 +226,17 @@ func breakMidFlight(t *testing.T, p *proxytest.Proxy, pb *publisher, col *collec
 	t.Helper()
 	p.Hold()
 	waitFor(t, "a full window committed and unacknowledged", func() bool {
-		e := int(pb.enqueued.Load())
-		return e-pb.acked() == window && col.count() == e
+		e, a := int(pb.enqueued.Load()), pb.acked()
+		if e-a != window || col.count() != e {
+			return false
+		}
+		// Answers the proxy wrote before Hold may still be unread in the
+		// client's socket (nothing shows how much): read, they would free
+		// the window for publications the cut then catches uncommitted,
+		// which are resent as first sends. The state must stay put a
+		// while: after Hold nothing else can move it.
+		time.Sleep(100 * time.Millisecond)
+		return int(pb.enqueued.Load()) == e && pb.acked() == a && col.count() == e
 	})
 	inFlight := int(pb.enqueued.Load()) - pb.acked()
 	between()

@@ -20,6 +20,11 @@ type Proxy struct {
 	lis net.Listener
 	wg  sync.WaitGroup
 
+	// gate is held (read) by a forward from its look at release to the end
+	// of its write, and taken by Hold: once Hold returns, nothing more
+	// reaches a client until Release.
+	gate sync.RWMutex
+
 	mu      sync.Mutex
 	target  string
 	conns   map[*pair]struct{}
@@ -58,6 +63,8 @@ func (p *Proxy) SetTarget(addr string) {
 // still goes through) until Release. Bytes already read from a server are
 // delivered after Release unless Cut drops them first.
 func (p *Proxy) Hold() {
+	p.gate.Lock()
+	defer p.gate.Unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.holding {
@@ -155,11 +162,7 @@ func (p *Proxy) forward(dst, src net.Conn) {
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			p.mu.Lock()
-			release := p.release
-			p.mu.Unlock()
-			<-release // Cut closes dst; a write after that fails
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			if !p.pass(dst, buf[:n]) {
 				return
 			}
 		}
@@ -171,6 +174,28 @@ func (p *Proxy) forward(dst, src net.Conn) {
 				_ = tc.CloseWrite()
 			}
 			return
+		}
+	}
+}
+
+// pass writes b to dst once the proxy is not holding, and reports whether
+// the write succeeded (Cut closes dst, so a held write fails after it).
+// The look at the hold and the write are one step under gate, so that
+// after Hold returns no write is under way.
+func (p *Proxy) pass(dst net.Conn, b []byte) bool {
+	for {
+		p.gate.RLock()
+		p.mu.Lock()
+		release := p.release
+		p.mu.Unlock()
+		select {
+		case <-release:
+			_, err := dst.Write(b)
+			p.gate.RUnlock()
+			return err == nil
+		default:
+			p.gate.RUnlock()
+			<-release // then look again: another Hold may have come
 		}
 	}
 }
