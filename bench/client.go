@@ -75,6 +75,7 @@ type groupResult struct {
 	// Base; -1 marks a client that never connected.
 	Received     []int64     `json:"received,omitempty"`
 	Latency      *Histogram  `json:"latency,omitempty"`
+	LatencySend  *Histogram  `json:"latency_send,omitempty"` // from the send, where payloads carry it
 	LastRecv     int64       `json:"last_recv,omitempty"`
 	CloseCodes   map[int]int `json:"close_codes,omitempty"`
 	CloseSamples []string    `json:"close_samples,omitempty"`
@@ -116,6 +117,12 @@ func (r *groupResult) merge(o *groupResult) {
 			r.Latency = new(Histogram)
 		}
 		r.Latency.Merge(o.Latency)
+	}
+	if o.LatencySend != nil {
+		if r.LatencySend == nil {
+			r.LatencySend = new(Histogram)
+		}
+		r.LatencySend.Merge(o.LatencySend)
 	}
 	r.LastRecv = max(r.LastRecv, o.LastRecv)
 	for c, n := range o.CloseCodes {
@@ -424,8 +431,7 @@ func (g *group) readLoop(c *client) {
 				continue
 			}
 			if bytes.HasPrefix(fr, pubPrefix) {
-				if t, ok := parseT(fr); ok {
-					sh.h.Record(now - t)
+				if sh.record(now, fr) {
 					n++
 					if off, ok := parseOffset(fr); ok {
 						g.seq(c, off)
@@ -468,15 +474,16 @@ func (g *group) slowFrame(c *client, sh *recShard, now int64, fr []byte) int64 {
 	}
 	switch {
 	case f.Pub != nil:
-		t, ok := parseT(f.Pub)
+		sh.mu.Lock()
+		ok := sh.record(now, f.Pub)
+		if ok {
+			sh.last = max(sh.last, now)
+		}
+		sh.mu.Unlock()
 		if !ok {
 			g.foreign.Add(1)
 			return 0
 		}
-		sh.mu.Lock()
-		sh.h.Record(now - t)
-		sh.last = max(sh.last, now)
-		sh.mu.Unlock()
 		if off, ok := parseOffset(f.Pub); ok {
 			g.seq(c, off)
 		}
@@ -565,7 +572,7 @@ func (g *group) result(withCounts bool) *groupResult {
 				r.Received[j] = c.received.Load()
 			}
 		}
-		r.Latency, r.LastRecv = g.lat.snapshot()
+		r.Latency, r.LatencySend, r.LastRecv = g.lat.snapshot()
 		r.Foreign = g.foreign.Load()
 		r.Presence = g.presence.Load()
 		r.Duplicates, r.Reorders, r.Gaps = g.dups.Load(), g.reorders.Load(), g.gaps.Load()

@@ -140,6 +140,7 @@ type CompareRun struct {
 	DelivPerS   float64 `json:"deliveries_per_s,omitempty"`
 	P50         float64 `json:"p50_ms,omitempty"`
 	P99         float64 `json:"p99_ms,omitempty"`
+	P99Send     float64 `json:"p99_send_ms,omitempty"` // from the send (see Result.LatencySend)
 	Lost        int64   `json:"lost"`
 	Duplicates  int64   `json:"duplicates"`
 	Reorders    int64   `json:"reorders"`
@@ -154,8 +155,10 @@ type CompareRatios struct {
 	CPU      []float64 `json:"cpu_per_delivery"`
 	P50      []float64 `json:"p50,omitempty"`
 	P99Extra []float64 `json:"p99_minus_ms,omitempty"` // p99 minus the baseline's, ms
-	Deliv    []float64 `json:"deliveries_per_s,omitempty"`
-	RSS      []float64 `json:"rss_per_conn,omitempty"`
+	// P99SendExtra is P99Extra for the latency from the send.
+	P99SendExtra []float64 `json:"p99_send_minus_ms,omitempty"`
+	Deliv        []float64 `json:"deliveries_per_s,omitempty"`
+	RSS          []float64 `json:"rss_per_conn,omitempty"`
 }
 
 func compare(all []*Result) *Comparison {
@@ -178,6 +181,9 @@ func compare(all []*Result) *Comparison {
 		}
 		if r.Latency != nil {
 			cr.P50, cr.P99 = r.Latency.P50, r.Latency.P99
+		}
+		if r.LatencySend != nil {
+			cr.P99Send = r.LatencySend.P99
 		}
 		if m := r.Memory; m != nil {
 			cr.RSSPerConn, cr.HeapPerConn = m.RSSPerConn, m.HeapPerConn
@@ -211,6 +217,9 @@ func compare(all []*Result) *Comparison {
 			if x.P50 > 0 && y.P50 > 0 {
 				cr.P50 = append(cr.P50, ratio(x.P50, y.P50))
 				cr.P99Extra = append(cr.P99Extra, round3(x.P99-y.P99))
+			}
+			if x.P99Send > 0 && y.P99Send > 0 {
+				cr.P99SendExtra = append(cr.P99SendExtra, round3(x.P99Send-y.P99Send))
 			}
 			if x.DelivPerS > 0 && y.DelivPerS > 0 {
 				cr.Deliv = append(cr.Deliv, ratio(x.DelivPerS, y.DelivPerS))
@@ -288,16 +297,19 @@ func median(v []float64) float64 {
 func (c *Comparison) print(w io.Writer, jsonOnly bool) {
 	if !jsonOnly {
 		fmt.Fprintf(w, "\n== comparison: herald bench %s\n", c.Args)
-		fmt.Fprintf(w, "%-5s %-22s %-7s %6s %4s %10s %10s %8s %9s %9s %6s %6s %9s\n",
-			"round", "target", "pub", "load", "ok", "µs/deliv", "µs/pub", "cores", "deliv/s", "p50 ms", "p99 ms", "lost", "RSS/conn")
+		fmt.Fprintf(w, "%-5s %-22s %-7s %6s %4s %10s %10s %8s %9s %9s %6s %8s %6s %9s\n",
+			"round", "target", "pub", "load", "ok", "µs/deliv", "µs/pub", "cores", "deliv/s", "p50 ms", "p99 ms", "p99 send", "lost", "RSS/conn")
 		for _, r := range c.Runs {
-			fmt.Fprintf(w, "%-5d %-22s %-7s %6.2f %4v %10.2f %10.2f %8.2f %9.0f %9.2f %6.2f %6d %9.0f\n",
-				r.Round, r.Target, orDash(r.Publisher), r.Load1, r.OK, r.CPUPerDeliv, r.CPUPerPub, r.ServerCores, r.DelivPerS, r.P50, r.P99, r.Lost+r.Duplicates+r.Reorders, r.RSSPerConn)
+			fmt.Fprintf(w, "%-5d %-22s %-7s %6.2f %4v %10.2f %10.2f %8.2f %9.0f %9.2f %6.2f %8.2f %6d %9.0f\n",
+				r.Round, r.Target, orDash(r.Publisher), r.Load1, r.OK, r.CPUPerDeliv, r.CPUPerPub, r.ServerCores, r.DelivPerS, r.P50, r.P99, r.P99Send, r.Lost+r.Duplicates+r.Reorders, r.RSSPerConn)
 		}
 		for _, q := range c.Ratios {
 			fmt.Fprintf(w, "ratio %-34s cpu/delivery %v (median %.3f)", q.What, q.CPU, median(q.CPU))
 			if len(q.P50) > 0 {
-				fmt.Fprintf(w, "; p50 %v (median %.3f); p99 - baseline %v ms", q.P50, median(q.P50), q.P99Extra)
+				fmt.Fprintf(w, "; p50 %v (median %.3f); p99 - baseline %v ms (median %.3f)", q.P50, median(q.P50), q.P99Extra, median(q.P99Extra))
+			}
+			if len(q.P99SendExtra) > 0 {
+				fmt.Fprintf(w, "; p99 from the send - baseline %v ms (median %.3f)", q.P99SendExtra, median(q.P99SendExtra))
 			}
 			if len(q.Deliv) > 0 {
 				fmt.Fprintf(w, "; deliveries/s %v", q.Deliv)

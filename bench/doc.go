@@ -44,7 +44,12 @@
 // publishers fall behind shows the wait; -latency-from send counts from
 // the request instead), deliveries/s, losses, the load average at its
 // start) and, round by round, each server's ratios to the floor's and
-// REST's to unary gRPC's. -tls measures the shape a deployment runs:
+// REST's to unary gRPC's. Counting from the schedule, each payload also
+// carries its send time, so every run reports the latency from the send
+// as well ("p99 send"): the difference between the two p99s is what the
+// publisher's backlog added, so a tail from a publisher that fell behind
+// (its acks slowed, or the bench itself short of CPU) is told apart from
+// a tail in delivery. -tls measures the shape a deployment runs:
 // every client and publisher speaks TLS to Herald (tls.go). -pprof-dir saves the server's CPU and
 // allocation profiles of each run (a profiled run's CPU includes the
 // profiler's).

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -100,5 +101,28 @@ func TestCompareRatios(t *testing.T) {
 	}
 	if q := c.Ratios[0]; q.P99Extra[0] != 1 || q.P99Extra[1] != 0.5 {
 		t.Fatalf("p99 extra %v", q.P99Extra)
+	}
+	if q := c.Ratios[0]; len(q.P99SendExtra) != 0 {
+		t.Fatalf("no run had a latency from the send, got %v", q.P99SendExtra)
+	}
+
+	// With latencies from the send as well, both differences are kept, and
+	// the summary gives the median of each.
+	withSend := func(r *Result, p99 float64) *Result { r.LatencySend = &Percentiles{P99: p99}; return r }
+	c = compare([]*Result{
+		withSend(res(1, "floor", "unary", 100, 1, 9), 3), withSend(res(1, "herald", "unary", 110, 1, 12), 3.5),
+		withSend(res(2, "floor", "unary", 100, 1, 9), 3), withSend(res(2, "herald", "unary", 110, 1, 8), 5),
+		withSend(res(3, "floor", "unary", 100, 1, 9), 3), withSend(res(3, "herald", "unary", 110, 1, 20), 2),
+	})
+	q := c.Ratios[0]
+	if fmt.Sprint(q.P99Extra) != "[3 -1 11]" || fmt.Sprint(q.P99SendExtra) != "[0.5 2 -1]" {
+		t.Fatalf("p99 extra %v, from the send %v", q.P99Extra, q.P99SendExtra)
+	}
+	var out strings.Builder
+	c.print(&out, false)
+	for _, want := range []string{"p99 - baseline [3 -1 11] ms (median 3.000)", "p99 from the send - baseline [0.5 2 -1] ms (median 0.500)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, out.String())
+		}
 	}
 }

@@ -9,15 +9,18 @@ import (
 
 // The fast path of the client read loop: a message is split on "\n" into
 // frames; a frame that starts with pubPrefix (the bridge writes publication
-// pushes that way) is a publication, and its send time is the integer after
-// the first `"t":`. Channel, offset and epoch come before the payload and
-// can never contain `"t":` (channel names have no quotes; offset and epoch
-// are values, not keys), so the first match is the payload's.
+// pushes that way) is a publication, and the time its latency counts from
+// is the integer after the first `"t":` (and its send time, when that
+// differs, after the first `"s":`). Channel, offset and epoch come before
+// the payload and can never contain `"t":` or `"s":` (channel names have no
+// quotes; offset and epoch are values, not keys), so the first match is
+// the payload's.
 var (
 	pubPrefix   = []byte(`{"pub":`)
 	joinPrefix  = []byte(`{"join":`)
 	leavePrefix = []byte(`{"leave":`)
 	tKey        = []byte(`"t":`)
+	sKey        = []byte(`"s":`)
 	offsetKey   = []byte(`"offset":"`)
 )
 
@@ -39,12 +42,18 @@ func cutFrame(msg []byte) (frame, rest []byte) {
 // parseT returns the non-negative integer that follows the first `"t":` in
 // frame, without allocating. ok is false when there is none or it overflows
 // int64.
-func parseT(frame []byte) (t int64, ok bool) {
-	i := bytes.Index(frame, tKey)
+func parseT(frame []byte) (t int64, ok bool) { return parseStamp(frame, tKey) }
+
+// parseS is parseT for the send time, `"s":`, which a payload carries only
+// when its "t" is the time it was due on the schedule.
+func parseS(frame []byte) (s int64, ok bool) { return parseStamp(frame, sKey) }
+
+func parseStamp(frame, key []byte) (t int64, ok bool) {
+	i := bytes.Index(frame, key)
 	if i < 0 {
 		return 0, false
 	}
-	i += len(tKey)
+	i += len(key)
 	for i < len(frame) && frame[i] == ' ' {
 		i++
 	}
@@ -94,10 +103,19 @@ func parseOffset(frame []byte) (off uint64, ok bool) {
 
 // appendPayload appends the bench's JSON payload, {"t":<unix ns>,"p":"xxx"},
 // padded with x to size bytes where size allows.
-func appendPayload(b []byte, t int64, size int) []byte {
+func appendPayload(b []byte, t int64, size int) []byte { return appendStamped(b, t, 0, size) }
+
+// appendStamped is appendPayload with the send time as well,
+// {"t":<due>,"s":<sent>,"p":"xxx"}, when sent is not 0: latency is then
+// counted both from the schedule and from the send.
+func appendStamped(b []byte, t, sent int64, size int) []byte {
 	start := len(b)
 	b = append(b, `{"t":`...)
 	b = strconv.AppendInt(b, t, 10)
+	if sent != 0 {
+		b = append(b, `,"s":`...)
+		b = strconv.AppendInt(b, sent, 10)
+	}
 	const tail = `,"p":""}`
 	pad := size - (len(b) - start) - len(tail)
 	if pad < 0 {

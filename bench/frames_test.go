@@ -88,6 +88,22 @@ func TestAppendPayload(t *testing.T) {
 		if !json.Valid(p) {
 			t.Errorf("size %d: invalid JSON %s", size, p)
 		}
+		if _, ok := parseS(p); ok {
+			t.Errorf("size %d: %s has a send time", size, p)
+		}
+		p = appendStamped(nil, 1732600000000000000, 1732600000012345678, size)
+		if size >= 57 && len(p) != size {
+			t.Errorf("stamped, size %d: got %d bytes: %s", size, len(p), p)
+		}
+		if v, ok := parseT(p); !ok || v != 1732600000000000000 {
+			t.Errorf("stamped, size %d: parseT(%s) = %d, %v", size, p, v, ok)
+		}
+		if v, ok := parseS(p); !ok || v != 1732600000012345678 {
+			t.Errorf("stamped, size %d: parseS(%s) = %d, %v", size, p, v, ok)
+		}
+		if !json.Valid(p) {
+			t.Errorf("stamped, size %d: invalid JSON %s", size, p)
+		}
 	}
 }
 

@@ -175,8 +175,9 @@ type recorder struct {
 
 type recShard struct {
 	mu   sync.Mutex
-	h    Histogram
-	last int64 // latest receive time, UnixNano; guarded by mu
+	h    Histogram // latency from the payload's "t"
+	hs   Histogram // latency from its "s" (the send), where it has one
+	last int64     // latest receive time, UnixNano; guarded by mu
 	_    [64]byte
 }
 
@@ -189,17 +190,35 @@ func newRecorder(n int) *recorder {
 
 func (r *recorder) shard(i int) *recShard { return &r.shards[i%len(r.shards)] }
 
-// snapshot merges every shard into one histogram and returns the latest
-// receive time.
-func (r *recorder) snapshot() (*Histogram, int64) {
-	h := new(Histogram)
-	var last int64
+// record records the latency of a publication frame received at now: from
+// its "t", and from its "s" where it has one. ok is false when the frame
+// has no "t". s.mu must be held.
+func (s *recShard) record(now int64, frame []byte) (ok bool) {
+	t, ok := parseT(frame)
+	if !ok {
+		return false
+	}
+	s.h.Record(now - t)
+	if sent, ok := parseS(frame); ok {
+		s.hs.Record(now - sent)
+	}
+	return true
+}
+
+// snapshot merges every shard into one histogram of each kind and returns
+// the latest receive time. send is nil when no payload carried a send time.
+func (r *recorder) snapshot() (lat, send *Histogram, last int64) {
+	lat, send = new(Histogram), new(Histogram)
 	for i := range r.shards {
 		s := &r.shards[i]
 		s.mu.Lock()
-		h.Merge(&s.h)
+		lat.Merge(&s.h)
+		send.Merge(&s.hs)
 		last = max(last, s.last)
 		s.mu.Unlock()
 	}
-	return h, last
+	if send.Count() == 0 {
+		send = nil
+	}
+	return lat, send, last
 }

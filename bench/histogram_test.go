@@ -130,9 +130,37 @@ func TestRecorderSnapshot(t *testing.T) {
 		s.last = max(s.last, int64(100+i))
 		s.mu.Unlock()
 	}
-	h, last := r.snapshot()
+	h, send, last := r.snapshot()
 	if h.Count() != 8 || h.Max() != 7 || last != 107 {
 		t.Fatalf("snapshot: count %d max %d last %d", h.Count(), h.Max(), last)
+	}
+	if send != nil {
+		t.Fatalf("no payload had a send time, got a histogram of %d", send.Count())
+	}
+}
+
+// A frame whose payload carries a send time is counted from its "t" and
+// from its "s"; one without only from its "t"; one without "t" not at all.
+func TestRecordBothLatencies(t *testing.T) {
+	r := newRecorder(1)
+	s := r.shard(0)
+	frame := func(p []byte) []byte {
+		return append(append([]byte(`{"pub":{"channel":"user:bench-1","offset":"7","epoch":"e","data":`), p...), "}}"...)
+	}
+	s.mu.Lock()
+	ok1 := s.record(1000, frame(appendStamped(nil, 100, 400, 64)))
+	ok2 := s.record(1000, frame(appendPayload(nil, 200, 64)))
+	ok3 := s.record(1000, []byte(`{"pub":{"channel":"c","data":{"x":1}}}`))
+	s.mu.Unlock()
+	if !ok1 || !ok2 || ok3 {
+		t.Fatalf("record: %v %v %v, want true true false", ok1, ok2, ok3)
+	}
+	h, send, _ := r.snapshot()
+	if h.Count() != 2 || h.Max() != 900 || h.Min() != 800 {
+		t.Errorf("from t: count %d, min %d, max %d; want 2, 800, 900", h.Count(), h.Min(), h.Max())
+	}
+	if send == nil || send.Count() != 1 || send.Max() != 600 {
+		t.Errorf("from s: %+v, want one of 600", send)
 	}
 }
 

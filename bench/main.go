@@ -194,7 +194,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (*options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Second, "limit of one connection's dial, connect and subscribe")
 	fs.IntVar(&o.readBuf, "read-buf", 4096, "client read buffer per connection in bytes")
 	fs.StringVar(&o.transport, "transport", "websocket", "how clients connect (idle, fanout, channels): websocket (-ws), sse (GET /sse beside -ws) or http_stream (POST /stream beside -ws)")
-	fs.StringVar(&o.latencyFrom, "latency-from", "schedule", "fanout, channels: count delivery latency from when a publication was due on the schedule (schedule: a publisher that falls behind adds its wait) or from when it was sent (send)")
+	fs.StringVar(&o.latencyFrom, "latency-from", "schedule", "fanout, channels: count delivery latency from when a publication was due on the schedule (schedule: a publisher that falls behind adds its wait; the latency from the send is reported beside it) or from when it was sent (send)")
 	fs.BoolVar(&o.tls, "tls", false, "Herald speaks TLS: clients dial wss:// (and https:// streams), publishers gRPC with TLS and HTTPS; with -serve the bench makes a certificate for 127.0.0.1 and starts each herald serve with it; the floor stays plain")
 	fs.StringVar(&o.tlsCAFile, "tls-ca", "", "with -tls and without -serve: PEM certificates that verify the server (default: the system's roots)")
 	fs.DurationVar(&o.settle, "settle", time.Second, "pause after connecting, before measuring")

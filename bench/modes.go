@@ -292,6 +292,7 @@ func runDelivery(ctx context.Context, o *options, w io.Writer) (*Result, error) 
 	r.res.fillDeliveries(expected, gr.Received)
 	r.res.Duplicates, r.res.Reorders, r.res.Gaps = gr.Duplicates, gr.Reorders, gr.Gaps
 	r.res.Latency = percentiles(gr.Latency)
+	r.res.LatencySend = percentiles(gr.LatencySend)
 	if gr.LastRecv > 0 {
 		if span := float64(gr.LastRecv-pr.start.UnixNano()) / 1e9; span > 0 {
 			r.res.DeliveriesPerS = float64(r.res.Received) / span
@@ -521,11 +522,13 @@ func startSubscribers(ctx context.Context, client heraldv1.HeraldServiceClient, 
 					continue
 				}
 				now := time.Now().UnixNano()
-				if t, ok := parseT(p.GetRawJson()); ok {
-					sh.mu.Lock()
-					sh.h.Record(now - t)
+				sh.mu.Lock()
+				ok := sh.record(now, p.GetRawJson())
+				if ok {
 					sh.last = max(sh.last, now)
-					sh.mu.Unlock()
+				}
+				sh.mu.Unlock()
+				if ok {
 					s.counts[i].Add(1)
 				}
 			}
@@ -555,7 +558,7 @@ func (s *grpcSubs) wait(ctx context.Context, want int64, d time.Duration) ([]int
 	for i := range s.counts {
 		out[i] = s.counts[i].Load()
 	}
-	h, last := s.lat.snapshot()
+	h, _, last := s.lat.snapshot()
 	return out, h, last
 }
 

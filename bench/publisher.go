@@ -161,7 +161,7 @@ func (p *streamPublisher) run(ctx context.Context, rate float64, dur time.Durati
 			due = now
 		}
 		r.lag.Record(int64(now.Sub(due)))
-		buf = appendPayload(buf[:0], stamp(now, due, rate > 0 && p.fromSchedule), p.size)
+		buf = appendStamp(buf[:0], now, due, rate > 0 && p.fromSchedule, p.size)
 		req := &heraldv1.PublishStreamRequest{
 			Sequence: uint64(i),
 			Publish: &heraldv1.PublishRequest{
@@ -259,7 +259,7 @@ func (p *callPublisher) run(ctx context.Context, rate float64, dur time.Duration
 					due = now
 				}
 				r.lag.Record(int64(now.Sub(due)))
-				buf = appendPayload(buf[:0], stamp(now, due, rate > 0 && p.fromSchedule), p.size)
+				buf = appendStamp(buf[:0], now, due, rate > 0 && p.fromSchedule, p.size)
 				err := p.call(ctx, w, p.channel(i), buf)
 				r.ack.Record(int64(time.Since(now)))
 				r.sent++
@@ -302,13 +302,15 @@ func (p *callPublisher) run(ctx context.Context, rate float64, dur time.Duration
 	return total
 }
 
-// stamp is the time a payload carries, from which its delivery latency
-// is counted: when it was due on the schedule, or when it was sent.
+// appendStamp appends a payload stamped with the time its delivery latency
+// is counted from: when it was due on the schedule, or when it was sent.
 // Counting from the schedule keeps a publisher that falls behind (a
-// server slow to answer) from hiding the wait in its own backlog.
-func stamp(sent, due time.Time, fromSchedule bool) int64 {
+// server slow to answer) from hiding the wait in its own backlog; the
+// payload then carries its send time too, so that every run also reports
+// the latency from the send, which leaves the publisher's backlog out.
+func appendStamp(b []byte, sent, due time.Time, fromSchedule bool, size int) []byte {
 	if fromSchedule {
-		return due.UnixNano()
+		return appendStamped(b, due.UnixNano(), sent.UnixNano(), size)
 	}
-	return sent.UnixNano()
+	return appendPayload(b, sent.UnixNano(), size)
 }

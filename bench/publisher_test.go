@@ -14,15 +14,25 @@ import (
 func TestPublisherStampsFromSchedule(t *testing.T) {
 	for _, fromSchedule := range []bool{true, false} {
 		var mu sync.Mutex
-		var stamps []int64
+		var stamps, sends []int64
 		p := &callPublisher{
 			call: func(ctx context.Context, _ int, _ string, payload []byte) error {
 				ts, ok := parseT(payload)
 				if !ok {
 					t.Errorf("payload %q has no time", payload)
 				}
+				sent, hasSent := parseS(payload)
+				if hasSent != fromSchedule {
+					t.Errorf("fromSchedule %v: payload %q carries a send time: %v", fromSchedule, payload, hasSent)
+				}
+				if len(payload) != 64 {
+					t.Errorf("payload %q: %d bytes, want 64", payload, len(payload))
+				}
 				mu.Lock()
 				stamps = append(stamps, ts)
+				if hasSent {
+					sends = append(sends, sent)
+				}
 				mu.Unlock()
 				time.Sleep(20 * time.Millisecond)
 				return nil
@@ -44,6 +54,18 @@ func TestPublisherStampsFromSchedule(t *testing.T) {
 		}
 		if !fromSchedule && gap < 9*20*time.Millisecond {
 			t.Errorf("from send times: stamps at least 180 ms apart expected, got %v", gap)
+		}
+		// From the schedule, each payload also carries its send time: not
+		// before it was due, and the 10th after nine calls.
+		if fromSchedule {
+			for i := range sends {
+				if sends[i] < stamps[i] {
+					t.Errorf("publication %d sent %v before it was due", i, time.Duration(stamps[i]-sends[i]))
+				}
+			}
+			if gap := time.Duration(sends[9] - sends[0]); gap < 9*20*time.Millisecond {
+				t.Errorf("send times 180 ms apart at least expected, got %v", gap)
+			}
 		}
 	}
 }

@@ -43,11 +43,14 @@ type Result struct {
 	ClientsShort   int          `json:"clients_with_loss,omitempty"`
 	DeliveriesPerS float64      `json:"deliveries_per_s,omitempty"`
 	Latency        *Percentiles `json:"latency_ms,omitempty"`
-	Disconnects    int          `json:"disconnects"`
-	CloseCodes     map[int]int  `json:"close_codes,omitempty"`
-	CloseSamples   []string     `json:"close_samples,omitempty"`
-	Unsubscribed   int          `json:"unsubscribed,omitempty"`
-	Foreign        int64        `json:"foreign_pubs,omitempty"`
+	// LatencySend is the latency from the send, when Latency counts from
+	// the schedule: what a publisher that fell behind waited is left out.
+	LatencySend  *Percentiles `json:"latency_send_ms,omitempty"`
+	Disconnects  int          `json:"disconnects"`
+	CloseCodes   map[int]int  `json:"close_codes,omitempty"`
+	CloseSamples []string     `json:"close_samples,omitempty"`
+	Unsubscribed int          `json:"unsubscribed,omitempty"`
+	Foreign      int64        `json:"foreign_pubs,omitempty"`
 	// Offsets checked per client: repeated, backwards, skipped.
 	Duplicates int64 `json:"duplicates"`
 	Reorders   int64 `json:"reorders"`
@@ -304,6 +307,9 @@ func (r *Result) summary(w io.Writer) {
 	}
 	if l := r.Latency; l != nil && l.N > 0 {
 		fmt.Fprintf(w, "latency    p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f ms (mean %.2f)\n", l.P50, l.P90, l.P99, l.P999, l.Max, l.Mean)
+	}
+	if l := r.LatencySend; l != nil && l.N > 0 {
+		fmt.Fprintf(w, "  from the send: p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f ms (mean %.2f)\n", l.P50, l.P90, l.P99, l.P999, l.Max, l.Mean)
 	}
 	if r.Disconnects > 0 || r.Unsubscribed > 0 {
 		codes := make([]int, 0, len(r.CloseCodes))

@@ -112,6 +112,9 @@ func TestMergeChildResults(t *testing.T) {
 	}
 	a := mk(0, []int64{1e6, 2e6, 3e6}, []int64{3, 3}, map[int]int{4004: 1})
 	b := mk(2, []int64{4e6, 100e6}, []int64{3, 2, 3}, map[int]int{4004: 2, 1006: 1})
+	// Only b's payloads carried send times.
+	b.LatencySend = new(Histogram)
+	b.LatencySend.Record(7e6)
 	// Round-trip through JSON as children do.
 	var msgs []*groupResult
 	for _, r := range []*groupResult{a, b} {
@@ -148,6 +151,9 @@ func TestMergeChildResults(t *testing.T) {
 	}
 	if total.Latency.Quantile(0.5) != all.Quantile(0.5) || total.Latency.Max() != 100e6 {
 		t.Fatalf("p50 %d max %d", total.Latency.Quantile(0.5), total.Latency.Max())
+	}
+	if s := total.LatencySend; s == nil || s.Count() != 1 || s.Max() != 7e6 {
+		t.Fatalf("latency from the send %+v, want b's one value", s)
 	}
 }
 

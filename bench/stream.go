@@ -160,11 +160,13 @@ func (g *group) streamReadLoop(c *client) {
 		}
 		now := time.Now().UnixNano()
 		if bytes.HasPrefix(fr, pubPrefix) {
-			if t, ok := parseT(fr); ok {
-				sh.mu.Lock()
-				sh.h.Record(now - t)
+			sh.mu.Lock()
+			ok := sh.record(now, fr)
+			if ok {
 				sh.last = max(sh.last, now)
-				sh.mu.Unlock()
+			}
+			sh.mu.Unlock()
+			if ok {
 				c.received.Add(1)
 				if off, ok := parseOffset(fr); ok {
 					g.seq(c, off)
