@@ -137,6 +137,7 @@ type CompareRun struct {
 	CPUPerDeliv float64 `json:"cpu_us_per_delivery,omitempty"`
 	CPUPerPub   float64 `json:"cpu_us_per_publication,omitempty"`
 	ServerCores float64 `json:"server_cores,omitempty"`
+	StealCores  float64 `json:"steal_cores,omitempty"`
 	DelivPerS   float64 `json:"deliveries_per_s,omitempty"`
 	P50         float64 `json:"p50_ms,omitempty"`
 	P99         float64 `json:"p99_ms,omitempty"`
@@ -174,7 +175,7 @@ func compare(all []*Result) *Comparison {
 	for _, r := range all {
 		c.Mode, c.Args = r.Mode, r.Args
 		cr := CompareRun{Round: r.Round, Target: r.Target, Load1: r.Load1, OK: r.OK,
-			CPUPerDeliv: r.ServerUsPerDeliv, CPUPerPub: r.ServerUsPerPub, ServerCores: r.ServerCores,
+			CPUPerDeliv: r.ServerUsPerDeliv, CPUPerPub: r.ServerUsPerPub, ServerCores: r.ServerCores, StealCores: r.StealCores,
 			DelivPerS: r.DeliveriesPerS, Lost: r.Loss, Duplicates: r.Duplicates + r.Extra, Reorders: r.Reorders}
 		if r.Publisher != nil {
 			cr.Publisher = r.Publisher.Kind
@@ -297,11 +298,11 @@ func median(v []float64) float64 {
 func (c *Comparison) print(w io.Writer, jsonOnly bool) {
 	if !jsonOnly {
 		fmt.Fprintf(w, "\n== comparison: herald bench %s\n", c.Args)
-		fmt.Fprintf(w, "%-5s %-22s %-7s %6s %4s %10s %10s %8s %9s %9s %6s %8s %6s %9s\n",
-			"round", "target", "pub", "load", "ok", "µs/deliv", "µs/pub", "cores", "deliv/s", "p50 ms", "p99 ms", "p99 send", "lost", "RSS/conn")
+		fmt.Fprintf(w, "%-5s %-22s %-7s %6s %4s %10s %10s %8s %6s %9s %9s %6s %8s %6s %9s\n",
+			"round", "target", "pub", "load", "ok", "µs/deliv", "µs/pub", "cores", "steal", "deliv/s", "p50 ms", "p99 ms", "p99 send", "lost", "RSS/conn")
 		for _, r := range c.Runs {
-			fmt.Fprintf(w, "%-5d %-22s %-7s %6.2f %4v %10.2f %10.2f %8.2f %9.0f %9.2f %6.2f %8.2f %6d %9.0f\n",
-				r.Round, r.Target, orDash(r.Publisher), r.Load1, r.OK, r.CPUPerDeliv, r.CPUPerPub, r.ServerCores, r.DelivPerS, r.P50, r.P99, r.P99Send, r.Lost+r.Duplicates+r.Reorders, r.RSSPerConn)
+			fmt.Fprintf(w, "%-5d %-22s %-7s %6.2f %4v %10.2f %10.2f %8.2f %6.3f %9.0f %9.2f %6.2f %8.2f %6d %9.0f\n",
+				r.Round, r.Target, orDash(r.Publisher), r.Load1, r.OK, r.CPUPerDeliv, r.CPUPerPub, r.ServerCores, r.StealCores, r.DelivPerS, r.P50, r.P99, r.P99Send, r.Lost+r.Duplicates+r.Reorders, r.RSSPerConn)
 		}
 		for _, q := range c.Ratios {
 			fmt.Fprintf(w, "ratio %-34s cpu/delivery %v (median %.3f)", q.What, q.CPU, median(q.CPU))

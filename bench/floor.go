@@ -381,6 +381,7 @@ func runFloor(ctx context.Context, args []string, stdout io.Writer) error {
 	mux.Handle("GET /metrics", promhttp.Handler())
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	// Herald's gRPC server keeps workers for its calls (service.NewGRPCServer):
 	// so does the floor, or it would pay a goroutine and its stack's growth

@@ -318,6 +318,7 @@ func (r *run) costs(s0, s1 serverSample, benchCPU float64, deliveries int64) {
 	r.res.BenchCPUS = benchCPU
 	if win > 0 {
 		r.res.BenchCores = benchCPU / win
+		r.res.StealCores = max(0, s1.steal-s0.steal) / win
 	}
 	if len(r.o.pids) > 0 {
 		r.res.ServerCPUS = s1.cpu - s0.cpu

@@ -58,7 +58,12 @@ type Result struct {
 	Presence   int64 `json:"presence_events,omitempty"`
 
 	// Costs over the measured window.
-	WindowS          float64 `json:"window_s,omitempty"`
+	WindowS float64 `json:"window_s,omitempty"`
+	// StealCores is the CPU the hypervisor gave to other machines over
+	// the window, in cores: the machine's own noise, which no ratio
+	// corrects for (a run with it is slower or cheaper for reasons of
+	// its own).
+	StealCores       float64 `json:"steal_cores,omitempty"`
 	ServerCPUS       float64 `json:"server_cpu_s,omitempty"`
 	ServerCores      float64 `json:"server_cores,omitempty"`
 	ServerUsPerDeliv float64 `json:"server_cpu_us_per_delivery,omitempty"`
@@ -335,6 +340,9 @@ func (r *Result) summary(w io.Writer) {
 			fmt.Fprintf(w, ", %.2f µs per publication", r.ServerUsPerPub)
 		}
 		fmt.Fprintf(w, "), bench %.2fs (%.2f cores)", r.BenchCPUS, r.BenchCores)
+		if r.StealCores > 0 {
+			fmt.Fprintf(w, "; stolen by the hypervisor %.3f cores", r.StealCores)
+		}
 		if r.BenchAllocBytes > 0 {
 			fmt.Fprintf(w, "; the bench's garbage collector off meanwhile, %.0f MB allocated, %d forced collections", float64(r.BenchAllocBytes)/1e6, r.BenchGCForced)
 		}

@@ -158,6 +158,7 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, scheme string, addrs []
 type serverSample struct {
 	at      time.Time
 	cpu     float64 // seconds, summed over pids
+	steal   float64 // seconds the hypervisor ran others on this machine's CPUs, since boot
 	rss     int64   // bytes, summed over pids
 	metrics map[string]float64
 }
@@ -170,7 +171,7 @@ func sampleServer(ctx context.Context, o *options, metrics bool, warn func(strin
 	if !metrics {
 		httpAddrs = nil
 	}
-	s := serverSample{at: time.Now()}
+	s := serverSample{at: time.Now(), steal: stealSeconds()}
 	for _, pid := range pids {
 		c, err := procCPU(pid)
 		if err != nil {
@@ -276,6 +277,33 @@ func httpAddrOf(wsURL string) string {
 		return host + ":80"
 	}
 	return host
+}
+
+// stealSeconds returns the CPU time the hypervisor gave to others while
+// this machine's CPUs wanted to run (steal, in /proc/stat), summed over
+// CPUs, since boot; 0 if unknown.
+func stealSeconds() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	return parseSteal(b)
+}
+
+// parseSteal reads steal from the first line of /proc/stat, "cpu user
+// nice system idle iowait irq softirq steal …", in USER_HZ (100 a second
+// on Linux).
+func parseSteal(b []byte) float64 {
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	v, err := strconv.ParseUint(f[8], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return float64(v) / 100
 }
 
 // loadAverage returns the machine's 1-minute load average (0 if unknown).

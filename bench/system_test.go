@@ -78,3 +78,15 @@ func TestHTTPAddrOf(t *testing.T) {
 		}
 	}
 }
+
+func TestParseSteal(t *testing.T) {
+	stat := "cpu  145433 0 79996 334677 327 0 26422 15821 0 0\ncpu0 72000 0 40000 167000 100 0 13000 7900 0 0\nintr 1\n"
+	if got := parseSteal([]byte(stat)); got != 158.21 {
+		t.Errorf("steal %v s, want 158.21", got)
+	}
+	for _, bad := range []string{"", "cpu 1 2 3\n", "intr 1 2 3 4 5 6 7 8 9\n", "cpu 1 2 3 4 5 6 7 x 9\n"} {
+		if got := parseSteal([]byte(bad)); got != 0 {
+			t.Errorf("parseSteal(%q) = %v, want 0", bad, got)
+		}
+	}
+}
