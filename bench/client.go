@@ -447,9 +447,6 @@ func (g *group) readLoop(c *client) {
 			}
 			slow = append(slow, fr)
 		}
-		if n > 0 && now > sh.last {
-			sh.last = now
-		}
 		sh.mu.Unlock()
 		for _, fr := range slow {
 			n += g.slowFrame(c, sh, now, fr)
@@ -476,9 +473,6 @@ func (g *group) slowFrame(c *client, sh *recShard, now int64, fr []byte) int64 {
 	case f.Pub != nil:
 		sh.mu.Lock()
 		ok := sh.record(now, f.Pub)
-		if ok {
-			sh.last = max(sh.last, now)
-		}
 		sh.mu.Unlock()
 		if !ok {
 			g.foreign.Add(1)

@@ -10,17 +10,17 @@ import (
 // The fast path of the client read loop: a message is split on "\n" into
 // frames; a frame that starts with pubPrefix (the bridge writes publication
 // pushes that way) is a publication, and the time its latency counts from
-// is the integer after the first `"t":` (and its send time, when that
-// differs, after the first `"s":`). Channel, offset and epoch come before
-// the payload and can never contain `"t":` or `"s":` (channel names have no
-// quotes; offset and epoch are values, not keys), so the first match is
+// is the integer after the first `"t":` (and its send time, where the
+// payload carries one, right after it, `,"s":`). Channel, offset and epoch
+// come before the payload and can never contain `"t":` (channel names have
+// no quotes; offset and epoch are values, not keys), so the first match is
 // the payload's.
 var (
 	pubPrefix   = []byte(`{"pub":`)
 	joinPrefix  = []byte(`{"join":`)
 	leavePrefix = []byte(`{"leave":`)
 	tKey        = []byte(`"t":`)
-	sKey        = []byte(`"s":`)
+	sKey        = []byte(`,"s":`)
 	offsetKey   = []byte(`"offset":"`)
 )
 
@@ -42,18 +42,33 @@ func cutFrame(msg []byte) (frame, rest []byte) {
 // parseT returns the non-negative integer that follows the first `"t":` in
 // frame, without allocating. ok is false when there is none or it overflows
 // int64.
-func parseT(frame []byte) (t int64, ok bool) { return parseStamp(frame, tKey) }
+func parseT(frame []byte) (t int64, ok bool) {
+	t, _, ok = parseStamps(frame)
+	return t, ok
+}
 
-// parseS is parseT for the send time, `"s":`, which a payload carries only
-// when its "t" is the time it was due on the schedule.
-func parseS(frame []byte) (s int64, ok bool) { return parseStamp(frame, sKey) }
-
-func parseStamp(frame, key []byte) (t int64, ok bool) {
-	i := bytes.Index(frame, key)
+// parseStamps is parseT that also returns the send time that follows the
+// "t" in a payload of appendStamped (0 where there is none).
+func parseStamps(frame []byte) (t, sent int64, ok bool) {
+	i := bytes.Index(frame, tKey)
 	if i < 0 {
-		return 0, false
+		return 0, 0, false
 	}
-	i += len(key)
+	t, i, ok = parseDigits(frame, i+len(tKey))
+	if !ok {
+		return 0, 0, false
+	}
+	if bytes.HasPrefix(frame[i:], sKey) {
+		if s, _, ok := parseDigits(frame, i+len(sKey)); ok {
+			sent = s
+		}
+	}
+	return t, sent, true
+}
+
+// parseDigits reads the non-negative integer at frame[i:], after any
+// spaces, and returns it and the index after it.
+func parseDigits(frame []byte, i int) (v int64, end int, ok bool) {
 	for i < len(frame) && frame[i] == ' ' {
 		i++
 	}
@@ -64,12 +79,12 @@ func parseStamp(frame, key []byte) (t int64, ok bool) {
 			break
 		}
 		d := int64(c - '0')
-		if t > (math.MaxInt64-d)/10 {
-			return 0, false
+		if v > (math.MaxInt64-d)/10 {
+			return 0, i, false
 		}
-		t = t*10 + d
+		v = v*10 + d
 	}
-	return t, i > start
+	return v, i, i > start
 }
 
 // parseOffset returns the offset of a publication frame: the digits of the
@@ -113,7 +128,7 @@ func appendStamped(b []byte, t, sent int64, size int) []byte {
 	b = append(b, `{"t":`...)
 	b = strconv.AppendInt(b, t, 10)
 	if sent != 0 {
-		b = append(b, `,"s":`...)
+		b = append(b, sKey...)
 		b = strconv.AppendInt(b, sent, 10)
 	}
 	const tail = `,"p":""}`

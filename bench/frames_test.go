@@ -88,7 +88,7 @@ func TestAppendPayload(t *testing.T) {
 		if !json.Valid(p) {
 			t.Errorf("size %d: invalid JSON %s", size, p)
 		}
-		if _, ok := parseS(p); ok {
+		if _, sent, _ := parseStamps(p); sent != 0 {
 			t.Errorf("size %d: %s has a send time", size, p)
 		}
 		p = appendStamped(nil, 1732600000000000000, 1732600000012345678, size)
@@ -98,8 +98,8 @@ func TestAppendPayload(t *testing.T) {
 		if v, ok := parseT(p); !ok || v != 1732600000000000000 {
 			t.Errorf("stamped, size %d: parseT(%s) = %d, %v", size, p, v, ok)
 		}
-		if v, ok := parseS(p); !ok || v != 1732600000012345678 {
-			t.Errorf("stamped, size %d: parseS(%s) = %d, %v", size, p, v, ok)
+		if _, v, ok := parseStamps(p); !ok || v != 1732600000012345678 {
+			t.Errorf("stamped, size %d: parseStamps(%s) sent %d, %v", size, p, v, ok)
 		}
 		if !json.Valid(p) {
 			t.Errorf("stamped, size %d: invalid JSON %s", size, p)
@@ -132,6 +132,27 @@ func BenchmarkParseT(b *testing.B) {
 	for b.Loop() {
 		if _, ok := parseT(frame); !ok {
 			b.Fatal("no t")
+		}
+	}
+}
+
+// A send time counts only right after the "t" (where appendStamped writes
+// it), so an "s" elsewhere in a payload is not taken for one.
+func TestParseStamps(t *testing.T) {
+	for _, tt := range []struct {
+		frame   string
+		t, sent int64
+		ok      bool
+	}{
+		{`{"data":{"t":5,"s":7,"p":"x"}}`, 5, 7, true},
+		{`{"data":{"t":5,"p":"x","s":7}}`, 5, 0, true},
+		{`{"data":{"t":5,"s":"7"}}`, 5, 0, true},
+		{`{"data":{"s":7}}`, 0, 0, false},
+		{`{"data":{"t":5,"s":99999999999999999999}}`, 5, 0, true},
+	} {
+		ts, sent, ok := parseStamps([]byte(tt.frame))
+		if ts != tt.t || sent != tt.sent || ok != tt.ok {
+			t.Errorf("parseStamps(%s) = %d, %d, %v; want %d, %d, %v", tt.frame, ts, sent, ok, tt.t, tt.sent, tt.ok)
 		}
 	}
 }

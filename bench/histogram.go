@@ -191,17 +191,18 @@ func newRecorder(n int) *recorder {
 func (r *recorder) shard(i int) *recShard { return &r.shards[i%len(r.shards)] }
 
 // record records the latency of a publication frame received at now: from
-// its "t", and from its "s" where it has one. ok is false when the frame
-// has no "t". s.mu must be held.
+// its "t", and from its send time where it has one; and now as the latest
+// receipt. ok is false when the frame has no "t". s.mu must be held.
 func (s *recShard) record(now int64, frame []byte) (ok bool) {
-	t, ok := parseT(frame)
+	t, sent, ok := parseStamps(frame)
 	if !ok {
 		return false
 	}
 	s.h.Record(now - t)
-	if sent, ok := parseS(frame); ok {
+	if sent != 0 {
 		s.hs.Record(now - sent)
 	}
+	s.last = max(s.last, now)
 	return true
 }
 

@@ -155,7 +155,10 @@ func TestRecordBothLatencies(t *testing.T) {
 	if !ok1 || !ok2 || ok3 {
 		t.Fatalf("record: %v %v %v, want true true false", ok1, ok2, ok3)
 	}
-	h, send, _ := r.snapshot()
+	h, send, last := r.snapshot()
+	if last != 1000 {
+		t.Errorf("latest receipt %d, want 1000", last)
+	}
 	if h.Count() != 2 || h.Max() != 900 || h.Min() != 800 {
 		t.Errorf("from t: count %d, min %d, max %d; want 2, 800, 900", h.Count(), h.Min(), h.Max())
 	}

@@ -525,9 +525,6 @@ func startSubscribers(ctx context.Context, client heraldv1.HeraldServiceClient, 
 				now := time.Now().UnixNano()
 				sh.mu.Lock()
 				ok := sh.record(now, p.GetRawJson())
-				if ok {
-					sh.last = max(sh.last, now)
-				}
 				sh.mu.Unlock()
 				if ok {
 					s.counts[i].Add(1)

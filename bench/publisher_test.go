@@ -21,7 +21,8 @@ func TestPublisherStampsFromSchedule(t *testing.T) {
 				if !ok {
 					t.Errorf("payload %q has no time", payload)
 				}
-				sent, hasSent := parseS(payload)
+				_, sent, _ := parseStamps(payload)
+				hasSent := sent != 0
 				if hasSent != fromSchedule {
 					t.Errorf("fromSchedule %v: payload %q carries a send time: %v", fromSchedule, payload, hasSent)
 				}

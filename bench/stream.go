@@ -162,9 +162,6 @@ func (g *group) streamReadLoop(c *client) {
 		if bytes.HasPrefix(fr, pubPrefix) {
 			sh.mu.Lock()
 			ok := sh.record(now, fr)
-			if ok {
-				sh.last = max(sh.last, now)
-			}
 			sh.mu.Unlock()
 			if ok {
 				c.received.Add(1)
