@@ -67,6 +67,7 @@ type Node struct {
 	health  *health.Server
 	http    *http.Server
 	httpLis net.Listener
+	fresh   freshConns // the HTTP listener's connections yet to send a request
 	pprof   *http.Server
 	// link is the in-process link to the core (serve and core modes):
 	// the REST gateway's calls, and in serve mode the bridge's, go
@@ -279,7 +280,7 @@ func (n *Node) start(ctx context.Context) error {
 		checkKey = n.core.CheckAPIKey
 	}
 	door := newFrontDoor(cfg, ownAddr(cfg.HTTPAddr, n.HTTPAddr), checkKey, n.log, mux)
-	n.http = &http.Server{Handler: door, ReadHeaderTimeout: 10 * time.Second}
+	n.http = &http.Server{Handler: door, ReadHeaderTimeout: 10 * time.Second, ConnState: n.fresh.track}
 	n.goServe("http", func() error { return n.http.Serve(lis) })
 	if cfg.PprofAddr != "" {
 		if err := n.startPprof(cfg.PprofAddr); err != nil {
@@ -509,15 +510,16 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			// Before the core: browsers are told to reconnect (4006) and
 			// the bridge's presence leaves reach the core.
 			if e := n.bridge.Shutdown(ctx); e != nil {
-				err = e
+				err = fmt.Errorf("bridge: %w", e)
 			}
 		}
 		if n.core != nil {
 			n.core.Close()
 		}
 		if n.http != nil {
+			n.fresh.closeAll()
 			if e := n.http.Shutdown(ctx); e != nil {
-				err = e
+				err = errors.Join(err, fmt.Errorf("http listener: %w", e))
 				_ = n.http.Close()
 			}
 		}

@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -242,5 +245,51 @@ func TestStreamsOverTLS(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestShutdownClosesSilentConnections: connections that never sent a
+// request (a browser's preconnected socket, a TCP probe, a TLS handshake
+// not begun) do not hold a shutdown: net/http would count each as busy
+// until it is 5 s old, so with a 3 s deadline Shutdown used to fail. The
+// node cuts them, over plain HTTP and over TLS, and a connection that did
+// send a request is answered first.
+func TestShutdownClosesSilentConnections(t *testing.T) {
+	f := tlstest.NewFiles(t)
+	for _, withTLS := range []bool{false, true} {
+		t.Run(map[bool]string{false: "http", true: "https"}[withTLS], func(t *testing.T) {
+			n := startNode(t, func(c *config.Config) {
+				if withTLS {
+					c.TLS = config.TLS{CertFile: f.Cert, KeyFile: f.Key}
+				}
+			})
+			silent, err := net.Dial("tcp", n.HTTPAddr.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer silent.Close()
+			// A keep-alive connection that has served a request is idle,
+			// which net/http closes itself.
+			scheme, hc := "http", &http.Client{}
+			if withTLS {
+				scheme, hc = "https", &http.Client{Transport: &http.Transport{TLSClientConfig: f.ClientTLS(t, false)}}
+			}
+			resp, err := hc.Get(scheme + "://" + n.HTTPAddr.String() + "/healthz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			if err := n.Shutdown(ctx); err != nil {
+				t.Fatalf("shutdown with a silent connection open: %v", err)
+			}
+			_ = silent.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := silent.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("the silent connection after the shutdown: read %v, want it closed", err)
+			}
+		})
 	}
 }
