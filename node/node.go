@@ -68,6 +68,7 @@ type Node struct {
 	http    *http.Server
 	httpLis net.Listener
 	fresh   freshConns // the HTTP listener's connections yet to send a request
+	grpcLis *grpcListener
 	pprof   *http.Server
 	// link is the in-process link to the core (serve and core modes):
 	// the REST gateway's calls, and in serve mode the bridge's, go
@@ -196,7 +197,8 @@ func (n *Node) start(ctx context.Context) error {
 			return fmt.Errorf("grpc listener: %w", err)
 		}
 		n.GRPCAddr = lis.Addr()
-		n.goServe("grpc", func() error { return n.grpc.Serve(lis) })
+		n.grpcLis = newGRPCListener(lis)
+		n.goServe("grpc", func() error { return n.grpc.Serve(n.grpcLis) })
 		n.setServing()
 		n.goServe("readiness", func() error { n.pollEngine(ctx, engineInterval); return nil })
 	}
@@ -527,14 +529,22 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			// What can still be open: unary calls, and PublishStreams
 			// that sent nothing since the drain began (they would wait
 			// forever); give them a moment, then cut.
+			// A connection that never sent a byte has no call to finish,
+			// and grpc-go would wait for its handshake (grpcListener).
+			n.grpcLis.closeSilent()
 			gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			done := make(chan struct{})
 			go func() { n.grpc.GracefulStop(); close(done) }()
 			select {
 			case <-done:
 			case <-gctx.Done():
+				n.grpcLis.closeAll()
 				n.grpc.Stop()
-				<-done
+				select {
+				case <-done:
+				case <-ctx.Done():
+					err = errors.Join(err, errors.New("grpc listener: connections still open at the deadline"))
+				}
 			}
 			cancel()
 			n.link.Close()
@@ -597,6 +607,7 @@ func (n *Node) closeAll() {
 		_ = n.remote.Close()
 	}
 	if n.grpc != nil {
+		n.grpcLis.closeAll()
 		n.grpc.Stop()
 	}
 	if n.link != nil {

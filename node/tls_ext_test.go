@@ -20,8 +20,11 @@ import (
 	"github.com/herald-io/herald/internal/tlstest"
 	"github.com/herald-io/herald/node"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -249,30 +252,48 @@ func TestStreamsOverTLS(t *testing.T) {
 }
 
 // TestShutdownClosesSilentConnections: connections that never sent a
-// request (a browser's preconnected socket, a TCP probe, a TLS handshake
-// not begun) do not hold a shutdown: net/http would count each as busy
-// until it is 5 s old, so with a 3 s deadline Shutdown used to fail. The
-// node cuts them, over plain HTTP and over TLS, and a connection that did
-// send a request is answered first.
+// request do not hold a shutdown. On the HTTP listener (a browser's
+// preconnected socket, a TCP probe) net/http would count each as busy
+// until it is 5 s old; on the gRPC listener grpc-go waited for each
+// handshake up to 120 s, past the shutdown's deadline, before even
+// draining the established connections. Over plain TCP and TLS, with a
+// silent connection on each listener and one that sent half a handshake
+// on the gRPC one, Shutdown finishes within its deadline, and a
+// Subscribe stream open on an established connection still ends with
+// UNAVAILABLE (drained, not cut).
 func TestShutdownClosesSilentConnections(t *testing.T) {
 	f := tlstest.NewFiles(t)
 	for _, withTLS := range []bool{false, true} {
-		t.Run(map[bool]string{false: "http", true: "https"}[withTLS], func(t *testing.T) {
+		t.Run(map[bool]string{false: "plain", true: "tls"}[withTLS], func(t *testing.T) {
 			n := startNode(t, func(c *config.Config) {
 				if withTLS {
 					c.TLS = config.TLS{CertFile: f.Cert, KeyFile: f.Key}
 				}
 			})
-			silent, err := net.Dial("tcp", n.HTTPAddr.String())
-			if err != nil {
-				t.Fatal(err)
+			dial := func(addr net.Addr, first string) net.Conn {
+				c, err := net.Dial("tcp", addr.String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = c.Close() })
+				if _, err := c.Write([]byte(first)); err != nil {
+					t.Fatal(err)
+				}
+				return c
 			}
-			defer silent.Close()
-			// A keep-alive connection that has served a request is idle,
-			// which net/http closes itself.
+			half := "PRI * HTTP/2.0\r\n" // of the client preface
+			if withTLS {
+				half = "\x16\x03\x01\x02\x00" // a ClientHello's record header, no body
+			}
+			silent := []net.Conn{dial(n.HTTPAddr, ""), dial(n.GRPCAddr, ""), dial(n.GRPCAddr, half)}
+
+			// A keep-alive HTTP connection that has served a request is
+			// idle, which net/http closes itself.
 			scheme, hc := "http", &http.Client{}
+			creds := insecure.NewCredentials()
 			if withTLS {
 				scheme, hc = "https", &http.Client{Transport: &http.Transport{TLSClientConfig: f.ClientTLS(t, false)}}
+				creds = credentials.NewTLS(f.ClientTLS(t, false))
 			}
 			resp, err := hc.Get(scheme + "://" + n.HTTPAddr.String() + "/healthz")
 			if err != nil {
@@ -280,15 +301,39 @@ func TestShutdownClosesSilentConnections(t *testing.T) {
 			}
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			defer cancel()
-			if err := n.Shutdown(ctx); err != nil {
-				t.Fatalf("shutdown with a silent connection open: %v", err)
+			cc, err := grpc.NewClient(n.GRPCAddr.String(), grpc.WithTransportCredentials(creds))
+			if err != nil {
+				t.Fatal(err)
 			}
-			_ = silent.SetReadDeadline(time.Now().Add(5 * time.Second))
-			if _, err := silent.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Fatalf("the silent connection after the shutdown: read %v, want it closed", err)
+			defer cc.Close()
+			stream, err := heraldv1.NewHeraldServiceClient(cc).Subscribe(context.Background(), &heraldv1.SubscribeRequest{Channel: "news"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := stream.Recv(); err != nil {
+				t.Fatal(err)
+			}
+
+			ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+			defer cancel()
+			if err := n.Shutdown(ctx); err != nil || ctx.Err() != nil {
+				t.Fatalf("shutdown with silent connections open: %v (deadline: %v)", err, ctx.Err())
+			}
+			if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
+				t.Fatalf("the stream ended with %v, want UNAVAILABLE", err)
+			}
+			for i, c := range silent {
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				for {
+					_, err := c.Read(make([]byte, 512)) // the gRPC ones may have had the server's settings
+					if err == nil {
+						continue
+					}
+					if errors.Is(err, os.ErrDeadlineExceeded) {
+						t.Fatalf("silent connection %d is still open after the shutdown", i)
+					}
+					break
+				}
 			}
 		})
 	}

@@ -17,6 +17,11 @@ import (
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 )
 
+// KeepaliveTimeout is how long the gRPC listener waits for a keepalive
+// ping's answer before it closes the connection; it is also the
+// connection's TCP_USER_TIMEOUT (unacknowledged writes), as grpc-go sets.
+const KeepaliveTimeout = 10 * time.Second
+
 // NewGRPCServer returns a grpc.Server serving s, the standard health
 // service (reporting hs) and server reflection, with API-key
 // authentication (the keys s was made with), message size limits and
@@ -28,7 +33,7 @@ func NewGRPCServer(cfg config.Config, s *Server, hs *health.Server, inner grpc.U
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxGRPCMessage),
 		grpc.MaxSendMsgSize(cfg.Limits.MaxGRPCMessage),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.NumStreamWorkers(streamWorkers()),
 		grpc.UnaryInterceptor(unary),
