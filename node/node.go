@@ -282,7 +282,11 @@ func (n *Node) start(ctx context.Context) error {
 		checkKey = n.core.CheckAPIKey
 	}
 	door := newFrontDoor(cfg, ownAddr(cfg.HTTPAddr, n.HTTPAddr), checkKey, n.log, mux)
-	n.http = &http.Server{Handler: door, ReadHeaderTimeout: 10 * time.Second, ConnState: n.fresh.track}
+	// IdleTimeout: a keep-alive connection between requests is closed
+	// after 2 min (browsers keep theirs up to 5), else it would hold a
+	// descriptor for as long as the client keeps it. Streams (HTTP
+	// streaming, SSE) are requests in progress, never idle.
+	n.http = &http.Server{Handler: door, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ConnState: n.fresh.track}
 	n.goServe("http", func() error { return n.http.Serve(lis) })
 	if cfg.PprofAddr != "" {
 		if err := n.startPprof(cfg.PprofAddr); err != nil {

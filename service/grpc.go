@@ -22,6 +22,9 @@ import (
 // connection's TCP_USER_TIMEOUT (unacknowledged writes), as grpc-go sets.
 const KeepaliveTimeout = 10 * time.Second
 
+// HandshakeTimeout bounds a gRPC connection's handshake.
+const HandshakeTimeout = 10 * time.Second
+
 // NewGRPCServer returns a grpc.Server serving s, the standard health
 // service (reporting hs) and server reflection, with API-key
 // authentication (the keys s was made with), message size limits and
@@ -33,6 +36,11 @@ func NewGRPCServer(cfg config.Config, s *Server, hs *health.Server, inner grpc.U
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxGRPCMessage),
 		grpc.MaxSendMsgSize(cfg.Limits.MaxGRPCMessage),
+		// A connection has this long for its TLS handshake and HTTP/2
+		// preface (grpc-go's default is 120 s): a socket that connects
+		// and says nothing holds a descriptor and a goroutine no longer
+		// than an HTTP request's headers may take (ReadHeaderTimeout).
+		grpc.ConnectionTimeout(HandshakeTimeout),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.NumStreamWorkers(streamWorkers()),
