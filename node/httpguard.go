@@ -3,12 +3,14 @@ package node
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"mime"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -21,7 +23,7 @@ import (
 
 var metricHTTPRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "herald_http_refused_total",
-	Help: "HTTP requests refused by the front door before any handler, by reason (host, origin, content_type, unauthenticated, body_too_large).",
+	Help: "HTTP requests refused by the front door before any handler, by reason (host, origin, content_type, unauthenticated, body_too_large, body_timeout).",
 }, []string{"reason"})
 
 func init() { prometheus.MustRegister(metricHTTPRefused) }
@@ -80,7 +82,7 @@ func newFrontDoor(cfg config.Config, httpAddr string, checkKey func(string) erro
 			d.origins[n] = true
 		}
 	}
-	for _, reason := range []string{"host", "origin", "content_type", "unauthenticated", "body_too_large"} {
+	for _, reason := range []string{"host", "origin", "content_type", "unauthenticated", "body_too_large", "body_timeout"} {
 		d.logged[reason] = &rate.Sometimes{First: 3, Interval: 30 * time.Second}
 	}
 	return d
@@ -175,7 +177,19 @@ func (d *frontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d.refuse(w, r, rest, "body_too_large", http.StatusRequestEntityTooLarge, codes.InvalidArgument, tooLarge())
 		return
 	}
+	// The body has bodyTimeout to arrive: ReadHeaderTimeout covers only
+	// the headers, and a body sent a byte a minute would hold the
+	// connection and its goroutine for as long as the client liked.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(bodyTimeout))
 	body, err := readBody(r.Body, r.ContentLength, d.maxBody)
+	_ = rc.SetReadDeadline(time.Time{})
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		w.Header().Set("Connection", "close")
+		d.refuse(w, r, rest, "body_timeout", http.StatusRequestTimeout, codes.DeadlineExceeded,
+			fmt.Sprintf("the request body did not arrive within %v", bodyTimeout))
+		return
+	}
 	if err != nil {
 		writeRESTError(w, http.StatusBadRequest, codes.InvalidArgument, "reading the request body failed")
 		return
@@ -189,6 +203,9 @@ func (d *frontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.ContentLength = int64(len(body))
 	d.next.ServeHTTP(w, r)
 }
+
+// bodyTimeout bounds how long the front door waits for a REST body.
+const bodyTimeout = 10 * time.Second
 
 // readBody reads a body of up to max bytes, and one more if there is
 // more: in one buffer of the size the request announced (Content-Length,

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -156,5 +157,34 @@ func TestHugeRESTBody(t *testing.T) {
 	code, body := httpDo(t, "POST", "http://"+addr+"/v1/channels/news/publish", `{"data":"`+strings.Repeat("x", 300<<10)+`"}`, "Authorization", "Bearer "+key)
 	if code != 400 || !strings.Contains(body, "payload") {
 		t.Fatalf("a 300 KB body: %d %s, want the core's 400 about the payload", code, body)
+	}
+}
+
+// TestSlowRESTBody: a REST publish, with a valid API key, whose body does
+// not arrive within 10 s is answered 408 (DEADLINE_EXCEEDED in the
+// gateway's error shape) and its connection closed; it used to hold the
+// connection and its goroutine for as long as the client liked.
+func TestSlowRESTBody(t *testing.T) {
+	const key = "slow-body-key-0123456789"
+	n := startNode(t, func(c *config.Config) { c.APIKeys = []config.APIKey{{Name: "be", Key: key}} })
+	nc, err := net.Dial("tcp", n.HTTPAddr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fmt.Fprintf(nc, "POST /v1/channels/chat:slow/publish HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"data\":", n.HTTPAddr, key)
+	_ = nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	if err != nil {
+		t.Fatalf("no answer to a body that never came: %v", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	if resp.StatusCode != http.StatusRequestTimeout || !resp.Close || body.Code != 4 || !strings.Contains(body.Message, "did not arrive") {
+		t.Fatalf("answer %d (close %v) %+v, want 408, closed, code 4", resp.StatusCode, resp.Close, body)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"hash/maphash"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -271,15 +270,8 @@ func (b *Bridge) serveCommand(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Authorization: Bearer <session_token from the connect reply> is required", http.StatusUnauthorized)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(b.cfg.MaxFrame)))
-	if err != nil {
-		var mb *http.MaxBytesError
-		if errors.As(err, &mb) {
-			metricCommands.WithLabelValues("too_large").Inc()
-			http.Error(w, "body larger than max_frame", http.StatusRequestEntityTooLarge)
-			return
-		}
-		http.Error(w, "reading the body: "+err.Error(), http.StatusBadRequest)
+	body, ok := readBody(w, r, b.cfg.MaxFrame, func(reason string) { metricCommands.WithLabelValues(reason).Inc() })
+	if !ok {
 		return
 	}
 	if len(body) == 0 {

@@ -1,8 +1,6 @@
 package wsbridge
 
 import (
-	"errors"
-	"io"
 	"net/http"
 	"unicode/utf8"
 )
@@ -42,14 +40,8 @@ func (b *Bridge) serveHTTPStream(w http.ResponseWriter, r *http.Request) {
 	if isBinary(r.Header.Get("Content-Type")) {
 		f, contentType = formatProto, "application/x-protobuf"
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(b.cfg.MaxFrame)))
-	if err != nil {
-		var mb *http.MaxBytesError
-		if errors.As(err, &mb) {
-			http.Error(w, "body larger than max_frame", http.StatusRequestEntityTooLarge)
-			return
-		}
-		http.Error(w, "reading the body: "+err.Error(), http.StatusBadRequest)
+	body, ok := readBody(w, r, b.cfg.MaxFrame, nil)
+	if !ok {
 		return
 	}
 	if f == formatJSON && !utf8.Valid(body) {

@@ -46,7 +46,7 @@ var (
 	}, []string{"limit"})
 	metricCommands = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "herald_ws_commands_total",
-		Help: "Command POSTs for SSE and HTTP-streaming sessions, by result: local (queued for a session of this bridge), forwarded_out (sent to the core for another bridge), forwarded_in (received for a session of this bridge), bad_token, bad_format, too_large, queue_full, forward_limited, forward_unavailable.",
+		Help: "Command POSTs for SSE and HTTP-streaming sessions, by result: local (queued for a session of this bridge), forwarded_out (sent to the core for another bridge), forwarded_in (received for a session of this bridge), bad_token, bad_format, too_large, body_timeout, bad_body, queue_full, forward_limited, forward_unavailable.",
 	}, []string{"result"})
 	metricUpstreamRestarts = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "herald_ws_upstream_restarts_total",

@@ -1,6 +1,7 @@
 package wsbridge_test
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"github.com/herald-io/herald/internal/redistest"
+	"github.com/herald-io/herald/internal/tlstest"
 	"github.com/herald-io/herald/node"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -532,5 +534,74 @@ func TestTransportMetrics(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+	}
+}
+
+// TestSlowBodiesRefused: a POST to /stream or /command that announces a
+// body and does not send it is answered 408 and closed once bodyTimeout
+// (10 s) has passed, before any token is checked (it used to hold its
+// connection for as long as the client liked). An HTTP stream opened
+// normally outlives that timeout: the deadline is lifted once the connect
+// frame is read, so a publication 11 s later still arrives.
+func TestSlowBodiesRefused(t *testing.T) {
+	n := startNode(t, testConfig(), node.Serve)
+	for _, path := range []string{"/stream", "/command"} {
+		t.Run(path, func(t *testing.T) {
+			t.Parallel()
+			nc, err := net.Dial("tcp", n.HTTPAddr.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			fmt.Fprintf(nc, "POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer a.b\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", path, n.HTTPAddr)
+			_ = nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+			if err != nil {
+				t.Fatalf("no answer to a body that never came: %v", err)
+			}
+			if resp.StatusCode != http.StatusRequestTimeout || !resp.Close {
+				t.Fatalf("answer %d (close %v), want 408 and the connection closed", resp.StatusCode, resp.Close)
+			}
+		})
+	}
+	// Over HTTP/1.1 the stream's connection is hijacked; over HTTP/2
+	// (TLS) it stays the server's, whose reads the deadline would cut.
+	f := tlstest.NewFiles(t)
+	tcfg := testConfig()
+	tcfg.TLS = config.TLS{CertFile: f.Cert, KeyFile: f.Key}
+	tn := startNode(t, tcfg, node.Serve)
+	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: f.ClientTLS(t, false), ForceAttemptHTTP2: true}}
+	for _, tc := range []struct {
+		name string
+		hc   *http.Client
+		base string
+		want int
+	}{
+		{"stream outlives the body timeout/http1", http.DefaultClient, httpBase(n), 1},
+		{"stream outlives the body timeout/http2", h2, "https://" + tn.HTTPAddr.String(), 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			const ch = "chat:long-stream"
+			c := openStreamVia(t, tc.hc, tc.base, false, nil, connectFrame(token(t, "long", time.Hour, nil)), subscribeFrame(ch, nil))
+			if c.resp.ProtoMajor != tc.want {
+				t.Fatalf("the stream is over %s, want HTTP/%d", c.resp.Proto, tc.want)
+			}
+			if r := c.waitFor("subscribe reply", func(f *heraldv1.ServerFrame) bool { return f.Id == 2 }); r.GetSubscribe() == nil {
+				t.Fatalf("subscribe: %v", r)
+			}
+			time.Sleep(11 * time.Second)
+			resp, err := tc.hc.Post(tc.base+"/v1/channels/"+ch+"/publish", "application/json", strings.NewReader(`{"data":1}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("REST publish: %s", resp.Status)
+			}
+			if p := c.nextPub(ch); p.Offset != 1 {
+				t.Fatalf("after 11 s: %v", p)
+			}
+		})
 	}
 }

@@ -98,6 +98,13 @@ func openStream(t testing.TB, base string, binary bool, frames ...*heraldv1.Clie
 // openStreamHeader is openStream with request headers (cookies, say).
 func openStreamHeader(t testing.TB, base string, binary bool, header http.Header, frames ...*heraldv1.ClientFrame) *streamClient {
 	t.Helper()
+	return openStreamVia(t, http.DefaultClient, base, binary, header, frames...)
+}
+
+// openStreamVia is openStreamHeader with an HTTP client of the caller's
+// (TLS, HTTP/2).
+func openStreamVia(t testing.TB, hc *http.Client, base string, binary bool, header http.Header, frames ...*heraldv1.ClientFrame) *streamClient {
+	t.Helper()
 	c := &streamClient{t: t, base: base, proto: binary}
 	body, ct := c.encode(frames...)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -106,7 +113,7 @@ func openStreamHeader(t testing.TB, base string, binary bool, header http.Header
 		req.Header[k] = v
 	}
 	req.Header.Set("Content-Type", ct)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		cancel()
 		t.Fatalf("POST /stream: %v", err)
