@@ -24,13 +24,40 @@ var methodNotAllowed = runtime.WithRoutingErrorHandler(restRoutes.routingErrors)
 // takes reports whether path has a route and whether that route takes
 // method; allow lists the methods it takes.
 func (rm routeMethods) takes(path, method string) (allow []string, known, ok bool) {
-	allow = rm.allow(path)
-	for _, m := range allow {
-		if m == method || method == http.MethodHead && m == http.MethodGet {
-			return allow, true, true
+	// Without allocating for the request that is taken (every REST
+	// publish): the list is made only for a refusal's Allow header.
+	p := strings.Trim(path, "/")
+	for _, r := range rm {
+		if !r.matches(p) {
+			continue
+		}
+		known = true
+		for _, m := range r.methods {
+			if m == method || method == http.MethodHead && m == http.MethodGet {
+				return nil, true, true
+			}
 		}
 	}
-	return allow, len(allow) > 0, false
+	if !known {
+		return nil, false, false
+	}
+	return rm.allow(path), true, false
+}
+
+// matches reports whether p, a path without its outer slashes, has r's
+// segments ("{channel}" matching any one).
+func (r route) matches(p string) bool {
+	for i, s := range r.segments {
+		seg, rest, more := strings.Cut(p, "/")
+		if more == (i == len(r.segments)-1) { // too many segments, or too few
+			return false
+		}
+		if !strings.HasPrefix(s, "{") && s != seg {
+			return false
+		}
+		p = rest
+	}
+	return true
 }
 
 func mustRouteMethods(openapi []byte) routeMethods {
