@@ -532,9 +532,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if n.grpc != nil {
 			// What can still be open: unary calls, and PublishStreams
 			// that sent nothing since the drain began (they would wait
-			// forever); give them a moment, then cut.
-			// A connection that never sent a byte has no call to finish,
-			// and grpc-go would wait for its handshake (grpcListener).
+			// forever); give them a moment, then cut. A connection that
+			// never sent a byte has no call to finish, and grpc-go would
+			// wait for its handshake first (grpcListener): it goes now.
 			n.grpcLis.closeSilent()
 			gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			done := make(chan struct{})
