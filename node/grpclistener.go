@@ -52,7 +52,13 @@ func (l *grpcListener) Accept() (net.Conn, error) {
 
 // closeSilent closes the connections that have not sent a byte, and any
 // accepted from now on. l may be nil (no listener yet).
-func (l *grpcListener) closeSilent() {
+func (l *grpcListener) closeSilent() { l.close(false) }
+
+// closeAll cuts every connection still open, and any accepted from now
+// on. l may be nil.
+func (l *grpcListener) closeAll() { l.close(true) }
+
+func (l *grpcListener) close(all bool) {
 	if l == nil {
 		return
 	}
@@ -60,22 +66,9 @@ func (l *grpcListener) closeSilent() {
 	defer l.mu.Unlock()
 	l.closing = true
 	for c := range l.conns {
-		if !c.spoke.Load() {
+		if all || !c.spoke.Load() {
 			_ = c.Conn.Close()
 		}
-	}
-}
-
-// closeAll cuts every connection still open. l may be nil.
-func (l *grpcListener) closeAll() {
-	if l == nil {
-		return
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.closing = true
-	for c := range l.conns {
-		_ = c.Conn.Close()
 	}
 }
 
