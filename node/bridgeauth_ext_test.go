@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -129,7 +130,12 @@ func TestBridgeRefusedByCore(t *testing.T) {
 				c.Bridge.CoreAPIKey = tc.key
 			})
 			ready := "http://" + br.HTTPAddr.String() + "/readyz"
-			waitUntil(t, "readyz 503", func() bool { code, _ := httpDo(t, "GET", ready, ""); return code == 503 })
+			// Not ready from the start (connecting, then refused): wait
+			// for the refusal's own answer.
+			waitUntil(t, "readyz 503 naming the refusal", func() bool {
+				code, body := httpDo(t, "GET", ready, "")
+				return code == 503 && strings.Contains(body, "refuses this bridge")
+			})
 			if code, body := httpDo(t, "GET", ready, ""); code != 503 || !strings.Contains(body, "refuses this bridge") || !strings.Contains(body, tc.fix) {
 				t.Fatalf("/readyz: %d %q, want 503 naming the refusal and %q", code, body, tc.fix)
 			}
@@ -183,5 +189,55 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		if time.Now().After(end) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
+	}
+}
+
+// TestBridgeWithUnresponsiveCore: a bridge whose core address accepts TCP
+// and never answers (a wrong port, a hung process) is not ready (its gRPC
+// connection stays CONNECTING, which readiness took for up), and its
+// shutdown finishes within its deadline (the bridge's session call waited
+// for the connection, up to gRPC's 20 s connect timeout, before the
+// shutdown could end).
+func TestBridgeWithUnresponsiveCore(t *testing.T) {
+	hole, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	dialed := make(chan struct{}, 1)
+	go func() { // accepts and holds, says nothing
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := hole.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+			select {
+			case dialed <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	br, _ := startLogged(t, node.BridgeOnly, func(c *config.Config) { c.Bridge.Core = hole.Addr().String() })
+	// The client connects for a call (it is lazy): from here on a call
+	// waits for the connection.
+	select {
+	case <-dialed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the bridge never dialled its core")
+	}
+	if code, body := httpDo(t, "GET", "http://"+br.HTTPAddr.String()+"/readyz", ""); code != 503 || !strings.Contains(body, "core unavailable") {
+		t.Fatalf("/readyz with an unresponsive core: %d %q, want 503 core unavailable", code, body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := br.Shutdown(ctx); err != nil || ctx.Err() != nil {
+		t.Fatalf("shutdown: %v (deadline: %v)", err, ctx.Err())
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -331,10 +332,15 @@ func (n *Node) ready(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "draining", http.StatusServiceUnavailable)
 	case pingErr != nil:
 		http.Error(w, "engine unavailable", http.StatusServiceUnavailable)
-	case n.mode == BridgeOnly && n.remote.GetState() == connectivity.TransientFailure:
-		http.Error(w, "core unavailable", http.StatusServiceUnavailable)
 	case n.bridge != nil && n.bridge.CoreError() != nil:
 		http.Error(w, n.bridge.CoreError().Error(), http.StatusServiceUnavailable)
+	case n.mode == BridgeOnly && n.remote.GetState() != connectivity.Ready:
+		// Not only TRANSIENT_FAILURE: a core that accepts TCP and never
+		// answers (a wrong port, a hung process) keeps the connection
+		// CONNECTING, and a bridge that cannot reach its core must not
+		// take browsers. Healthy, the connection is never idle: the
+		// bridge's session stream to the core is always open.
+		http.Error(w, "core unavailable: connection "+strings.ToLower(n.remote.GetState().String()), http.StatusServiceUnavailable)
 	default:
 		_, _ = w.Write([]byte("ready\n"))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	mrand "math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
@@ -171,10 +172,25 @@ func (s *control) stream(ctx context.Context) error {
 	// leaves reach the core; the core also drops everything when it ends.
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	// At shutdown a stream not yet open is given up at once: its core
+	// may be unreachable, and the call would wait for the connection (up
+	// to gRPC's 20 s connect timeout, past the shutdown's deadline). An
+	// open one has a second for the final leaves, then is cut whatever it
+	// is doing (a send to a core that stopped reading, say).
+	var open atomic.Bool
+	stop := context.AfterFunc(ctx, func() {
+		if !open.Load() {
+			cancel()
+			return
+		}
+		time.AfterFunc(time.Second, cancel)
+	})
+	defer stop()
 	st, err := s.b.core.BridgeSession(sctx)
 	if err != nil {
 		return err
 	}
+	open.Store(true)
 	s.reset()
 	if err := st.Send(&heraldv1.BridgeSessionRequest{Msg: &heraldv1.BridgeSessionRequest_Hello{Hello: &heraldv1.BridgeHello{Bridge: s.b.id}}}); err != nil {
 		return err
