@@ -100,21 +100,11 @@ func newRouteMethods(openapi []byte) (routeMethods, error) {
 // allow returns the methods of the routes whose template matches path,
 // split as sent (escaped).
 func (rm routeMethods) allow(path string) []string {
-	segs := strings.Split(strings.Trim(path, "/"), "/")
+	p := strings.Trim(path, "/")
 	seen := map[string]bool{}
 	var out []string
 	for _, r := range rm {
-		if len(r.segments) != len(segs) {
-			continue
-		}
-		match := true
-		for i, s := range r.segments {
-			if !strings.HasPrefix(s, "{") && s != segs[i] {
-				match = false
-				break
-			}
-		}
-		if !match {
+		if !r.matches(p) {
 			continue
 		}
 		for _, m := range r.methods {

@@ -2,6 +2,7 @@ package wsbridge
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -38,7 +39,7 @@ func readBody(w http.ResponseWriter, r *http.Request, max int, metric func(reaso
 	case errors.As(err, &mb):
 		reason, code, msg = "too_large", http.StatusRequestEntityTooLarge, "body larger than max_frame"
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		reason, code, msg = "body_timeout", http.StatusRequestTimeout, "the body did not arrive within 10 s"
+		reason, code, msg = "body_timeout", http.StatusRequestTimeout, fmt.Sprintf("the body did not arrive within %v", bodyTimeout)
 		w.Header().Set("Connection", "close")
 	}
 	if metric != nil {
