@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/herald-io/herald/channelname"
 	"github.com/herald-io/herald/config"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 // permission is what a call needs from its API key.
@@ -110,9 +112,16 @@ func quote(ns string) string { return `"` + ns + `"` }
 // and puts the key's grant in the call's context. With no keys, every call
 // is allowed (Herald then listens on loopback only).
 type keyAuth struct {
-	keys   [][]byte
-	grants []*grant
+	keys    [][]byte
+	grants  []*grant
+	keyless atomic.Int64 // health and reflection streams without a key, open now (tap)
 }
+
+// MaxKeylessStreams is how many health and reflection calls without an API
+// key a node serves at once when it has keys (load balancers' and
+// Kubernetes' probes send none); beyond it they are refused with
+// RESOURCE_EXHAUSTED until one ends.
+const MaxKeylessStreams = 64
 
 // keyAuths holds the keyAuth of each Server: a node serves the same core on
 // two gRPC servers (its listener and the in-process link of the REST
@@ -162,6 +171,39 @@ func (a *keyAuth) check(ctx context.Context, method string) (context.Context, er
 		return ctx, err
 	}
 	return context.WithValue(ctx, grantKey{}, g), nil
+}
+
+// tap runs when a call's headers arrive on a network listener, before any
+// of its request is read. A call without a valid key is refused there, so
+// it costs the server nothing: grpc-go reads a unary call's whole request
+// before any interceptor runs, and HTTP/2 lets every stream of a
+// connection send a flow-control window's worth of it (64 KB, more once
+// the window grows), so a client without a key could hold a goroutine and
+// that much memory per stream, for as many streams as it liked, by never
+// finishing its requests. Health and reflection need no key; while keyless
+// they are counted, at most MaxKeylessStreams at once. The check is done
+// again by check (in-process calls have no tap); scopes are checked per
+// call. grpc-go calls this with its transport's lock held: it must not
+// block.
+func (a *keyAuth) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if len(a.keys) == 0 {
+		return ctx, nil
+	}
+	_, err := a.lookup(info.Header.Get("authorization"))
+	if err == nil {
+		return ctx, nil
+	}
+	if !open(info.FullMethodName) {
+		return ctx, err
+	}
+	if a.keyless.Add(1) > MaxKeylessStreams {
+		a.keyless.Add(-1)
+		metricLimitRefusals.WithLabelValues("keyless_grpc_streams").Inc()
+		return ctx, status.Errorf(codes.ResourceExhausted, "%d health or reflection calls without an API key are in progress, the most a node serves at once; retry, or send `authorization: Bearer <key>`", MaxKeylessStreams)
+	}
+	// The stream's context ends with the stream, however it ends.
+	context.AfterFunc(ctx, func() { a.keyless.Add(-1) })
+	return ctx, nil
 }
 
 // lookup returns the grant of the key in the first authorization value,

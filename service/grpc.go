@@ -44,6 +44,7 @@ func NewGRPCServer(cfg config.Config, s *Server, hs *health.Server, inner grpc.U
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.NumStreamWorkers(streamWorkers()),
+		grpc.InTapHandle(keyAuthFor(s, s.cfg.APIKeys).tap),
 		grpc.UnaryInterceptor(unary),
 		grpc.ChainStreamInterceptor(stream...),
 	}

@@ -1,0 +1,251 @@
+package service_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/herald-io/herald/config"
+	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/service"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// h2conn speaks HTTP/2 to a gRPC server frame by frame, so that a test can
+// send part of a request and see whether the server answers before the
+// rest. It records each stream's grpc-status, or -1 for a reset.
+type h2conn struct {
+	t      *testing.T
+	addr   string
+	c      net.Conn
+	fr     *http2.Framer
+	wmu    sync.Mutex
+	mu     sync.Mutex
+	status map[uint32]int
+	next   uint32
+}
+
+func dialH2(t *testing.T, addr string) *h2conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	h := &h2conn{t: t, addr: addr, c: c, fr: http2.NewFramer(c, c), status: map[uint32]int{}, next: 1}
+	h.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	h.write(func() error { return h.fr.WriteSettings() })
+	go h.read()
+	return h
+}
+
+func (h *h2conn) write(f func() error) {
+	h.wmu.Lock()
+	defer h.wmu.Unlock()
+	if err := f(); err != nil {
+		h.t.Error(err)
+	}
+}
+
+func (h *h2conn) read() {
+	for {
+		f, err := h.fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				h.write(h.fr.WriteSettingsAck)
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				h.write(func() error { return h.fr.WritePing(true, f.Data) })
+			}
+		case *http2.MetaHeadersFrame:
+			if code := f.PseudoValue("status"); code != "" && code != "200" {
+				h.t.Errorf("stream %d: HTTP status %s", f.StreamID, code)
+			}
+			for _, hf := range f.Fields {
+				if hf.Name == "grpc-status" {
+					n, _ := strconv.Atoi(hf.Value)
+					h.mu.Lock()
+					h.status[f.StreamID] = n
+					h.mu.Unlock()
+				}
+			}
+		case *http2.RSTStreamFrame:
+			h.mu.Lock()
+			if _, ok := h.status[f.StreamID]; !ok {
+				h.status[f.StreamID] = -1
+			}
+			h.mu.Unlock()
+		}
+	}
+}
+
+// open starts a call of method with the given authorization (none if
+// empty) and sends data, the start of its request, without ending it.
+func (h *h2conn) open(method, authorization string, data []byte) uint32 {
+	id := h.next
+	h.next += 2
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, kv := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", method}, {":authority", h.addr}, {"content-type", "application/grpc"}, {"te", "trailers"}, {"authorization", authorization}} {
+		if kv[1] != "" {
+			_ = enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+		}
+	}
+	h.write(func() error {
+		return h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndHeaders: true})
+	})
+	if len(data) > 0 {
+		h.write(func() error { return h.fr.WriteData(id, false, data) })
+	}
+	return id
+}
+
+func (h *h2conn) finish(id uint32, data []byte) {
+	h.write(func() error { return h.fr.WriteData(id, true, data) })
+}
+
+func (h *h2conn) reset(id uint32) {
+	h.write(func() error { return h.fr.WriteRSTStream(id, http2.ErrCodeCancel) })
+}
+
+// answer waits up to d for stream id's grpc-status; ok is false if none came.
+func (h *h2conn) answer(id uint32, d time.Duration) (code int, ok bool) {
+	for end := time.Now().Add(d); ; time.Sleep(5 * time.Millisecond) {
+		h.mu.Lock()
+		code, ok = h.status[id]
+		h.mu.Unlock()
+		if ok || time.Now().After(end) {
+			return code, ok
+		}
+	}
+}
+
+// grpcMessage is m as a gRPC length-prefixed message.
+func grpcMessage(t *testing.T, m proto.Message) []byte {
+	t.Helper()
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(binary.BigEndian.AppendUint32([]byte{0}, uint32(len(b))), b...)
+}
+
+// A call without a valid key is refused when its headers arrive, before
+// its request is read: before, grpc-go read a unary call's whole request
+// before the key was checked, so a client without a key could hold a
+// goroutine and a flow-control window of memory per stream, on as many
+// streams as it liked (one connection with 3,000 unfinished Publish
+// requests held 3,000 goroutines and 215 MB of heap). Health and
+// reflection stay open without a key, at most MaxKeylessStreams at once.
+func TestCallsWithoutKeyRefusedBeforeTheirRequest(t *testing.T) {
+	const key = "0123456789abcdef-secret"
+	ts := startServer(t, testConfig(t, func(c *config.Config) {
+		c.APIKeys = []config.APIKey{{Name: "backend", Key: key}}
+	}))
+	addr := ts.conn.Target()
+	pub := grpcMessage(t, &heraldv1.PublishRequest{Channel: "small:tap", Payload: jsonPayload(`{"a":1}`)})
+	const publish = "/herald.v1.HeraldService/Publish"
+	h := dialH2(t, addr)
+
+	// With the key, the server waits for the rest of the request: this
+	// is the unfinished request the refusals below are about.
+	keyed := h.open(publish, "Bearer "+key, pub[:8])
+	if code, ok := h.answer(keyed, 300*time.Millisecond); ok {
+		t.Fatalf("an unfinished request with the key was answered (%d)", code)
+	}
+	h.finish(keyed, pub[8:])
+	if code, ok := h.answer(keyed, 5*time.Second); !ok || code != 0 {
+		t.Fatalf("the finished request with the key: status %d (answered %v), want 0", code, ok)
+	}
+
+	for _, auth := range []string{"", "Bearer wrong-key-0123456789", key} {
+		id := h.open(publish, auth, pub[:8])
+		if code, ok := h.answer(id, 5*time.Second); !ok || code != 16 {
+			t.Errorf("authorization %q: status %d (answered %v), want 16 UNAUTHENTICATED before the request ends", auth, code, ok)
+		}
+	}
+
+	// Health without a key: MaxKeylessStreams unfinished calls are
+	// admitted, one more is refused, and ending one admits another.
+	const check = "/grpc.health.v1.Health/Check"
+	hc := grpcMessage(t, &healthpb.HealthCheckRequest{})
+	var held []uint32
+	for range service.MaxKeylessStreams {
+		held = append(held, h.open(check, "", hc[:2]))
+	}
+	over := h.open(check, "", hc[:2])
+	if code, ok := h.answer(over, 5*time.Second); !ok || code != 8 {
+		t.Fatalf("keyless health call %d: status %d (answered %v), want 8 RESOURCE_EXHAUSTED", service.MaxKeylessStreams+1, code, ok)
+	}
+	for _, id := range held {
+		if code, ok := h.answer(id, 0); ok {
+			t.Fatalf("an admitted unfinished health call was answered (%d)", code)
+		}
+	}
+	// A key lifts the bound.
+	withKey := h.open(check, "Bearer "+key, nil)
+	h.finish(withKey, hc)
+	if code, ok := h.answer(withKey, 5*time.Second); !ok || code != 0 {
+		t.Fatalf("health with the key while keyless calls are at the bound: status %d (answered %v), want 0", code, ok)
+	}
+	h.reset(held[0])
+	for end := time.Now().Add(5 * time.Second); ; {
+		id := h.open(check, "", nil)
+		h.finish(id, hc)
+		code, ok := h.answer(id, 5*time.Second)
+		if ok && code == 0 {
+			break
+		}
+		if !ok || code != 8 || time.Now().After(end) {
+			t.Fatalf("after a keyless call was reset: status %d (answered %v), want 0", code, ok)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, id := range held[1:] {
+		h.reset(id)
+	}
+
+	// Calls that end normally give their place back: many more than the
+	// bound, one after another, all served.
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	health := healthpb.NewHealthClient(conn)
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		// The resets above give their places back as grpc-go ends
+		// those streams.
+		if _, err := health.Check(context.Background(), &healthpb.HealthCheckRequest{}); err == nil {
+			break
+		} else if time.Now().After(end) {
+			t.Fatalf("keyless health check after the resets: %v", err)
+		}
+	}
+	for i := range 3 * service.MaxKeylessStreams {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if err != nil {
+			t.Fatalf("keyless health check %d: %v", i, err)
+		}
+	}
+}
