@@ -22,6 +22,9 @@ import (
 // connection's TCP_USER_TIMEOUT (unacknowledged writes), as grpc-go sets.
 const KeepaliveTimeout = 10 * time.Second
 
+// MaxHeaderListSize bounds a gRPC call's headers (metadata), decoded.
+const MaxHeaderListSize = 1 << 20
+
 // HandshakeTimeout bounds a gRPC connection's handshake.
 const HandshakeTimeout = 10 * time.Second
 
@@ -44,6 +47,14 @@ func NewGRPCServer(cfg config.Config, s *Server, hs *health.Server, inner grpc.U
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.NumStreamWorkers(streamWorkers()),
+		// A call's headers may decode to 1 MiB, as an HTTP request's
+		// (net/http's default); grpc-go's default is 16 MiB, and HPACK
+		// lets a few KB of references decode to that: 20 connections
+		// sending such blocks kept a core busy checking each header
+		// list before it was refused (21 ms of CPU a block, 1.8 ms with
+		// this limit). Clients learn it from SETTINGS and fail before
+		// sending.
+		grpc.MaxHeaderListSize(MaxHeaderListSize),
 		grpc.InTapHandle(keyAuthFor(s, s.cfg.APIKeys).tap),
 		grpc.UnaryInterceptor(unary),
 		grpc.ChainStreamInterceptor(stream...),

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -246,6 +248,29 @@ func TestCallsWithoutKeyRefusedBeforeTheirRequest(t *testing.T) {
 		cancel()
 		if err != nil {
 			t.Fatalf("keyless health check %d: %v", i, err)
+		}
+	}
+}
+
+// A call's metadata is bounded at 1 MiB (grpc-go's default is 16 MiB,
+// which HPACK references let a few KB on the wire decode to); the server
+// says so in its SETTINGS, and grpc-go clients refuse to send more.
+func TestHeaderListBounded(t *testing.T) {
+	ts := startServer(t, testConfig(t, nil))
+	req := &heraldv1.PublishRequest{Channel: "small:headers", Payload: jsonPayload(`{}`)}
+	for _, c := range []struct {
+		size int
+		ok   bool
+	}{{100 << 10, true}, {service.MaxHeaderListSize + 1000, false}} {
+		ctx := metadata.AppendToOutgoingContext(context.Background(), "x-big", strings.Repeat("a", c.size))
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := ts.client.Publish(ctx, req)
+		cancel()
+		if (err == nil) != c.ok {
+			t.Errorf("%d bytes of metadata: err %v, want ok=%v", c.size, err, c.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "header list size") {
+			t.Errorf("%d bytes of metadata: %v, want it to name the header list size", c.size, err)
 		}
 	}
 }
