@@ -4,9 +4,10 @@ import (
 	"context"
 	"crypto/subtle"
 	"math"
+	"net"
+	"net/netip"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/herald-io/herald/channelname"
 	"github.com/herald-io/herald/config"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 )
@@ -114,14 +116,65 @@ func quote(ns string) string { return `"` + ns + `"` }
 type keyAuth struct {
 	keys    [][]byte
 	grants  []*grant
-	keyless atomic.Int64 // health and reflection streams without a key, open now (tap)
+	keyless keyless // health and reflection calls without a key, open now (tap)
 }
 
-// MaxKeylessStreams is how many health and reflection calls without an API
-// key a node serves at once when it has keys (load balancers' and
-// Kubernetes' probes send none); beyond it they are refused with
-// RESOURCE_EXHAUSTED until one ends.
-const MaxKeylessStreams = 64
+// MaxKeylessStreams and MaxKeylessStreamsPerIP bound the health and
+// reflection calls without an API key that a node with keys serves at
+// once, in all and from one client address (load balancers' and
+// Kubernetes' probes send no key); beyond either they are refused with
+// RESOURCE_EXHAUSTED until one ends. The per-address bound keeps one
+// client from taking every place: a probe from another address still
+// gets one.
+const (
+	MaxKeylessStreams      = 256
+	MaxKeylessStreamsPerIP = 8
+)
+
+// keyless counts open calls without a key, in all and by client address.
+type keyless struct {
+	mu    sync.Mutex
+	total int
+	by    map[netip.Addr]int
+}
+
+// admit takes a place for a call from addr, or says which bound is full.
+func (k *keyless) admit(addr netip.Addr) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.total >= MaxKeylessStreams {
+		return status.Errorf(codes.ResourceExhausted, "%d health or reflection calls without an API key are in progress, the most a node serves at once; retry, or send `authorization: Bearer <key>`", MaxKeylessStreams)
+	}
+	if k.by[addr] >= MaxKeylessStreamsPerIP {
+		return status.Errorf(codes.ResourceExhausted, "%d health or reflection calls without an API key are in progress from your address, the most a node serves at once from one; retry, or send `authorization: Bearer <key>`", MaxKeylessStreamsPerIP)
+	}
+	if k.by == nil {
+		k.by = make(map[netip.Addr]int)
+	}
+	k.total++
+	k.by[addr]++
+	return nil
+}
+
+func (k *keyless) release(addr netip.Addr) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.total--
+	if k.by[addr]--; k.by[addr] == 0 {
+		delete(k.by, addr)
+	}
+}
+
+// clientAddr is the IP address of the call's client; the zero Addr where
+// there is none (a listener that is not TCP).
+func clientAddr(ctx context.Context) netip.Addr {
+	if p, ok := peer.FromContext(ctx); ok {
+		if a, ok := p.Addr.(*net.TCPAddr); ok {
+			return a.AddrPort().Addr().Unmap()
+		}
+	}
+	return netip.Addr{}
+}
 
 // keyAuths holds the keyAuth of each Server: a node serves the same core on
 // two gRPC servers (its listener and the in-process link of the REST
@@ -180,8 +233,8 @@ func (a *keyAuth) check(ctx context.Context, method string) (context.Context, er
 // connection send a flow-control window's worth of it (64 KB, more once
 // the window grows), so a client without a key could hold a goroutine and
 // that much memory per stream, for as many streams as it liked, by never
-// finishing its requests. Health and reflection need no key; while keyless
-// they are counted, at most MaxKeylessStreams at once. The check is done
+// finishing its requests. Health and reflection need no key; keyless, they
+// are counted (MaxKeylessStreams, MaxKeylessStreamsPerIP). The check is done
 // again by check (in-process calls have no tap); scopes are checked per
 // call. grpc-go calls this with its transport's lock held: it must not
 // block.
@@ -196,13 +249,13 @@ func (a *keyAuth) tap(ctx context.Context, info *tap.Info) (context.Context, err
 	if !open(info.FullMethodName) {
 		return ctx, err
 	}
-	if a.keyless.Add(1) > MaxKeylessStreams {
-		a.keyless.Add(-1)
+	addr := clientAddr(ctx)
+	if err := a.keyless.admit(addr); err != nil {
 		metricLimitRefusals.WithLabelValues("keyless_grpc_streams").Inc()
-		return ctx, status.Errorf(codes.ResourceExhausted, "%d health or reflection calls without an API key are in progress, the most a node serves at once; retry, or send `authorization: Bearer <key>`", MaxKeylessStreams)
+		return ctx, err
 	}
 	// The stream's context ends with the stream, however it ends.
-	context.AfterFunc(ctx, func() { a.keyless.Add(-1) })
+	context.AfterFunc(ctx, func() { a.keyless.release(addr) })
 	return ctx, nil
 }
 

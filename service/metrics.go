@@ -48,7 +48,7 @@ var (
 	}, []string{"key"})
 	metricLimitRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "herald_limit_refusals_total",
-		Help: "Operations refused with RESOURCE_EXHAUSTED because they would go beyond a configured limit, by option (limits.max_channels_per_node), or keyless_grpc_streams (health and reflection calls without an API key beyond 64 at once).",
+		Help: "Operations refused with RESOURCE_EXHAUSTED because they would go beyond a configured limit, by option (limits.max_channels_per_node), or keyless_grpc_streams (health and reflection calls without an API key beyond 256 at once, or 8 from one address).",
 	}, []string{"limit"})
 	metricBuildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "herald_build_info",

@@ -25,7 +25,8 @@ import (
 
 // h2conn speaks HTTP/2 to a gRPC server frame by frame, so that a test can
 // send part of a request and see whether the server answers before the
-// rest. It records each stream's grpc-status, or -1 for a reset.
+// rest. It records each stream's grpc-status and grpc-message, or -1 for
+// a reset.
 type h2conn struct {
 	t      *testing.T
 	addr   string
@@ -34,17 +35,20 @@ type h2conn struct {
 	wmu    sync.Mutex
 	mu     sync.Mutex
 	status map[uint32]int
+	msg    map[uint32]string
 	next   uint32
 }
 
-func dialH2(t *testing.T, addr string) *h2conn {
+// dialH2 connects to addr from the loopback address from (127.0.0.x).
+func dialH2(t *testing.T, addr, from string) *h2conn {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	h := &h2conn{t: t, addr: addr, c: c, fr: http2.NewFramer(c, c), status: map[uint32]int{}, next: 1}
+	h := &h2conn{t: t, addr: addr, c: c, fr: http2.NewFramer(c, c), status: map[uint32]int{}, msg: map[uint32]string{}, next: 1}
 	h.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
 		t.Fatal(err)
@@ -81,14 +85,16 @@ func (h *h2conn) read() {
 			if code := f.PseudoValue("status"); code != "" && code != "200" {
 				h.t.Errorf("stream %d: HTTP status %s", f.StreamID, code)
 			}
+			h.mu.Lock()
 			for _, hf := range f.Fields {
-				if hf.Name == "grpc-status" {
-					n, _ := strconv.Atoi(hf.Value)
-					h.mu.Lock()
-					h.status[f.StreamID] = n
-					h.mu.Unlock()
+				switch hf.Name {
+				case "grpc-status":
+					h.status[f.StreamID], _ = strconv.Atoi(hf.Value)
+				case "grpc-message":
+					h.msg[f.StreamID] = hf.Value
 				}
 			}
+			h.mu.Unlock()
 		case *http2.RSTStreamFrame:
 			h.mu.Lock()
 			if _, ok := h.status[f.StreamID]; !ok {
@@ -128,6 +134,14 @@ func (h *h2conn) reset(id uint32) {
 	h.write(func() error { return h.fr.WriteRSTStream(id, http2.ErrCodeCancel) })
 }
 
+// message is stream id's grpc-message, as sent (gRPC percent-encodes
+// only what is not printable ASCII).
+func (h *h2conn) message(id uint32) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.msg[id]
+}
+
 // answer waits up to d for stream id's grpc-status; ok is false if none came.
 func (h *h2conn) answer(id uint32, d time.Duration) (code int, ok bool) {
 	for end := time.Now().Add(d); ; time.Sleep(5 * time.Millisecond) {
@@ -165,7 +179,7 @@ func TestCallsWithoutKeyRefusedBeforeTheirRequest(t *testing.T) {
 	addr := ts.conn.Target()
 	pub := grpcMessage(t, &heraldv1.PublishRequest{Channel: "small:tap", Payload: jsonPayload(`{"a":1}`)})
 	const publish = "/herald.v1.HeraldService/Publish"
-	h := dialH2(t, addr)
+	h := dialH2(t, addr, "127.0.0.1")
 
 	// With the key, the server waits for the rest of the request: this
 	// is the unfinished request the refusals below are about.
@@ -185,44 +199,73 @@ func TestCallsWithoutKeyRefusedBeforeTheirRequest(t *testing.T) {
 		}
 	}
 
-	// Health without a key: MaxKeylessStreams unfinished calls are
-	// admitted, one more is refused, and ending one admits another.
+	// Health without a key: MaxKeylessStreamsPerIP unfinished calls
+	// from one address are admitted, and one more is refused; another
+	// address still gets a place, until MaxKeylessStreams are open in
+	// all. Ending one admits another.
 	const check = "/grpc.health.v1.Health/Check"
 	hc := grpcMessage(t, &healthpb.HealthCheckRequest{})
-	var held []uint32
-	for range service.MaxKeylessStreams {
-		held = append(held, h.open(check, "", hc[:2]))
+	from := func(i int) string { return "127.0.0." + strconv.Itoa(i) }
+	type heldCall struct {
+		h  *h2conn
+		id uint32
 	}
-	over := h.open(check, "", hc[:2])
-	if code, ok := h.answer(over, 5*time.Second); !ok || code != 8 {
-		t.Fatalf("keyless health call %d: status %d (answered %v), want 8 RESOURCE_EXHAUSTED", service.MaxKeylessStreams+1, code, ok)
+	var held []heldCall
+	hold := func(h *h2conn) {
+		for range service.MaxKeylessStreamsPerIP {
+			held = append(held, heldCall{h, h.open(check, "", hc[:2])})
+		}
 	}
-	for _, id := range held {
-		if code, ok := h.answer(id, 0); ok {
+	served := func(h *h2conn, auth, what string) {
+		t.Helper()
+		id := h.open(check, auth, nil)
+		h.finish(id, hc)
+		if code, ok := h.answer(id, 5*time.Second); !ok || code != 0 {
+			t.Fatalf("%s: status %d %q (answered %v), want 0", what, code, h.message(id), ok)
+		}
+	}
+	refused := func(h *h2conn, want, what string) {
+		t.Helper()
+		id := h.open(check, "", hc[:2])
+		code, ok := h.answer(id, 5*time.Second)
+		if !ok || code != 8 || !strings.Contains(h.message(id), want) {
+			t.Fatalf("%s: status %d %q (answered %v), want 8 RESOURCE_EXHAUSTED saying %q", what, code, h.message(id), ok, want)
+		}
+	}
+	refusals := metricValue(t, "herald_limit_refusals_total", "limit", "keyless_grpc_streams")
+	hold(h)
+	refused(h, "from your address", "one keyless call more than an address may hold")
+	other := dialH2(t, addr, from(2))
+	served(other, "", "a keyless call from another address")
+	for i := 2; len(held) < service.MaxKeylessStreams; i++ {
+		hold(dialH2(t, addr, from(i)))
+	}
+	last := dialH2(t, addr, from(200))
+	refused(last, "the most a node serves at once;", "one keyless call more than the node serves")
+	if got := metricValue(t, "herald_limit_refusals_total", "limit", "keyless_grpc_streams") - refusals; got != 2 {
+		t.Errorf("refusals counted: %v, want 2", got)
+	}
+	for _, c := range held {
+		if code, ok := c.h.answer(c.id, 0); ok {
 			t.Fatalf("an admitted unfinished health call was answered (%d)", code)
 		}
 	}
-	// A key lifts the bound.
-	withKey := h.open(check, "Bearer "+key, nil)
-	h.finish(withKey, hc)
-	if code, ok := h.answer(withKey, 5*time.Second); !ok || code != 0 {
-		t.Fatalf("health with the key while keyless calls are at the bound: status %d (answered %v), want 0", code, ok)
-	}
-	h.reset(held[0])
-	for end := time.Now().Add(5 * time.Second); ; {
-		id := h.open(check, "", nil)
-		h.finish(id, hc)
-		code, ok := h.answer(id, 5*time.Second)
+	served(last, "Bearer "+key, "health with the key while keyless calls are at the bound")
+	held[0].h.reset(held[0].id)
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		// grpc-go ends the reset stream, and its place is given back.
+		id := last.open(check, "", nil)
+		last.finish(id, hc)
+		code, ok := last.answer(id, 5*time.Second)
 		if ok && code == 0 {
 			break
 		}
 		if !ok || code != 8 || time.Now().After(end) {
 			t.Fatalf("after a keyless call was reset: status %d (answered %v), want 0", code, ok)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
-	for _, id := range held[1:] {
-		h.reset(id)
+	for _, c := range held[1:] {
+		c.h.reset(c.id)
 	}
 
 	// Calls that end normally give their place back: many more than the
@@ -242,7 +285,7 @@ func TestCallsWithoutKeyRefusedBeforeTheirRequest(t *testing.T) {
 			t.Fatalf("keyless health check after the resets: %v", err)
 		}
 	}
-	for i := range 3 * service.MaxKeylessStreams {
+	for i := range 2 * service.MaxKeylessStreams {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
 		cancel()
