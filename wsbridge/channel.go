@@ -313,16 +313,25 @@ func (ch *channel) goLive(s *session, sb *sub, id uint32, frames []outFrame, rec
 // that did not recover starts at pos: its reply carries that position for
 // transports that track positions (a recovered one advances with the
 // replayed publications instead).
+//
+// A recovery's reply and publications answer the client's request, and
+// are queued as replies (transport.enqueueReplies); if they are more than
+// the connection may have queued in replies, the subscription goes live
+// at pos without them, recovered=false (the client reads history in
+// pages), rather than the connection being closed as a slow consumer,
+// which made it reconnect and try the same recovery again.
 func (ch *channel) goLiveLocked(s *session, sb *sub, id uint32, pos uint64, frames []outFrame, recovered bool) {
 	sb.live, sb.pending = true, nil
 	f := outFrame{b: encodeFrame(s.format, subscribedFrame(id, ch.name, ch.epoch, pos, recovered, ch.ns.HistorySize > 0))}
-	if !recovered {
-		f.pos = &heraldv1.Publication{Channel: ch.name, Offset: pos, Epoch: ch.epoch}
+	if recovered {
+		if ok, _ := s.t.enqueueReplies(append([]outFrame{f}, frames...)...); ok {
+			return
+		}
+		metricRecoveriesTooBig.Inc()
+		f = outFrame{b: encodeFrame(s.format, subscribedFrame(id, ch.name, ch.epoch, pos, false, ch.ns.HistorySize > 0))}
 	}
+	f.pos = &heraldv1.Publication{Channel: ch.name, Offset: pos, Epoch: ch.epoch}
 	s.t.enqueue(f)
-	for _, f := range frames {
-		s.t.enqueue(f)
-	}
 }
 
 // resume makes a subscription live after since: it reads the missed

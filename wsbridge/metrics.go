@@ -32,6 +32,10 @@ var (
 		Name: "herald_ws_slow_consumer_closes_total",
 		Help: "Connections closed because their outbound queue overflowed (close code 4004).",
 	})
+	metricRecoveriesTooBig = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "herald_ws_recoveries_too_large_total",
+		Help: "Subscriptions that went live with recovered=false because the publications to recover were more than the connection may have queued in replies (16 times bridge.queue_bytes).",
+	})
 	metricAuthFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "herald_ws_auth_failures_total",
 		Help: "Connect frames refused, by reason (missing_token, invalid_token, expired_token; hook_refused: the connect hook refused; hook_unavailable: it gave no answer).",
@@ -121,7 +125,7 @@ func init() {
 	for _, r := range []string{"max_connections", "max_conns_per_ip", "accept_rate", "shutting_down"} {
 		metricRefused.WithLabelValues(r)
 	}
-	prometheus.MustRegister(metricCommands, metricSlowCloses, metricAuthFailures, metricRefused, metricRateLimited,
+	prometheus.MustRegister(metricCommands, metricSlowCloses, metricRecoveriesTooBig, metricAuthFailures, metricRefused, metricRateLimited,
 		metricUpstreamRestarts, metricDeliveryLatency, metricInvalidPayloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "herald_ws_channels",

@@ -218,9 +218,23 @@ func (s *session) handle(fr *heraldv1.ClientFrame, derr *requestError) bool {
 		s.sendError(fr.Id, fromStatus(err))
 	case reply != nil:
 		reply.Id = fr.Id
-		s.send(reply)
+		s.sendReply(reply)
 	}
 	return true
+}
+
+// sendReply queues a reply within the connection's budget for replies
+// (transport.enqueueReplies), or an error saying why it could not be.
+func (s *session) sendReply(fr *heraldv1.ServerFrame) {
+	b := encodeFrame(s.format, fr)
+	ok, tooBig := s.t.enqueueReplies(outFrame{b: b})
+	switch {
+	case ok:
+	case tooBig:
+		s.sendError(fr.Id, reqErr(ErrBadRequest, "the reply is %d bytes, more than a connection may have queued in replies (%d: %d times bridge.queue_bytes); ask for less (a smaller history limit)", len(b), replyBudgetFactor*s.b.cfg.QueueBytes, replyBudgetFactor))
+	default:
+		s.sendError(fr.Id, reqErr(ErrRateLimited, "replies of %d bytes are waiting to be sent on this connection, the most it may have (%d times bridge.queue_bytes); retry once they are read", replyBudgetFactor*s.b.cfg.QueueBytes, replyBudgetFactor))
+	}
 }
 
 // connect authenticates the session with what the client presented and

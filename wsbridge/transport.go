@@ -85,8 +85,9 @@ type transport struct {
 
 	mu             sync.Mutex // guards below; held briefly, never while taking another lock
 	queue          []outFrame // frames to send
-	qbytes         int
-	pong           []byte // the writer must send a pong with this payload (non-nil; WebSocket)
+	qbytes         int        // bytes of queue
+	rbytes, rcount int        // of those, the bytes and frames of replies (enqueueReplies)
+	pong           []byte     // the writer must send a pong with this payload (non-nil; WebSocket)
 	closeMsg       string
 	closeCode      CloseCode
 	closeDelay     uint32 // the reconnect delay advised, in ms
@@ -110,7 +111,7 @@ func (t *transport) enqueue(f outFrame) {
 		t.mu.Unlock()
 		return
 	}
-	if len(t.queue) >= t.b.cfg.QueueFrames || t.qbytes+len(f.b) > t.b.cfg.QueueBytes {
+	if len(t.queue)-t.rcount >= t.b.cfg.QueueFrames || t.qbytes-t.rbytes+len(f.b) > t.b.cfg.QueueBytes {
 		t.mu.Unlock()
 		t.b.nSlow.Add(1)
 		t.s.closeWith(CloseSlowConsumer, "slow consumer: too many unsent frames; reconnect and recover", true, 0)
@@ -123,6 +124,47 @@ func (t *transport) enqueue(f outFrame) {
 	if start {
 		t.goWriter()
 	}
+}
+
+// replyBudgetFactor times bridge.queue_bytes is what a connection may
+// have queued in replies to its own requests (enqueueReplies).
+const replyBudgetFactor = 16
+
+// enqueueReplies queues frames that answer the client's own request (a
+// reply; a subscription's reply with its recovered publications, in
+// order), all or none, and reports whether it did. They are bounded by
+// replyBudgetFactor × queue_bytes, not by queue_bytes and queue_frames,
+// which bound what is pushed to a client whether it asks or not: a client
+// that keeps up can ask for more at once than those allow (a history page
+// of 20 publications of 60 KB; recovering them after a reconnect), and
+// was closed as a slow consumer for it, again on every reconnect. When
+// they do not fit, tooBig says whether they never could (else the
+// client's earlier replies fill the budget; it may retry).
+func (t *transport) enqueueReplies(frames ...outFrame) (ok, tooBig bool) {
+	n := 0
+	for _, f := range frames {
+		n += len(f.b)
+	}
+	budget := replyBudgetFactor * t.b.cfg.QueueBytes
+	t.mu.Lock()
+	if t.closing {
+		t.mu.Unlock()
+		return true, false
+	}
+	if t.rbytes+n > budget {
+		t.mu.Unlock()
+		return false, n > budget
+	}
+	t.queue = append(t.queue, frames...)
+	t.qbytes += n
+	t.rbytes += n
+	t.rcount += len(frames)
+	start := t.startWriterLocked()
+	t.mu.Unlock()
+	if start {
+		t.goWriter()
+	}
+	return true, false
 }
 
 // send queues bytes that advance no channel position.
@@ -141,7 +183,7 @@ func (t *transport) close(code CloseCode, reason string, final []byte, reconnect
 	}
 	if code == CloseSlowConsumer {
 		clear(t.queue)
-		t.queue, t.qbytes = t.queue[:0], 0
+		t.queue, t.qbytes, t.rbytes, t.rcount = t.queue[:0], 0, 0, 0
 	}
 	t.closing = true
 	t.closeCode, t.closeMsg, t.closeReconnect, t.closeDelay = code, reason, reconnect, delayMs
@@ -293,7 +335,7 @@ func (t *transport) writeLoop() {
 		bt := batchPool.Get().(*batch)
 		bt.frames = append(bt.frames[:0], t.queue...)
 		clear(t.queue)
-		t.queue, t.qbytes = t.queue[:0], 0
+		t.queue, t.qbytes, t.rbytes, t.rcount = t.queue[:0], 0, 0, 0
 		bt.ping, bt.pong, bt.last = t.ping, t.pong, t.closing
 		bt.code, bt.reason, bt.delay, bt.recon = t.closeCode, t.closeMsg, t.closeDelay, t.closeReconnect
 		t.ping, t.pong = false, nil

@@ -1,0 +1,86 @@
+package wsbridge_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/node"
+)
+
+// A reply to the client's own request (a history page, a subscription's
+// recovered publications) may be more than bridge.queue_bytes: the
+// client asked for it, and it counts against a budget of its own (16
+// times queue_bytes). Before, a history page of 30 publications of 50 KB
+// closed the connection as a slow consumer (4004), and so did recovering
+// them after a reconnect, again on every reconnect. Beyond the budget a
+// history page is an error and a recovery goes live with recovered=false;
+// the connection stays.
+func TestRepliesLargerThanQueueBytes(t *testing.T) {
+	cfg := testConfig()
+	cfg.Bridge.QueueBytes = 64 << 10 // replies: 1 MiB
+	n := startNode(t, cfg, node.Serve)
+	be := backend(t, n, "")
+	publish := func(channel string, count, size int) *heraldv1.StreamPosition {
+		t.Helper()
+		var pos *heraldv1.StreamPosition
+		for range count {
+			resp, err := be.Publish(context.Background(), &heraldv1.PublishRequest{Channel: channel, Payload: &heraldv1.PublishRequest_RawJson{RawJson: []byte(`"` + strings.Repeat("x", size) + `"`)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pos = resp.Position
+		}
+		return pos
+	}
+	history := func(c *client, channel string) *heraldv1.ServerFrame {
+		t.Helper()
+		return c.request(&heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_History{History: &heraldv1.HistoryFrame{Channel: channel, Limit: 30}}})
+	}
+	alive := func(c *client) {
+		t.Helper()
+		if r := c.request(&heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_Ping{Ping: &heraldv1.PingFrame{}}}); r.GetPong() == nil {
+			t.Fatalf("ping: %v", r)
+		}
+	}
+
+	// 30 × 8 KB: about 240 KB, over queue_bytes, within the budget.
+	fits := publish("chat:fits", 30, 8000)
+	for _, sp := range []string{"", "herald.proto"} {
+		c := connect(t, n, sp, token(t, "ann", time.Minute, nil))
+		r := history(c, "chat:fits")
+		pubs := r.GetHistory().GetPublications()
+		if len(pubs) != 30 || pubs[0].Offset != 1 || pubs[29].Offset != 30 {
+			t.Fatalf("%q: history page: %d publications (%v), want offsets 1..30", sp, len(pubs), r.GetError())
+		}
+		s := c.subscribe("chat:fits", &heraldv1.StreamPosition{Offset: 0, Epoch: fits.Epoch})
+		if !s.GetSubscribe().GetRecovered() {
+			t.Fatalf("%q: recovery of 240 KB: %v, want recovered", sp, s)
+		}
+		for want := uint64(1); want <= 30; want++ {
+			if p := c.nextPub("chat:fits"); p.Offset != want {
+				t.Fatalf("%q: recovered offset %d, want %d", sp, p.Offset, want)
+			}
+		}
+		alive(c)
+	}
+
+	// 30 × 40 KB: about 1.2 MB, over the budget.
+	huge := publish("chat:huge", 30, 40000)
+	c := connect(t, n, "", token(t, "bob", time.Minute, nil))
+	if r := history(c, "chat:huge"); r.GetError().GetCode() != 110 || !strings.Contains(r.GetError().GetMessage(), "bridge.queue_bytes") {
+		t.Fatalf("history page of 1.2 MB: %v, want error 110 naming bridge.queue_bytes", r)
+	}
+	alive(c)
+	s := c.subscribe("chat:huge", &heraldv1.StreamPosition{Offset: 0, Epoch: huge.Epoch})
+	if sb := s.GetSubscribe(); sb == nil || sb.Recovered || sb.GetPosition().GetOffset() != 30 {
+		t.Fatalf("recovery of 1.2 MB: %v, want recovered=false at offset 30", s)
+	}
+	alive(c)
+	publish("chat:huge", 1, 10)
+	if p := c.nextPub("chat:huge"); p.Offset != 31 {
+		t.Fatalf("live after the recovery that did not fit: offset %d, want 31", p.Offset)
+	}
+}
