@@ -24,6 +24,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -718,9 +720,23 @@ func (s *Server) History(ctx context.Context, req *heraldv1.HistoryRequest) (*he
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}
-	out := &heraldv1.HistoryResponse{Position: res.Position, Publications: make([]*heraldv1.Publication, len(res.Publications))}
-	for i, p := range res.Publications {
-		out.Publications[i] = forFormat(p, req.PayloadFormat)
+	out := &heraldv1.HistoryResponse{Position: res.Position, Publications: make([]*heraldv1.Publication, 0, len(res.Publications))}
+	// A page is what one gRPC message may carry (limits.max_grpc_message):
+	// the publications that fit, at least one, and the caller pages on
+	// from the last (as the bridge's recovery does). Larger pages failed
+	// where the response crosses a network, and only there: a split
+	// bridge's history page or recovery of 100 publications of 60 KB got
+	// `trying to send message larger than max`, every time, while
+	// `herald serve`'s in-process bridge delivered it.
+	size := proto.Size(&heraldv1.HistoryResponse{Position: res.Position})
+	for _, p := range res.Publications {
+		q := forFormat(p, req.PayloadFormat)
+		n := proto.Size(q)
+		size += protowire.SizeTag(1) + protowire.SizeBytes(n)
+		if size > s.cfg.Limits.MaxGRPCMessage && len(out.Publications) > 0 {
+			break
+		}
+		out.Publications = append(out.Publications, q)
 	}
 	return out, nil
 }

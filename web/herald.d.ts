@@ -221,7 +221,11 @@ export interface PublishResult extends StreamPosition {
 export interface HistoryOptions {
   /** Start after this position (before it, with reverse). */
   since?: StreamPosition;
-  /** Maximum publications; 0: the server's default. */
+  /**
+   * Maximum publications; 0: the server's default. A page holds fewer
+   * when more would be over 4 MiB (the server's `limits.max_grpc_message`):
+   * ask again with `since` the last one's position.
+   */
   limit?: number;
   /** Newest first. */
   reverse?: boolean;

@@ -2,10 +2,12 @@ package wsbridge_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"github.com/herald-io/herald/node"
 )
@@ -82,5 +84,70 @@ func TestRepliesLargerThanQueueBytes(t *testing.T) {
 	publish("chat:huge", 1, 10)
 	if p := c.nextPub("chat:huge"); p.Offset != 31 {
 		t.Fatalf("live after the recovery that did not fit: offset %d, want 31", p.Offset)
+	}
+}
+
+// A history page is what one gRPC message may carry
+// (limits.max_grpc_message, 4 MiB), in `herald serve` and in a split
+// deployment alike: the client pages on from its last publication.
+// Before, a split bridge asked its core for 100 publications of 60 KB
+// (6 MB) and got `trying to send message larger than max`, as error 108
+// to the browser, for the history page and for the recovery alike, every
+// time, while `herald serve` delivered both.
+func TestHistoryPagesFitOneGRPCMessage(t *testing.T) {
+	const key = "core-api-key-0123456789"
+	coreCfg := testConfig()
+	coreCfg.APIKeys = []config.APIKey{{Name: "bridge", Key: key}}
+	core := startNode(t, coreCfg, node.Core)
+	bridgeCfg := testConfig()
+	bridgeCfg.Bridge.Core = core.GRPCAddr.String()
+	bridgeCfg.Bridge.CoreAPIKey = key
+	split := startNode(t, bridgeCfg, node.BridgeOnly)
+	serve := startNode(t, testConfig(), node.Serve)
+	var pages [2][]int
+	for i, shape := range []struct {
+		name   string
+		bridge *node.Node
+		be     heraldv1.HeraldServiceClient
+	}{{"split", split, backend(t, core, key)}, {"serve", serve, backend(t, serve, "")}} {
+		var epoch string
+		for range 100 {
+			resp, err := shape.be.Publish(context.Background(), &heraldv1.PublishRequest{Channel: "chat:pages", Payload: &heraldv1.PublishRequest_RawJson{RawJson: []byte(`"` + strings.Repeat("x", 60000) + `"`)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			epoch = resp.Position.Epoch
+		}
+		c := connect(t, shape.bridge, "", token(t, "ann", time.Minute, nil))
+		var since *heraldv1.StreamPosition
+		for got := uint64(0); got < 100; {
+			r := c.request(&heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_History{History: &heraldv1.HistoryFrame{Channel: "chat:pages", Since: since, Limit: 100}}})
+			pubs := r.GetHistory().GetPublications()
+			if len(pubs) == 0 {
+				t.Fatalf("%s: history after %d: %v", shape.name, got, r)
+			}
+			for _, p := range pubs {
+				if got++; p.Offset != got {
+					t.Fatalf("%s: history offset %d, want %d", shape.name, p.Offset, got)
+				}
+			}
+			pages[i] = append(pages[i], len(pubs))
+			since = &heraldv1.StreamPosition{Offset: got, Epoch: epoch}
+		}
+		if len(pages[i]) < 2 {
+			t.Errorf("%s: 6 MB of history in one page %v; a page is at most 4 MiB", shape.name, pages[i])
+		}
+		s := c.subscribe("chat:pages", &heraldv1.StreamPosition{Offset: 0, Epoch: epoch})
+		if !s.GetSubscribe().GetRecovered() {
+			t.Fatalf("%s: recovery of 6 MB: %v, want recovered", shape.name, s)
+		}
+		for want := uint64(1); want <= 100; want++ {
+			if p := c.nextPub("chat:pages"); p.Offset != want {
+				t.Fatalf("%s: recovered offset %d, want %d", shape.name, p.Offset, want)
+			}
+		}
+	}
+	if fmt.Sprint(pages[0]) != fmt.Sprint(pages[1]) {
+		t.Errorf("pages of the split bridge %v, of herald serve %v: want the same", pages[0], pages[1])
 	}
 }

@@ -1582,7 +1582,10 @@ type HistoryRequest struct {
 	// An epoch that is not the channel's current one is FAILED_PRECONDITION.
 	Since *StreamPosition `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
 	// Maximum publications to return; 0 means the server's default (100).
-	// At most the server's maximum page (1000).
+	// At most the server's maximum page (1000). A page holds fewer (at least
+	// one) when more would not fit in one gRPC message (the server's
+	// `limits.max_grpc_message`, 4 MiB by default): page on with `since`
+	// set to the last publication's position.
 	Limit uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Newest first.
 	Reverse bool `protobuf:"varint,4,opt,name=reverse,proto3" json:"reverse,omitempty"`
