@@ -9,6 +9,7 @@ import (
 
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"github.com/herald-io/herald/internal/redistest"
 	"github.com/herald-io/herald/node"
 )
 
@@ -89,15 +90,18 @@ func TestRepliesLargerThanQueueBytes(t *testing.T) {
 
 // A history page is what one gRPC message may carry
 // (limits.max_grpc_message, 4 MiB), in `herald serve` and in a split
-// deployment alike: the client pages on from its last publication.
+// deployment (its core on Redis) alike: the client pages on from its last publication.
 // Before, a split bridge asked its core for 100 publications of 60 KB
 // (6 MB) and got `trying to send message larger than max`, as error 108
 // to the browser, for the history page and for the recovery alike, every
 // time, while `herald serve` delivered both.
 func TestHistoryPagesFitOneGRPCMessage(t *testing.T) {
 	const key = "core-api-key-0123456789"
-	coreCfg := testConfig()
+	coreCfg := testConfig() // the split core on Redis, with a key
 	coreCfg.APIKeys = []config.APIKey{{Name: "bridge", Key: key}}
+	coreCfg.Engine = "redis"
+	coreCfg.Redis.Addrs = []string{redistest.Start(t).Addr}
+	coreCfg.Redis.Prefix = fmt.Sprintf("pages%d", time.Now().UnixNano())
 	core := startNode(t, coreCfg, node.Core)
 	bridgeCfg := testConfig()
 	bridgeCfg.Bridge.Core = core.GRPCAddr.String()
@@ -109,7 +113,7 @@ func TestHistoryPagesFitOneGRPCMessage(t *testing.T) {
 		name   string
 		bridge *node.Node
 		be     heraldv1.HeraldServiceClient
-	}{{"split", split, backend(t, core, key)}, {"serve", serve, backend(t, serve, "")}} {
+	}{{"split, Redis", split, backend(t, core, key)}, {"serve", serve, backend(t, serve, "")}} {
 		var epoch string
 		for range 100 {
 			resp, err := shape.be.Publish(context.Background(), &heraldv1.PublishRequest{Channel: "chat:pages", Payload: &heraldv1.PublishRequest_RawJson{RawJson: []byte(`"` + strings.Repeat("x", 60000) + `"`)}})
