@@ -3,6 +3,7 @@ package wsbridge_test
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +69,29 @@ func TestRepliesLargerThanQueueBytes(t *testing.T) {
 			}
 		}
 		alive(c)
+	}
+
+	// The same recovery over SSE, resumed by Last-Event-ID.
+	publish("chat:ssefits", 1, 10) // the channel's epoch begins
+	q := url.Values{"token": {token(t, "sse", time.Hour, nil)}, "channel": {"chat:ssefits"}}
+	sc := openSSE(t, httpBase(n), q, "")
+	sc.connected()
+	sc.subscribedPush("chat:ssefits")
+	last := sc.lastID
+	if last == "" {
+		t.Fatal("SSE: no event id to resume from")
+	}
+	sc.close()
+	publish("chat:ssefits", 30, 8000)
+	sc = openSSE(t, httpBase(n), q, last)
+	sc.connected()
+	if s := sc.subscribedPush("chat:ssefits"); !s.Recovered {
+		t.Fatalf("SSE: recovery of 240 KB: %v, want recovered", s)
+	}
+	for want := uint64(2); want <= 31; want++ {
+		if p := sc.nextPub("chat:ssefits"); p.Offset != want {
+			t.Fatalf("SSE: recovered offset %d, want %d", p.Offset, want)
+		}
 	}
 
 	// 30 × 40 KB: about 1.2 MB, over the budget.
