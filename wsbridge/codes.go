@@ -189,6 +189,13 @@ func fromStatus(err error) *requestError {
 	case codes.Unauthenticated, codes.PermissionDenied:
 		return reqErr(ErrUnavailable, "service unavailable; retry later")
 	case codes.ResourceExhausted:
+		if strings.Contains(st.Message(), "message larger than max") {
+			// grpc-go's refusal of a message over limits.max_grpc_message,
+			// the core's answer sent or received (a split bridge's
+			// presence list of tens of thousands): the same request fails
+			// every time, so it is not "temporary" (108 made clients retry).
+			return reqErr(ErrInternal, "the answer is larger than limits.max_grpc_message allows between the bridge and its core; raise it on both")
+		}
 		return reqErr(ErrRateLimited, "%s", st.Message())
 	case codes.Unavailable, codes.Aborted, codes.Canceled:
 		return reqErr(ErrUnavailable, "core unavailable; retry later")

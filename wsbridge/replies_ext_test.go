@@ -179,3 +179,37 @@ func TestHistoryPagesFitOneGRPCMessage(t *testing.T) {
 		t.Errorf("pages of the split bridge %v, of herald serve %v: want the same", pages[0], pages[1])
 	}
 }
+
+// An answer of the core over limits.max_grpc_message (a split bridge's
+// presence list of a crowded channel: presence is not paged) is error
+// 200, not temporary, naming the option; it was 108 "temporary" with
+// grpc-go's text, which made clients retry a request that fails every
+// time. Other browsers are not disturbed.
+func TestAnswerOverGRPCMessageLimit(t *testing.T) {
+	const key = "core-api-key-0123456789"
+	small := func(c *config.Config) { c.Limits.MaxPayload, c.Limits.MaxGRPCMessage = 1024, 2048 }
+	coreCfg := testConfig()
+	coreCfg.APIKeys = []config.APIKey{{Name: "bridge", Key: key}}
+	small(&coreCfg)
+	core := startNode(t, coreCfg, node.Core)
+	bridgeCfg := testConfig()
+	bridgeCfg.Bridge.Core = core.GRPCAddr.String()
+	bridgeCfg.Bridge.CoreAPIKey = key
+	small(&bridgeCfg)
+	bridge := startNode(t, bridgeCfg, node.BridgeOnly)
+	var cs []*client
+	for i := range 60 {
+		c := connect(t, bridge, "", token(t, fmt.Sprintf("member-%02d-%s", i, strings.Repeat("m", 30)), time.Minute, nil))
+		if r := c.subscribe("chat:crowd", nil); r.GetSubscribe() == nil {
+			t.Fatalf("subscribe %d: %v", i, r)
+		}
+		cs = append(cs, c)
+	}
+	r := cs[0].request(&heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_Presence{Presence: &heraldv1.PresenceFrame{Channel: "chat:crowd"}}})
+	if e := r.GetError(); e.GetCode() != 200 || e.GetTemporary() || !strings.Contains(e.GetMessage(), "limits.max_grpc_message") {
+		t.Fatalf("presence of 60 clients over a 2 KB message limit: %v, want error 200, not temporary, naming limits.max_grpc_message", r)
+	}
+	if r := cs[1].request(&heraldv1.ClientFrame{Body: &heraldv1.ClientFrame_Ping{Ping: &heraldv1.PingFrame{}}}); r.GetPong() == nil {
+		t.Fatalf("a bystander's ping: %v", r)
+	}
+}
