@@ -228,7 +228,7 @@ func (a *keyAuth) check(ctx context.Context, method string) (context.Context, er
 
 // tap runs when a call's headers arrive on a network listener, before any
 // of its request is read. A call without a valid key is refused there, so
-// it costs the server nothing: grpc-go reads a unary call's whole request
+// it costs the server no more than its headers: grpc-go reads a unary call's whole request
 // before any interceptor runs, and HTTP/2 lets every stream of a
 // connection send a flow-control window's worth of it (64 KB, more once
 // the window grows), so a client without a key could hold a goroutine and
