@@ -165,15 +165,24 @@ func (k *keyless) release(addr netip.Addr) {
 	}
 }
 
-// clientAddr is the IP address of the call's client; the zero Addr where
-// there is none (a listener that is not TCP).
+// clientAddr is the address of the call's client for the per-address
+// bound: its IPv4 address, or the /64 network of its IPv6 address (one
+// host commonly holds a whole /64); the zero Addr where there is none (a
+// listener that is not TCP).
 func clientAddr(ctx context.Context) netip.Addr {
-	if p, ok := peer.FromContext(ctx); ok {
-		if a, ok := p.Addr.(*net.TCPAddr); ok {
-			return a.AddrPort().Addr().Unmap()
-		}
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return netip.Addr{}
 	}
-	return netip.Addr{}
+	a, ok := p.Addr.(*net.TCPAddr)
+	if !ok {
+		return netip.Addr{}
+	}
+	ip := a.AddrPort().Addr().Unmap()
+	if ip.Is6() {
+		ip = netip.PrefixFrom(ip, 64).Masked().Addr()
+	}
+	return ip
 }
 
 // keyAuths holds the keyAuth of each Server: a node serves the same core on
