@@ -630,6 +630,22 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 	case <-ctx.Done():
 		return status.FromContextError(ctx.Err()).Err()
 	case err := <-sent:
+		if err == nil {
+			// The sender stops (nil) once the subscriber's queue is
+			// closed, which is a moment before the subscriber is done
+			// (stop closes the queue, then done), or once the stream
+			// ended: wait for the reason. Returning the nil ended the
+			// stream with OK (io.EOF to the client, which then need not
+			// resubscribe) where the node was closing or had cut off a
+			// slow subscriber; seen once in a full test run.
+			select {
+			case <-sub.done:
+				metricStreamEnds.WithLabelValues(endReason(sub.err)).Inc()
+				return sub.err
+			case <-ctx.Done():
+				return status.FromContextError(ctx.Err()).Err()
+			}
+		}
 		return err
 	}
 }
