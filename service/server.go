@@ -623,30 +623,28 @@ func (s *Server) Subscribe(req *heraldv1.SubscribeRequest, stream grpc.ServerStr
 		}()
 		sent <- s.sendStream(stream, req, sub, pos, replay, recovered)
 	}()
+	// The stream ends when the subscriber is stopped (done), the client
+	// goes (ctx), or the sender fails. The sender also stops, with nil,
+	// once the subscriber's queue is closed, which is a moment before the
+	// subscriber is done (stop closes the queue, then done): a nil from it
+	// means "wait for the reason". Returning that nil ended the stream OK
+	// (io.EOF to the client, which then need not resubscribe) where the
+	// node was closing or had cut off a slow subscriber; seen once in a
+	// full test run.
+	select {
+	case err := <-sent:
+		if err != nil {
+			return err
+		}
+	case <-sub.done:
+	case <-ctx.Done():
+	}
 	select {
 	case <-sub.done:
 		metricStreamEnds.WithLabelValues(endReason(sub.err)).Inc()
 		return sub.err
 	case <-ctx.Done():
 		return status.FromContextError(ctx.Err()).Err()
-	case err := <-sent:
-		if err == nil {
-			// The sender stops (nil) once the subscriber's queue is
-			// closed, which is a moment before the subscriber is done
-			// (stop closes the queue, then done), or once the stream
-			// ended: wait for the reason. Returning the nil ended the
-			// stream with OK (io.EOF to the client, which then need not
-			// resubscribe) where the node was closing or had cut off a
-			// slow subscriber; seen once in a full test run.
-			select {
-			case <-sub.done:
-				metricStreamEnds.WithLabelValues(endReason(sub.err)).Inc()
-				return sub.err
-			case <-ctx.Done():
-				return status.FromContextError(ctx.Err()).Err()
-			}
-		}
-		return err
 	}
 }
 
