@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/herald-io/herald/config"
+	"github.com/herald-io/herald/wsbridge"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
@@ -177,17 +178,17 @@ func (d *frontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d.refuse(w, r, rest, "body_too_large", http.StatusRequestEntityTooLarge, codes.InvalidArgument, tooLarge())
 		return
 	}
-	// The body has bodyTimeout to arrive: ReadHeaderTimeout covers only
+	// The body has wsbridge.BodyTimeout to arrive: ReadHeaderTimeout covers only
 	// the headers, and a body sent a byte a minute would hold the
 	// connection and its goroutine for as long as the client liked.
 	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(bodyTimeout))
+	_ = rc.SetReadDeadline(time.Now().Add(wsbridge.BodyTimeout))
 	body, err := readBody(r.Body, r.ContentLength, d.maxBody)
 	_ = rc.SetReadDeadline(time.Time{})
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		w.Header().Set("Connection", "close")
 		d.refuse(w, r, rest, "body_timeout", http.StatusRequestTimeout, codes.DeadlineExceeded,
-			fmt.Sprintf("the request body did not arrive within %v", bodyTimeout))
+			fmt.Sprintf("the request body did not arrive within %v", wsbridge.BodyTimeout))
 		return
 	}
 	if err != nil {
@@ -203,9 +204,6 @@ func (d *frontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.ContentLength = int64(len(body))
 	d.next.ServeHTTP(w, r)
 }
-
-// bodyTimeout bounds how long the front door waits for a REST body.
-const bodyTimeout = 10 * time.Second
 
 // readBody reads a body of up to max bytes, and one more if there is
 // more: in one buffer of the size the request announced (Content-Length,

@@ -16,6 +16,7 @@ import (
 	"github.com/herald-io/herald/internal/redistest"
 	"github.com/herald-io/herald/internal/tlstest"
 	"github.com/herald-io/herald/node"
+	"github.com/herald-io/herald/wsbridge"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -538,7 +539,7 @@ func TestTransportMetrics(t *testing.T) {
 }
 
 // TestSlowBodiesRefused: a POST to /stream or /command that announces a
-// body and does not send it is answered 408 and closed once bodyTimeout
+// body and does not send it is answered 408 and closed once BodyTimeout
 // (10 s) has passed, before any token is checked (it used to hold its
 // connection for as long as the client liked). An HTTP stream opened
 // normally outlives that timeout: the deadline is lifted once the connect
@@ -590,7 +591,7 @@ func TestSlowBodiesRefused(t *testing.T) {
 			if r := c.waitFor("subscribe reply", func(f *heraldv1.ServerFrame) bool { return f.Id == 2 }); r.GetSubscribe() == nil {
 				t.Fatalf("subscribe: %v", r)
 			}
-			time.Sleep(11 * time.Second)
+			time.Sleep(wsbridge.BodyTimeout + time.Second) // the elapsed time is the condition: past the body deadline
 			resp, err := tc.hc.Post(tc.base+"/v1/channels/"+ch+"/publish", "application/json", strings.NewReader(`{"data":1}`))
 			if err != nil {
 				t.Fatal(err)
