@@ -1,9 +1,11 @@
 package memory
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -145,4 +147,72 @@ func BenchmarkPublish(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkRetainedHistory measures what a full history costs the
+// process: 10,000 channels with 100 publications each of a 64-byte JSON
+// payload (the notification workload's steady state at the default
+// history_size; at 5,000 publications a second the default 5-minute TTL
+// retains more). heapB/pub is the live heap per retained publication,
+// objects/pub the heap objects per publication, and gc-ms the time of one
+// full collection with the history live (the median of three).
+//
+//	go test ./engine/memory -run '^$' -bench RetainedHistory -benchtime 1x
+func BenchmarkRetainedHistory(b *testing.B) {
+	const channels, perChannel = 10_000, 100
+	ctx := context.Background()
+	payload := []byte(`{"type":"notification","id":1234567,"text":"hello there, 64 bytes"}`)
+	opts := engine.PublishOptions{HistorySize: perChannel, HistoryTTL: 5 * time.Minute}
+	for range b.N {
+		e := newEngine(time.Now, Options{})
+		before := heapInUse()
+		var m0 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		for range perChannel {
+			for c := range channels {
+				pub := &heraldv1.Publication{Channel: "user:bench-" + strconv.Itoa(c), Payload: &heraldv1.Publication_RawJson{RawJson: bytes.Clone(payload)}}
+				if _, err := e.Publish(ctx, pub, opts); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		held := heapInUse() - before
+		var m1 runtime.MemStats
+		runtime.ReadMemStats(&m1)
+		var gc []time.Duration
+		for range 3 {
+			start := time.Now()
+			runtime.GC()
+			gc = append(gc, time.Since(start))
+		}
+		slices.Sort(gc)
+		b.ReportMetric(float64(held)/(channels*perChannel), "heapB/pub")
+		b.ReportMetric(float64(m1.HeapObjects-m0.HeapObjects)/(channels*perChannel), "objects/pub")
+		b.ReportMetric(float64(gc[1].Microseconds())/1000, "gc-ms")
+		runtime.KeepAlive(e)
+	}
+}
+
+// BenchmarkHistoryRead measures one history read of a full page (100
+// publications) of a channel, as a recovering client makes.
+//
+//	go test ./engine/memory -run '^$' -bench HistoryRead -benchmem
+func BenchmarkHistoryRead(b *testing.B) {
+	e := New(Options{})
+	ctx := context.Background()
+	opts := engine.PublishOptions{HistorySize: 100, HistoryTTL: 5 * time.Minute}
+	for range 100 {
+		pub := &heraldv1.Publication{Channel: "bench:h", Payload: &heraldv1.Publication_RawJson{RawJson: []byte(`{"type":"notification","id":1234567,"text":"hello there, 64 bytes"}`)}}
+		if _, err := e.Publish(ctx, pub, opts); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		res, err := e.History(ctx, "bench:h", engine.HistoryQuery{Limit: 100})
+		if err != nil || len(res.Publications) != 100 {
+			b.Fatal(err, len(res.Publications))
+		}
+	}
 }

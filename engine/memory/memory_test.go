@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
@@ -99,7 +101,8 @@ func TestMemoryHistoryModel(t *testing.T) {
 			offset uint64
 			at     time.Time
 		}
-		var model []entry // what the channel should retain
+		var model []entry         // what the channel should retain
+		steps := map[uint64]int{} // offset -> the step that published it
 		var top uint64
 		ttl := 10 * time.Second
 		for step := range 200 {
@@ -112,6 +115,7 @@ func TestMemoryHistoryModel(t *testing.T) {
 					t.Fatal(err)
 				}
 				top = res.Position.Offset
+				steps[top] = step
 				model = append(model, entry{top, clock.now()})
 				if len(model) > size {
 					model = model[1:]
@@ -147,6 +151,14 @@ func TestMemoryHistoryModel(t *testing.T) {
 				var got []uint64
 				for _, p := range res.Publications {
 					got = append(got, p.Offset)
+					// History sets the offset from the entry's place in
+					// the ring: the payload must be the one published
+					// at that offset, the channel and epoch the
+					// channel's.
+					if want := strconv.Quote(fmt.Sprint(steps[p.Offset])); string(p.GetRawJson()) != want || p.Channel != "m" || p.Epoch != res.Position.Epoch {
+						t.Fatalf("size %d step %d: offset %d carries %s on %q in epoch %q, want %s on \"m\" in %q",
+							size, step, p.Offset, p.GetRawJson(), p.Channel, p.Epoch, want, res.Position.Epoch)
+					}
 				}
 				if fmt.Sprint(got) != fmt.Sprint(want) || res.Oldest != oldest || res.Position.Offset != top {
 					t.Fatalf("size %d step %d since %d limit %d reverse %v: got %v oldest %d top %d, want %v oldest %d top %d",
@@ -359,4 +371,42 @@ func TestMemoryIdempotencyKeysExpire(t *testing.T) {
 	if res := publish("keys:3", "3"); res.Duplicate {
 		t.Fatalf("a key past its window is still a duplicate: %+v", res)
 	}
+}
+
+// TestMemoryRetainedHistoryIsCompact: a retained publication is one heap
+// object without pointers, not a decoded message (four objects, 268 bytes
+// for a 67-byte payload, all of which every collection scanned). 20,000
+// publications retained on 200 channels.
+func TestMemoryRetainedHistoryIsCompact(t *testing.T) {
+	const channels, perChannel = 200, 100
+	ctx := context.Background()
+	e := startedMemoryEngine(t, newTestClock(), Options{})
+	payload := `{"type":"notification","id":1234567,"text":"hello there, 64 bytes"}`
+	opts := engine.PublishOptions{HistorySize: perChannel, HistoryTTL: time.Hour}
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	for range perChannel {
+		for c := range channels {
+			pub := &heraldv1.Publication{Channel: "user:" + strconv.Itoa(c), Payload: &heraldv1.Publication_RawJson{RawJson: []byte(payload)}}
+			if _, err := e.Publish(ctx, pub, opts); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	n := float64(channels * perChannel)
+	objects := (float64(m1.HeapObjects) - float64(m0.HeapObjects)) / n
+	bytes := (float64(m1.HeapAlloc) - float64(m0.HeapAlloc)) / n
+	t.Logf("%.2f heap objects, %.0f bytes per retained publication", objects, bytes)
+	if objects > 1.5 || bytes > float64(len(payload))+96 {
+		t.Fatalf("%.2f heap objects and %.0f bytes per retained publication of a %d-byte payload, want at most 1.5 and %d",
+			objects, bytes, len(payload), len(payload)+96)
+	}
+	res, err := e.History(ctx, "user:7", engine.HistoryQuery{Limit: perChannel})
+	if err != nil || len(res.Publications) != perChannel || string(res.Publications[99].GetRawJson()) != payload {
+		t.Fatalf("history of user:7: %d publications, %v", len(res.Publications), err)
+	}
+	runtime.KeepAlive(e)
 }
