@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -318,6 +320,80 @@ func TestHeartbeat(t *testing.T) {
 	}
 	_ = alive
 	mute.expectClose(4009)
+}
+
+// TestHeartbeatsSpread: the bridge pings each WebSocket once per
+// ping_interval, not all of them at once. Before, one tick pinged every
+// connection: 10,000 writes in one burst, which held back deliveries for
+// ~150 ms each interval (BENCHMARKS.md, session 25). 64 clients over two
+// and a half intervals: each is pinged about one interval apart, and no
+// tenth of an interval holds the pings of half of them.
+func TestHeartbeatsSpread(t *testing.T) {
+	const interval, clients = 1280 * time.Millisecond, 64
+	cfg := testConfig()
+	cfg.Bridge.PingInterval = config.Duration(interval)
+	n := startNode(t, cfg, node.Serve)
+	var mu sync.Mutex
+	pings := make([][]time.Time, clients)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var conns []*client
+	for i := range clients {
+		c := connect(t, n, "", token(t, fmt.Sprintf("hb%d", i), time.Minute, nil))
+		c.ws.SetPingHandler(func(s string) error {
+			mu.Lock()
+			pings[i] = append(pings[i], time.Now())
+			mu.Unlock()
+			return c.ws.WriteControl(websocket.PongMessage, []byte(s), time.Now().Add(time.Second))
+		})
+		conns = append(conns, c)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				if _, _, err := c.ws.ReadMessage(); err != nil {
+					select {
+					case <-done: // closed below
+					default:
+						t.Errorf("client %d: %v", i, err)
+					}
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(interval*5/2 + 100*time.Millisecond)
+	close(done)
+	for _, c := range conns {
+		_ = c.ws.Close()
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	var all []time.Time
+	for i, ps := range pings {
+		if len(ps) < 2 {
+			t.Fatalf("client %d pinged %d times in 2.5 intervals, want at least 2", i, len(ps))
+		}
+		for k := 1; k < len(ps); k++ {
+			if gap := ps[k].Sub(ps[k-1]); gap < interval/2 {
+				t.Fatalf("client %d pinged %v after its previous ping, want about %v", i, gap, interval)
+			}
+		}
+		all = append(all, ps...)
+	}
+	slices.SortFunc(all, func(a, b time.Time) int { return a.Compare(b) })
+	most := 0
+	for i, j := 0, 0; j < len(all); j++ {
+		for all[j].Sub(all[i]) > interval/10 {
+			i++
+		}
+		most = max(most, j-i+1)
+	}
+	t.Logf("%d pings; at most %d within %v", len(all), most, interval/10)
+	if most > clients/2 {
+		t.Fatalf("%d of %d clients' pings within %v: the heartbeat is not spread over the interval", most, clients, interval/10)
+	}
 }
 
 func TestGoroutineLeak(t *testing.T) {

@@ -132,16 +132,60 @@ func (b *Bridge) eachSession(f func(*session)) {
 
 // heartbeat sends every session's transport a heartbeat each ping
 // interval; a WebSocket that did not answer the previous ping is closed.
+// The sessions are visited in heartbeatSlots parts, one part per tick of
+// PingInterval/slots, so that each still gets one heartbeat per interval
+// but the node does not write to all of them at once: pinging 10,000
+// WebSockets in one burst took ~150 ms of CPU, and held back every
+// delivery meanwhile, once per interval (BENCHMARKS.md, session 25).
 func (b *Bridge) heartbeat() {
-	t := time.NewTicker(b.cfg.PingInterval.D())
+	interval := b.cfg.PingInterval.D()
+	slots := heartbeatSlots(interval)
+	t := time.NewTicker(interval / time.Duration(slots))
 	defer t.Stop()
-	for {
+	for k := 0; ; k = (k + 1) % slots {
 		select {
 		case <-b.ctx.Done():
 			return
 		case <-t.C:
-			b.eachSession(func(s *session) { s.t.heartbeat() })
+			b.heartbeatSlot(k, slots, func(s *session) { s.t.heartbeat() })
 		}
+	}
+}
+
+// Heartbeats are spread over at most maxHeartbeatSlots ticks per interval,
+// each at least minHeartbeatTick apart.
+const (
+	maxHeartbeatSlots = 128
+	minHeartbeatTick  = 10 * time.Millisecond
+)
+
+// heartbeatSlots is the number of parts the sessions are pinged in over
+// one interval: a power of two, so that it divides the shard count or is
+// a multiple of it.
+func heartbeatSlots(interval time.Duration) int {
+	n := 1
+	for n < maxHeartbeatSlots && interval/time.Duration(2*n) >= minHeartbeatTick {
+		n *= 2
+	}
+	return n
+}
+
+// heartbeatSlot calls f (under the shard's lock) for part q of slots:
+// with fewer slots than shards, every session of the shards q, q+slots,
+// …; with more, the sessions of shard q mod shards whose hbSlot picks part
+// q/shards of that shard.
+func (b *Bridge) heartbeatSlot(q, slots int, f func(*session)) {
+	n := len(b.sessions)
+	per, sub := max(slots/n, 1), q/n
+	for j := q % n; j < n; j += slots {
+		sh := &b.sessions[j]
+		sh.mu.Lock()
+		for s := range sh.all {
+			if int(s.hbSlot)%per == sub {
+				f(s)
+			}
+		}
+		sh.mu.Unlock()
 	}
 }
 

@@ -2,8 +2,10 @@ package wsbridge
 
 import (
 	"hash/maphash"
+	mrand "math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 )
 
 // TestUserSessions: a user's sessions are counted against
@@ -59,6 +61,48 @@ func TestUserSessions(t *testing.T) {
 			if len(sh.users) != 0 || len(sh.more) != 0 || len(sh.all) != 0 {
 				t.Fatalf("state left behind: %d users, %d more, %d sessions", len(sh.users), len(sh.more), len(sh.all))
 			}
+		}
+	}
+}
+
+// TestHeartbeatSlots: over one interval, every session gets exactly one
+// heartbeat whatever the number of slots, and the slots share the
+// sessions about evenly.
+func TestHeartbeatSlots(t *testing.T) {
+	for _, tc := range []struct {
+		interval time.Duration
+		slots    int
+	}{{time.Millisecond, 1}, {20 * time.Millisecond, 2}, {100 * time.Millisecond, 8}, {time.Second, 64}, {25 * time.Second, 128}, {time.Hour, 128}} {
+		if got := heartbeatSlots(tc.interval); got != tc.slots {
+			t.Errorf("heartbeatSlots(%v) = %d, want %d", tc.interval, got, tc.slots)
+		}
+	}
+	b := &Bridge{seed: maphash.MakeSeed()}
+	for i := range b.sessions {
+		b.sessions[i].all = make(map[*session]struct{})
+	}
+	const sessions = 12_800
+	for range sessions {
+		b.register(&session{b: b, id: randomID(8), hbSlot: uint8(mrand.Uint32())})
+	}
+	for slots := 1; slots <= maxHeartbeatSlots; slots *= 2 {
+		seen := map[*session]int{}
+		most := 0
+		for q := range slots {
+			n := 0
+			b.heartbeatSlot(q, slots, func(s *session) { seen[s]++; n++ })
+			most = max(most, n)
+		}
+		if len(seen) != sessions {
+			t.Fatalf("%d slots: %d of %d sessions got a heartbeat", slots, len(seen), sessions)
+		}
+		for s, n := range seen {
+			if n != 1 {
+				t.Fatalf("%d slots: session %s got %d heartbeats in one interval", slots, s.id, n)
+			}
+		}
+		if even := sessions / slots; most > even*3/2 {
+			t.Fatalf("%d slots: one slot has %d sessions, want about %d", slots, most, even)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	mrand "math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,7 @@ type session struct {
 	userAdded bool
 	format    format // t.format, kept here for the fan-out
 	badCount  uint8  // request state (below); a session closes at 17
+	hbSlot    uint8  // picks the session's part of its shard in the heartbeat (heartbeatSlot)
 	authed    atomic.Bool
 	expGen    uint32 // guarded by subMu: bumped whenever the expiry is armed again
 	strikes   int32  // request state (below)
@@ -61,7 +63,7 @@ type session struct {
 }
 
 func newSession(b *Bridge, t *transport, creds *credentials) *session {
-	s := &session{b: b, t: t, format: t.format, id: randomID(8), creds: creds}
+	s := &session{b: b, t: t, format: t.format, id: randomID(8), creds: creds, hbSlot: uint8(mrand.Uint32())}
 	t.s = s
 	return s
 }
