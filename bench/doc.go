@@ -54,6 +54,12 @@
 // allocation profiles of each run (a profiled run's CPU includes the
 // profiler's).
 //
+// A run shows only what happens within its -dur. The bridge pings every
+// connection once per ping_interval (25 s by default), so a 10-second
+// run that starts right after the server does sees no heartbeat, or
+// some; -dur 60s includes two of every connection's. Session 25 found a
+// stall that only longer runs showed (BENCHMARKS.md).
+//
 // # Cost of the bench itself
 //
 // The bench shares the machine with the server, so its read path is lean:
