@@ -325,7 +325,7 @@ func TestHeartbeat(t *testing.T) {
 // TestHeartbeatsSpread: the bridge pings each WebSocket once per
 // ping_interval, not all of them at once. Before, one tick pinged every
 // connection: 10,000 writes in one burst, which held back deliveries for
-// ~150 ms each interval (BENCHMARKS.md, session 25). 64 clients over two
+// 200-260 ms each interval (BENCHMARKS.md, session 25). 64 clients over two
 // and a half intervals: each is pinged about one interval apart, and no
 // tenth of an interval holds the pings of half of them.
 func TestHeartbeatsSpread(t *testing.T) {

@@ -135,8 +135,8 @@ func (b *Bridge) eachSession(f func(*session)) {
 // The sessions are visited in heartbeatSlots parts, one part per tick of
 // PingInterval/slots, so that each still gets one heartbeat per interval
 // but the node does not write to all of them at once: pinging 10,000
-// WebSockets in one burst took ~150 ms of CPU, and held back every
-// delivery meanwhile, once per interval (BENCHMARKS.md, session 25).
+// WebSockets in one burst held back every delivery and publish ack for
+// 200-260 ms, once per interval (BENCHMARKS.md, session 25).
 func (b *Bridge) heartbeat() {
 	interval := b.cfg.PingInterval.D()
 	slots := heartbeatSlots(interval)
