@@ -327,7 +327,7 @@ func TestHeartbeat(t *testing.T) {
 // connection: 10,000 writes in one burst, which held back deliveries for
 // 200-260 ms each interval (BENCHMARKS.md, session 25). 64 clients over two
 // and a half intervals: each is pinged about one interval apart, and no
-// tenth of an interval holds the pings of half of them.
+// tenth of an interval holds the pings of three quarters of them.
 func TestHeartbeatsSpread(t *testing.T) {
 	const interval, clients = 1280 * time.Millisecond, 64
 	cfg := testConfig()
@@ -391,7 +391,10 @@ func TestHeartbeatsSpread(t *testing.T) {
 		most = max(most, j-i+1)
 	}
 	t.Logf("%d pings; at most %d within %v", len(all), most, interval/10)
-	if most > clients/2 {
+	// All of them at once before; three quarters leaves room for a
+	// client side starved for most of a second on a loaded machine,
+	// which would read pings sent over that time together.
+	if most > clients*3/4 {
 		t.Fatalf("%d of %d clients' pings within %v: the heartbeat is not spread over the interval", most, clients, interval/10)
 	}
 }
