@@ -3,6 +3,7 @@
 package memory
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"hash/maphash"
@@ -111,14 +112,31 @@ type dedupeSet struct {
 	window  time.Duration
 }
 
-// histEntry is a retained publication, kept encoded: one allocation
-// without pointers, which the garbage collector does not scan, instead of
-// the four objects of a decoded one (see BenchmarkRetainedHistory). Its
-// channel, offset and epoch are not in pub; History sets them.
+// histEntry is a retained publication: one heap object without pointers,
+// which the garbage collector does not scan, instead of the four objects
+// of a decoded message (see BenchmarkRetainedHistory). Its channel, offset
+// and epoch are not kept; History sets them.
+//
+// A publication with only a payload (raw_json or binary) and its time,
+// which is what the core's publish paths make unless tags or a publisher
+// are given, is kept as that payload's bytes (shared with the publication,
+// which no one changes once published) and its time: nothing to encode on
+// publish or decode on read. Any other publication is kept in protobuf
+// wire format.
 type histEntry struct {
-	pub []byte // the publication in protobuf wire format
-	at  int64  // unix ns
+	b    []byte // the payload (histJSON, histBinary) or the encoded publication (histEncoded)
+	at   int64  // unix ns
+	dms  int32  // time_unix_ms - at/1e6 (histJSON, histBinary)
+	kind histKind
 }
+
+type histKind uint8
+
+const (
+	histEncoded histKind = iota
+	histJSON
+	histBinary
+)
 
 type dedupeKey struct {
 	key string
@@ -240,16 +258,10 @@ func (e *Engine) empty(t time.Time) string { return engine.EmptyEpoch(e.era, e.p
 
 // Publish implements engine.Broker.
 func (e *Engine) Publish(ctx context.Context, pub *heraldv1.Publication, opts engine.PublishOptions) (engine.PublishResult, error) {
-	var enc []byte
+	var h histEntry
 	if opts.HistorySize > 0 {
-		// Outside the channel's lock, before the offset and epoch are
-		// set, and without the channel's name: History sets all three.
-		name := pub.Channel
-		pub.Channel = ""
 		var err error
-		enc, err = marshalPub(pub)
-		pub.Channel = name
-		if err != nil {
+		if h, err = newHistEntry(pub); err != nil {
 			return engine.PublishResult{}, err
 		}
 	}
@@ -285,6 +297,20 @@ func (e *Engine) Publish(ctx context.Context, pub *heraldv1.Publication, opts en
 		c.epoch, c.born = engine.NewEpoch(), e.period(now)
 	}
 	defer c.mu.Unlock()
+	h.at = now.UnixNano()
+	if h.kind != histEncoded {
+		d := pub.TimeUnixMs - h.at/1e6
+		if d != int64(int32(d)) {
+			// A time more than 24 days from the engine's clock (a
+			// caller's own, or none): kept encoded, with the time.
+			var err error
+			if h, err = encodedEntry(pub); err != nil {
+				return engine.PublishResult{}, err
+			}
+			h.at = now.UnixNano()
+		}
+		h.dms = int32(d)
+	}
 	c.touched = now.UnixNano()
 	c.offset++
 	pub.Offset = c.offset
@@ -292,7 +318,7 @@ func (e *Engine) Publish(ctx context.Context, pub *heraldv1.Publication, opts en
 	if opts.HistoryTTL > c.ttl {
 		c.ttl = opts.HistoryTTL
 	}
-	c.push(histEntry{pub: enc, at: now.UnixNano()}, opts.HistorySize)
+	c.push(h, opts.HistorySize)
 	if key != "" {
 		if c.dd == nil {
 			c.dd = &dedupeSet{offsets: make(map[string]uint64)}
@@ -514,7 +540,7 @@ func (e *Engine) History(ctx context.Context, channel string, q engine.HistoryQu
 			return
 		}
 		var p *heraldv1.Publication
-		if p, err = unmarshalPub(c.ring[(c.head+i)%len(c.ring)].pub); err == nil {
+		if p, err = c.ring[(c.head+i)%len(c.ring)].publication(); err == nil {
 			p.Channel, p.Offset, p.Epoch = c.name, res.Oldest+uint64(i), c.epoch
 			res.Publications = append(res.Publications, p)
 		}
@@ -713,20 +739,69 @@ func (e *Engine) sweep() {
 	}
 }
 
-// marshalPub encodes a publication for history.
-func marshalPub(pub *heraldv1.Publication) ([]byte, error) {
-	b, err := proto.Marshal(pub)
-	if err != nil {
-		return nil, fmt.Errorf("memory engine: encoding the publication for history: %w", err)
+// newHistEntry makes pub's history entry (its time, at and dms, still to
+// be set; see histEntry).
+func newHistEntry(pub *heraldv1.Publication) (histEntry, error) {
+	if len(pub.Tags) == 0 && pub.Publisher == nil && len(pub.ProtoReflect().GetUnknown()) == 0 {
+		switch p := pub.Payload.(type) {
+		case *heraldv1.Publication_RawJson:
+			return histEntry{b: ownBytes(p.RawJson), kind: histJSON}, nil
+		case *heraldv1.Publication_Binary:
+			return histEntry{b: ownBytes(p.Binary), kind: histBinary}, nil
+		}
 	}
-	return b, nil
+	return encodedEntry(pub)
 }
 
-// unmarshalPub decodes a publication of history (without its channel,
-// offset and epoch).
-func unmarshalPub(b []byte) (*heraldv1.Publication, error) {
+// ownBytes returns b, or a copy of it when b is a small part of a larger
+// array (which keeping b would keep alive).
+func ownBytes(b []byte) []byte {
+	if cap(b)-len(b) > len(b)/8+32 {
+		return bytes.Clone(b)
+	}
+	return b
+}
+
+// encodedEntry makes pub's history entry in protobuf wire format, without
+// its channel, offset and epoch. The engine owns pub during Publish, so
+// its channel is taken out while it is encoded.
+func encodedEntry(pub *heraldv1.Publication) (histEntry, error) {
+	name, off, epoch := pub.Channel, pub.Offset, pub.Epoch
+	pub.Channel, pub.Offset, pub.Epoch = "", 0, ""
+	b, err := proto.Marshal(pub)
+	pub.Channel, pub.Offset, pub.Epoch = name, off, epoch
+	if err != nil {
+		return histEntry{}, fmt.Errorf("memory engine: encoding the publication for history: %w", err)
+	}
+	return histEntry{b: b, kind: histEncoded}, nil
+}
+
+// historyPub is a publication of history and its payload's oneof member,
+// made in one allocation instead of two.
+type historyPub struct {
+	pub heraldv1.Publication
+	raw heraldv1.Publication_RawJson
+	bin heraldv1.Publication_Binary
+}
+
+// publication returns the entry's publication, without its channel,
+// offset and epoch.
+func (h histEntry) publication() (*heraldv1.Publication, error) {
+	switch h.kind {
+	case histJSON, histBinary:
+		hp := new(historyPub)
+		hp.pub.TimeUnixMs = h.at/1e6 + int64(h.dms)
+		if h.kind == histJSON {
+			hp.raw.RawJson = h.b
+			hp.pub.Payload = &hp.raw
+		} else {
+			hp.bin.Binary = h.b
+			hp.pub.Payload = &hp.bin
+		}
+		return &hp.pub, nil
+	}
 	p := new(heraldv1.Publication)
-	if err := proto.Unmarshal(b, p); err != nil {
+	if err := proto.Unmarshal(h.b, p); err != nil {
 		return nil, fmt.Errorf("memory engine: decoding a publication of history: %w", err)
 	}
 	return p, nil

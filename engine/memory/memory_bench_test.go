@@ -95,7 +95,7 @@ func BenchmarkIdempotencyKeys(b *testing.B) {
 			for k := range perChannel {
 				key := fmt.Sprintf("%s-%d-", ch, k)
 				key += strings.Repeat("k", 128-len(key))
-				pub := &heraldv1.Publication{Channel: ch, Payload: &heraldv1.Publication_RawJson{RawJson: payload}}
+				pub := &heraldv1.Publication{Channel: ch, Payload: &heraldv1.Publication_RawJson{RawJson: payload}, TimeUnixMs: time.Now().UnixMilli()}
 				if _, err := e.Publish(ctx, pub, engine.PublishOptions{IdempotencyKey: key, DedupeWindow: window}); err != nil {
 					b.Fatal(err)
 				}
@@ -140,7 +140,7 @@ func BenchmarkPublish(b *testing.B) {
 		next++
 		n.Unlock()
 		for pb.Next() {
-			pub := &heraldv1.Publication{Channel: ch, Payload: &heraldv1.Publication_RawJson{RawJson: payload}}
+			pub := &heraldv1.Publication{Channel: ch, Payload: &heraldv1.Publication_RawJson{RawJson: payload}, TimeUnixMs: time.Now().UnixMilli()}
 			if _, err := e.Publish(ctx, pub, opts); err != nil {
 				b.Error(err)
 				return
@@ -170,7 +170,7 @@ func BenchmarkRetainedHistory(b *testing.B) {
 		runtime.ReadMemStats(&m0)
 		for range perChannel {
 			for c := range channels {
-				pub := &heraldv1.Publication{Channel: "user:bench-" + strconv.Itoa(c), Payload: &heraldv1.Publication_RawJson{RawJson: bytes.Clone(payload)}}
+				pub := &heraldv1.Publication{Channel: "user:bench-" + strconv.Itoa(c), Payload: &heraldv1.Publication_RawJson{RawJson: bytes.Clone(payload)}, TimeUnixMs: time.Now().UnixMilli()}
 				if _, err := e.Publish(ctx, pub, opts); err != nil {
 					b.Fatal(err)
 				}
@@ -202,7 +202,7 @@ func BenchmarkHistoryRead(b *testing.B) {
 	ctx := context.Background()
 	opts := engine.PublishOptions{HistorySize: 100, HistoryTTL: 5 * time.Minute}
 	for range 100 {
-		pub := &heraldv1.Publication{Channel: "bench:h", Payload: &heraldv1.Publication_RawJson{RawJson: []byte(`{"type":"notification","id":1234567,"text":"hello there, 64 bytes"}`)}}
+		pub := &heraldv1.Publication{Channel: "bench:h", Payload: &heraldv1.Publication_RawJson{RawJson: []byte(`{"type":"notification","id":1234567,"text":"hello there, 64 bytes"}`)}, TimeUnixMs: time.Now().UnixMilli()}
 		if _, err := e.Publish(ctx, pub, opts); err != nil {
 			b.Fatal(err)
 		}

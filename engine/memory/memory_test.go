@@ -13,6 +13,8 @@ import (
 	"github.com/herald-io/herald/engine"
 	"github.com/herald-io/herald/engine/enginetest"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // startedMemoryEngine returns a memory engine on clock whose sweep the
@@ -110,7 +112,13 @@ func TestMemoryHistoryModel(t *testing.T) {
 			case 0:
 				clock.advance(time.Duration(rng.IntN(4000)) * time.Millisecond)
 			default:
-				res, err := e.Publish(ctx, enginetest.Pub("m", fmt.Sprint(step)), engine.PublishOptions{HistorySize: size, HistoryTTL: ttl})
+				pub := enginetest.Pub("m", fmt.Sprint(step))
+				if step%3 != 0 {
+					// Kept as its payload; the rest kept encoded (no
+					// time near the clock's).
+					pub.TimeUnixMs = clock.now().UnixMilli()
+				}
+				res, err := e.Publish(ctx, pub, engine.PublishOptions{HistorySize: size, HistoryTTL: ttl})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -155,9 +163,10 @@ func TestMemoryHistoryModel(t *testing.T) {
 					// the ring: the payload must be the one published
 					// at that offset, the channel and epoch the
 					// channel's.
-					if want := strconv.Quote(fmt.Sprint(steps[p.Offset])); string(p.GetRawJson()) != want || p.Channel != "m" || p.Epoch != res.Position.Epoch {
-						t.Fatalf("size %d step %d: offset %d carries %s on %q in epoch %q, want %s on \"m\" in %q",
-							size, step, p.Offset, p.GetRawJson(), p.Channel, p.Epoch, want, res.Position.Epoch)
+					if want := strconv.Quote(fmt.Sprint(steps[p.Offset])); string(p.GetRawJson()) != want || p.Channel != "m" || p.Epoch != res.Position.Epoch ||
+						(steps[p.Offset]%3 == 0) != (p.TimeUnixMs == 0) {
+						t.Fatalf("size %d step %d: offset %d carries %s (time %d) on %q in epoch %q, want %s of step %d on \"m\" in %q",
+							size, step, p.Offset, p.GetRawJson(), p.TimeUnixMs, p.Channel, p.Epoch, want, steps[p.Offset], res.Position.Epoch)
 					}
 				}
 				if fmt.Sprint(got) != fmt.Sprint(want) || res.Oldest != oldest || res.Position.Offset != top {
@@ -380,7 +389,8 @@ func TestMemoryIdempotencyKeysExpire(t *testing.T) {
 func TestMemoryRetainedHistoryIsCompact(t *testing.T) {
 	const channels, perChannel = 200, 100
 	ctx := context.Background()
-	e := startedMemoryEngine(t, newTestClock(), Options{})
+	clock := newTestClock()
+	e := startedMemoryEngine(t, clock, Options{})
 	payload := `{"type":"notification","id":1234567,"text":"hello there, 64 bytes"}`
 	opts := engine.PublishOptions{HistorySize: perChannel, HistoryTTL: time.Hour}
 	var m0, m1 runtime.MemStats
@@ -388,7 +398,7 @@ func TestMemoryRetainedHistoryIsCompact(t *testing.T) {
 	runtime.ReadMemStats(&m0)
 	for range perChannel {
 		for c := range channels {
-			pub := &heraldv1.Publication{Channel: "user:" + strconv.Itoa(c), Payload: &heraldv1.Publication_RawJson{RawJson: []byte(payload)}}
+			pub := &heraldv1.Publication{Channel: "user:" + strconv.Itoa(c), Payload: &heraldv1.Publication_RawJson{RawJson: []byte(payload)}, TimeUnixMs: clock.now().UnixMilli()}
 			if _, err := e.Publish(ctx, pub, opts); err != nil {
 				t.Fatal(err)
 			}
@@ -409,4 +419,65 @@ func TestMemoryRetainedHistoryIsCompact(t *testing.T) {
 		t.Fatalf("history of user:7: %d publications, %v", len(res.Publications), err)
 	}
 	runtime.KeepAlive(e)
+}
+
+// TestMemoryHistoryKeepsEveryField: what History returns is the
+// publication as published, whichever way its entry keeps it (a plain
+// payload and time as the payload's bytes, anything else encoded), and
+// the plain ones take the way without encoding.
+func TestMemoryHistoryKeepsEveryField(t *testing.T) {
+	ctx := context.Background()
+	clock := newTestClock()
+	e := startedMemoryEngine(t, clock, Options{})
+	ms := clock.now().UnixMilli()
+	big := make([]byte, 64<<10)
+	copy(big[1000:], `{"in":"a large buffer"}`)
+	value, err := structpb.NewValue(map[string]any{"n": 1.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := func(s string) *heraldv1.Publication_RawJson { return &heraldv1.Publication_RawJson{RawJson: []byte(s)} }
+	cases := []struct {
+		name string
+		pub  *heraldv1.Publication
+		kind histKind
+	}{
+		{"json", &heraldv1.Publication{Payload: raw(`{"b":1,"a":12345678901234567890}`), TimeUnixMs: ms}, histJSON},
+		{"json a second late", &heraldv1.Publication{Payload: raw(`[1]`), TimeUnixMs: ms - 1000}, histJSON},
+		{"binary", &heraldv1.Publication{Payload: &heraldv1.Publication_Binary{Binary: []byte{0, 0xff, 'x'}}, TimeUnixMs: ms + 3}, histBinary},
+		{"empty binary", &heraldv1.Publication{Payload: &heraldv1.Publication_Binary{Binary: []byte{}}, TimeUnixMs: ms}, histBinary},
+		{"json in a large buffer", &heraldv1.Publication{Payload: &heraldv1.Publication_RawJson{RawJson: big[1000 : 1000+23]}, TimeUnixMs: ms}, histJSON},
+		{"no time", &heraldv1.Publication{Payload: raw(`"t"`)}, histEncoded},
+		{"a time 30 days off", &heraldv1.Publication{Payload: raw(`"t"`), TimeUnixMs: ms + 30*24*3600*1000}, histEncoded},
+		{"tags", &heraldv1.Publication{Payload: raw(`1`), Tags: map[string]string{"k": "v"}, TimeUnixMs: ms}, histEncoded},
+		{"publisher", &heraldv1.Publication{Payload: raw(`2`), Publisher: &heraldv1.ClientInfo{Client: "c1", User: "u1"}, TimeUnixMs: ms}, histEncoded},
+		{"data", &heraldv1.Publication{Payload: &heraldv1.Publication_Data{Data: value}, TimeUnixMs: ms}, histEncoded},
+		{"json string", &heraldv1.Publication{Payload: &heraldv1.Publication_Json{Json: `{"s":"x"}`}, TimeUnixMs: ms}, histEncoded},
+	}
+	for i, c := range cases {
+		want := proto.Clone(c.pub).(*heraldv1.Publication)
+		c.pub.Channel = "keep:" + strconv.Itoa(i)
+		res, err := e.Publish(ctx, c.pub, engine.PublishOptions{HistorySize: 10, HistoryTTL: time.Hour})
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		want.Channel, want.Offset, want.Epoch = c.pub.Channel, res.Position.Offset, res.Position.Epoch
+		clock.advance(time.Millisecond)
+		h, err := e.History(ctx, c.pub.Channel, engine.HistoryQuery{Limit: 10})
+		if err != nil || len(h.Publications) != 1 {
+			t.Fatalf("%s: history %d publications, %v", c.name, len(h.Publications), err)
+		}
+		if got := h.Publications[0]; !proto.Equal(got, want) {
+			t.Errorf("%s: history gives %v, want %v", c.name, got, want)
+		}
+		ch := e.channel(c.pub.Channel, false)
+		entry := ch.ring[ch.head]
+		ch.mu.Unlock()
+		if entry.kind != c.kind {
+			t.Errorf("%s: kept as kind %d, want %d", c.name, entry.kind, c.kind)
+		}
+		if c.name == "json in a large buffer" && cap(entry.b) > 64 {
+			t.Errorf("%s: the entry keeps %d bytes of the buffer alive for a 23-byte payload", c.name, cap(entry.b))
+		}
+	}
 }
