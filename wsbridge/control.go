@@ -8,6 +8,8 @@ import (
 	"time"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -102,26 +104,62 @@ func (s *control) forward(cmd *heraldv1.SessionCommand) bool {
 	}
 }
 
-// batch returns the changes not yet reported, and marks them reported.
-func (s *control) batch() *heraldv1.PresenceUpdate {
+// maxPresenceUpdate bounds one presence update's encoded size, below
+// limits.max_grpc_message (an update over it would fail the stream, and
+// the same update be sent again after each reconnect).
+func maxPresenceUpdate(maxGRPCMessage int) int {
+	return min(maxGRPCMessage-presenceUpdateSlack, 256<<10)
+}
+
+// presenceUpdateSlack is room for the envelope of an update (the request
+// and its field's tag and length).
+const presenceUpdateSlack = 64
+
+// batch returns changes not yet reported, at most limit bytes of them
+// encoded, and marks them reported; what does not fit stays for the next
+// batch. A change that alone is over limit (a client whose info is that
+// large) is never reported: it is logged and dropped, so that it does not
+// stop every other report.
+func (s *control) batch(limit int) *heraldv1.PresenceUpdate {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.dirty) == 0 {
 		return nil
 	}
 	up := &heraldv1.PresenceUpdate{}
+	size := 0
 	for k := range s.dirty {
 		want, have := s.desired[k], s.reported[k]
+		var ev *heraldv1.PresenceEvent
 		switch {
 		case want != nil && have == nil:
-			up.Joins = append(up.Joins, &heraldv1.PresenceEvent{Channel: k.channel, Client: want})
-			s.reported[k] = want
+			ev = &heraldv1.PresenceEvent{Channel: k.channel, Client: want}
 		case want == nil && have != nil:
-			up.Leaves = append(up.Leaves, &heraldv1.PresenceEvent{Channel: k.channel, Client: have})
+			ev = &heraldv1.PresenceEvent{Channel: k.channel, Client: have}
+		default:
+			delete(s.dirty, k)
+			continue
+		}
+		n := protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(ev))
+		if n > limit {
+			s.b.log.Warn("a presence entry is too large to report to the core; it is left out of presence",
+				"channel", k.channel, "client", ev.Client.GetClient(), "bytes", n, "limit", limit)
+			delete(s.dirty, k)
+			continue
+		}
+		if size+n > limit {
+			break // the rest in the next update
+		}
+		size += n
+		if want != nil {
+			up.Joins = append(up.Joins, ev)
+			s.reported[k] = want
+		} else {
+			up.Leaves = append(up.Leaves, ev)
 			delete(s.reported, k)
 		}
+		delete(s.dirty, k)
 	}
-	clear(s.dirty)
 	if len(up.Joins) == 0 && len(up.Leaves) == 0 {
 		return nil
 	}
@@ -220,11 +258,17 @@ func (s *control) stream(ctx context.Context) error {
 			}
 		}
 	}()
+	limit := maxPresenceUpdate(s.b.limits.MaxGRPCMessage)
 	flush := func() error {
-		if up := s.batch(); up != nil {
-			return st.Send(&heraldv1.BridgeSessionRequest{Msg: &heraldv1.BridgeSessionRequest_Presence{Presence: up}})
+		for {
+			up := s.batch(limit)
+			if up == nil {
+				return nil
+			}
+			if err := st.Send(&heraldv1.BridgeSessionRequest{Msg: &heraldv1.BridgeSessionRequest_Presence{Presence: up}}); err != nil {
+				return err
+			}
 		}
-		return nil
 	}
 	if err := flush(); err != nil {
 		return err
