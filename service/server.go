@@ -829,6 +829,14 @@ func (s *Server) Channels(ctx context.Context, req *heraldv1.ChannelsRequest) (*
 		}
 	}
 	sort.Slice(out.Channels, func(i, j int) bool { return out.Channels[i].Name < out.Channels[j].Name })
+	// The list is one message. Over the limit grpc-go would refuse to
+	// send it with RESOURCE_EXHAUSTED (429 over REST: "retry later"), and
+	// it would fail the same way every time.
+	if n := proto.Size(out); n > s.cfg.Limits.MaxGRPCMessage {
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"the answer lists %d channels in %d bytes, over limits.max_grpc_message (%d); narrow it with pattern (e.g. \"chat:*\") or raise the limit",
+			len(out.Channels), n, s.cfg.Limits.MaxGRPCMessage)
+	}
 	return out, nil
 }
 

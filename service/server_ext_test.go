@@ -801,3 +801,23 @@ func TestPublisherIsDelivered(t *testing.T) {
 		t.Fatalf("history: %v %v", h, err)
 	}
 }
+
+// TestChannelsOverTheMessageLimit: a Channels answer that would be over
+// limits.max_grpc_message is refused with FAILED_PRECONDITION naming the
+// limit and the pattern that narrows it (grpc-go's own refusal was
+// RESOURCE_EXHAUSTED, 429 over REST: "retry later", for an answer that
+// fails every time); a pattern that fits is answered.
+func TestChannelsOverTheMessageLimit(t *testing.T) {
+	ts := startServer(t, testConfig(t, func(c *config.Config) { c.Limits.MaxPayload, c.Limits.MaxGRPCMessage = 1024, 2048 }))
+	for i := range 60 {
+		ts.publish(t, fmt.Sprintf("room:%s-%02d", strings.Repeat("n", 40), i), "1")
+	}
+	_, err := ts.client.Channels(context.Background(), &heraldv1.ChannelsRequest{})
+	if st := status.Convert(err); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), "limits.max_grpc_message") || !strings.Contains(st.Message(), "pattern") {
+		t.Fatalf("60 channels over a 2 KB limit: %v, want FAILED_PRECONDITION naming limits.max_grpc_message and pattern", err)
+	}
+	resp, err := ts.client.Channels(context.Background(), &heraldv1.ChannelsRequest{Pattern: "room:*-0?"})
+	if err != nil || len(resp.Channels) != 10 {
+		t.Fatalf("a pattern matching 10: %d channels, %v", len(resp.GetChannels()), err)
+	}
+}
