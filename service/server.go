@@ -778,7 +778,15 @@ func (s *Server) Presence(ctx context.Context, req *heraldv1.PresenceRequest) (*
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}
-	return &heraldv1.PresenceResponse{Clients: clients}, nil
+	resp := &heraldv1.PresenceResponse{Clients: clients}
+	// One message, as Channels: refused here, with words, rather than by
+	// grpc-go with RESOURCE_EXHAUSTED (429 over REST).
+	if n := proto.Size(resp); n > s.cfg.Limits.MaxGRPCMessage {
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"the answer lists %d clients in %d bytes, over limits.max_grpc_message (%d); PresenceStats counts them, or raise the limit",
+			len(clients), n, s.cfg.Limits.MaxGRPCMessage)
+	}
+	return resp, nil
 }
 
 // PresenceStats implements HeraldService.PresenceStats.

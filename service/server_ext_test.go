@@ -821,3 +821,35 @@ func TestChannelsOverTheMessageLimit(t *testing.T) {
 		t.Fatalf("a pattern matching 10: %d channels, %v", len(resp.GetChannels()), err)
 	}
 }
+
+// TestPresenceOverTheMessageLimit: a presence list over
+// limits.max_grpc_message is refused with FAILED_PRECONDITION naming the
+// limit and PresenceStats, which still counts the clients.
+func TestPresenceOverTheMessageLimit(t *testing.T) {
+	ts := startServer(t, testConfig(t, func(c *config.Config) { c.Limits.MaxPayload, c.Limits.MaxGRPCMessage = 1024, 2048 }))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bs, err := ts.client.BridgeSession(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = bs.Send(&heraldv1.BridgeSessionRequest{Msg: &heraldv1.BridgeSessionRequest_Hello{Hello: &heraldv1.BridgeHello{Bridge: "b1"}}})
+	for batch := range 6 { // updates within the 2 KB limit
+		up := &heraldv1.PresenceUpdate{}
+		for i := range 10 {
+			n := batch*10 + i
+			up.Joins = append(up.Joins, &heraldv1.PresenceEvent{Channel: "room:crowd", Client: &heraldv1.ClientInfo{Client: fmt.Sprintf("client-%02d", n), User: fmt.Sprintf("user-%02d-%s", n, strings.Repeat("u", 20))}})
+		}
+		if err := bs.Send(&heraldv1.BridgeSessionRequest{Msg: &heraldv1.BridgeSessionRequest_Presence{Presence: up}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool {
+		r, err := ts.client.PresenceStats(context.Background(), &heraldv1.PresenceStatsRequest{Channel: "room:crowd"})
+		return err == nil && r.Clients == 60
+	})
+	_, err = ts.client.Presence(context.Background(), &heraldv1.PresenceRequest{Channel: "room:crowd"})
+	if st := status.Convert(err); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), "limits.max_grpc_message") || !strings.Contains(st.Message(), "PresenceStats") {
+		t.Fatalf("presence of 60 clients over a 2 KB limit: %v, want FAILED_PRECONDITION naming limits.max_grpc_message and PresenceStats", err)
+	}
+}

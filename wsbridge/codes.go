@@ -185,6 +185,12 @@ func fromStatus(err error) *requestError {
 	case codes.InvalidArgument, codes.OutOfRange:
 		return reqErr(ErrBadRequest, "%s", st.Message())
 	case codes.FailedPrecondition:
+		if strings.Contains(st.Message(), "limits.max_grpc_message") {
+			// The core's refusal of an answer over its message limit
+			// (a presence list of tens of thousands): the same request
+			// fails every time.
+			return reqErr(ErrInternal, "the answer is larger than limits.max_grpc_message allows; raise it on the core (and on a split bridge)")
+		}
 		return reqErr(ErrNotAvailable, "%s", st.Message())
 	case codes.Unauthenticated, codes.PermissionDenied:
 		return reqErr(ErrUnavailable, "service unavailable; retry later")
