@@ -126,7 +126,7 @@ type dedupeSet struct {
 type histEntry struct {
 	b    []byte // the payload (histJSON, histBinary) or the encoded publication (histEncoded)
 	at   int64  // unix ns
-	dms  int32  // time_unix_ms - at/1e6 (histJSON, histBinary)
+	ms   int64  // the publication's time_unix_ms (histJSON, histBinary)
 	kind histKind
 }
 
@@ -298,19 +298,6 @@ func (e *Engine) Publish(ctx context.Context, pub *heraldv1.Publication, opts en
 	}
 	defer c.mu.Unlock()
 	h.at = now.UnixNano()
-	if h.kind != histEncoded {
-		d := pub.TimeUnixMs - h.at/1e6
-		if d != int64(int32(d)) {
-			// A time more than 24 days from the engine's clock (a
-			// caller's own, or none): kept encoded, with the time.
-			var err error
-			if h, err = encodedEntry(pub); err != nil {
-				return engine.PublishResult{}, err
-			}
-			h.at = now.UnixNano()
-		}
-		h.dms = int32(d)
-	}
 	c.touched = now.UnixNano()
 	c.offset++
 	pub.Offset = c.offset
@@ -739,15 +726,15 @@ func (e *Engine) sweep() {
 	}
 }
 
-// newHistEntry makes pub's history entry (its time, at and dms, still to
-// be set; see histEntry).
+// newHistEntry makes pub's history entry (at still to be set; see
+// histEntry).
 func newHistEntry(pub *heraldv1.Publication) (histEntry, error) {
 	if len(pub.Tags) == 0 && pub.Publisher == nil && len(pub.ProtoReflect().GetUnknown()) == 0 {
 		switch p := pub.Payload.(type) {
 		case *heraldv1.Publication_RawJson:
-			return histEntry{b: ownBytes(p.RawJson), kind: histJSON}, nil
+			return histEntry{b: ownBytes(p.RawJson), ms: pub.TimeUnixMs, kind: histJSON}, nil
 		case *heraldv1.Publication_Binary:
-			return histEntry{b: ownBytes(p.Binary), kind: histBinary}, nil
+			return histEntry{b: ownBytes(p.Binary), ms: pub.TimeUnixMs, kind: histBinary}, nil
 		}
 	}
 	return encodedEntry(pub)
@@ -763,13 +750,13 @@ func ownBytes(b []byte) []byte {
 }
 
 // encodedEntry makes pub's history entry in protobuf wire format, without
-// its channel, offset and epoch. The engine owns pub during Publish, so
-// its channel is taken out while it is encoded.
+// its channel (offset and epoch are not set yet). The engine owns pub
+// during Publish, so its channel is taken out while it is encoded.
 func encodedEntry(pub *heraldv1.Publication) (histEntry, error) {
-	name, off, epoch := pub.Channel, pub.Offset, pub.Epoch
-	pub.Channel, pub.Offset, pub.Epoch = "", 0, ""
+	name := pub.Channel
+	pub.Channel = ""
 	b, err := proto.Marshal(pub)
-	pub.Channel, pub.Offset, pub.Epoch = name, off, epoch
+	pub.Channel = name
 	if err != nil {
 		return histEntry{}, fmt.Errorf("memory engine: encoding the publication for history: %w", err)
 	}
@@ -790,7 +777,7 @@ func (h histEntry) publication() (*heraldv1.Publication, error) {
 	switch h.kind {
 	case histJSON, histBinary:
 		hp := new(historyPub)
-		hp.pub.TimeUnixMs = h.at/1e6 + int64(h.dms)
+		hp.pub.TimeUnixMs = h.ms
 		if h.kind == histJSON {
 			hp.raw.RawJson = h.b
 			hp.pub.Payload = &hp.raw

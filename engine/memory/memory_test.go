@@ -114,9 +114,11 @@ func TestMemoryHistoryModel(t *testing.T) {
 			default:
 				pub := enginetest.Pub("m", fmt.Sprint(step))
 				if step%3 != 0 {
-					// Kept as its payload; the rest kept encoded (no
-					// time near the clock's).
+					// Kept as its payload and time; the others with
+					// tags, kept encoded.
 					pub.TimeUnixMs = clock.now().UnixMilli()
+				} else {
+					pub.Tags = map[string]string{"step": fmt.Sprint(step)}
 				}
 				res, err := e.Publish(ctx, pub, engine.PublishOptions{HistorySize: size, HistoryTTL: ttl})
 				if err != nil {
@@ -164,7 +166,7 @@ func TestMemoryHistoryModel(t *testing.T) {
 					// at that offset, the channel and epoch the
 					// channel's.
 					if want := strconv.Quote(fmt.Sprint(steps[p.Offset])); string(p.GetRawJson()) != want || p.Channel != "m" || p.Epoch != res.Position.Epoch ||
-						(steps[p.Offset]%3 == 0) != (p.TimeUnixMs == 0) {
+						(steps[p.Offset]%3 == 0) != (p.TimeUnixMs == 0) || (steps[p.Offset]%3 == 0) != (p.Tags["step"] == fmt.Sprint(steps[p.Offset])) {
 						t.Fatalf("size %d step %d: offset %d carries %s (time %d) on %q in epoch %q, want %s of step %d on \"m\" in %q",
 							size, step, p.Offset, p.GetRawJson(), p.TimeUnixMs, p.Channel, p.Epoch, want, steps[p.Offset], res.Position.Epoch)
 					}
@@ -447,8 +449,8 @@ func TestMemoryHistoryKeepsEveryField(t *testing.T) {
 		{"binary", &heraldv1.Publication{Payload: &heraldv1.Publication_Binary{Binary: []byte{0, 0xff, 'x'}}, TimeUnixMs: ms + 3}, histBinary},
 		{"empty binary", &heraldv1.Publication{Payload: &heraldv1.Publication_Binary{Binary: []byte{}}, TimeUnixMs: ms}, histBinary},
 		{"json in a large buffer", &heraldv1.Publication{Payload: &heraldv1.Publication_RawJson{RawJson: big[1000 : 1000+23]}, TimeUnixMs: ms}, histJSON},
-		{"no time", &heraldv1.Publication{Payload: raw(`"t"`)}, histEncoded},
-		{"a time 30 days off", &heraldv1.Publication{Payload: raw(`"t"`), TimeUnixMs: ms + 30*24*3600*1000}, histEncoded},
+		{"no time", &heraldv1.Publication{Payload: raw(`"t"`)}, histJSON},
+		{"a time 30 days off", &heraldv1.Publication{Payload: raw(`"t"`), TimeUnixMs: ms + 30*24*3600*1000}, histJSON},
 		{"tags", &heraldv1.Publication{Payload: raw(`1`), Tags: map[string]string{"k": "v"}, TimeUnixMs: ms}, histEncoded},
 		{"publisher", &heraldv1.Publication{Payload: raw(`2`), Publisher: &heraldv1.ClientInfo{Client: "c1", User: "u1"}, TimeUnixMs: ms}, histEncoded},
 		{"data", &heraldv1.Publication{Payload: &heraldv1.Publication_Data{Data: value}, TimeUnixMs: ms}, histEncoded},
