@@ -73,8 +73,9 @@ type Bridge struct {
 	wg     sync.WaitGroup // every goroutine the bridge starts
 
 	// behind is whether the publications reaching this bridge are late
-	// (see noteAge): writers then yield before they write, to batch.
+	// (see noteAge): writers then batch (wpool, yieldForMore).
 	behind atomic.Bool
+	wpool  writerPool // writes for WebSocket sessions while behind
 
 	seed     maphash.Seed
 	sessions [32]sessionShard
@@ -244,9 +245,12 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 // A bridge is behind when the publications it fans out were published a
 // while ago: they queued on their way here (behind thousands of writers
 // made runnable by the fan-outs before them, typically), and more follow.
-// Then a writer yields before taking its batch (transport.yieldForMore),
-// so that the next publications join its queue and go out in the same
-// write: under overload that batching is what lets the bridge catch up.
+// Then WebSocket sessions on plain sockets are written by the bridge's
+// writerPool, a few workers taking them in turn, and any other writer
+// yields before taking its batch (transport.yieldForMore): either way
+// the next publications join a session's queue and go out in the same
+// write, and under overload that batching is what lets the bridge catch
+// up.
 // On time, a writer writes at once: a connection sent a frame now and
 // then (a user's notifications, a channel at a few publications a second)
 // gains nothing from a yield, and a fan-out to 10,000 of them would pay a

@@ -181,6 +181,34 @@ func (k *parking) readNow(nc net.Conn, p []byte) (int, error) {
 	return n, nil
 }
 
+// writeNow writes to the socket (a plain one: k.rc is set and k.tls is
+// not) what it takes of b at once, without waiting: errWouldBlock when it
+// takes nothing.
+func (k *parking) writeNow(b []byte) (int, error) {
+	var n int
+	var werr error
+	err := k.rc.Write(func(fd uintptr) bool {
+		for {
+			n, werr = syscall.Write(int(fd), b)
+			if werr != syscall.EINTR {
+				return true
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case werr == syscall.EAGAIN:
+		return 0, errWouldBlock
+	case werr != nil:
+		return 0, werr
+	}
+	return n, nil
+}
+
+// canWriteNow reports whether writeNow works for the socket.
+func (k *parking) canWriteNow() bool { return k.rc != nil && !k.tls }
+
 // readNowTLS is readNow through crypto/tls: bytes it has decrypted
 // already come back at once; otherwise the read meets a deadline already
 // past. A timeout leaves the connection usable (crypto/tls keeps a

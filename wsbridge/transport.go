@@ -64,9 +64,10 @@ type wire interface {
 // is closed as a slow consumer, and nobody else waits); a writer goroutine
 // exists only while there is something to send, takes everything queued
 // at once and hands it to the wire, which packs it into as few writes as
-// it can in a pooled buffer (no allocation per delivery). A write that
-// does not end is cut by the heartbeat rather than by a deadline per
-// write.
+// it can in a pooled buffer (no allocation per delivery). While the
+// bridge is behind, a poolable transport's batches are written by the
+// bridge's writerPool instead, one batch a turn. A write that does not
+// end is cut by the heartbeat rather than by a deadline per write.
 //
 // A transport is embedded in its wire's connection type (wsConn, httpConn)
 // so that a connection is one allocation.
@@ -80,6 +81,15 @@ type transport struct {
 	writeFn func()   // t.writeLoop, made once: starting the writer allocates nothing
 	kind    transportKind
 	format  format
+	// poolable says the wire can write without waiting (a WebSocket on a
+	// plain socket), so that a writerPool worker may write for it. Set
+	// once, before any frame.
+	poolable bool
+	// pooled and detached are the writer's own (no lock): pooled says a
+	// pool worker is writing the current batch; a wire whose pooled write
+	// would wait calls detach, which sets detached and gives the worker's
+	// place back, and the goroutine finishes as the transport's writer.
+	pooled, detached bool
 
 	writeSince atomic.Int64 // unix nanos when the current write began; 0: none
 
@@ -265,8 +275,14 @@ func (t *transport) startWriterLocked() bool {
 	return true
 }
 
-// goWriter runs writeLoop in a new goroutine owned by the bridge.
+// goWriter runs writeLoop in a new goroutine owned by the bridge, or,
+// while the bridge is behind, hands a poolable transport to its
+// writerPool.
 func (t *transport) goWriter() {
+	if t.poolable && t.b.behind.Load() {
+		t.b.wpool.push(t)
+		return
+	}
 	t.b.wg.Add(1)
 	go t.writeFn()
 }
@@ -319,50 +335,57 @@ func (t *transport) writeLoop() {
 	if t.b.behind.Load() {
 		t.yieldForMore()
 	}
-	for {
-		t.mu.Lock()
-		if t.dead || (len(t.queue) == 0 && !t.ping && t.pong == nil && !t.closing) {
-			t.writing = false
-			// A connection sent one frame at a time keeps its one-frame
-			// queue (no allocation per delivery); a burst's (the replies
-			// at connect, a backlog) is not kept on an idle connection.
-			if cap(t.queue) > 1 {
-				t.queue = nil
-			}
-			t.mu.Unlock()
-			return
-		}
-		bt := batchPool.Get().(*batch)
-		bt.frames = append(bt.frames[:0], t.queue...)
-		clear(t.queue)
-		t.queue, t.qbytes, t.rbytes, t.rcount = t.queue[:0], 0, 0, 0
-		bt.ping, bt.pong, bt.last = t.ping, t.pong, t.closing
-		bt.code, bt.reason, bt.delay, bt.recon = t.closeCode, t.closeMsg, t.closeDelay, t.closeReconnect
-		t.ping, t.pong = false, nil
-		t.mu.Unlock()
-
-		ob := outPool.Get().(*outBuf)
-		out, err := t.w.write(ob.b[:0], bt)
-		if n := len(bt.frames); n > 0 {
-			metricFramesSent[t.kind][t.format].Add(float64(n))
-		}
-		last := bt.last
-		clear(bt.frames)
-		bt.frames, bt.pong, bt.reason = bt.frames[:0], nil, ""
-		batchPool.Put(bt)
-		if cap(out) <= maxPooledOut {
-			ob.b = out[:0]
-			outPool.Put(ob)
-		}
-		if err == nil && last {
-			t.mu.Lock()
-			t.dead = true // nothing more is written; the reader waits for the end
-			t.mu.Unlock()
-		}
-		if err != nil {
-			t.kill()
-		}
+	for t.writeOnce() {
 	}
+}
+
+// writeOnce writes what is queued as one batch and reports true; when
+// nothing is (or nothing more may be written), it clears t.writing and
+// reports false: the caller is no longer the transport's writer.
+func (t *transport) writeOnce() bool {
+	t.mu.Lock()
+	if t.dead || (len(t.queue) == 0 && !t.ping && t.pong == nil && !t.closing) {
+		t.writing = false
+		// A connection sent one frame at a time keeps its one-frame
+		// queue (no allocation per delivery); a burst's (the replies
+		// at connect, a backlog) is not kept on an idle connection.
+		if cap(t.queue) > 1 {
+			t.queue = nil
+		}
+		t.mu.Unlock()
+		return false
+	}
+	bt := batchPool.Get().(*batch)
+	bt.frames = append(bt.frames[:0], t.queue...)
+	clear(t.queue)
+	t.queue, t.qbytes, t.rbytes, t.rcount = t.queue[:0], 0, 0, 0
+	bt.ping, bt.pong, bt.last = t.ping, t.pong, t.closing
+	bt.code, bt.reason, bt.delay, bt.recon = t.closeCode, t.closeMsg, t.closeDelay, t.closeReconnect
+	t.ping, t.pong = false, nil
+	t.mu.Unlock()
+
+	ob := outPool.Get().(*outBuf)
+	out, err := t.w.write(ob.b[:0], bt)
+	if n := len(bt.frames); n > 0 {
+		metricFramesSent[t.kind][t.format].Add(float64(n))
+	}
+	last := bt.last
+	clear(bt.frames)
+	bt.frames, bt.pong, bt.reason = bt.frames[:0], nil, ""
+	batchPool.Put(bt)
+	if cap(out) <= maxPooledOut {
+		ob.b = out[:0]
+		outPool.Put(ob)
+	}
+	if err == nil && last {
+		t.mu.Lock()
+		t.dead = true // nothing more is written; the reader waits for the end
+		t.mu.Unlock()
+	}
+	if err != nil {
+		t.kill()
+	}
+	return true
 }
 
 // yieldForMore lets what is already runnable go first (the bridge is
@@ -383,6 +406,13 @@ func (t *transport) yieldForMore() {
 		n = m
 		runtime.Gosched()
 	}
+}
+
+// detach makes the pool worker writing for t t's own writer, from now
+// until t's queue is empty: its write is about to wait for the client.
+func (t *transport) detach() {
+	t.pooled, t.detached = false, true
+	t.b.wpool.release(t.b)
 }
 
 // writeOut writes b to w, recording when the write began so that the

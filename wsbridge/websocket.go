@@ -89,6 +89,7 @@ func (c *wsConn) start(b *Bridge, nc net.Conn, subprotocol string, creds *creden
 	c.init(b, c, transportWebSocket, f)
 	c.nc = nc
 	c.setup(nc)
+	c.poolable = c.canWriteNow()
 	c.rd = wsReader{r: nc, max: b.cfg.MaxFrame}
 	metricConns[transportWebSocket][f].Add(1)
 	return newSession(b, &c.transport, creds)
@@ -125,7 +126,7 @@ func (c *wsConn) write(out []byte, bt *batch) ([]byte, error) {
 		out, n = c.appendMessage(out, frames)
 		frames = frames[n:]
 		if len(frames) > 0 {
-			err = c.writeOut(c.nc, out)
+			err = c.flushOut(out)
 			out = out[:0]
 		}
 	}
@@ -136,9 +137,27 @@ func (c *wsConn) write(out []byte, bt *batch) ([]byte, error) {
 		out = append(out, reason...)
 	}
 	if err == nil && len(out) > 0 {
-		err = c.writeOut(c.nc, out)
+		err = c.flushOut(out)
 	}
 	return out, err
+}
+
+// flushOut writes out. A pool worker's write (transport.pooled) takes
+// what the socket takes without waiting; when it does not take it all,
+// the worker detaches and the rest is written as any other write.
+func (c *wsConn) flushOut(out []byte) error {
+	if c.pooled {
+		n, err := c.writeNow(out)
+		switch {
+		case err == nil && n == len(out):
+			return nil
+		case err != nil && err != errWouldBlock:
+			return err
+		}
+		out = out[n:]
+		c.detach()
+	}
+	return c.writeOut(c.nc, out)
 }
 
 // cut closes the socket; the reader then ends and cleans up (a parked
