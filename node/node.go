@@ -276,7 +276,7 @@ func (n *Node) start(ctx context.Context) error {
 	}
 
 	if httpTLS != nil {
-		lis = tls.NewListener(lis, httpTLS)
+		lis = tls.NewListener(wsbridge.WriteNowListener(lis), httpTLS)
 	}
 	var checkKey func(string) error
 	if n.core != nil {

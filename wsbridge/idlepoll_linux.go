@@ -184,10 +184,20 @@ func (k *parking) readNow(nc net.Conn, p []byte) (int, error) {
 // writeNow writes to the socket (a plain one: k.rc is set and k.tls is
 // not) what it takes of b at once, without waiting: errWouldBlock when it
 // takes nothing.
-func (k *parking) writeNow(b []byte) (int, error) {
+func (k *parking) writeNow(b []byte) (int, error) { return writeNowRaw(k.rc, b) }
+
+// canWriteNow reports whether writeNow works for the socket.
+func (k *parking) canWriteNow() bool { return k.rc != nil && !k.tls }
+
+// writeNowWorks says writeNowRaw can write without waiting here.
+const writeNowWorks = true
+
+// writeNowRaw writes to rc's socket what it takes of b at once:
+// errWouldBlock when it takes nothing.
+func writeNowRaw(rc syscall.RawConn, b []byte) (int, error) {
 	var n int
 	var werr error
-	err := k.rc.Write(func(fd uintptr) bool {
+	err := rc.Write(func(fd uintptr) bool {
 		for {
 			n, werr = syscall.Write(int(fd), b)
 			if werr != syscall.EINTR {
@@ -205,9 +215,6 @@ func (k *parking) writeNow(b []byte) (int, error) {
 	}
 	return n, nil
 }
-
-// canWriteNow reports whether writeNow works for the socket.
-func (k *parking) canWriteNow() bool { return k.rc != nil && !k.tls }
 
 // readNowTLS is readNow through crypto/tls: bytes it has decrypted
 // already come back at once; otherwise the read meets a deadline already

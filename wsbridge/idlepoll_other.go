@@ -2,7 +2,10 @@
 
 package wsbridge
 
-import "net"
+import (
+	"net"
+	"syscall"
+)
 
 // Without epoll, every connection's reader waits in Read (see
 // idlepoll_linux.go).
@@ -16,3 +19,7 @@ func (k *parking) unpark()                               {}
 func (k *parking) readNow(net.Conn, []byte) (int, error) { return 0, errWouldBlock }
 func (k *parking) writeNow([]byte) (int, error)          { return 0, errWouldBlock }
 func (k *parking) canWriteNow() bool                     { return false }
+
+const writeNowWorks = false
+
+func writeNowRaw(syscall.RawConn, []byte) (int, error) { return 0, errWouldBlock }

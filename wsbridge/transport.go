@@ -85,13 +85,13 @@ type transport struct {
 	// plain socket), so that a writerPool worker may write for it. Set
 	// once, before any frame.
 	poolable bool
-	// pooled and detached are the writer's own (no lock): pooled says a
-	// pool worker is writing the current batch; a wire whose pooled write
-	// would wait calls detach, which sets detached and gives the worker's
-	// place back, and the goroutine finishes as the transport's writer.
-	pooled, detached bool
 
 	writeSince atomic.Int64 // unix nanos when the current write began; 0: none
+	// pooled is set while a writerPool worker writes a batch for the
+	// transport. A write about to wait for the client clears it (detach),
+	// giving the worker's place in the pool to a new worker; the
+	// goroutine then finishes the queue as the transport's own writer.
+	pooled atomic.Bool
 
 	mu             sync.Mutex // guards below; held briefly, never while taking another lock
 	queue          []outFrame // frames to send
@@ -411,8 +411,9 @@ func (t *transport) yieldForMore() {
 // detach makes the pool worker writing for t t's own writer, from now
 // until t's queue is empty: its write is about to wait for the client.
 func (t *transport) detach() {
-	t.pooled, t.detached = false, true
-	t.b.wpool.release(t.b)
+	if t.pooled.CompareAndSwap(true, false) {
+		t.b.wpool.release(t.b)
+	}
 }
 
 // writeOut writes b to w, recording when the write began so that the

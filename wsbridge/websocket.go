@@ -89,7 +89,7 @@ func (c *wsConn) start(b *Bridge, nc net.Conn, subprotocol string, creds *creden
 	c.init(b, c, transportWebSocket, f)
 	c.nc = nc
 	c.setup(nc)
-	c.poolable = c.canWriteNow()
+	c.poolable = c.canWriteNow() || tlsWriteNow(nc, &c.transport)
 	c.rd = wsReader{r: nc, max: b.cfg.MaxFrame}
 	metricConns[transportWebSocket][f].Add(1)
 	return newSession(b, &c.transport, creds)
@@ -146,7 +146,7 @@ func (c *wsConn) write(out []byte, bt *batch) ([]byte, error) {
 // what the socket takes without waiting; when it does not take it all,
 // the worker detaches and the rest is written as any other write.
 func (c *wsConn) flushOut(out []byte) error {
-	if c.pooled {
+	if !c.tls && c.pooled.Load() {
 		n, err := c.writeNow(out)
 		switch {
 		case err == nil && n == len(out):

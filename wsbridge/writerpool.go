@@ -95,14 +95,12 @@ func (p *writerPool) work(b *Bridge) {
 			return
 		}
 		p.mu.Unlock()
-		t.pooled = true
+		t.pooled.Store(true)
 		more := t.writeOnce()
-		t.pooled = false
-		if t.detached {
-			// This goroutine's place in the pool went to another (a
-			// write waited for the client): it finishes t's queue as
-			// t's own writer and ends.
-			t.detached = false
+		if !t.pooled.CompareAndSwap(true, false) {
+			// Detached: this goroutine's place in the pool went to
+			// another (a write had to wait for the client); it
+			// finishes t's queue as t's own writer and ends.
 			for more {
 				more = t.writeOnce()
 			}

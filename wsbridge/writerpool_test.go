@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/herald-io/herald/config"
+	"github.com/herald-io/herald/internal/tlstest"
 )
 
 // readWSTexts reads the server's unmasked WebSocket messages from r and
@@ -63,17 +65,35 @@ func readWSTexts(r io.Reader, fn func(frame []byte) bool) error {
 // other session would stop too. Every client gets every frame, in order,
 // the stalled ones once they read again.
 func TestWriterPoolWhileBehindAStalledClientDelaysNobody(t *testing.T) {
+	t.Run("plain", func(t *testing.T) { testStalledClients(t, false) })
+	// Over TLS, through WriteNowListener as herald serve does.
+	t.Run("tls", func(t *testing.T) { testStalledClients(t, true) })
+}
+
+func testStalledClients(t *testing.T, useTLS bool) {
 	cfg := config.Default()
 	br := &Bridge{cfg: cfg.Bridge, log: slog.New(slog.DiscardHandler)}
 	br.ctx, br.cancel = context.WithCancel(context.Background())
 	defer br.cancel()
 	br.behind.Store(true)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	tcpLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	defer tcpLn.Close()
+	ln := tcpLn
+	var serverTLS, clientTLS *tls.Config
+	if useTLS {
+		ln = WriteNowListener(tcpLn)
+		files := tlstest.NewFiles(t)
+		cert, err := tls.LoadX509KeyPair(files.Cert, files.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		serverTLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+		clientTLS = files.ClientTLS(t, false)
+	}
 	const fast = 20
 	stalled := poolWorkers() + 1
 	type pair struct {
@@ -94,12 +114,25 @@ func TestWriterPoolWhileBehindAStalledClientDelaysNobody(t *testing.T) {
 		}
 		if i < stalled { // first in the pool's list
 			_ = cl.(*net.TCPConn).SetReadBuffer(4096)
-			_ = nc.(*net.TCPConn).SetWriteBuffer(4096)
+			_ = nc.(interface{ SetWriteBuffer(int) error }).SetWriteBuffer(4096)
+		}
+		if useTLS {
+			tc := tls.Client(cl, clientTLS)
+			errc := make(chan error, 1)
+			go func() { errc <- tc.Handshake() }()
+			ts := tls.Server(nc, serverTLS)
+			if err := ts.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			cl, nc = tc, ts
 		}
 		c := &wsConn{}
 		s := c.start(br, nc, SubprotocolJSON, &credentials{})
 		if !c.poolable {
-			t.Fatal("a WebSocket on a plain TCP socket is not poolable")
+			t.Fatalf("a WebSocket (TLS %v) is not poolable", useTLS)
 		}
 		pairs[i] = pair{cl, c, s}
 	}

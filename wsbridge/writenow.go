@@ -1,0 +1,81 @@
+package wsbridge
+
+import (
+	"crypto/tls"
+	"net"
+	"sync/atomic"
+	"syscall"
+)
+
+// WriteNowListener wraps a TCP listener's connections for TLS:
+// tls.NewListener(WriteNowListener(l), config). The bridge's writer pool
+// (which writes for WebSocket sessions while the bridge is behind) must
+// never wait for a client, and a write to a *tls.Conn cannot be tried
+// without waiting (one that timed out spoils the connection). Below TLS,
+// a wrapped connection writes each encrypted record as the pool needs:
+// what the socket takes at once, then, when it does not take it all, it
+// gives the worker's place to another and waits for the rest. Without the
+// wrapper, TLS WebSockets keep a writer goroutine of their own, as when
+// on time. Other connections pass through unchanged.
+func WriteNowListener(l net.Listener) net.Listener { return writeNowListener{l} }
+
+type writeNowListener struct{ net.Listener }
+
+func (l writeNowListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil || !writeNowWorks {
+		return c, err
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return c, nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return c, nil
+	}
+	return &writeNowConn{TCPConn: tc, rc: rc}, nil
+}
+
+// writeNowConn is a TCP connection whose writes, while a pool worker
+// writes for the transport t (transport.pooled), take what the socket
+// takes at once and detach before they wait.
+type writeNowConn struct {
+	*net.TCPConn
+	rc syscall.RawConn
+	t  atomic.Pointer[transport] // set when the connection becomes a WebSocket session
+}
+
+func (c *writeNowConn) Write(b []byte) (int, error) {
+	t := c.t.Load()
+	if t == nil || !t.pooled.Load() {
+		return c.TCPConn.Write(b)
+	}
+	n, err := writeNowRaw(c.rc, b)
+	switch {
+	case err == errWouldBlock:
+		n = 0
+	case err != nil:
+		return 0, err
+	case n == len(b):
+		return n, nil
+	}
+	t.detach()
+	m, err := c.TCPConn.Write(b[n:])
+	return n + m, err
+}
+
+// tlsWriteNow reports whether nc is a *tls.Conn on a connection of
+// WriteNowListener, and then ties that connection's writes to t.
+func tlsWriteNow(nc net.Conn, t *transport) bool {
+	tc, ok := nc.(*tls.Conn)
+	if !ok {
+		return false
+	}
+	wc, ok := tc.NetConn().(*writeNowConn)
+	if !ok {
+		return false
+	}
+	wc.t.Store(t)
+	return true
+}
