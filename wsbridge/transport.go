@@ -82,8 +82,8 @@ type transport struct {
 	kind    transportKind
 	format  format
 	// poolable says the wire can write without waiting (a WebSocket on a
-	// plain socket), so that a writerPool worker may write for it. Set
-	// once, before any frame.
+	// plain socket, or under TLS on WriteNowListener), so that a
+	// writerPool worker may write for it. Set once, before any frame.
 	poolable bool
 
 	writeSince atomic.Int64 // unix nanos when the current write began; 0: none

@@ -23,9 +23,10 @@ import (
 // slower than it is sent to), the worker gives its place to a new one
 // and finishes that session's queue as its own writer, as on time, so a
 // slow client delays nobody else. Only sessions whose wire can write that
-// way are pooled (transport.poolable: WebSockets on a plain socket; a
-// write to a *tls.Conn cannot be tried without waiting, and one that
-// timed out spoils the connection).
+// way are pooled (transport.poolable): WebSockets on a plain socket, and
+// under TLS on a connection of WriteNowListener, which writes each
+// encrypted record that way (a write to a *tls.Conn itself cannot be
+// tried without waiting, and one that timed out spoils the connection).
 type writerPool struct {
 	mu sync.Mutex
 	// ready is the sessions waiting for a worker, from head on: each one
@@ -60,7 +61,7 @@ func (p *writerPool) push(t *transport) {
 	}
 }
 
-// pop takes the first session of the ready list, nil when it is empty
+// popLocked takes the first session of the ready list, nil when it is empty
 // (the worker then ends). p.mu must be held.
 func (p *writerPool) popLocked() *transport {
 	if p.head == len(p.ready) {
