@@ -75,7 +75,7 @@ type Bridge struct {
 	// behind is whether the publications reaching this bridge are late
 	// (see noteAge): writers then batch (wpool, yieldForMore).
 	behind atomic.Bool
-	wpool  writerPool // writes for WebSocket sessions while behind
+	wpool  writerPool // writes for sessions on sockets of their own while behind
 
 	seed     maphash.Seed
 	sessions [32]sessionShard
@@ -245,9 +245,10 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 // A bridge is behind when the publications it fans out were published a
 // while ago: they queued on their way here (behind thousands of writers
 // made runnable by the fan-outs before them, typically), and more follow.
-// Then WebSocket sessions on plain sockets are written by the bridge's
-// writerPool, a few workers taking them in turn, and any other writer
-// yields before taking its batch (transport.yieldForMore): either way
+// Then sessions on sockets of their own (WebSockets; SSE and HTTP streams
+// over HTTP/1.x) are written by the bridge's writerPool, a few workers
+// taking them in turn, and the others (HTTP/2 streams) yield before
+// taking a batch (transport.yieldForMore): either way
 // the next publications join a session's queue and go out in the same
 // write, and under overload that batching is what lets the bridge catch
 // up.

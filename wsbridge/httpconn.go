@@ -84,8 +84,16 @@ func (c *httpConn) open(w http.ResponseWriter, r *http.Request, contentType stri
 		_ = nc.Close()
 		return false
 	}
-	c.nc = nc
+	c.hold(nc)
 	return true
+}
+
+// hold makes nc, hijacked with the response's head written, the stream's
+// connection.
+func (c *httpConn) hold(nc net.Conn) {
+	c.nc = nc
+	c.setup(nc)
+	c.poolable = poolable(&c.transport, &c.parking, nc)
 }
 
 // serve holds the stream once the session has started: on HTTP/1.x a
@@ -95,7 +103,6 @@ func (c *httpConn) open(w http.ResponseWriter, r *http.Request, contentType stri
 func (c *httpConn) serve(r *http.Request, adm admission) {
 	c.adm = adm
 	if c.nc != nil {
-		c.setup(c.nc)
 		c.b.wg.Add(1)
 		go c.readLoop(false)
 		return
@@ -162,7 +169,7 @@ func (c *httpConn) wake() {
 // out is where the stream's bytes go.
 func (c *httpConn) writeOutTo(b []byte) error {
 	if c.nc != nil {
-		return c.writeOut(c.nc, b)
+		return writePooled(&c.transport, &c.parking, c.nc, b)
 	}
 	return c.writeOut(c.h2, b)
 }

@@ -81,8 +81,8 @@ type transport struct {
 	writeFn func()   // t.writeLoop, made once: starting the writer allocates nothing
 	kind    transportKind
 	format  format
-	// poolable says the wire can write without waiting (a WebSocket on a
-	// plain socket, or under TLS on WriteNowListener), so that a
+	// poolable says the wire can write without waiting (on a socket of
+	// its own, plain, or under TLS on WriteNowListener), so that a
 	// writerPool worker may write for it. Set once, before any frame.
 	poolable bool
 

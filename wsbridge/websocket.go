@@ -89,7 +89,7 @@ func (c *wsConn) start(b *Bridge, nc net.Conn, subprotocol string, creds *creden
 	c.init(b, c, transportWebSocket, f)
 	c.nc = nc
 	c.setup(nc)
-	c.poolable = c.canWriteNow() || tlsWriteNow(nc, &c.transport)
+	c.poolable = poolable(&c.transport, &c.parking, nc)
 	c.rd = wsReader{r: nc, max: b.cfg.MaxFrame}
 	metricConns[transportWebSocket][f].Add(1)
 	return newSession(b, &c.transport, creds)
@@ -142,22 +142,9 @@ func (c *wsConn) write(out []byte, bt *batch) ([]byte, error) {
 	return out, err
 }
 
-// flushOut writes out. A pool worker's write (transport.pooled) takes
-// what the socket takes without waiting; when it does not take it all,
-// the worker detaches and the rest is written as any other write.
+// flushOut writes out (writePooled).
 func (c *wsConn) flushOut(out []byte) error {
-	if !c.tls && c.pooled.Load() {
-		n, err := c.writeNow(out)
-		switch {
-		case err == nil && n == len(out):
-			return nil
-		case err != nil && err != errWouldBlock:
-			return err
-		}
-		out = out[n:]
-		c.detach()
-	}
-	return c.writeOut(c.nc, out)
+	return writePooled(&c.transport, &c.parking, c.nc, out)
 }
 
 // cut closes the socket; the reader then ends and cleans up (a parked

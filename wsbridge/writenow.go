@@ -9,14 +9,14 @@ import (
 
 // WriteNowListener wraps a TCP listener's connections for TLS:
 // tls.NewListener(WriteNowListener(l), config). The bridge's writer pool
-// (which writes for WebSocket sessions while the bridge is behind) must
-// never wait for a client, and a write to a *tls.Conn cannot be tried
-// without waiting (one that timed out spoils the connection). Below TLS,
-// a wrapped connection writes each encrypted record as the pool needs:
-// what the socket takes at once, then, when it does not take it all, it
-// gives the worker's place to another and waits for the rest. Without the
-// wrapper, TLS WebSockets keep a writer goroutine of their own, as when
-// on time. Other connections pass through unchanged.
+// (which writes for sessions on sockets of their own while the bridge is
+// behind) must never wait for a client, and a write to a *tls.Conn cannot
+// be tried without waiting (one that timed out spoils the connection).
+// Below TLS, a wrapped connection writes each encrypted record as the
+// pool needs: what the socket takes at once, then, when it does not take
+// it all, it gives the worker's place to another and waits for the rest.
+// Without the wrapper, TLS sessions keep a writer goroutine of their own,
+// as when on time. Other connections pass through unchanged.
 func WriteNowListener(l net.Listener) net.Listener { return writeNowListener{l} }
 
 type writeNowListener struct{ net.Listener }
@@ -43,7 +43,7 @@ func (l writeNowListener) Accept() (net.Conn, error) {
 type writeNowConn struct {
 	*net.TCPConn
 	rc syscall.RawConn
-	t  atomic.Pointer[transport] // set when the connection becomes a WebSocket session
+	t  atomic.Pointer[transport] // set when the connection becomes a session's (a WebSocket, an HTTP/1.x stream)
 }
 
 func (c *writeNowConn) Write(b []byte) (int, error) {

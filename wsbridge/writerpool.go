@@ -1,12 +1,14 @@
 package wsbridge
 
 import (
+	"net"
 	"runtime"
 	"sync"
 )
 
-// writerPool writes for the bridge's WebSocket sessions while the bridge
-// is behind (see noteAge). On time, each session with something to send
+// writerPool writes for the bridge's sessions on sockets of their own
+// (WebSockets; SSE and HTTP streams over HTTP/1.x) while the bridge is
+// behind (see noteAge). On time, each session with something to send
 // gets a writer goroutine of its own, which writes at once and ends. Under
 // overload that is thousands of runnable writers after every fan-out: the
 // goroutine fanning the next publication out waits behind all of them
@@ -23,8 +25,8 @@ import (
 // slower than it is sent to), the worker gives its place to a new one
 // and finishes that session's queue as its own writer, as on time, so a
 // slow client delays nobody else. Only sessions whose wire can write that
-// way are pooled (transport.poolable): WebSockets on a plain socket, and
-// under TLS on a connection of WriteNowListener, which writes each
+// way are pooled (transport.poolable): those on a plain socket, and under
+// TLS on a connection of WriteNowListener, which writes each
 // encrypted record that way (a write to a *tls.Conn itself cannot be
 // tried without waiting, and one that timed out spoils the connection).
 type writerPool struct {
@@ -128,4 +130,31 @@ func (p *writerPool) release(b *Bridge) {
 		b.wg.Add(1)
 		go p.work(b)
 	}
+}
+
+// poolable reports whether a pool worker may write to nc for t, whose
+// socket k has (parking.setup done): a plain socket, or TLS on a
+// connection of WriteNowListener (which it then ties to t).
+func poolable(t *transport, k *parking, nc net.Conn) bool {
+	return k.canWriteNow() || tlsWriteNow(nc, t)
+}
+
+// writePooled writes b to nc, t's connection, whose socket k has. A pool
+// worker's write (t.pooled) takes what the socket takes without waiting;
+// when it does not take it all, the worker detaches and the rest is
+// written as any other write. Under TLS the connection below crypto/tls
+// (writeNowConn) does that for each record.
+func writePooled(t *transport, k *parking, nc net.Conn, b []byte) error {
+	if !k.tls && t.pooled.Load() {
+		n, err := k.writeNow(b)
+		switch {
+		case err == nil && n == len(b):
+			return nil
+		case err != nil && err != errWouldBlock:
+			return err
+		}
+		b = b[n:]
+		t.detach()
+	}
+	return t.writeOut(nc, b)
 }

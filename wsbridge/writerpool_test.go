@@ -59,18 +59,36 @@ func readWSTexts(r io.Reader, fn func(frame []byte) bool) error {
 	}
 }
 
-// While the bridge is behind, a writer pool writes for WebSocket sessions.
-// Clients that stop reading (more of them than the pool has workers) fill
-// their sockets: the workers writing for them must not wait, or every
-// other session would stop too. Every client gets every frame, in order,
-// the stalled ones once they read again.
-func TestWriterPoolWhileBehindAStalledClientDelaysNobody(t *testing.T) {
-	t.Run("plain", func(t *testing.T) { testStalledClients(t, false) })
-	// Over TLS, through WriteNowListener as herald serve does.
-	t.Run("tls", func(t *testing.T) { testStalledClients(t, true) })
+// readLines hands each line of r (an HTTP stream's NDJSON) to fn, until
+// fn returns false or r fails.
+func readLines(r io.Reader, fn func(frame []byte) bool) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 64<<10)
+	for sc.Scan() {
+		if !fn(sc.Bytes()) {
+			return nil
+		}
+	}
+	if sc.Err() == nil {
+		return io.EOF
+	}
+	return sc.Err()
 }
 
-func testStalledClients(t *testing.T, useTLS bool) {
+// While the bridge is behind, a writer pool writes for the sessions on
+// sockets of their own. Clients that stop reading (more of them than the
+// pool has workers) fill their sockets: the workers writing for them must
+// not wait, or every other session would stop too. Every client gets
+// every frame, in order, the stalled ones once they read again.
+func TestWriterPoolWhileBehindAStalledClientDelaysNobody(t *testing.T) {
+	for _, kind := range []transportKind{transportWebSocket, transportHTTPStream} {
+		t.Run(kind.String()+"/plain", func(t *testing.T) { testStalledClients(t, kind, false) })
+		// Over TLS, through WriteNowListener as herald serve does.
+		t.Run(kind.String()+"/tls", func(t *testing.T) { testStalledClients(t, kind, true) })
+	}
+}
+
+func testStalledClients(t *testing.T, kind transportKind, useTLS bool) {
 	cfg := config.Default()
 	br := &Bridge{cfg: cfg.Bridge, log: slog.New(slog.DiscardHandler)}
 	br.ctx, br.cancel = context.WithCancel(context.Background())
@@ -98,7 +116,6 @@ func testStalledClients(t *testing.T, useTLS bool) {
 	stalled := poolWorkers() + 1
 	type pair struct {
 		client net.Conn
-		conn   *wsConn
 		s      *session
 	}
 	pairs := make([]pair, fast+stalled)
@@ -129,12 +146,20 @@ func testStalledClients(t *testing.T, useTLS bool) {
 			}
 			cl, nc = tc, ts
 		}
-		c := &wsConn{}
-		s := c.start(br, nc, SubprotocolJSON, &credentials{})
-		if !c.poolable {
-			t.Fatalf("a WebSocket (TLS %v) is not poolable", useTLS)
+		var s *session
+		if kind == transportWebSocket {
+			c := &wsConn{}
+			s = c.start(br, nc, SubprotocolJSON, &credentials{})
+		} else {
+			c := &httpConn{}
+			c.init(br, c, kind, formatJSON)
+			c.hold(nc)
+			s = newSession(br, &c.transport, &credentials{})
 		}
-		pairs[i] = pair{cl, c, s}
+		if !s.t.poolable {
+			t.Fatalf("a %v (TLS %v) is not poolable", kind, useTLS)
+		}
+		pairs[i] = pair{cl, s}
 	}
 
 	// 120 frames of ~1 KB a session: several times what a stalled
@@ -146,7 +171,11 @@ func testStalledClients(t *testing.T, useTLS bool) {
 		got[i] = make(chan error, 1)
 		go func() {
 			next := 1
-			err := readWSTexts(pairs[i].client, func(fr []byte) bool {
+			read := readWSTexts
+			if kind != transportWebSocket {
+				read = readLines
+			}
+			err := read(pairs[i].client, func(fr []byte) bool {
 				want := `{"n":` + strconv.Itoa(next) + `,"pad":"` + pad + `"}`
 				if string(fr) != want {
 					got[i] <- fmt.Errorf("client %d: frame %d is %.40q", i, next, fr)
