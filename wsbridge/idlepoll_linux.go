@@ -158,27 +158,11 @@ func (k *parking) readNow(nc net.Conn, p []byte) (int, error) {
 	if k.tls {
 		return readNowTLS(nc, p)
 	}
-	var n int
-	var rerr error
-	err := k.rc.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = syscall.Read(int(fd), p)
-			if rerr != syscall.EINTR {
-				return true
-			}
-		}
-	})
-	switch {
-	case err != nil:
-		return 0, err
-	case rerr == syscall.EAGAIN:
-		return 0, errWouldBlock
-	case rerr != nil:
-		return 0, rerr
-	case n == 0 && len(p) > 0:
+	n, err := rawNow(k.rc, false, p)
+	if err == nil && n == 0 && len(p) > 0 {
 		return 0, io.EOF
 	}
-	return n, nil
+	return n, err
 }
 
 // writeNow writes to the socket (a plain one: k.rc is set and k.tls is
@@ -194,24 +178,38 @@ const writeNowWorks = true
 
 // writeNowRaw writes to rc's socket what it takes of b at once:
 // errWouldBlock when it takes nothing.
-func writeNowRaw(rc syscall.RawConn, b []byte) (int, error) {
+func writeNowRaw(rc syscall.RawConn, b []byte) (int, error) { return rawNow(rc, true, b) }
+
+// rawNow reads into b, or writes b, on rc's socket (non-blocking, as Go's
+// are) once, without waiting: errWouldBlock when it would have to.
+func rawNow(rc syscall.RawConn, write bool, b []byte) (int, error) {
 	var n int
-	var werr error
-	err := rc.Write(func(fd uintptr) bool {
+	var serr error
+	f := func(fd uintptr) bool {
 		for {
-			n, werr = syscall.Write(int(fd), b)
-			if werr != syscall.EINTR {
+			if write {
+				n, serr = syscall.Write(int(fd), b)
+			} else {
+				n, serr = syscall.Read(int(fd), b)
+			}
+			if serr != syscall.EINTR {
 				return true
 			}
 		}
-	})
+	}
+	var err error
+	if write {
+		err = rc.Write(f)
+	} else {
+		err = rc.Read(f)
+	}
 	switch {
 	case err != nil:
 		return 0, err
-	case werr == syscall.EAGAIN:
+	case serr == syscall.EAGAIN:
 		return 0, errWouldBlock
-	case werr != nil:
-		return 0, werr
+	case serr != nil:
+		return 0, serr
 	}
 	return n, nil
 }
