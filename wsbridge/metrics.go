@@ -139,8 +139,28 @@ func init() {
 			Name: "herald_ws_queued_bytes",
 			Help: "Bytes queued to browsers and not yet written, over all connections.",
 		}, queuedBytes),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "herald_ws_behind",
+			Help: "Bridges (one per process, unless embedded) whose publications reach their fan-out late: 10 ms or more after they were published, until one is 2 ms or less. Meanwhile the writer pool writes for the sessions on sockets of their own.",
+		}, func() float64 {
+			var n int
+			eachBridge(func(b *Bridge) {
+				if b.behind.Load() {
+					n++
+				}
+			})
+			return float64(n)
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "herald_ws_pool_detaches_total",
+			Help: "Writes of the writer pool that the socket did not take at once (a client reading slower than it is sent to, while the bridge is behind): the session got a writer of its own, the pool a new worker.",
+		}, func() float64 { return float64(metricPoolDetaches.Load()) }),
 	)
 }
+
+// metricPoolDetaches counts transport.detach calls that gave a pool
+// worker's place away.
+var metricPoolDetaches atomic.Int64
 
 // trackBridge adds b to the bridges the gauges read; untrackBridge removes it.
 func trackBridge(b *Bridge) {

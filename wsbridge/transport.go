@@ -412,6 +412,7 @@ func (t *transport) yieldForMore() {
 // until t's queue is empty: its write is about to wait for the client.
 func (t *transport) detach() {
 	if t.pooled.CompareAndSwap(true, false) {
+		metricPoolDetaches.Add(1)
 		t.b.wpool.release(t.b)
 	}
 }

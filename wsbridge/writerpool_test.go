@@ -196,6 +196,7 @@ func testStalledClients(t *testing.T, kind transportKind, useTLS bool) {
 	for i := stalled; i < len(pairs); i++ {
 		read(i)
 	}
+	detaches0 := metricPoolDetaches.Load()
 	for k := 1; k <= frames; k++ {
 		fr := []byte(`{"n":` + strconv.Itoa(k) + `,"pad":"` + pad + `"}`)
 		for _, p := range pairs {
@@ -217,7 +218,7 @@ func testStalledClients(t *testing.T, kind transportKind, useTLS bool) {
 		wait(i)
 	}
 	// The pool is idle: the stalled sessions' writes wait in writers of
-	// their own, which the pool's workers became.
+	// their own, which the pool's workers became, at least one for each.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		br.wpool.mu.Lock()
@@ -230,6 +231,9 @@ func testStalledClients(t *testing.T, kind transportKind, useTLS bool) {
 			t.Fatal("the pool's workers did not end")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+	if d := metricPoolDetaches.Load() - detaches0; d < int64(stalled) {
+		t.Fatalf("%d detaches for %d stalled clients", d, stalled)
 	}
 	for i := 0; i < stalled; i++ {
 		pairs[i].s.t.mu.Lock()
