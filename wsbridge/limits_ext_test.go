@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -103,9 +104,14 @@ func TestSlowConsumer(t *testing.T) {
 		if err != nil {
 			// The close frame travels behind everything the client did not
 			// read; when the socket stayed full, the bridge could only drop
-			// the connection (1006 on this side). Either way it is closed,
-			// and the bridge counted it as a slow consumer above.
+			// the connection (1006 on this side, or a reset: the kernel
+			// may reset a closed socket whose unsent bytes the client did
+			// not take, seen once in 60 runs under load). Either way it is
+			// closed, and the bridge counted it as a slow consumer above.
 			var ce *websocket.CloseError
+			if errors.Is(err, syscall.ECONNRESET) {
+				break
+			}
 			if !errors.As(err, &ce) || (ce.Code != 4004 && ce.Code != websocket.CloseAbnormalClosure) {
 				t.Fatalf("slow client: want close 4004 (or an abnormal closure), got %v", err)
 			}
