@@ -248,10 +248,9 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 // Then sessions on sockets of their own (WebSockets; SSE and HTTP streams
 // over HTTP/1.x) are written by the bridge's writerPool, a few workers
 // taking them in turn, and the others (HTTP/2 streams) yield before
-// taking a batch (transport.yieldForMore): either way
-// the next publications join a session's queue and go out in the same
-// write, and under overload that batching is what lets the bridge catch
-// up.
+// taking a batch (transport.yieldForMore): either way the next
+// publications join a session's queue and go out in the same write, and
+// under overload that batching is what lets the bridge catch up.
 // On time, a writer writes at once: a connection sent a frame now and
 // then (a user's notifications, a channel at a few publications a second)
 // gains nothing from a yield, and a fan-out to 10,000 of them would pay a

@@ -165,12 +165,7 @@ func (k *parking) readNow(nc net.Conn, p []byte) (int, error) {
 	return n, err
 }
 
-// writeNow writes to the socket (a plain one: k.rc is set and k.tls is
-// not) what it takes of b at once, without waiting: errWouldBlock when it
-// takes nothing.
-func (k *parking) writeNow(b []byte) (int, error) { return writeNowRaw(k.rc, b) }
-
-// canWriteNow reports whether writeNow works for the socket.
+// canWriteNow reports whether writeNowRaw works on k.rc: a plain socket.
 func (k *parking) canWriteNow() bool { return k.rc != nil && !k.tls }
 
 // writeNowWorks says writeNowRaw can write without waiting here.

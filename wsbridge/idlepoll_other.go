@@ -17,7 +17,6 @@ func (k *parking) canPark() bool                         { return false }
 func (k *parking) park(parker) bool                      { return false }
 func (k *parking) unpark()                               {}
 func (k *parking) readNow(net.Conn, []byte) (int, error) { return 0, errWouldBlock }
-func (k *parking) writeNow([]byte) (int, error)          { return 0, errWouldBlock }
 func (k *parking) canWriteNow() bool                     { return false }
 
 const writeNowWorks = false

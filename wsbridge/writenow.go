@@ -51,16 +51,10 @@ func (c *writeNowConn) Write(b []byte) (int, error) {
 	if t == nil || !t.pooled.Load() {
 		return c.TCPConn.Write(b)
 	}
-	n, err := writeNowRaw(c.rc, b)
-	switch {
-	case err == errWouldBlock:
-		n = 0
-	case err != nil:
-		return 0, err
-	case n == len(b):
-		return n, nil
+	n, done, err := writeNowOr(t, c.rc, b)
+	if done || err != nil {
+		return n, err
 	}
-	t.detach()
 	m, err := c.TCPConn.Write(b[n:])
 	return n + m, err
 }

@@ -4,6 +4,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"syscall"
 )
 
 // writerPool writes for the bridge's sessions on sockets of their own
@@ -21,7 +22,7 @@ import (
 // it waits for its next, and each write carries what it holds.
 //
 // A worker never waits for a client: it writes what the socket takes at
-// once (parking.writeNow). When the socket is full (a client reading
+// once (writeNowOr). When the socket is full (a client reading
 // slower than it is sent to), the worker gives its place to a new one
 // and finishes that session's queue as its own writer, as on time, so a
 // slow client delays nobody else. Only sessions whose wire can write that
@@ -140,21 +141,34 @@ func poolable(t *transport, k *parking, nc net.Conn) bool {
 }
 
 // writePooled writes b to nc, t's connection, whose socket k has. A pool
-// worker's write (t.pooled) takes what the socket takes without waiting;
-// when it does not take it all, the worker detaches and the rest is
-// written as any other write. Under TLS the connection below crypto/tls
-// (writeNowConn) does that for each record.
+// worker's write (t.pooled) on a plain socket goes through writeNowOr;
+// under TLS the connection below crypto/tls (writeNowConn) does the same
+// for each record.
 func writePooled(t *transport, k *parking, nc net.Conn, b []byte) error {
 	if !k.tls && t.pooled.Load() {
-		n, err := k.writeNow(b)
-		switch {
-		case err == nil && n == len(b):
-			return nil
-		case err != nil && err != errWouldBlock:
+		n, done, err := writeNowOr(t, k.rc, b)
+		if done || err != nil {
 			return err
 		}
 		b = b[n:]
-		t.detach()
 	}
 	return t.writeOut(nc, b)
+}
+
+// writeNowOr writes what rc's socket takes of b at once, for a pool
+// worker writing for t, and reports how much and whether that was all.
+// When it was not, t is detached (the worker gives its place away) and the
+// caller writes b[n:] as any other write, waiting for the client.
+func writeNowOr(t *transport, rc syscall.RawConn, b []byte) (n int, done bool, err error) {
+	n, err = writeNowRaw(rc, b)
+	switch {
+	case err == errWouldBlock:
+		n = 0
+	case err != nil:
+		return 0, false, err
+	case n == len(b):
+		return n, true, nil
+	}
+	t.detach()
+	return n, false, nil
 }
