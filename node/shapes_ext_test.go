@@ -3,8 +3,11 @@ package node_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -138,6 +141,33 @@ func TestShapesREST(t *testing.T) {
 			if code, body := d.REST(t, "GET", path, ""); code != 200 {
 				t.Fatalf("GET %s: %d %s", path, code, body)
 			}
+		}
+		// The channel list a page at a time: every name once, in order.
+		var names []string
+		for tok, pages := "", 0; ; pages++ {
+			if pages == 50 {
+				t.Fatalf("more than 50 pages of 1: %v", names)
+			}
+			code, body := d.REST(t, "GET", "/v1/channels?page_size=1&page_token="+url.QueryEscape(tok), "")
+			var page struct {
+				Channels []struct {
+					Name string `json:"name"`
+				} `json:"channels"`
+				Next string `json:"next_page_token"`
+			}
+			if err := json.Unmarshal([]byte(body), &page); code != 200 || err != nil || len(page.Channels) != 1 {
+				t.Fatalf("GET /v1/channels?page_size=1: %d %s (%v)", code, body, err)
+			}
+			if name := page.Channels[0].Name; len(names) > 0 && name <= names[len(names)-1] {
+				t.Fatalf("page %d lists %q after %q", pages+1, name, names[len(names)-1])
+			}
+			names = append(names, page.Channels[0].Name)
+			if tok = page.Next; tok == "" {
+				break
+			}
+		}
+		if !slices.Contains(names, "news") || !slices.Contains(names, "chat:lobby") {
+			t.Fatalf("pages of 1 listed %v, want news and chat:lobby among them", names)
 		}
 		if code, body := d.REST(t, "POST", "/v1/users/42/disconnect", `{"reason":"test"}`); code != 200 {
 			t.Fatalf("REST disconnect: %d %s", code, body)

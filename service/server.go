@@ -3,12 +3,14 @@ package service
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -813,16 +815,33 @@ func (s *Server) Channels(ctx context.Context, req *heraldv1.ChannelsRequest) (*
 	if len(req.Pattern) > channelname.MaxLen {
 		return nil, status.Errorf(codes.InvalidArgument, "pattern is longer than %d bytes", channelname.MaxLen)
 	}
+	if req.PageSize < 0 {
+		return nil, status.Error(codes.InvalidArgument, "page_size must not be negative")
+	}
+	after, err := decodeChannelsToken(req.PageToken)
+	if err != nil {
+		return nil, err
+	}
 	states, err := s.engine.Channels(ctx)
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}
+	// Only what this page can list is kept: the names after the token's
+	// that match the pattern.
+	wanted := func(name string) bool {
+		return (after == nil || name > *after) && (req.Pattern == "" || channelname.Match(req.Pattern, name))
+	}
 	streams := s.hub.channelStreams()
-	byName := make(map[string]*heraldv1.ChannelInfo, len(states))
+	byName := make(map[string]*heraldv1.ChannelInfo)
 	for _, st := range states {
-		byName[st.Name] = &heraldv1.ChannelInfo{Name: st.Name, Clients: uint32(st.Clients), Position: st.Position}
+		if wanted(st.Name) {
+			byName[st.Name] = &heraldv1.ChannelInfo{Name: st.Name, Clients: uint32(st.Clients), Position: st.Position}
+		}
 	}
 	for name, n := range streams {
+		if !wanted(name) {
+			continue
+		}
 		ci := byName[name]
 		if ci == nil {
 			ci = &heraldv1.ChannelInfo{Name: name}
@@ -830,22 +849,50 @@ func (s *Server) Channels(ctx context.Context, req *heraldv1.ChannelsRequest) (*
 		}
 		ci.Streams = uint32(n)
 	}
-	out := &heraldv1.ChannelsResponse{}
-	for name, ci := range byName {
-		if req.Pattern == "" || channelname.Match(req.Pattern, name) {
-			out.Channels = append(out.Channels, ci)
-		}
+	out := &heraldv1.ChannelsResponse{Channels: make([]*heraldv1.ChannelInfo, 0, len(byName))}
+	for _, ci := range byName {
+		out.Channels = append(out.Channels, ci)
 	}
 	sort.Slice(out.Channels, func(i, j int) bool { return out.Channels[i].Name < out.Channels[j].Name })
+	if size := int(min(req.PageSize, maxChannelsPage)); size > 0 && len(out.Channels) > size {
+		out.Channels = out.Channels[:size]
+		out.NextPageToken = encodeChannelsToken(out.Channels[size-1].Name)
+	}
 	// The list is one message. Over the limit grpc-go would refuse to
 	// send it with RESOURCE_EXHAUSTED (429 over REST: "retry later"), and
-	// it would fail the same way every time.
+	// it would fail the same way every time. A page of 1000 names of the
+	// longest kind is ~300 KB.
 	if n := proto.Size(out); n > s.cfg.Limits.MaxGRPCMessage {
 		return nil, status.Errorf(codes.FailedPrecondition,
-			"the answer lists %d channels in %d bytes, over limits.max_grpc_message (%d); narrow it with pattern (e.g. \"chat:*\") or raise the limit",
-			len(out.Channels), n, s.cfg.Limits.MaxGRPCMessage)
+			"the answer lists %d channels in %d bytes, over limits.max_grpc_message (%d); ask for pages (page_size, up to %d), narrow it with pattern (e.g. \"chat:*\") or raise the limit",
+			len(out.Channels), n, s.cfg.Limits.MaxGRPCMessage, maxChannelsPage)
 	}
 	return out, nil
+}
+
+// maxChannelsPage bounds a page of Channels.
+const maxChannelsPage = 1000
+
+// channelsTokenPrefix versions Channels' page tokens.
+const channelsTokenPrefix = "c1:"
+
+// encodeChannelsToken is the page token continuing after the channel name.
+func encodeChannelsToken(name string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(channelsTokenPrefix + name))
+}
+
+// decodeChannelsToken returns the name a page token continues after; nil
+// for no token.
+func decodeChannelsToken(tok string) (*string, error) {
+	if tok == "" {
+		return nil, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	name, ok := strings.CutPrefix(string(b), channelsTokenPrefix)
+	if err != nil || !ok || len(name) > channelname.MaxLen {
+		return nil, status.Error(codes.InvalidArgument, "page_token is not a next_page_token of Channels")
+	}
+	return &name, nil
 }
 
 // Disconnect implements HeraldService.Disconnect.

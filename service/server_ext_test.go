@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -819,6 +820,99 @@ func TestChannelsOverTheMessageLimit(t *testing.T) {
 	resp, err := ts.client.Channels(context.Background(), &heraldv1.ChannelsRequest{Pattern: "room:*-0?"})
 	if err != nil || len(resp.Channels) != 10 {
 		t.Fatalf("a pattern matching 10: %d channels, %v", len(resp.GetChannels()), err)
+	}
+}
+
+// TestChannelsInPages: pages list every channel once, in name order, under
+// the limit that refuses the whole list, a pattern holding across pages;
+// a channel created between two pages after the token's name is on a
+// later page; page_size is capped at 1000; a token that is not Channels'
+// and a negative size are INVALID_ARGUMENT.
+func TestChannelsInPages(t *testing.T) {
+	ts := startServer(t, testConfig(t, func(c *config.Config) { c.Limits.MaxPayload, c.Limits.MaxGRPCMessage = 1024, 2048 }))
+	ctx := context.Background()
+	var want []string
+	for i := range 60 {
+		name := fmt.Sprintf("room:%s-%02d", strings.Repeat("n", 40), i)
+		ts.publish(t, name, "1")
+		want = append(want, name)
+	}
+	ts.publish(t, "news", "1")
+	s := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: "room:quiet"}) // a stream, no publication
+	defer s.cancel()
+	want = append(want, "room:quiet")
+	sort.Strings(want)
+
+	list := func(pattern string, size int32, tok string) *heraldv1.ChannelsResponse {
+		t.Helper()
+		resp, err := ts.client.Channels(ctx, &heraldv1.ChannelsRequest{Pattern: pattern, PageSize: size, PageToken: tok})
+		if err != nil {
+			t.Fatalf("Channels(%q, %d, %q): %v", pattern, size, tok, err)
+		}
+		return resp
+	}
+	var got []string
+	tok, pages := "", 0
+	for {
+		resp := list("room:*", 7, tok)
+		pages++
+		if len(resp.Channels) > 7 || len(resp.Channels) == 0 {
+			t.Fatalf("page %d has %d channels, want 1 to 7", pages, len(resp.Channels))
+		}
+		for _, c := range resp.Channels {
+			got = append(got, c.Name)
+			if c.Name == "room:quiet" && c.Streams != 1 {
+				t.Fatalf("room:quiet: %v, want 1 stream", c)
+			}
+		}
+		if pages == 2 {
+			// Between pages: one channel before the pages' place, one after.
+			ts.publish(t, "room:a-late", "1")
+			ts.publish(t, "room:z-late", "1")
+			want = append(want, "room:z-late")
+		}
+		if tok = resp.NextPageToken; tok == "" {
+			break
+		}
+		if pages > 20 {
+			t.Fatal("more than 20 pages of 7 for 62 channels")
+		}
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("pages of 7 listed\n%v\nwant\n%v", got, want)
+	}
+	if pages != 9 { // 62 listed (60, room:quiet, room:z-late), 7 a page
+		t.Fatalf("%d pages, want 9", pages)
+	}
+	// The last page is full: no token, so no empty page after it.
+	if resp := list("news", 1, ""); len(resp.Channels) != 1 || resp.NextPageToken != "" {
+		t.Fatalf("a page holding the only match: %v", resp)
+	}
+
+	big := startServer(t, testConfig(t, nil))
+	for i := range 1003 {
+		big.publish(t, fmt.Sprintf("room:%04d", i), "1")
+	}
+	resp, err := big.client.Channels(ctx, &heraldv1.ChannelsRequest{PageSize: 5000})
+	if err != nil || len(resp.Channels) != 1000 || resp.NextPageToken == "" || resp.Channels[999].Name != "room:0999" {
+		t.Fatalf("page_size 5000 of 1003: %d channels, token %q, %v; want the first 1000 and a token", len(resp.GetChannels()), resp.GetNextPageToken(), err)
+	}
+	resp, err = big.client.Channels(ctx, &heraldv1.ChannelsRequest{PageSize: 5000, PageToken: resp.NextPageToken})
+	if err != nil || len(resp.Channels) != 3 || resp.NextPageToken != "" || resp.Channels[0].Name != "room:1000" {
+		t.Fatalf("the page after 1000 of 1003: %v, %v", resp, err)
+	}
+	if resp, err := big.client.Channels(ctx, &heraldv1.ChannelsRequest{}); err != nil || len(resp.Channels) != 1003 || resp.NextPageToken != "" {
+		t.Fatalf("no page_size: %d channels, token %q, %v; want all 1003", len(resp.GetChannels()), resp.GetNextPageToken(), err)
+	}
+
+	for _, req := range []*heraldv1.ChannelsRequest{
+		{PageSize: -1},
+		{PageSize: 5, PageToken: "not a token"},
+		{PageSize: 5, PageToken: "Y2hhdDp4"}, // base64 of a bare name, no version
+	} {
+		if _, err := ts.client.Channels(ctx, req); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("Channels(%v): %v, want INVALID_ARGUMENT", req, err)
+		}
 	}
 }
 

@@ -155,6 +155,12 @@ func TestAdminConsole(t *testing.T) {
 		const names = [...document.querySelectorAll("#admin-channels tr[data-channel]")].map((tr) => tr.dataset.channel);
 		return names.includes("chat:lobby") && names.every((n) => n.startsWith("chat:"));
 	})()`)
+	// Past a page (500), the list shows the first page and says so.
+	for i := range 501 {
+		publish(t, d.backend, fmt.Sprintf("chat:many-%03d", i), map[string]any{"n": i})
+	}
+	waitFor(t, ops, "the first 500 channels, and that more follow", `document.getElementById("admin-channel-count").textContent === "(the first 500 by name; more follow, narrow with a pattern matching chat:*)" &&
+		document.querySelectorAll("#admin-channels tr[data-channel]").length === 500 && document.querySelector('#admin-channels tr[data-channel="chat:lobby"]') !== null`)
 
 	// Publications per second, from /metrics.
 	before, err := strconv.Atoi(eval[string](t, ops, stat("publications")))

@@ -680,13 +680,19 @@ function renderStats(info, m) {
   if (m.error) $("admin-stats").append(el("div", { class: "stat muted", "data-stat": "metrics-error" }, el("dt", {}, "metrics"), el("dd", {}, m.error)));
 }
 
+/** The most channels the list shows: the first page of Channels. */
+const channelsPage = 500;
+
 /** Loads and shows the channel list, filtered by the pattern box. */
 async function loadChannels() {
   const pattern = /** @type {HTMLInputElement} */ ($("admin-pattern")).value.trim();
-  const res = await api("GET", `/v1/channels${pattern ? "?" + new URLSearchParams({ pattern }) : ""}`);
+  const query = new URLSearchParams({ page_size: String(channelsPage) });
+  if (pattern) query.set("pattern", pattern);
+  const res = await api("GET", `/v1/channels?${query}`);
   /** @type {any[]} */
   const channels = res.channels ?? [];
-  $("admin-channel-count").textContent = `(${channels.length}${pattern ? ` matching ${pattern}` : ""})`;
+  const more = res.next_page_token ? `the first ${channels.length} by name; more follow, narrow with a pattern` : String(channels.length);
+  $("admin-channel-count").textContent = `(${more}${pattern ? ` matching ${pattern}` : ""})`;
   const rows = channels.map((c) => {
     const tr = el("tr", { "data-channel": c.name, class: c.name === admin.selected ? "selected" : "", tabindex: "0", title: `inspect ${c.name}` },
       el("td", {}, el("code", {}, c.name)),

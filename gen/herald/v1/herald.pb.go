@@ -1912,7 +1912,15 @@ func (x *PresenceStatsResponse) GetUsers() uint32 {
 type ChannelsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Glob pattern (`*` any run of characters, `?` one); empty means all.
-	Pattern       string `protobuf:"bytes,1,opt,name=pattern,proto3" json:"pattern,omitempty"`
+	Pattern string `protobuf:"bytes,1,opt,name=pattern,proto3" json:"pattern,omitempty"`
+	// Most channels in one answer, in name order; 0 lists them all in one
+	// answer, which is refused (FAILED_PRECONDITION) when it would be over
+	// limits.max_grpc_message. At most 1000: a larger size is taken as 1000.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous answer: this answer lists the
+	// channels whose names sort after the last one listed there. Ask with
+	// the same pattern.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1954,11 +1962,28 @@ func (x *ChannelsRequest) GetPattern() string {
 	return ""
 }
 
+func (x *ChannelsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ChannelsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 // ChannelsResponse lists active channels, sorted by name.
 type ChannelsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The channels.
-	Channels      []*ChannelInfo `protobuf:"bytes,1,rep,name=channels,proto3" json:"channels,omitempty"`
+	Channels []*ChannelInfo `protobuf:"bytes,1,rep,name=channels,proto3" json:"channels,omitempty"`
+	// Set when more channels follow this answer's: pass it as page_token
+	// for the next page. Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1998,6 +2023,13 @@ func (x *ChannelsResponse) GetChannels() []*ChannelInfo {
 		return x.Channels
 	}
 	return nil
+}
+
+func (x *ChannelsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // ChannelInfo describes an active channel.
@@ -2930,11 +2962,15 @@ const file_herald_v1_herald_proto_rawDesc = "" +
 	"\achannel\x18\x01 \x01(\tR\achannel\"G\n" +
 	"\x15PresenceStatsResponse\x12\x18\n" +
 	"\aclients\x18\x01 \x01(\rR\aclients\x12\x14\n" +
-	"\x05users\x18\x02 \x01(\rR\x05users\"+\n" +
+	"\x05users\x18\x02 \x01(\rR\x05users\"g\n" +
 	"\x0fChannelsRequest\x12\x18\n" +
-	"\apattern\x18\x01 \x01(\tR\apattern\"F\n" +
+	"\apattern\x18\x01 \x01(\tR\apattern\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"n\n" +
 	"\x10ChannelsResponse\x122\n" +
-	"\bchannels\x18\x01 \x03(\v2\x16.herald.v1.ChannelInfoR\bchannels\"\x8c\x01\n" +
+	"\bchannels\x18\x01 \x03(\v2\x16.herald.v1.ChannelInfoR\bchannels\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8c\x01\n" +
 	"\vChannelInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aclients\x18\x02 \x01(\rR\aclients\x12\x18\n" +
