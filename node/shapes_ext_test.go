@@ -137,7 +137,7 @@ func TestShapesREST(t *testing.T) {
 		if code, body := d.REST(t, "GET", "/v1/channels/news/history?limit=10", ""); code != 200 || strings.Count(body, `"n":`) != 4 {
 			t.Fatalf("REST history: %d %s", code, body)
 		}
-		for _, path := range []string{"/v1/channels/chat:lobby/presence", "/v1/channels/chat:lobby/presence/stats", "/v1/channels?pattern=news", "/v1/info"} {
+		for _, path := range []string{"/v1/channels/chat:lobby/presence", "/v1/channels/chat:lobby/presence?page_size=1", "/v1/channels/chat:lobby/presence/stats", "/v1/channels?pattern=news", "/v1/info"} {
 			if code, body := d.REST(t, "GET", path, ""); code != 200 {
 				t.Fatalf("GET %s: %d %s", path, code, body)
 			}

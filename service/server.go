@@ -776,17 +776,39 @@ func (s *Server) Presence(ctx context.Context, req *heraldv1.PresenceRequest) (*
 	if _, err := s.presenceNamespace(ctx, req.Channel); err != nil {
 		return nil, err
 	}
+	if req.PageSize < 0 {
+		return nil, status.Error(codes.InvalidArgument, "page_size must not be negative")
+	}
+	after, err := decodePageToken(presenceTokenPrefix, req.PageToken, "Presence")
+	if err != nil {
+		return nil, err
+	}
 	clients, err := s.engine.Presence(ctx, req.Channel)
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}
-	resp := &heraldv1.PresenceResponse{Clients: clients}
+	resp := &heraldv1.PresenceResponse{}
+	if req.PageSize == 0 && after == nil {
+		resp.Clients = clients // the whole list, as the engine gave it
+	} else {
+		resp.Clients = make([]*heraldv1.ClientInfo, 0, len(clients))
+		for _, c := range clients {
+			if after == nil || c.Client > *after {
+				resp.Clients = append(resp.Clients, c)
+			}
+		}
+		sort.Slice(resp.Clients, func(i, j int) bool { return resp.Clients[i].Client < resp.Clients[j].Client })
+		if size := int(min(req.PageSize, maxPage)); size > 0 && len(resp.Clients) > size {
+			resp.Clients = resp.Clients[:size]
+			resp.NextPageToken = encodePageToken(presenceTokenPrefix, resp.Clients[size-1].Client)
+		}
+	}
 	// One message, as Channels: refused here, with words, rather than by
 	// grpc-go with RESOURCE_EXHAUSTED (429 over REST).
 	if n := proto.Size(resp); n > s.cfg.Limits.MaxGRPCMessage {
 		return nil, status.Errorf(codes.FailedPrecondition,
-			"the answer lists %d clients in %d bytes, over limits.max_grpc_message (%d); PresenceStats counts them, or raise the limit",
-			len(clients), n, s.cfg.Limits.MaxGRPCMessage)
+			"the answer lists %d clients in %d bytes, over limits.max_grpc_message (%d); ask for pages (page_size, up to %d), count them with PresenceStats, or raise the limit",
+			len(resp.Clients), n, s.cfg.Limits.MaxGRPCMessage, maxPage)
 	}
 	return resp, nil
 }
@@ -818,7 +840,7 @@ func (s *Server) Channels(ctx context.Context, req *heraldv1.ChannelsRequest) (*
 	if req.PageSize < 0 {
 		return nil, status.Error(codes.InvalidArgument, "page_size must not be negative")
 	}
-	after, err := decodeChannelsToken(req.PageToken)
+	after, err := decodePageToken(channelsTokenPrefix, req.PageToken, "Channels")
 	if err != nil {
 		return nil, err
 	}
@@ -854,9 +876,9 @@ func (s *Server) Channels(ctx context.Context, req *heraldv1.ChannelsRequest) (*
 		out.Channels = append(out.Channels, ci)
 	}
 	sort.Slice(out.Channels, func(i, j int) bool { return out.Channels[i].Name < out.Channels[j].Name })
-	if size := int(min(req.PageSize, maxChannelsPage)); size > 0 && len(out.Channels) > size {
+	if size := int(min(req.PageSize, maxPage)); size > 0 && len(out.Channels) > size {
 		out.Channels = out.Channels[:size]
-		out.NextPageToken = encodeChannelsToken(out.Channels[size-1].Name)
+		out.NextPageToken = encodePageToken(channelsTokenPrefix, out.Channels[size-1].Name)
 	}
 	// The list is one message. Over the limit grpc-go would refuse to
 	// send it with RESOURCE_EXHAUSTED (429 over REST: "retry later"), and
@@ -865,34 +887,38 @@ func (s *Server) Channels(ctx context.Context, req *heraldv1.ChannelsRequest) (*
 	if n := proto.Size(out); n > s.cfg.Limits.MaxGRPCMessage {
 		return nil, status.Errorf(codes.FailedPrecondition,
 			"the answer lists %d channels in %d bytes, over limits.max_grpc_message (%d); ask for pages (page_size, up to %d), narrow it with pattern (e.g. \"chat:*\") or raise the limit",
-			len(out.Channels), n, s.cfg.Limits.MaxGRPCMessage, maxChannelsPage)
+			len(out.Channels), n, s.cfg.Limits.MaxGRPCMessage, maxPage)
 	}
 	return out, nil
 }
 
-// maxChannelsPage bounds a page of Channels.
-const maxChannelsPage = 1000
+// maxPage bounds a page of Channels and of Presence.
+const maxPage = 1000
 
-// channelsTokenPrefix versions Channels' page tokens.
-const channelsTokenPrefix = "c1:"
+// Page tokens are the last name (Channels) or client id (Presence) a page
+// listed, after a prefix naming the call and the token's version.
+const (
+	channelsTokenPrefix = "c1:"
+	presenceTokenPrefix = "p1:"
+)
 
-// encodeChannelsToken is the page token continuing after the channel name.
-func encodeChannelsToken(name string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(channelsTokenPrefix + name))
+// encodePageToken is the page token continuing after key.
+func encodePageToken(prefix, key string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(prefix + key))
 }
 
-// decodeChannelsToken returns the name a page token continues after; nil
-// for no token.
-func decodeChannelsToken(tok string) (*string, error) {
+// decodePageToken returns the key a page token of the call continues
+// after; nil for no token.
+func decodePageToken(prefix, tok, call string) (*string, error) {
 	if tok == "" {
 		return nil, nil
 	}
 	b, err := base64.RawURLEncoding.DecodeString(tok)
-	name, ok := strings.CutPrefix(string(b), channelsTokenPrefix)
-	if err != nil || !ok || len(name) > channelname.MaxLen {
-		return nil, status.Error(codes.InvalidArgument, "page_token is not a next_page_token of Channels")
+	key, ok := strings.CutPrefix(string(b), prefix)
+	if err != nil || !ok {
+		return nil, status.Errorf(codes.InvalidArgument, "page_token is not a next_page_token of %s", call)
 	}
-	return &name, nil
+	return &key, nil
 }
 
 // Disconnect implements HeraldService.Disconnect.

@@ -946,4 +946,56 @@ func TestPresenceOverTheMessageLimit(t *testing.T) {
 	if st := status.Convert(err); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), "limits.max_grpc_message") || !strings.Contains(st.Message(), "PresenceStats") {
 		t.Fatalf("presence of 60 clients over a 2 KB limit: %v, want FAILED_PRECONDITION naming limits.max_grpc_message and PresenceStats", err)
 	}
+
+	// In pages of 8, by client id: every client once. Between two pages
+	// client-03 (listed) and client-50 (not yet) leave and client-99 joins.
+	var got []string
+	tok := ""
+	for pages := 1; ; pages++ {
+		resp, err := ts.client.Presence(ctx, &heraldv1.PresenceRequest{Channel: "room:crowd", PageSize: 8, PageToken: tok})
+		if err != nil || len(resp.Clients) == 0 || len(resp.Clients) > 8 {
+			t.Fatalf("presence page %d: %d clients, %v", pages, len(resp.GetClients()), err)
+		}
+		for _, c := range resp.Clients {
+			got = append(got, c.Client)
+		}
+		if pages == 1 {
+			up := &heraldv1.PresenceUpdate{
+				Leaves: []*heraldv1.PresenceEvent{{Channel: "room:crowd", Client: &heraldv1.ClientInfo{Client: "client-03"}}, {Channel: "room:crowd", Client: &heraldv1.ClientInfo{Client: "client-50"}}},
+				Joins:  []*heraldv1.PresenceEvent{{Channel: "room:crowd", Client: &heraldv1.ClientInfo{Client: "client-99", User: "late"}}},
+			}
+			if err := bs.Send(&heraldv1.BridgeSessionRequest{Msg: &heraldv1.BridgeSessionRequest_Presence{Presence: up}}); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, func() bool {
+				r, err := ts.client.PresenceStats(context.Background(), &heraldv1.PresenceStatsRequest{Channel: "room:crowd"})
+				return err == nil && r.Clients == 59
+			})
+		}
+		if tok = resp.NextPageToken; tok == "" {
+			break
+		}
+		if pages > 20 {
+			t.Fatal("more than 20 pages of 8 for 60 clients")
+		}
+	}
+	var want []string
+	for n := range 60 {
+		if n != 50 {
+			want = append(want, fmt.Sprintf("client-%02d", n))
+		}
+	}
+	want = append(want, "client-99")
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("presence pages listed\n%v\nwant\n%v", got, want)
+	}
+	for _, req := range []*heraldv1.PresenceRequest{
+		{Channel: "room:crowd", PageSize: -1},
+		{Channel: "room:crowd", PageSize: 8, PageToken: "%%"},
+		{Channel: "room:crowd", PageSize: 8, PageToken: "YzE6cm9vbTphIg"}, // a Channels token
+	} {
+		if _, err := ts.client.Presence(ctx, req); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("Presence(%v): %v, want INVALID_ARGUMENT", req, err)
+		}
+	}
 }

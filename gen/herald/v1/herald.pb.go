@@ -1719,7 +1719,15 @@ func (x *HistoryResponse) GetPosition() *StreamPosition {
 type PresenceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The channel.
-	Channel       string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	// Most clients in one answer, in client id order; 0 lists them all in
+	// one answer, which is refused (FAILED_PRECONDITION) when it would be
+	// over limits.max_grpc_message. At most 1000: a larger size is taken
+	// as 1000.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous answer: this answer lists the
+	// clients whose ids sort after the last one listed there.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1761,11 +1769,28 @@ func (x *PresenceRequest) GetChannel() string {
 	return ""
 }
 
+func (x *PresenceRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *PresenceRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 // PresenceResponse lists the clients in a channel.
 type PresenceResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One entry per connection subscribed to the channel.
-	Clients       []*ClientInfo `protobuf:"bytes,1,rep,name=clients,proto3" json:"clients,omitempty"`
+	Clients []*ClientInfo `protobuf:"bytes,1,rep,name=clients,proto3" json:"clients,omitempty"`
+	// Set when more clients follow this answer's: pass it as page_token
+	// for the next page. Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1805,6 +1830,13 @@ func (x *PresenceResponse) GetClients() []*ClientInfo {
 		return x.Clients
 	}
 	return nil
+}
+
+func (x *PresenceResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // PresenceStatsRequest asks for a channel's presence counts.
@@ -2953,11 +2985,15 @@ const file_herald_v1_herald_proto_rawDesc = "" +
 	"\x0epayload_format\x18\x05 \x01(\x0e2\x18.herald.v1.PayloadFormatR\rpayloadFormat\"\x84\x01\n" +
 	"\x0fHistoryResponse\x12:\n" +
 	"\fpublications\x18\x01 \x03(\v2\x16.herald.v1.PublicationR\fpublications\x125\n" +
-	"\bposition\x18\x02 \x01(\v2\x19.herald.v1.StreamPositionR\bposition\"+\n" +
+	"\bposition\x18\x02 \x01(\v2\x19.herald.v1.StreamPositionR\bposition\"g\n" +
 	"\x0fPresenceRequest\x12\x18\n" +
-	"\achannel\x18\x01 \x01(\tR\achannel\"C\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"k\n" +
 	"\x10PresenceResponse\x12/\n" +
-	"\aclients\x18\x01 \x03(\v2\x15.herald.v1.ClientInfoR\aclients\"0\n" +
+	"\aclients\x18\x01 \x03(\v2\x15.herald.v1.ClientInfoR\aclients\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"0\n" +
 	"\x14PresenceStatsRequest\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\"G\n" +
 	"\x15PresenceStatsResponse\x12\x18\n" +

@@ -197,6 +197,8 @@ func local_request_HeraldService_History_0(ctx context.Context, marshaler runtim
 	return msg, metadata, err
 }
 
+var filter_HeraldService_Presence_0 = &utilities.DoubleArray{Encoding: map[string]int{"channel": 0}, Base: []int{1, 1, 0}, Check: []int{0, 1, 2}}
+
 func request_HeraldService_Presence_0(ctx context.Context, marshaler runtime.Marshaler, client HeraldServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
 		protoReq PresenceRequest
@@ -210,6 +212,12 @@ func request_HeraldService_Presence_0(ctx context.Context, marshaler runtime.Mar
 	protoReq.Channel, err = runtime.String(val)
 	if err != nil {
 		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "channel", err)
+	}
+	if err := req.ParseForm(); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if err := runtime.PopulateQueryParameters(&protoReq, req.Form, filter_HeraldService_Presence_0); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
 	if req.Body != nil {
 		_, _ = io.Copy(io.Discard, req.Body)
@@ -231,6 +239,12 @@ func local_request_HeraldService_Presence_0(ctx context.Context, marshaler runti
 	protoReq.Channel, err = runtime.String(val)
 	if err != nil {
 		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "channel", err)
+	}
+	if err := req.ParseForm(); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if err := runtime.PopulateQueryParameters(&protoReq, req.Form, filter_HeraldService_Presence_0); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
 	msg, err := server.Presence(ctx, &protoReq)
 	return msg, metadata, err
