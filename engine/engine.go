@@ -18,9 +18,12 @@ type Engine interface {
 	// Name is the name the configuration selects the engine by ("memory",
 	// "redis"); metrics and Info report it.
 	Name() string
-	// Channels lists channels with state in the engine (history or
-	// presence).
-	Channels(ctx context.Context) ([]ChannelState, error)
+	// Channels lists the channels with state in the engine (history or
+	// presence) whose names keep accepts (every one when keep is nil), in
+	// name order: the first limit of them, or with limit 0 all of them,
+	// and whether it left out more that keep accepts. With limit 0 an
+	// engine may stop short (Redis does, past 10,000), more telling so.
+	Channels(ctx context.Context, keep func(name string) bool, limit int) (states []ChannelState, more bool, err error)
 	// Ping reports whether the engine can serve requests; readiness
 	// follows it.
 	Ping(ctx context.Context) error

@@ -18,8 +18,9 @@ type (
 
 // Errors of the engine contract that the core maps to gRPC codes.
 var (
-	ErrEpochMismatch = engine.ErrEpochMismatch
-	ErrUnavailable   = engine.ErrUnavailable
+	ErrEpochMismatch   = engine.ErrEpochMismatch
+	ErrUnavailable     = engine.ErrUnavailable
+	ErrTooManyChannels = engine.ErrTooManyChannels
 )
 
 // Bounds of the positions clients send (validate.go).

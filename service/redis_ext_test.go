@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -501,5 +502,55 @@ func TestRedisPublishStreamBatches(t *testing.T) {
 				t.Fatalf("%s: got offset %d %s, want %d %s", ch, p.Offset, p.GetRawJson(), j+1, body)
 			}
 		}
+	}
+}
+
+// TestRedisChannelsInPages: on Redis, Channels lists the channels of every
+// node (the registry is shared) a page at a time in name order, with the
+// channels that only have a stream on the asking node among them; a
+// channel whose state is gone (expired before the registry's sweep) is
+// skipped and the page still full: were it not, the page after
+// room:r-02 would end at the stream-only room:r-zz, and the next page
+// start after it, past room:r-05 and room:r-06.
+func TestRedisChannelsInPages(t *testing.T) {
+	c := startRedisCluster(t, 2)
+	var want []string
+	for i := range 7 {
+		name := fmt.Sprintf("room:r-%02d", i)
+		c.publish(t, i%2, name, "1")
+		want = append(want, name)
+	}
+	c.publish(t, 0, "room:r-02b", "1")
+	rc := redis.NewClient(&redis.Options{Addr: c.redis.Addr})
+	defer rc.Close()
+	if n, err := rc.Del(context.Background(), c.prefix+":{room:r-02b}:m").Result(); err != nil || n != 1 {
+		t.Fatalf("deleting room:r-02b's state: %d, %v", n, err)
+	}
+	s := c.server(0).subscribe(t, &heraldv1.SubscribeRequest{Channel: "room:r-zz"}) // a stream, no state
+	defer s.cancel()
+	want = append(want, "room:r-zz")
+	sort.Strings(want)
+	var got []string
+	tok := ""
+	for pages := 1; ; pages++ {
+		resp, err := c.clients[0].Channels(context.Background(), &heraldv1.ChannelsRequest{Pattern: "room:r-*", PageSize: 3, PageToken: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tok = resp.NextPageToken; tok != "" && len(resp.Channels) != 3 {
+			t.Fatalf("page %d: %d channels and a token, want 3", pages, len(resp.Channels))
+		}
+		for _, ci := range resp.Channels {
+			got = append(got, ci.Name)
+		}
+		if tok == "" {
+			break
+		}
+		if pages > 10 {
+			t.Fatal("more than 10 pages of 3 for 8 channels")
+		}
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("pages listed\n%v\nwant\n%v", got, want)
 	}
 }

@@ -844,23 +844,31 @@ func (s *Server) Channels(ctx context.Context, req *heraldv1.ChannelsRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	states, err := s.engine.Channels(ctx)
-	if err != nil {
-		return nil, toStatus(s.log, err)
-	}
-	// Only what this page can list is kept: the names after the token's
-	// that match the pattern.
+	// Only what this page can list is read: the names after the token's
+	// that match the pattern, the first page_size of them.
 	wanted := func(name string) bool {
 		return (after == nil || name > *after) && (req.Pattern == "" || channelname.Match(req.Pattern, name))
 	}
-	streams := s.hub.channelStreams()
-	byName := make(map[string]*heraldv1.ChannelInfo)
-	for _, st := range states {
-		if wanted(st.Name) {
-			byName[st.Name] = &heraldv1.ChannelInfo{Name: st.Name, Clients: uint32(st.Clients), Position: st.Position}
-		}
+	limit := int(min(req.PageSize, maxPage))
+	states, more, err := s.engine.Channels(ctx, wanted, limit)
+	if errors.Is(err, ErrTooManyChannels) {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
-	for name, n := range streams {
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	if limit == 0 && more {
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"the %s engine lists at most %d channels in one answer; ask for pages (page_size, up to %d), or narrow it with pattern (e.g. \"chat:*\")",
+			s.engine.Name(), len(states), maxPage)
+	}
+	byName := make(map[string]*heraldv1.ChannelInfo, len(states))
+	for _, st := range states {
+		byName[st.Name] = &heraldv1.ChannelInfo{Name: st.Name, Clients: uint32(st.Clients), Position: st.Position}
+	}
+	// Channels with a stream and no state: the union's first page_size
+	// names are among the engine's first page_size and these.
+	for name, n := range s.hub.channelStreams() {
 		if !wanted(name) {
 			continue
 		}
@@ -876,9 +884,9 @@ func (s *Server) Channels(ctx context.Context, req *heraldv1.ChannelsRequest) (*
 		out.Channels = append(out.Channels, ci)
 	}
 	sort.Slice(out.Channels, func(i, j int) bool { return out.Channels[i].Name < out.Channels[j].Name })
-	if size := int(min(req.PageSize, maxPage)); size > 0 && len(out.Channels) > size {
-		out.Channels = out.Channels[:size]
-		out.NextPageToken = encodePageToken(channelsTokenPrefix, out.Channels[size-1].Name)
+	if limit > 0 && (len(out.Channels) > limit || more) {
+		out.Channels = out.Channels[:min(limit, len(out.Channels))]
+		out.NextPageToken = encodePageToken(channelsTokenPrefix, out.Channels[len(out.Channels)-1].Name)
 	}
 	// The list is one message. Over the limit grpc-go would refuse to
 	// send it with RESOURCE_EXHAUSTED (429 over REST: "retry later"), and

@@ -7,6 +7,7 @@ import (
 	"math"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -408,9 +409,9 @@ func testChannels(t *testing.T, f Factory) {
 	if err := e.AddPresence(ctx, "chat:present", &heraldv1.ClientInfo{Client: "c2"}, false); err != nil {
 		t.Fatal(err)
 	}
-	states, err := e.Channels(ctx)
-	if err != nil {
-		t.Fatal(err)
+	states, more, err := e.Channels(ctx, nil, 0)
+	if err != nil || more {
+		t.Fatal(more, err)
 	}
 	byName := map[string]engine.ChannelState{}
 	for _, st := range states {
@@ -421,6 +422,39 @@ func testChannels(t *testing.T, f Factory) {
 	}
 	if st, ok := byName["chat:present"]; !ok || st.Clients != 1 || st.Position.Offset != 0 {
 		t.Fatalf("chat:present = %+v (listed %v)", st, ok)
+	}
+
+	// In name order, as many as asked for, those keep accepts.
+	for _, i := range []int{3, 0, 4, 1, 2} {
+		mustPublish(t, e, Pub(fmt.Sprintf("chat:p-%02d", i), "x"), withHistory)
+	}
+	list := func(keep func(string) bool, limit int) (string, bool) {
+		t.Helper()
+		states, more, err := e.Channels(ctx, keep, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, st := range states {
+			names = append(names, st.Name)
+		}
+		return strings.Join(names, " "), more
+	}
+	paged := func(name string) bool { return strings.HasPrefix(name, "chat:p-") }
+	if got, more := list(paged, 2); got != "chat:p-00 chat:p-01" || !more {
+		t.Fatalf("the first 2 of 5: %q, more %v", got, more)
+	}
+	if got, more := list(func(n string) bool { return paged(n) && n > "chat:p-01" }, 2); got != "chat:p-02 chat:p-03" || !more {
+		t.Fatalf("the 2 after chat:p-01: %q, more %v", got, more)
+	}
+	if got, more := list(func(n string) bool { return paged(n) && n > "chat:p-03" }, 2); got != "chat:p-04" || more {
+		t.Fatalf("the last page: %q, more %v", got, more)
+	}
+	if got, more := list(paged, 0); got != "chat:p-00 chat:p-01 chat:p-02 chat:p-03 chat:p-04" || more {
+		t.Fatalf("all 5: %q, more %v", got, more)
+	}
+	if got, _ := list(nil, 0); got != "chat:listed chat:p-00 chat:p-01 chat:p-02 chat:p-03 chat:p-04 chat:present" {
+		t.Fatalf("every channel: %q", got)
 	}
 }
 

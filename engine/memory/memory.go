@@ -7,7 +7,9 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -653,13 +655,16 @@ func (e *Engine) Command(ctx context.Context, cmd *heraldv1.BridgeSessionRespons
 }
 
 // Channels implements engine.Engine.
-func (e *Engine) Channels(ctx context.Context) ([]engine.ChannelState, error) {
+func (e *Engine) Channels(ctx context.Context, keep func(string) bool, limit int) ([]engine.ChannelState, bool, error) {
 	empty := e.empty(e.now())
 	var out []engine.ChannelState
 	for i := range e.shards {
 		s := &e.shards[i]
 		s.mu.Lock()
 		for _, c := range s.chans {
+			if keep != nil && !keep(c.name) {
+				continue
+			}
 			c.mu.Lock()
 			if c.epoch != "" || len(c.presence) > 0 {
 				pos := &heraldv1.StreamPosition{Offset: c.offset, Epoch: c.epoch}
@@ -672,7 +677,11 @@ func (e *Engine) Channels(ctx context.Context) ([]engine.ChannelState, error) {
 		}
 		s.mu.Unlock()
 	}
-	return out, nil
+	slices.SortFunc(out, func(a, b engine.ChannelState) int { return strings.Compare(a.Name, b.Name) })
+	if limit > 0 && len(out) > limit {
+		return out[:limit], true, nil
+	}
+	return out, false, nil
 }
 
 // Ping implements engine.Engine: the memory engine is always there.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"time"
 
@@ -111,52 +112,71 @@ func (e *Engine) Command(ctx context.Context, cmd *heraldv1.BridgeSessionRespons
 	return nil
 }
 
-// Channels implements engine.Engine: the channels of the registry (every
-// registry key, at most maxChannelsListed in all) that still have state.
-func (e *Engine) Channels(ctx context.Context) ([]engine.ChannelState, error) {
+// Channels implements engine.Engine: the names of the registry (every
+// registry key, at most maxChannelsRead in all, or it fails), those keep
+// accepts in name order, then the state of as many as the page needs
+// (with limit 0, of at most maxChannelsListed).
+func (e *Engine) Channels(ctx context.Context, keep func(string) bool, limit int) ([]engine.ChannelState, bool, error) {
 	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
 	ranges := make([]*goredis.StringSliceCmd, len(e.registry))
 	_, err := e.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		for i, key := range e.registry {
-			ranges[i] = p.ZRangeByScore(ctx, key, &goredis.ZRangeBy{Min: now, Max: "+inf", Count: maxChannelsListed})
+			ranges[i] = p.ZRangeByScore(ctx, key, &goredis.ZRangeBy{Min: now, Max: "+inf", Count: maxChannelsRead + 1})
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, e.fail(ctx, "channels", err)
+		return nil, false, e.fail(ctx, "channels", err)
 	}
 	var names []string
+	read := 0
 	for _, r := range ranges {
-		names = append(names, r.Val()...)
-	}
-	if len(names) > maxChannelsListed {
-		names = names[:maxChannelsListed]
-	}
-	metas := make([]*goredis.SliceCmd, len(names))
-	clients := make([]*goredis.IntCmd, len(names))
-	_, err = e.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		for i, name := range names {
-			metas[i] = p.HMGet(ctx, e.key(name, "m"), "e", "o")
-			clients[i] = p.HLen(ctx, e.key(name, "p"))
+		read += len(r.Val())
+		for _, name := range r.Val() {
+			if keep == nil || keep(name) {
+				names = append(names, name)
+			}
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, e.fail(ctx, "channels", err)
 	}
-	out := make([]engine.ChannelState, 0, len(names))
-	for i, name := range names {
-		v := metas[i].Val()
-		if len(v) < 2 {
-			continue
-		}
-		epoch, _ := v[0].(string)
-		offset, _ := strconv.ParseUint(fmt.Sprint(v[1]), 10, 64)
-		n := int(clients[i].Val())
-		if epoch == "" && n == 0 {
-			continue
-		}
-		out = append(out, engine.ChannelState{Name: name, Position: &heraldv1.StreamPosition{Offset: offset, Epoch: epoch}, Clients: n})
+	if read > maxChannelsRead {
+		return nil, false, fmt.Errorf("%w: the Redis registry holds more than %d channels with state, the most Channels reads", engine.ErrTooManyChannels, maxChannelsRead)
 	}
-	return out, nil
+	slices.Sort(names)
+	want := limit
+	if want <= 0 {
+		want = maxChannelsListed
+	}
+	// A name whose state expired since the registry was swept is skipped,
+	// and the next ones read in its place.
+	out := make([]engine.ChannelState, 0, min(want, len(names)))
+	for len(names) > 0 && len(out) < want {
+		batch := names[:min(len(names), want-len(out))]
+		names = names[len(batch):]
+		metas := make([]*goredis.SliceCmd, len(batch))
+		clients := make([]*goredis.IntCmd, len(batch))
+		_, err = e.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			for i, name := range batch {
+				metas[i] = p.HMGet(ctx, e.key(name, "m"), "e", "o")
+				clients[i] = p.HLen(ctx, e.key(name, "p"))
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, false, e.fail(ctx, "channels", err)
+		}
+		for i, name := range batch {
+			v := metas[i].Val()
+			if len(v) < 2 {
+				continue
+			}
+			epoch, _ := v[0].(string)
+			offset, _ := strconv.ParseUint(fmt.Sprint(v[1]), 10, 64)
+			n := int(clients[i].Val())
+			if epoch == "" && n == 0 {
+				continue
+			}
+			out = append(out, engine.ChannelState{Name: name, Position: &heraldv1.StreamPosition{Offset: offset, Epoch: epoch}, Clients: n})
+		}
+	}
+	return out, len(names) > 0, nil
 }

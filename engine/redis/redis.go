@@ -114,8 +114,13 @@ func SetTimingForTest(presenceTTL, refresh time.Duration) (restore func()) {
 // or so, and cheap (every node subscribes to every control channel).
 const spread = 16
 
-// maxChannelsListed bounds what Channels reads from the registry.
-const maxChannelsListed = 10000
+// maxChannelsRead bounds the names Channels reads from the registry (~30
+// MB of them at most); maxChannelsListed bounds the channels whose state
+// it reads for an answer in one piece (limit 0).
+const (
+	maxChannelsRead   = 1_000_000
+	maxChannelsListed = 10000
+)
 
 // registerEvery is how often a node refreshes a channel in the registry.
 const registerEvery = time.Minute
