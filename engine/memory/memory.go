@@ -656,8 +656,14 @@ func (e *Engine) Command(ctx context.Context, cmd *heraldv1.BridgeSessionRespons
 
 // Channels implements engine.Engine.
 func (e *Engine) Channels(ctx context.Context, keep func(string) bool, limit int) ([]engine.ChannelState, bool, error) {
-	empty := e.empty(e.now())
-	var out []engine.ChannelState
+	// The names first, then the state of only those the page lists: a
+	// console paging a node of a million channels allocates a page's
+	// states, not a million.
+	type candidate struct {
+		name string
+		c    *memChannel
+	}
+	var cands []candidate
 	for i := range e.shards {
 		s := &e.shards[i]
 		s.mu.Lock()
@@ -667,21 +673,33 @@ func (e *Engine) Channels(ctx context.Context, keep func(string) bool, limit int
 			}
 			c.mu.Lock()
 			if c.epoch != "" || len(c.presence) > 0 {
-				pos := &heraldv1.StreamPosition{Offset: c.offset, Epoch: c.epoch}
-				if c.epoch == "" {
-					pos.Epoch = empty
-				}
-				out = append(out, engine.ChannelState{Name: c.name, Position: pos, Clients: len(c.presence)})
+				cands = append(cands, candidate{c.name, c})
 			}
 			c.mu.Unlock()
 		}
 		s.mu.Unlock()
 	}
-	slices.SortFunc(out, func(a, b engine.ChannelState) int { return strings.Compare(a.Name, b.Name) })
-	if limit > 0 && len(out) > limit {
-		return out[:limit], true, nil
+	slices.SortFunc(cands, func(a, b candidate) int { return strings.Compare(a.name, b.name) })
+	want := limit
+	if want <= 0 {
+		want = len(cands)
 	}
-	return out, false, nil
+	empty := e.empty(e.now())
+	out := make([]engine.ChannelState, 0, min(want, len(cands)))
+	i := 0
+	for ; i < len(cands) && len(out) < want; i++ {
+		c := cands[i].c
+		c.mu.Lock()
+		if c.epoch != "" || len(c.presence) > 0 { // or it lost its state meanwhile
+			pos := &heraldv1.StreamPosition{Offset: c.offset, Epoch: c.epoch}
+			if c.epoch == "" {
+				pos.Epoch = empty
+			}
+			out = append(out, engine.ChannelState{Name: c.name, Position: pos, Clients: len(c.presence)})
+		}
+		c.mu.Unlock()
+	}
+	return out, i < len(cands), nil
 }
 
 // Ping implements engine.Engine: the memory engine is always there.

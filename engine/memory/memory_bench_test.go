@@ -216,3 +216,36 @@ func BenchmarkHistoryRead(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkChannels measures Channels among 100,000 channels with state: a
+// page of 500 after a name in the middle (what the admin console asks for
+// every 2 s, with a page token) and the whole list.
+//
+//	go test ./engine/memory -run '^$' -bench '^BenchmarkChannels$' -benchmem
+func BenchmarkChannels(b *testing.B) {
+	ctx := context.Background()
+	e := newEngine(time.Now, Options{})
+	for i := range 100_000 {
+		pub := &heraldv1.Publication{Channel: fmt.Sprintf("bench:%06d", i), Payload: &heraldv1.Publication_RawJson{RawJson: []byte(`1`)}}
+		if _, err := e.Publish(ctx, pub, engine.PublishOptions{HistorySize: 1, HistoryTTL: time.Hour}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		keep  func(string) bool
+		limit int
+	}{
+		{"page=500", func(n string) bool { return n > "bench:050000" }, 500},
+		{"all", nil, 0},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			for b.Loop() {
+				states, _, err := e.Channels(ctx, tc.keep, tc.limit)
+				if err != nil || len(states) == 0 {
+					b.Fatal(len(states), err)
+				}
+			}
+		})
+	}
+}
