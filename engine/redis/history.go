@@ -118,10 +118,29 @@ func (e *Engine) Command(ctx context.Context, cmd *heraldv1.BridgeSessionRespons
 // (with limit 0, of at most maxChannelsListed).
 func (e *Engine) Channels(ctx context.Context, keep func(string) bool, limit int) ([]engine.ChannelState, bool, error) {
 	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
-	ranges := make([]*goredis.StringSliceCmd, len(e.registry))
+	// Counted first, so that a registry too large is refused before it
+	// is read.
+	counts := make([]*goredis.IntCmd, len(e.registry))
 	_, err := e.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		for i, key := range e.registry {
-			ranges[i] = p.ZRangeByScore(ctx, key, &goredis.ZRangeBy{Min: now, Max: "+inf", Count: maxChannelsRead + 1})
+			counts[i] = p.ZCount(ctx, key, now, "+inf")
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, e.fail(ctx, "channels", err)
+	}
+	total := int64(0)
+	for _, c := range counts {
+		total += c.Val()
+	}
+	if total > maxChannelsRead {
+		return nil, false, fmt.Errorf("%w: the Redis registry holds %d channels with state, more than the %d Channels reads", engine.ErrTooManyChannels, total, maxChannelsRead)
+	}
+	ranges := make([]*goredis.StringSliceCmd, len(e.registry))
+	_, err = e.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i, key := range e.registry {
+			ranges[i] = p.ZRangeByScore(ctx, key, &goredis.ZRangeBy{Min: now, Max: "+inf", Count: maxChannelsRead})
 		}
 		return nil
 	})
@@ -129,17 +148,12 @@ func (e *Engine) Channels(ctx context.Context, keep func(string) bool, limit int
 		return nil, false, e.fail(ctx, "channels", err)
 	}
 	var names []string
-	read := 0
 	for _, r := range ranges {
-		read += len(r.Val())
 		for _, name := range r.Val() {
 			if keep == nil || keep(name) {
 				names = append(names, name)
 			}
 		}
-	}
-	if read > maxChannelsRead {
-		return nil, false, fmt.Errorf("%w: the Redis registry holds more than %d channels with state, the most Channels reads", engine.ErrTooManyChannels, maxChannelsRead)
 	}
 	slices.Sort(names)
 	want := limit
