@@ -116,10 +116,10 @@ const spread = 16
 
 // maxChannelsRead bounds the names Channels reads from the registry (~30
 // MB of them at most); maxChannelsListed bounds the channels whose state
-// it reads for an answer in one piece (limit 0).
-const (
-	maxChannelsRead   = 1_000_000
-	maxChannelsListed = 10000
+// it reads for an answer in one piece (limit 0). Variables for the tests.
+var (
+	maxChannelsRead   int64 = 1_000_000
+	maxChannelsListed       = 10000
 )
 
 // registerEvery is how often a node refreshes a channel in the registry.

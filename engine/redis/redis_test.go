@@ -210,3 +210,30 @@ func BenchmarkPublish(b *testing.B) {
 		})
 	}
 }
+
+// TestChannelsBounds: past maxChannelsListed an answer in one piece stops
+// there and says more follow (pages go on past it), and a registry over
+// maxChannelsRead is refused with ErrTooManyChannels before it is read.
+func TestChannelsBounds(t *testing.T) {
+	srv := redistest.Start(t)
+	e := startEngine(t, singleConfig(srv.Addr), Options{}, enginetest.Nop{})
+	for i := range 6 {
+		if _, err := e.Publish(ctx, enginetest.Pub(fmt.Sprintf("chat:b-%d", i), "x"), engine.PublishOptions{HistorySize: 1, HistoryTTL: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read, listed := maxChannelsRead, maxChannelsListed
+	t.Cleanup(func() { maxChannelsRead, maxChannelsListed = read, listed })
+	maxChannelsListed = 4
+	states, more, err := e.Channels(ctx, nil, 0)
+	if err != nil || len(states) != 4 || !more || states[3].Name != "chat:b-3" {
+		t.Fatalf("all of 6 with at most 4 listed: %d states, more %v, %v", len(states), more, err)
+	}
+	if states, more, err := e.Channels(ctx, func(n string) bool { return n > "chat:b-3" }, 4); err != nil || len(states) != 2 || more {
+		t.Fatalf("the page after chat:b-3: %d states, more %v, %v", len(states), more, err)
+	}
+	maxChannelsRead = 5
+	if _, _, err := e.Channels(ctx, nil, 2); !errors.Is(err, engine.ErrTooManyChannels) {
+		t.Fatalf("6 channels over a registry bound of 5: %v, want ErrTooManyChannels", err)
+	}
+}
