@@ -162,6 +162,32 @@ func TestAdminConsole(t *testing.T) {
 	waitFor(t, ops, "the first 500 channels, and that more follow", `document.getElementById("admin-channel-count").textContent === "(the first 500 by name; more follow, narrow with a pattern matching chat:*)" &&
 		document.querySelectorAll("#admin-channels tr[data-channel]").length === 500 && document.querySelector('#admin-channels tr[data-channel="chat:lobby"]') !== null`)
 
+	// A crowd past a page (500) in a channel's presence, joined by a
+	// second bridge: the detail shows the first page and says so.
+	bctx, bcancel := context.WithCancel(context.Background())
+	defer bcancel()
+	bs, err := dialWithKey(t, d.core, edgeKey).BridgeSession(bctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crowd := &heraldv1.PresenceUpdate{}
+	for i := range 501 {
+		crowd.Joins = append(crowd.Joins, &heraldv1.PresenceEvent{Channel: "chat:crowd", Client: &heraldv1.ClientInfo{Client: fmt.Sprintf("crowd-%03d", i), User: fmt.Sprintf("u%03d", i)}})
+	}
+	for _, m := range []*heraldv1.BridgeSessionRequest{
+		{Msg: &heraldv1.BridgeSessionRequest_Hello{Hello: &heraldv1.BridgeHello{Bridge: "crowd-bridge"}}},
+		{Msg: &heraldv1.BridgeSessionRequest_Presence{Presence: crowd}},
+	} {
+		if err := bs.Send(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, ops, "chat:crowd in the list", `document.querySelector('#admin-channels tr[data-channel="chat:crowd"]') !== null`)
+	clickNow(t, ops, `#admin-channels tr[data-channel="chat:crowd"]`)
+	waitFor(t, ops, "the first 500 of chat:crowd's presence, and that more follow", `document.querySelectorAll('.detail[data-channel="chat:crowd"] tr[data-client]').length === 500 &&
+		document.querySelector('.detail[data-channel="chat:crowd"] [data-more]')?.textContent === "the first 500 connections by client id; more follow"`)
+	bcancel() // the core counts one bridge again
+
 	// Publications per second, from /metrics.
 	before, err := strconv.Atoi(eval[string](t, ops, stat("publications")))
 	if err != nil {

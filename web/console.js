@@ -683,6 +683,9 @@ function renderStats(info, m) {
 /** The most channels the list shows: the first page of Channels. */
 const channelsPage = 500;
 
+/** The most connections a channel's presence shows: the first page. */
+const presencePage = 500;
+
 /** Loads and shows the channel list, filtered by the pattern box. */
 async function loadChannels() {
   const pattern = /** @type {HTMLInputElement} */ ($("admin-pattern")).value.trim();
@@ -722,7 +725,7 @@ async function inspect(channel) {
   const gen = admin.gen;
   const [hist, pres, stats] = await Promise.allSettled([
     api("GET", `${channelPath(channel)}/history?limit=20&reverse=true`),
-    api("GET", `${channelPath(channel)}/presence`),
+    api("GET", `${channelPath(channel)}/presence?page_size=${presencePage}`),
     api("GET", `${channelPath(channel)}/presence/stats`),
   ]);
   if (gen !== admin.gen || admin.selected !== channel) return;
@@ -762,6 +765,7 @@ async function inspect(channel) {
     presence.append(rows.length
       ? el("table", { class: "table" }, el("thead", {}, el("tr", {}, el("th", {}, "client"), el("th", {}, "user"), el("th", {}, "info"), el("th", {}, ""))), el("tbody", {}, ...rows))
       : el("p", { class: "muted" }, "nobody"));
+    if (pres.value.next_page_token) presence.append(el("p", { class: "muted", "data-more": "" }, `the first ${clients.length} connections by client id; more follow`));
   } else {
     presence.append(el("h4", {}, "Presence"), el("p", { class: "notice bad" }, adminText(pres.reason)));
   }
