@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
@@ -19,11 +20,9 @@ type Engine interface {
 	// "redis"); metrics and Info report it.
 	Name() string
 	// Channels lists the channels with state in the engine (history or
-	// presence) whose names keep accepts (every one when keep is nil), in
-	// name order: the first limit of them, or with limit 0 all of them,
-	// and whether it left out more that keep accepts. With limit 0 an
-	// engine may stop short (Redis does, past 10,000), more telling so.
-	Channels(ctx context.Context, keep func(name string) bool, limit int) (states []ChannelState, more bool, err error)
+	// presence) that q selects, in name order, and says whether it left
+	// out more of them.
+	Channels(ctx context.Context, q ChannelsQuery) (states []ChannelState, more bool, err error)
 	// Ping reports whether the engine can serve requests; readiness
 	// follows it.
 	Ping(ctx context.Context) error
@@ -147,6 +146,22 @@ type HistoryResult struct {
 	Position     *heraldv1.StreamPosition
 	// Oldest is the offset of the oldest retained publication (0 if none).
 	Oldest uint64
+}
+
+// ChannelsQuery selects the channels Channels lists: those whose names
+// sort after After, begin with Prefix and that Keep accepts; the first
+// Limit of them, or with Limit 0 all of them (an engine may stop short of
+// all: Redis does past 10,000, and says there are more).
+type ChannelsQuery struct {
+	After  string // "": from the first
+	Prefix string // "": any; a pattern's literal beginning, which engines may seek to
+	Keep   func(name string) bool
+	Limit  int
+}
+
+// Selects reports whether q selects name (regardless of Limit).
+func (q ChannelsQuery) Selects(name string) bool {
+	return name > q.After && strings.HasPrefix(name, q.Prefix) && (q.Keep == nil || q.Keep(name))
 }
 
 // ChannelState summarises a channel held by an engine.

@@ -9,10 +9,6 @@ import (
 // epoch than the channel's current one.
 var ErrEpochMismatch = errors.New("position belongs to another epoch of the channel")
 
-// ErrTooManyChannels is returned by Channels when the engine holds more
-// channels than it reads for a list; the error's text says how many.
-var ErrTooManyChannels = errors.New("too many channels to list")
-
 // ErrUnavailable wraps engine failures that a client may retry later. The
 // core answers them with UNAVAILABLE and a fixed message (the error's own
 // text is logged, never sent), unless the error is an *UnavailableError.

@@ -14,13 +14,13 @@ type (
 	HistoryQuery   = engine.HistoryQuery
 	HistoryResult  = engine.HistoryResult
 	ChannelState   = engine.ChannelState
+	ChannelsQuery  = engine.ChannelsQuery
 )
 
 // Errors of the engine contract that the core maps to gRPC codes.
 var (
-	ErrEpochMismatch   = engine.ErrEpochMismatch
-	ErrUnavailable     = engine.ErrUnavailable
-	ErrTooManyChannels = engine.ErrTooManyChannels
+	ErrEpochMismatch = engine.ErrEpochMismatch
+	ErrUnavailable   = engine.ErrUnavailable
 )
 
 // Bounds of the positions clients send (validate.go).

@@ -844,16 +844,19 @@ func (s *Server) Channels(ctx context.Context, req *heraldv1.ChannelsRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	// Only what this page can list is read: the names after the token's
-	// that match the pattern, the first page_size of them.
-	wanted := func(name string) bool {
-		return (after == nil || name > *after) && (req.Pattern == "" || channelname.Match(req.Pattern, name))
-	}
+	// Only what this page can list is read: the first page_size names
+	// after the token's that match the pattern (engines seek to its
+	// literal beginning).
 	limit := int(min(req.PageSize, maxPage))
-	states, more, err := s.engine.Channels(ctx, wanted, limit)
-	if errors.Is(err, ErrTooManyChannels) {
-		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	q := ChannelsQuery{Limit: limit}
+	if after != nil {
+		q.After = *after
 	}
+	if req.Pattern != "" {
+		q.Prefix = req.Pattern[:strings.IndexAny(req.Pattern+"*", "*?")]
+		q.Keep = func(name string) bool { return channelname.Match(req.Pattern, name) }
+	}
+	states, more, err := s.engine.Channels(ctx, q)
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}
@@ -869,7 +872,7 @@ func (s *Server) Channels(ctx context.Context, req *heraldv1.ChannelsRequest) (*
 	// Channels with a stream and no state: the union's first page_size
 	// names are among the engine's first page_size and these.
 	for name, n := range s.hub.channelStreams() {
-		if !wanted(name) {
+		if !q.Selects(name) {
 			continue
 		}
 		ci := byName[name]

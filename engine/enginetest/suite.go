@@ -409,7 +409,7 @@ func testChannels(t *testing.T, f Factory) {
 	if err := e.AddPresence(ctx, "chat:present", &heraldv1.ClientInfo{Client: "c2"}, false); err != nil {
 		t.Fatal(err)
 	}
-	states, more, err := e.Channels(ctx, nil, 0)
+	states, more, err := e.Channels(ctx, engine.ChannelsQuery{})
 	if err != nil || more {
 		t.Fatal(more, err)
 	}
@@ -424,13 +424,14 @@ func testChannels(t *testing.T, f Factory) {
 		t.Fatalf("chat:present = %+v (listed %v)", st, ok)
 	}
 
-	// In name order, as many as asked for, those keep accepts.
+	// In name order, as many as asked for, those the query selects.
 	for _, i := range []int{3, 0, 4, 1, 2} {
 		mustPublish(t, e, Pub(fmt.Sprintf("chat:p-%02d", i), "x"), withHistory)
 	}
-	list := func(keep func(string) bool, limit int) (string, bool) {
+	mustPublish(t, e, Pub("chat:q-00", "x"), withHistory)
+	list := func(q engine.ChannelsQuery) (string, bool) {
 		t.Helper()
-		states, more, err := e.Channels(ctx, keep, limit)
+		states, more, err := e.Channels(ctx, q)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -440,21 +441,27 @@ func testChannels(t *testing.T, f Factory) {
 		}
 		return strings.Join(names, " "), more
 	}
-	paged := func(name string) bool { return strings.HasPrefix(name, "chat:p-") }
-	if got, more := list(paged, 2); got != "chat:p-00 chat:p-01" || !more {
-		t.Fatalf("the first 2 of 5: %q, more %v", got, more)
-	}
-	if got, more := list(func(n string) bool { return paged(n) && n > "chat:p-01" }, 2); got != "chat:p-02 chat:p-03" || !more {
-		t.Fatalf("the 2 after chat:p-01: %q, more %v", got, more)
-	}
-	if got, more := list(func(n string) bool { return paged(n) && n > "chat:p-03" }, 2); got != "chat:p-04" || more {
-		t.Fatalf("the last page: %q, more %v", got, more)
-	}
-	if got, more := list(paged, 0); got != "chat:p-00 chat:p-01 chat:p-02 chat:p-03 chat:p-04" || more {
-		t.Fatalf("all 5: %q, more %v", got, more)
-	}
-	if got, _ := list(nil, 0); got != "chat:listed chat:p-00 chat:p-01 chat:p-02 chat:p-03 chat:p-04 chat:present" {
-		t.Fatalf("every channel: %q", got)
+	odd := func(name string) bool { return name[len(name)-1]%2 == 1 }
+	for _, tc := range []struct {
+		q    engine.ChannelsQuery
+		want string
+		more bool
+	}{
+		{engine.ChannelsQuery{Prefix: "chat:p-", Limit: 2}, "chat:p-00 chat:p-01", true},
+		{engine.ChannelsQuery{Prefix: "chat:p-", After: "chat:p-01", Limit: 2}, "chat:p-02 chat:p-03", true},
+		{engine.ChannelsQuery{Prefix: "chat:p-", After: "chat:p-03", Limit: 2}, "chat:p-04", false},
+		{engine.ChannelsQuery{Prefix: "chat:p-"}, "chat:p-00 chat:p-01 chat:p-02 chat:p-03 chat:p-04", false},
+		{engine.ChannelsQuery{Prefix: "chat:p-", Keep: odd, Limit: 1}, "chat:p-01", true},
+		{engine.ChannelsQuery{Prefix: "chat:p-", Keep: odd, After: "chat:p-01", Limit: 1}, "chat:p-03", false},
+		{engine.ChannelsQuery{After: "chat:p-04", Limit: 5}, "chat:present chat:q-00", false},
+		{engine.ChannelsQuery{Prefix: "chat:p-", After: "chat:a"}, "chat:p-00 chat:p-01 chat:p-02 chat:p-03 chat:p-04", false},
+		{engine.ChannelsQuery{Prefix: "chat:p-", After: "chat:z"}, "", false},
+		{engine.ChannelsQuery{}, "chat:listed chat:p-00 chat:p-01 chat:p-02 chat:p-03 chat:p-04 chat:present chat:q-00", false},
+	} {
+		if got, more := list(tc.q); got != tc.want || more != tc.more {
+			t.Fatalf("Channels(after %q, prefix %q, keep %v, limit %d) = %q, more %v; want %q, more %v",
+				tc.q.After, tc.q.Prefix, tc.q.Keep != nil, tc.q.Limit, got, more, tc.want, tc.more)
+		}
 	}
 }
 

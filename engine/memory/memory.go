@@ -655,7 +655,7 @@ func (e *Engine) Command(ctx context.Context, cmd *heraldv1.BridgeSessionRespons
 }
 
 // Channels implements engine.Engine.
-func (e *Engine) Channels(ctx context.Context, keep func(string) bool, limit int) ([]engine.ChannelState, bool, error) {
+func (e *Engine) Channels(ctx context.Context, q engine.ChannelsQuery) ([]engine.ChannelState, bool, error) {
 	// The names first, then the state of only those the page lists: a
 	// console paging a node of a million channels allocates a page's
 	// states, not a million.
@@ -668,7 +668,7 @@ func (e *Engine) Channels(ctx context.Context, keep func(string) bool, limit int
 		s := &e.shards[i]
 		s.mu.Lock()
 		for _, c := range s.chans {
-			if keep != nil && !keep(c.name) {
+			if !q.Selects(c.name) {
 				continue
 			}
 			c.mu.Lock()
@@ -680,7 +680,7 @@ func (e *Engine) Channels(ctx context.Context, keep func(string) bool, limit int
 		s.mu.Unlock()
 	}
 	slices.SortFunc(cands, func(a, b candidate) int { return strings.Compare(a.name, b.name) })
-	want := limit
+	want := q.Limit
 	if want <= 0 {
 		want = len(cands)
 	}

@@ -232,16 +232,15 @@ func BenchmarkChannels(b *testing.B) {
 		}
 	}
 	for _, tc := range []struct {
-		name  string
-		keep  func(string) bool
-		limit int
+		name string
+		q    engine.ChannelsQuery
 	}{
-		{"page=500", func(n string) bool { return n > "bench:050000" }, 500},
-		{"all", nil, 0},
+		{"page=500", engine.ChannelsQuery{After: "bench:050000", Limit: 500}},
+		{"all", engine.ChannelsQuery{}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			for b.Loop() {
-				states, _, err := e.Channels(ctx, tc.keep, tc.limit)
+				states, _, err := e.Channels(ctx, tc.q)
 				if err != nil || len(states) == 0 {
 					b.Fatal(len(states), err)
 				}

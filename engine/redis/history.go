@@ -2,10 +2,11 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
-	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/herald-io/herald/engine"
@@ -112,85 +113,240 @@ func (e *Engine) Command(ctx context.Context, cmd *heraldv1.BridgeSessionRespons
 	return nil
 }
 
-// Channels implements engine.Engine: the names of the registry (every
-// registry key, at most maxChannelsRead in all, or it fails), those keep
-// accepts in name order, then the state of as many as the page needs
-// (with limit 0, of at most maxChannelsListed).
-func (e *Engine) Channels(ctx context.Context, keep func(string) bool, limit int) ([]engine.ChannelState, bool, error) {
-	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
-	// Counted first, so that a registry too large is refused before it
-	// is read.
-	counts := make([]*goredis.IntCmd, len(e.registry))
-	_, err := e.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		for i, key := range e.registry {
-			counts[i] = p.ZCount(ctx, key, now, "+inf")
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, false, e.fail(ctx, "channels", err)
-	}
-	total := int64(0)
-	for _, c := range counts {
-		total += c.Val()
-	}
-	if total > maxChannelsRead {
-		return nil, false, fmt.Errorf("%w: the Redis registry holds %d channels with state, more than the %d Channels reads", engine.ErrTooManyChannels, total, maxChannelsRead)
-	}
-	ranges := make([]*goredis.StringSliceCmd, len(e.registry))
-	_, err = e.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		for i, key := range e.registry {
-			ranges[i] = p.ZRangeByScore(ctx, key, &goredis.ZRangeBy{Min: now, Max: "+inf", Count: maxChannelsRead})
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, false, e.fail(ctx, "channels", err)
-	}
-	var names []string
-	for _, r := range ranges {
-		for _, name := range r.Val() {
-			if keep == nil || keep(name) {
-				names = append(names, name)
-			}
+// Channels implements engine.Engine. Each registry key has an index of
+// its names in name order (namesKey); Channels reads the indexes a chunk
+// at a time from the query's place (after its After, from its Prefix),
+// merges them, and reads the state of the names selected until it has
+// the page, skipping (and dropping from the index) names whose state has
+// gone. No call reads more than a chunk, whatever the registry's size.
+func (e *Engine) Channels(ctx context.Context, q engine.ChannelsQuery) ([]engine.ChannelState, bool, error) {
+	if !e.namesFilled.Load() {
+		if err := e.backfillNames(ctx); err != nil {
+			return nil, false, e.fail(ctx, "channels", err)
 		}
 	}
-	slices.Sort(names)
-	want := limit
+	want := q.Limit
 	if want <= 0 {
 		want = maxChannelsListed
 	}
-	// A name whose state expired since the registry was swept is skipped,
-	// and the next ones read in its place.
-	out := make([]engine.ChannelState, 0, min(want, len(names)))
-	for len(names) > 0 && len(out) < want {
-		batch := names[:min(len(names), want-len(out))]
-		names = names[len(batch):]
-		metas := make([]*goredis.SliceCmd, len(batch))
-		clients := make([]*goredis.IntCmd, len(batch))
-		_, err = e.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
-			for i, name := range batch {
-				metas[i] = p.HMGet(ctx, e.key(name, "m"), "e", "o")
-				clients[i] = p.HLen(ctx, e.key(name, "p"))
+	chunk := min(want, 1000)
+	// One cursor per index; heads are the names read and not yet taken.
+	type cursor struct {
+		key   string
+		from  string // ZRANGEBYLEX min of the next read
+		heads []string
+		done  bool
+	}
+	start := "-"
+	if q.After != "" && q.After >= q.Prefix {
+		start = "(" + q.After
+	} else if q.Prefix != "" {
+		start = "[" + q.Prefix
+	}
+	curs := make([]*cursor, len(e.registry))
+	for i, key := range e.registry {
+		curs[i] = &cursor{key: namesKey(key), from: start}
+	}
+	// fill reads the next chunk of every cursor whose heads ran out.
+	fill := func() error {
+		var reads []*cursor
+		cmds := make([]*goredis.StringSliceCmd, 0, len(curs))
+		_, err := e.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			for _, c := range curs {
+				if len(c.heads) == 0 && !c.done {
+					reads = append(reads, c)
+					cmds = append(cmds, p.ZRangeByLex(ctx, c.key, &goredis.ZRangeBy{Min: c.from, Max: "+", Count: int64(chunk)}))
+				}
 			}
 			return nil
 		})
 		if err != nil {
-			return nil, false, e.fail(ctx, "channels", err)
+			return err
 		}
-		for i, name := range batch {
-			v := metas[i].Val()
-			if len(v) < 2 {
+		for i, c := range reads {
+			names := cmds[i].Val()
+			if len(names) < chunk {
+				c.done = true
+			}
+			if len(names) > 0 {
+				c.from = "(" + names[len(names)-1]
+			}
+			for _, name := range names {
+				if !strings.HasPrefix(name, q.Prefix) {
+					c.done = true // past the prefix: in name order, none after it has it
+					break
+				}
+				if q.Selects(name) {
+					c.heads = append(c.heads, name)
+				}
+			}
+		}
+		return nil
+	}
+	// next takes the smallest head of all indexes; "" when none is left.
+	next := func() (string, error) {
+		for {
+			var best *cursor
+			pending := false
+			for _, c := range curs {
+				if len(c.heads) == 0 {
+					pending = pending || !c.done
+					continue
+				}
+				if best == nil || c.heads[0] < best.heads[0] {
+					best = c
+				}
+			}
+			if pending {
+				// An index without heads may hold a smaller name: read on.
+				if err := fill(); err != nil {
+					return "", err
+				}
 				continue
 			}
-			epoch, _ := v[0].(string)
-			offset, _ := strconv.ParseUint(fmt.Sprint(v[1]), 10, 64)
-			n := int(clients[i].Val())
-			if epoch == "" && n == 0 {
-				continue
+			if best == nil {
+				return "", nil
 			}
-			out = append(out, engine.ChannelState{Name: name, Position: &heraldv1.StreamPosition{Offset: offset, Epoch: epoch}, Clients: n})
+			name := best.heads[0]
+			best.heads = best.heads[1:]
+			return name, nil
 		}
 	}
-	return out, len(names) > 0, nil
+	out := make([]engine.ChannelState, 0, chunk)
+	for len(out) < want {
+		var batch []string
+		for len(batch) < want-len(out) {
+			name, err := next()
+			if err != nil {
+				return nil, false, e.fail(ctx, "channels", err)
+			}
+			if name == "" {
+				break
+			}
+			batch = append(batch, name)
+		}
+		if len(batch) == 0 {
+			return out, false, nil
+		}
+		states, err := e.channelStates(ctx, batch)
+		if err != nil {
+			return nil, false, e.fail(ctx, "channels", err)
+		}
+		out = append(out, states...)
+	}
+	name, err := next()
+	if err != nil {
+		return nil, false, e.fail(ctx, "channels", err)
+	}
+	return out, name != "", nil
+}
+
+// channelStates reads the state of the named channels, leaving out those
+// that have none any more; their names leave the index too, unless the
+// registry still lists them as live (a channel whose state is being
+// created again).
+func (e *Engine) channelStates(ctx context.Context, names []string) ([]engine.ChannelState, error) {
+	metas := make([]*goredis.SliceCmd, len(names))
+	clients := make([]*goredis.IntCmd, len(names))
+	scores := make([]*goredis.FloatCmd, len(names))
+	_, err := e.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i, name := range names {
+			metas[i] = p.HMGet(ctx, e.key(name, "m"), "e", "o")
+			clients[i] = p.HLen(ctx, e.key(name, "p"))
+			scores[i] = p.ZScore(ctx, e.registryKey(name), name)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		return nil, err
+	}
+	now := float64(time.Now().UnixMilli())
+	var out []engine.ChannelState
+	var stale []string
+	for i, name := range names {
+		v := metas[i].Val()
+		epoch := ""
+		var offset uint64
+		if len(v) >= 2 {
+			epoch, _ = v[0].(string)
+			offset, _ = strconv.ParseUint(fmt.Sprint(v[1]), 10, 64)
+		}
+		n := int(clients[i].Val())
+		if epoch == "" && n == 0 {
+			if score, err := scores[i].Result(); err != nil || score < now {
+				stale = append(stale, name)
+			}
+			continue
+		}
+		out = append(out, engine.ChannelState{Name: name, Position: &heraldv1.StreamPosition{Offset: offset, Epoch: epoch}, Clients: n})
+	}
+	if len(stale) > 0 {
+		_, _ = e.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			for _, name := range stale {
+				p.ZRem(ctx, namesKey(e.registryKey(name)), name)
+			}
+			return nil
+		})
+	}
+	return out, nil
+}
+
+// namesKey is the index of a registry key's names: the same names, score
+// 0, so that they can be read in name order from any place (ZRANGEBYLEX).
+// It shares the registry key's slot (and hash tag).
+func namesKey(registryKey string) string { return registryKey + ":names" }
+
+// backfillNames fills the index of every registry key that has more
+// names than its index (a registry written before the indexes existed, or
+// by a node of that version during a rolling upgrade), a chunk at a time.
+// Channels runs it until it has once succeeded, every sweep after that.
+func (e *Engine) backfillNames(ctx context.Context) error {
+	for _, key := range e.registry {
+		cards := make([]*goredis.IntCmd, 2)
+		if _, err := e.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			cards[0] = p.ZCard(ctx, key)
+			cards[1] = p.ZCard(ctx, namesKey(key))
+			return nil
+		}); err != nil {
+			return err
+		}
+		if cards[1].Val() >= cards[0].Val() {
+			continue
+		}
+		for at := int64(0); ; at += 1000 {
+			names, err := e.client.ZRange(ctx, key, at, at+999).Result()
+			if err != nil {
+				return err
+			}
+			if len(names) > 0 {
+				zs := make([]goredis.Z, len(names))
+				for i, name := range names {
+					zs[i] = goredis.Z{Member: name}
+				}
+				if err := e.client.ZAdd(ctx, namesKey(key), zs...).Err(); err != nil {
+					return err
+				}
+			}
+			if len(names) < 1000 {
+				break
+			}
+		}
+	}
+	e.namesFilled.Store(true)
+	return nil
+}
+
+// sweepRegistry removes the registry's expired entries, and their names
+// from its indexes, at most 1000 a call and 100 calls a key per sweep.
+func (e *Engine) sweepRegistry(ctx context.Context) {
+	_ = e.backfillNames(ctx)
+	now := time.Now().UnixMilli()
+	for _, key := range e.registry {
+		for range 100 {
+			n, err := registrySweepScript.Run(ctx, e.client, []string{key, namesKey(key)}, now).Int()
+			if err != nil || n < 1000 {
+				break
+			}
+		}
+	}
 }

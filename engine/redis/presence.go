@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sort"
-	"strconv"
 	"time"
 
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
@@ -218,13 +217,7 @@ func (e *Engine) refresh() error {
 		}
 	}
 	flush()
-	cut := "(" + strconv.FormatInt(time.Now().UnixMilli(), 10)
-	_, _ = e.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		for _, key := range e.registry {
-			p.ZRemRangeByScore(ctx, key, "-inf", cut)
-		}
-		return nil
-	})
+	e.sweepRegistry(ctx)
 	return errors.Join(errs...)
 }
 

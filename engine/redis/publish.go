@@ -293,16 +293,19 @@ func (e *Engine) register(ctx context.Context, regs []registration) {
 		return
 	}
 	cmds := make([]*goredis.IntCmd, len(todo))
+	names := make([]*goredis.IntCmd, len(todo))
 	_, _ = e.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		for i, r := range todo {
 			// Outlive the next refresh, which comes registerEvery later at most.
 			ttl := max(r.ttl, 2*registerEvery)
-			cmds[i] = p.ZAddGT(ctx, e.registryKey(r.channel), goredis.Z{Score: float64(now.Add(ttl).UnixMilli()), Member: r.channel})
+			key := e.registryKey(r.channel)
+			cmds[i] = p.ZAddGT(ctx, key, goredis.Z{Score: float64(now.Add(ttl).UnixMilli()), Member: r.channel})
+			names[i] = p.ZAdd(ctx, namesKey(key), goredis.Z{Member: r.channel})
 		}
 		return nil
 	})
 	for i, cmd := range cmds {
-		if cmd.Err() != nil {
+		if cmd.Err() != nil || names[i].Err() != nil {
 			e.registered.Delete(todo[i].channel)
 		}
 	}

@@ -35,7 +35,10 @@ type Engine struct {
 	waitFor time.Duration // redis.wait_timeout
 
 	registry []string // registry keys (one on one Redis, spread over a cluster)
-	controls []string // control channels (likewise)
+	// namesFilled is set once the registry's name indexes were filled
+	// from it (backfillNames).
+	namesFilled atomic.Bool
+	controls    []string // control channels (likewise)
 
 	h atomic.Pointer[handlerBox]
 
@@ -114,13 +117,9 @@ func SetTimingForTest(presenceTTL, refresh time.Duration) (restore func()) {
 // or so, and cheap (every node subscribes to every control channel).
 const spread = 16
 
-// maxChannelsRead bounds the names Channels reads from the registry (~30
-// MB of them at most); maxChannelsListed bounds the channels whose state
-// it reads for an answer in one piece (limit 0). Variables for the tests.
-var (
-	maxChannelsRead   int64 = 1_000_000
-	maxChannelsListed       = 10000
-)
+// maxChannelsListed bounds the channels whose state Channels reads for an
+// answer in one piece (limit 0). A variable for the tests.
+var maxChannelsListed = 10000
 
 // registerEvery is how often a node refreshes a channel in the registry.
 const registerEvery = time.Minute

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -212,8 +213,8 @@ func BenchmarkPublish(b *testing.B) {
 }
 
 // TestChannelsBounds: past maxChannelsListed an answer in one piece stops
-// there and says more follow (pages go on past it), and a registry over
-// maxChannelsRead is refused with ErrTooManyChannels before it is read.
+// there and says more follow, and pages go on past it; pages read the
+// name indexes a chunk at a time, so no bound on the registry's size.
 func TestChannelsBounds(t *testing.T) {
 	srv := redistest.Start(t)
 	e := startEngine(t, singleConfig(srv.Addr), Options{}, enginetest.Nop{})
@@ -222,18 +223,134 @@ func TestChannelsBounds(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	read, listed := maxChannelsRead, maxChannelsListed
-	t.Cleanup(func() { maxChannelsRead, maxChannelsListed = read, listed })
+	listed := maxChannelsListed
+	t.Cleanup(func() { maxChannelsListed = listed })
 	maxChannelsListed = 4
-	states, more, err := e.Channels(ctx, nil, 0)
+	states, more, err := e.Channels(ctx, engine.ChannelsQuery{})
 	if err != nil || len(states) != 4 || !more || states[3].Name != "chat:b-3" {
 		t.Fatalf("all of 6 with at most 4 listed: %d states, more %v, %v", len(states), more, err)
 	}
-	if states, more, err := e.Channels(ctx, func(n string) bool { return n > "chat:b-3" }, 4); err != nil || len(states) != 2 || more {
+	if states, more, err := e.Channels(ctx, engine.ChannelsQuery{After: "chat:b-3", Limit: 4}); err != nil || len(states) != 2 || more {
 		t.Fatalf("the page after chat:b-3: %d states, more %v, %v", len(states), more, err)
 	}
-	maxChannelsRead = 5
-	if _, _, err := e.Channels(ctx, nil, 2); !errors.Is(err, engine.ErrTooManyChannels) {
-		t.Fatalf("6 channels over a registry bound of 5: %v, want ErrTooManyChannels", err)
+}
+
+// TestChannelsNameIndex: a registry written without its name index (by an
+// earlier version) is indexed before Channels first lists it; a name left
+// in the index after its channel's state and registry entry went is
+// skipped, the page still full, and dropped from the index; the sweep
+// takes expired entries out of both.
+func TestChannelsNameIndex(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := singleConfig(srv.Addr)
+	rc := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	defer rc.Close()
+	e := startEngine(t, cfg, Options{}, enginetest.Nop{})
+	for i := range 5 {
+		if _, err := e.Publish(ctx, enginetest.Pub(fmt.Sprintf("chat:n-%d", i), "x"), engine.PublishOptions{HistorySize: 1, HistoryTTL: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
 	}
+	reg := e.registry[0]
+	if n, err := rc.ZCard(ctx, namesKey(reg)).Result(); err != nil || n != 5 {
+		t.Fatalf("the index after 5 publishes: %d names, %v", n, err)
+	}
+	// As an earlier version left it: no index. A second engine (a node
+	// that starts) indexes the registry before it lists.
+	if err := rc.Del(ctx, namesKey(reg)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Prefix = e.prefix
+	e2 := startEngine(t, cfg, Options{}, enginetest.Nop{})
+	if got := channelNames(t, e2, engine.ChannelsQuery{Limit: 3}); got != "chat:n-0 chat:n-1 chat:n-2" {
+		t.Fatalf("the first page of 3 from a registry without index: %q", got)
+	}
+	// A stale name: its state and registry entry gone, its name not.
+	if err := rc.Del(ctx, e.key("chat:n-1", "m")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.ZRem(ctx, reg, "chat:n-1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got := channelNames(t, e, engine.ChannelsQuery{Limit: 3}); got != "chat:n-0 chat:n-2 chat:n-3" {
+		t.Fatalf("the first page of 3 past a stale name: %q", got)
+	}
+	if s, err := rc.ZScore(ctx, namesKey(reg), "chat:n-1").Result(); !errors.Is(err, goredis.Nil) {
+		t.Fatalf("the stale name is still indexed: %v, %v", s, err)
+	}
+	// Expired in the registry: the sweep takes it out of both.
+	if err := rc.ZAdd(ctx, reg, goredis.Z{Score: 1, Member: "chat:n-4"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.sweepRegistry(ctx)
+	for _, key := range []string{reg, namesKey(reg)} {
+		if _, err := rc.ZScore(ctx, key, "chat:n-4").Result(); !errors.Is(err, goredis.Nil) {
+			t.Fatalf("chat:n-4 is still in %s after the sweep: %v", key, err)
+		}
+	}
+}
+
+// channelNames lists what e.Channels lists for q.
+func channelNames(t *testing.T, e *Engine, q engine.ChannelsQuery) string {
+	t.Helper()
+	states, _, err := e.Channels(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, st := range states {
+		out = append(out, st.Name)
+	}
+	return strings.Join(out, " ")
+}
+
+// BenchmarkChannels measures Channels on one Redis whose registry lists
+// 200,000 channels with state: a page of 500 after a name in the middle
+// (what the admin console asks for), and how long Redis spends on it
+// (its busiest command's microseconds, from INFO commandstats).
+//
+//	go test ./engine/redis -run '^$' -bench '^BenchmarkChannels$' -benchmem
+func BenchmarkChannels(b *testing.B) {
+	srv := redistest.Start(b)
+	e := startEngine(b, singleConfig(srv.Addr), Options{}, enginetest.Nop{})
+	rc := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	defer rc.Close()
+	const n = 200_000
+	until := float64(time.Now().Add(time.Hour).UnixMilli())
+	for at := 0; at < n; at += 5000 {
+		if _, err := rc.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			for i := at; i < at+5000; i++ {
+				name := fmt.Sprintf("bench:%06d", i)
+				p.ZAdd(ctx, e.registry[0], goredis.Z{Score: until, Member: name})
+				p.ZAdd(ctx, namesKey(e.registry[0]), goredis.Z{Member: name})
+				p.HSet(ctx, e.key(name, "m"), "e", "epoch", "o", 1)
+			}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	q := engine.ChannelsQuery{After: "bench:100000", Limit: 500}
+	if err := rc.ConfigResetStat(ctx).Err(); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		states, more, err := e.Channels(ctx, q)
+		if err != nil || len(states) != 500 || !more || states[0].Name != "bench:100001" {
+			b.Fatalf("%d states, more %v, %v", len(states), more, err)
+		}
+	}
+	stats, err := rc.Info(ctx, "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var worst float64
+	for _, line := range strings.Split(stats, "\n") {
+		if i := strings.Index(line, "usec_per_call="); i >= 0 {
+			var v float64
+			_, _ = fmt.Sscanf(line[i+len("usec_per_call="):], "%g", &v)
+			worst = max(worst, v)
+		}
+	}
+	b.ReportMetric(worst, "redis-worst-usec/call")
 }

@@ -28,6 +28,9 @@ var checkLua string
 //go:embed bump.lua
 var bumpLua string
 
+//go:embed registry_sweep.lua
+var registrySweepLua string
+
 var (
 	publishScript       = goredis.NewScript(publishLua)
 	historyScript       = goredis.NewScript(historyLua)
@@ -36,6 +39,7 @@ var (
 	presenceSweepScript = goredis.NewScript(presenceSweepLua)
 	checkScript         = goredis.NewScript(checkLua)
 	bumpScript          = goredis.NewScript(bumpLua)
+	registrySweepScript = goredis.NewScript(registrySweepLua)
 )
 
 // once is a command that go-redis must not send twice: a cluster client
