@@ -656,14 +656,51 @@ func (e *Engine) Command(ctx context.Context, cmd *heraldv1.BridgeSessionRespons
 
 // Channels implements engine.Engine.
 func (e *Engine) Channels(ctx context.Context, q engine.ChannelsQuery) ([]engine.ChannelState, bool, error) {
-	// The names first, then the state of only those the page lists: a
-	// console paging a node of a million channels allocates a page's
-	// states, not a million.
-	type candidate struct {
-		name string
-		c    *memChannel
+	// One pass, each channel's state read as it is met. For a page, a
+	// heap keeps the Limit smallest names (the largest on top), so that a
+	// console paging a node of a million channels sorts 500 of them and
+	// allocates a page's states, not a million.
+	type entry struct {
+		name    string
+		offset  uint64
+		epoch   string
+		clients int
 	}
-	var cands []candidate
+	page := q.Limit > 0
+	var all []entry
+	if page {
+		all = make([]entry, 0, q.Limit)
+	} else {
+		all = make([]entry, 0, e.channels.Load()) // those with an epoch; presence adds a few
+	}
+	more := false
+	less := func(a, b entry) bool { return a.name > b.name } // the heap's top is the largest name
+	down := func(i int) {
+		for {
+			l, big := 2*i+1, i
+			if l < len(all) && less(all[l], all[big]) {
+				big = l
+			}
+			if r := l + 1; r < len(all) && less(all[r], all[big]) {
+				big = r
+			}
+			if big == i {
+				return
+			}
+			all[i], all[big] = all[big], all[i]
+			i = big
+		}
+	}
+	up := func(i int) {
+		for i > 0 {
+			p := (i - 1) / 2
+			if !less(all[i], all[p]) {
+				return
+			}
+			all[i], all[p] = all[p], all[i]
+			i = p
+		}
+	}
 	for i := range e.shards {
 		s := &e.shards[i]
 		s.mu.Lock()
@@ -673,33 +710,36 @@ func (e *Engine) Channels(ctx context.Context, q engine.ChannelsQuery) ([]engine
 			}
 			c.mu.Lock()
 			if c.epoch != "" || len(c.presence) > 0 {
-				cands = append(cands, candidate{c.name, c})
+				en := entry{c.name, c.offset, c.epoch, len(c.presence)}
+				switch {
+				case !page:
+					all = append(all, en)
+				case len(all) < q.Limit:
+					all = append(all, en)
+					up(len(all) - 1)
+				case en.name < all[0].name: // it takes the largest one's place
+					all[0] = en
+					down(0)
+					more = true
+				default:
+					more = true
+				}
 			}
 			c.mu.Unlock()
 		}
 		s.mu.Unlock()
 	}
-	slices.SortFunc(cands, func(a, b candidate) int { return strings.Compare(a.name, b.name) })
-	want := q.Limit
-	if want <= 0 {
-		want = len(cands)
-	}
+	slices.SortFunc(all, func(a, b entry) int { return strings.Compare(a.name, b.name) })
 	empty := e.empty(e.now())
-	out := make([]engine.ChannelState, 0, min(want, len(cands)))
-	i := 0
-	for ; i < len(cands) && len(out) < want; i++ {
-		c := cands[i].c
-		c.mu.Lock()
-		if c.epoch != "" || len(c.presence) > 0 { // or it lost its state meanwhile
-			pos := &heraldv1.StreamPosition{Offset: c.offset, Epoch: c.epoch}
-			if c.epoch == "" {
-				pos.Epoch = empty
-			}
-			out = append(out, engine.ChannelState{Name: c.name, Position: pos, Clients: len(c.presence)})
+	out := make([]engine.ChannelState, len(all))
+	for i, en := range all {
+		pos := &heraldv1.StreamPosition{Offset: en.offset, Epoch: en.epoch}
+		if en.epoch == "" {
+			pos.Epoch = empty
 		}
-		c.mu.Unlock()
+		out[i] = engine.ChannelState{Name: en.name, Position: pos, Clients: en.clients}
 	}
-	return out, i < len(cands), nil
+	return out, more, nil
 }
 
 // Ping implements engine.Engine: the memory engine is always there.

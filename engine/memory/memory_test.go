@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -480,6 +481,72 @@ func TestMemoryHistoryKeepsEveryField(t *testing.T) {
 		}
 		if c.name == "json in a large buffer" && cap(entry.b) > 64 {
 			t.Errorf("%s: the entry keeps %d bytes of the buffer alive for a 23-byte payload", c.name, cap(entry.b))
+		}
+	}
+}
+
+// TestMemoryChannelsModel: Channels against a sorted list of the same
+// channels, for queries of every kind over 400 random names (some only
+// subscribed, without state, which are never listed), so that the page's
+// heap keeps exactly the first Limit names and says more when, and only
+// when, more follow.
+func TestMemoryChannelsModel(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(time.Now, Options{})
+	rng := rand.New(rand.NewPCG(1, 2))
+	var names []string
+	seen := map[string]bool{}
+	for len(names) < 400 {
+		name := fmt.Sprintf("%s:%c%d", []string{"chat", "news", "user"}[rng.IntN(3)], 'a'+rng.IntN(26), rng.IntN(1000))
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		if rng.IntN(8) == 0 { // subscribed only: no state
+			if err := e.Subscribe(ctx, name); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if _, err := e.Publish(ctx, &heraldv1.Publication{Channel: name, Payload: &heraldv1.Publication_RawJson{RawJson: []byte(`1`)}}, engine.PublishOptions{HistorySize: 1, HistoryTTL: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	even := func(name string) bool { return len(name)%2 == 0 }
+	for i := range 500 {
+		q := engine.ChannelsQuery{Limit: []int{0, 1, 2, 7, 50, 399, 1000}[rng.IntN(7)]}
+		if rng.IntN(2) == 0 {
+			q.After = names[rng.IntN(len(names))]
+		}
+		if rng.IntN(2) == 0 {
+			q.Prefix = []string{"chat:", "news:b", "user:z", "x"}[rng.IntN(4)]
+		}
+		if rng.IntN(3) == 0 {
+			q.Keep = even
+		}
+		var want []string
+		for _, name := range names {
+			if q.Selects(name) {
+				want = append(want, name)
+			}
+		}
+		wantMore := q.Limit > 0 && len(want) > q.Limit
+		if wantMore {
+			want = want[:q.Limit]
+		}
+		states, more, err := e.Channels(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, st := range states {
+			got = append(got, st.Name)
+		}
+		if !slices.Equal(got, want) || more != wantMore {
+			t.Fatalf("query %d (after %q, prefix %q, keep %v, limit %d): %d names, more %v; want %d, more %v\ngot  %v\nwant %v",
+				i, q.After, q.Prefix, q.Keep != nil, q.Limit, len(got), more, len(want), wantMore, got, want)
 		}
 	}
 }
