@@ -7,11 +7,13 @@
 package enginetest
 
 import (
+	"context"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/herald-io/herald/engine"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 )
 
@@ -155,4 +157,18 @@ func WaitFor(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// ChannelNames returns the names e.Channels lists for q, and its more.
+func ChannelNames(t testing.TB, e engine.Engine, q engine.ChannelsQuery) ([]string, bool) {
+	t.Helper()
+	states, more, err := e.Channels(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, 0, len(states))
+	for _, st := range states {
+		names = append(names, st.Name)
+	}
+	return names, more
 }

@@ -431,14 +431,7 @@ func testChannels(t *testing.T, f Factory) {
 	mustPublish(t, e, Pub("chat:q-00", "x"), withHistory)
 	list := func(q engine.ChannelsQuery) (string, bool) {
 		t.Helper()
-		states, more, err := e.Channels(ctx, q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var names []string
-		for _, st := range states {
-			names = append(names, st.Name)
-		}
+		names, more := ChannelNames(t, e, q)
 		return strings.Join(names, " "), more
 	}
 	odd := func(name string) bool { return name[len(name)-1]%2 == 1 }

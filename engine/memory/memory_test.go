@@ -536,14 +536,7 @@ func TestMemoryChannelsModel(t *testing.T) {
 		if wantMore {
 			want = want[:q.Limit]
 		}
-		states, more, err := e.Channels(ctx, q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []string
-		for _, st := range states {
-			got = append(got, st.Name)
-		}
+		got, more := enginetest.ChannelNames(t, e, q)
 		if !slices.Equal(got, want) || more != wantMore {
 			t.Fatalf("query %d (after %q, prefix %q, keep %v, limit %d): %d names, more %v; want %d, more %v\ngot  %v\nwant %v",
 				i, q.After, q.Prefix, q.Keep != nil, q.Limit, len(got), more, len(want), wantMore, got, want)

@@ -293,15 +293,8 @@ func TestChannelsNameIndex(t *testing.T) {
 // channelNames lists what e.Channels lists for q.
 func channelNames(t *testing.T, e *Engine, q engine.ChannelsQuery) string {
 	t.Helper()
-	states, _, err := e.Channels(ctx, q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, st := range states {
-		out = append(out, st.Name)
-	}
-	return strings.Join(out, " ")
+	names, _ := enginetest.ChannelNames(t, e, q)
+	return strings.Join(names, " ")
 }
 
 // BenchmarkChannels measures Channels on one Redis whose registry lists
