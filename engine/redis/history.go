@@ -129,7 +129,9 @@ func (e *Engine) Channels(ctx context.Context, q engine.ChannelsQuery) ([]engine
 	if want <= 0 {
 		want = maxChannelsListed
 	}
-	chunk := min(want, 1000)
+	// A read takes at least minNamesRead names, so that a small page
+	// under a pattern few names match does not cost a round trip a name.
+	chunk := min(max(want, minNamesRead), 1000)
 	// One cursor per index; heads are the names read and not yet taken.
 	type cursor struct {
 		key   string
@@ -212,7 +214,7 @@ func (e *Engine) Channels(ctx context.Context, q engine.ChannelsQuery) ([]engine
 			return name, nil
 		}
 	}
-	out := make([]engine.ChannelState, 0, chunk)
+	out := make([]engine.ChannelState, 0, min(want, 1000))
 	for len(out) < want {
 		var batch []string
 		for len(batch) < want-len(out) {

@@ -118,8 +118,12 @@ func SetTimingForTest(presenceTTL, refresh time.Duration) (restore func()) {
 const spread = 16
 
 // maxChannelsListed bounds the channels whose state Channels reads for an
-// answer in one piece (limit 0). A variable for the tests.
-var maxChannelsListed = 10000
+// answer in one piece (limit 0); minNamesRead is the fewest names it
+// reads from an index at a time. Variables for the tests.
+var (
+	maxChannelsListed = 10000
+	minNamesRead      = 100
+)
 
 // registerEvery is how often a node refreshes a channel in the registry.
 const registerEvery = time.Minute

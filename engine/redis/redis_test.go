@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -346,4 +347,56 @@ func BenchmarkChannels(b *testing.B) {
 		}
 	}
 	b.ReportMetric(worst, "redis-worst-usec/call")
+}
+
+// TestChannelsAcrossReads: with every index read one name at a time, pages
+// come out the same as one sorted list, on one Redis and on a cluster
+// (where the names spread over 16 indexes, merged): each read goes on
+// after the last name read, an index ends when a read comes back short
+// or past the prefix.
+func TestChannelsAcrossReads(t *testing.T) {
+	least := minNamesRead
+	t.Cleanup(func() { minNamesRead = least })
+	minNamesRead = 1
+	for name, cfg := range map[string]func() config.Redis{
+		"one Redis": func() config.Redis { return singleConfig(redistest.Start(t).Addr) },
+		"cluster":   func() config.Redis { return clusterConfig(redistest.SharedCluster(t).Addrs()) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := startEngine(t, cfg(), Options{}, enginetest.Nop{})
+			var all []string
+			for i := range 30 {
+				ch := fmt.Sprintf("%s:x-%02d", []string{"chat", "news"}[i%2], i)
+				if _, err := e.Publish(ctx, enginetest.Pub(ch, "x"), engine.PublishOptions{HistorySize: 1, HistoryTTL: time.Minute}); err != nil {
+					t.Fatal(err)
+				}
+				all = append(all, ch)
+			}
+			slices.Sort(all)
+			odd := func(n string) bool { return n[len(n)-1]%2 == 1 }
+			for _, q := range []engine.ChannelsQuery{{Limit: 4}, {Prefix: "news:", Limit: 3}, {Prefix: "chat:", Keep: odd, Limit: 2}, {}} {
+				var want []string
+				for _, n := range all {
+					if q.Selects(n) {
+						want = append(want, n)
+					}
+				}
+				var got []string
+				for pages := 0; ; pages++ {
+					if pages > 40 {
+						t.Fatal("more than 40 pages")
+					}
+					names, more := enginetest.ChannelNames(t, e, q)
+					got = append(got, names...)
+					if !more || len(names) == 0 {
+						break
+					}
+					q.After = names[len(names)-1]
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("prefix %q, keep %v, limit %d: pages listed\n%v\nwant\n%v", q.Prefix, q.Keep != nil, q.Limit, got, want)
+				}
+			}
+		})
+	}
 }
