@@ -5,7 +5,6 @@ package node
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -276,7 +275,7 @@ func (n *Node) start(ctx context.Context) error {
 	}
 
 	if httpTLS != nil {
-		lis = tls.NewListener(wsbridge.WriteNowListener(lis), httpTLS)
+		lis = wsbridge.TLSListener(lis, httpTLS)
 	}
 	var checkKey func(string) error
 	if n.core != nil {

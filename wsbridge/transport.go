@@ -82,7 +82,7 @@ type transport struct {
 	kind    transportKind
 	format  format
 	// poolable says the wire can write without waiting (on a socket of
-	// its own, plain, or under TLS on WriteNowListener), so that a
+	// its own, plain, or under TLS on TLSListener), so that a
 	// writerPool worker may write for it. Set once, before any frame.
 	poolable bool
 

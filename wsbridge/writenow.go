@@ -7,17 +7,20 @@ import (
 	"syscall"
 )
 
-// WriteNowListener wraps a TCP listener's connections for TLS:
-// tls.NewListener(WriteNowListener(l), config). The bridge's writer pool
-// (which writes for sessions on sockets of their own while the bridge is
-// behind) must never wait for a client, and a write to a *tls.Conn cannot
-// be tried without waiting (one that timed out spoils the connection).
-// Below TLS, a wrapped connection writes each encrypted record as the
-// pool needs: what the socket takes at once, then, when it does not take
-// it all, it gives the worker's place to another and waits for the rest.
-// Without the wrapper, TLS sessions keep a writer goroutine of their own,
-// as when on time. Other connections pass through unchanged.
-func WriteNowListener(l net.Listener) net.Listener { return writeNowListener{l} }
+// TLSListener returns a TLS listener on l for the bridge's HTTP listener:
+// tls.NewListener(l, config), with l's connections wrapped below TLS so
+// that the bridge's writer pool can write to them. The pool (which writes
+// for sessions on sockets of their own while the bridge is behind) must
+// never wait for a client, and a write to a *tls.Conn cannot be tried
+// without waiting (one that timed out spoils the connection). Below TLS,
+// a wrapped connection writes each encrypted record as the pool needs:
+// what the socket takes at once, then, when it does not take it all, it
+// gives the worker's place to another and waits for the rest. Sessions on
+// a TLS listener made otherwise keep a writer goroutine of their own, as
+// when on time. Connections that are not TCP pass through unchanged.
+func TLSListener(l net.Listener, config *tls.Config) net.Listener {
+	return tls.NewListener(writeNowListener{l}, config)
+}
 
 type writeNowListener struct{ net.Listener }
 
@@ -60,7 +63,7 @@ func (c *writeNowConn) Write(b []byte) (int, error) {
 }
 
 // tlsWriteNow reports whether nc is a *tls.Conn on a connection of
-// WriteNowListener, and then ties that connection's writes to t.
+// TLSListener's, and then ties that connection's writes to t.
 func tlsWriteNow(nc net.Conn, t *transport) bool {
 	tc, ok := nc.(*tls.Conn)
 	if !ok {

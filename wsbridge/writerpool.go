@@ -27,7 +27,7 @@ import (
 // and finishes that session's queue as its own writer, as on time, so a
 // slow client delays nobody else. Only sessions whose wire can write that
 // way are pooled (transport.poolable): those on a plain socket, and under
-// TLS on a connection of WriteNowListener, which writes each
+// TLS on a connection of TLSListener, which writes each
 // encrypted record that way (a write to a *tls.Conn itself cannot be
 // tried without waiting, and one that timed out spoils the connection).
 type writerPool struct {
@@ -135,7 +135,7 @@ func (p *writerPool) release(b *Bridge) {
 
 // poolable reports whether a pool worker may write to nc for t, whose
 // socket k has (parking.setup done): a plain socket, or TLS on a
-// connection of WriteNowListener (which it then ties to t).
+// connection of TLSListener (which it then ties to t).
 func poolable(t *transport, k *parking, nc net.Conn) bool {
 	return k.canWriteNow() || tlsWriteNow(nc, t)
 }

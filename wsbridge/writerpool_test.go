@@ -83,7 +83,7 @@ func readLines(r io.Reader, fn func(frame []byte) bool) error {
 func TestWriterPoolWhileBehindAStalledClientDelaysNobody(t *testing.T) {
 	for _, kind := range []transportKind{transportWebSocket, transportHTTPStream} {
 		t.Run(kind.String()+"/plain", func(t *testing.T) { testStalledClients(t, kind, false) })
-		// Over TLS, through WriteNowListener as herald serve does.
+		// Over TLS, through TLSListener as herald serve does.
 		t.Run(kind.String()+"/tls", func(t *testing.T) { testStalledClients(t, kind, true) })
 	}
 }
@@ -103,7 +103,6 @@ func testStalledClients(t *testing.T, kind transportKind, useTLS bool) {
 	ln := tcpLn
 	var serverTLS, clientTLS *tls.Config
 	if useTLS {
-		ln = WriteNowListener(tcpLn)
 		files := tlstest.NewFiles(t)
 		cert, err := tls.LoadX509KeyPair(files.Cert, files.Key)
 		if err != nil {
@@ -111,6 +110,7 @@ func testStalledClients(t *testing.T, kind transportKind, useTLS bool) {
 		}
 		serverTLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 		clientTLS = files.ClientTLS(t, false)
+		ln = TLSListener(tcpLn, serverTLS)
 	}
 	const fast = 20
 	stalled := poolWorkers() + 1
@@ -131,20 +131,24 @@ func testStalledClients(t *testing.T, kind transportKind, useTLS bool) {
 		}
 		if i < stalled { // first in the pool's list
 			_ = cl.(*net.TCPConn).SetReadBuffer(4096)
-			_ = nc.(interface{ SetWriteBuffer(int) error }).SetWriteBuffer(4096)
+			raw := nc
+			if tc, ok := nc.(*tls.Conn); ok {
+				raw = tc.NetConn()
+			}
+			_ = raw.(interface{ SetWriteBuffer(int) error }).SetWriteBuffer(4096)
 		}
 		if useTLS {
 			tc := tls.Client(cl, clientTLS)
 			errc := make(chan error, 1)
 			go func() { errc <- tc.Handshake() }()
-			ts := tls.Server(nc, serverTLS)
+			ts := nc.(*tls.Conn)
 			if err := ts.Handshake(); err != nil {
 				t.Fatal(err)
 			}
 			if err := <-errc; err != nil {
 				t.Fatal(err)
 			}
-			cl, nc = tc, ts
+			cl = tc
 		}
 		var s *session
 		if kind == transportWebSocket {
