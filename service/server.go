@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -779,7 +780,7 @@ func (s *Server) Presence(ctx context.Context, req *heraldv1.PresenceRequest) (*
 	if req.PageSize < 0 {
 		return nil, status.Error(codes.InvalidArgument, "page_size must not be negative")
 	}
-	after, err := decodePageToken(presenceTokenPrefix, req.PageToken, "Presence")
+	after, err := decodePageToken(presenceTokenPrefix, req.Channel, req.PageToken, "Presence", "channel")
 	if err != nil {
 		return nil, err
 	}
@@ -800,7 +801,7 @@ func (s *Server) Presence(ctx context.Context, req *heraldv1.PresenceRequest) (*
 		sort.Slice(resp.Clients, func(i, j int) bool { return resp.Clients[i].Client < resp.Clients[j].Client })
 		if size := int(min(req.PageSize, maxPage)); size > 0 && len(resp.Clients) > size {
 			resp.Clients = resp.Clients[:size]
-			resp.NextPageToken = encodePageToken(presenceTokenPrefix, resp.Clients[size-1].Client)
+			resp.NextPageToken = encodePageToken(presenceTokenPrefix, req.Channel, resp.Clients[size-1].Client)
 		}
 	}
 	// One message, as Channels: refused here, with words, rather than by
@@ -840,7 +841,7 @@ func (s *Server) Channels(ctx context.Context, req *heraldv1.ChannelsRequest) (*
 	if req.PageSize < 0 {
 		return nil, status.Error(codes.InvalidArgument, "page_size must not be negative")
 	}
-	after, err := decodePageToken(channelsTokenPrefix, req.PageToken, "Channels")
+	after, err := decodePageToken(channelsTokenPrefix, req.Pattern, req.PageToken, "Channels", "pattern")
 	if err != nil {
 		return nil, err
 	}
@@ -889,7 +890,7 @@ func (s *Server) Channels(ctx context.Context, req *heraldv1.ChannelsRequest) (*
 	sort.Slice(out.Channels, func(i, j int) bool { return out.Channels[i].Name < out.Channels[j].Name })
 	if limit > 0 && (len(out.Channels) > limit || more) {
 		out.Channels = out.Channels[:min(limit, len(out.Channels))]
-		out.NextPageToken = encodePageToken(channelsTokenPrefix, out.Channels[len(out.Channels)-1].Name)
+		out.NextPageToken = encodePageToken(channelsTokenPrefix, req.Pattern, out.Channels[len(out.Channels)-1].Name)
 	}
 	// The list is one message. Over the limit grpc-go would refuse to
 	// send it with RESOURCE_EXHAUSTED (429 over REST: "retry later"), and
@@ -906,29 +907,48 @@ func (s *Server) Channels(ctx context.Context, req *heraldv1.ChannelsRequest) (*
 // maxPage bounds a page of Channels and of Presence.
 const maxPage = 1000
 
-// Page tokens are the last name (Channels) or client id (Presence) a page
-// listed, after a prefix naming the call and the token's version.
+// A page token is a prefix naming the call and the token's version, a
+// fingerprint of what the call was asked about (the pattern of Channels,
+// the channel of Presence), then the last name or client id its page
+// listed. A token given with another pattern or channel is refused: the
+// list it continues is not the one asked for.
 const (
-	channelsTokenPrefix = "c1:"
-	presenceTokenPrefix = "p1:"
+	channelsTokenPrefix = "c2:"
+	presenceTokenPrefix = "p2:"
 )
 
-// encodePageToken is the page token continuing after key.
-func encodePageToken(prefix, key string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(prefix + key))
+// tokenScopeLen is the length of a page token's fingerprint.
+const tokenScopeLen = 8
+
+// tokenScope is the fingerprint of scope in a page token: the first
+// bytes of its SHA-256, in hex.
+func tokenScope(scope string) string {
+	sum := sha256.Sum256([]byte(scope))
+	return hex.EncodeToString(sum[:tokenScopeLen/2])
+}
+
+// encodePageToken is the page token continuing after key, in the list
+// of scope.
+func encodePageToken(prefix, scope, key string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(prefix + tokenScope(scope) + key))
 }
 
 // decodePageToken returns the key a page token of the call continues
-// after; nil for no token.
-func decodePageToken(prefix, tok, call string) (*string, error) {
+// after; nil for no token. what names the scope in the error ("pattern",
+// "channel").
+func decodePageToken(prefix, scope, tok, call, what string) (*string, error) {
 	if tok == "" {
 		return nil, nil
 	}
 	b, err := base64.RawURLEncoding.DecodeString(tok)
-	key, ok := strings.CutPrefix(string(b), prefix)
-	if err != nil || !ok {
+	rest, ok := strings.CutPrefix(string(b), prefix)
+	if err != nil || !ok || len(rest) < tokenScopeLen {
 		return nil, status.Errorf(codes.InvalidArgument, "page_token is not a next_page_token of %s", call)
 	}
+	if rest[:tokenScopeLen] != tokenScope(scope) {
+		return nil, status.Errorf(codes.InvalidArgument, "page_token continues a list of %s for another %s: ask with the same %s as the call that returned it, or without page_token to start again", call, what, what)
+	}
+	key := rest[tokenScopeLen:]
 	return &key, nil
 }
 

@@ -914,6 +914,24 @@ func TestChannelsInPages(t *testing.T) {
 			t.Fatalf("Channels(%v): %v, want INVALID_ARGUMENT", req, err)
 		}
 	}
+
+	// A token continues the list of its own pattern only.
+	resp, err = big.client.Channels(ctx, &heraldv1.ChannelsRequest{Pattern: "room:*", PageSize: 2})
+	if err != nil || resp.NextPageToken == "" {
+		t.Fatalf("a page of room:*: %v, %v", resp, err)
+	}
+	for _, pattern := range []string{"", "room:0*", "*"} {
+		_, err := big.client.Channels(ctx, &heraldv1.ChannelsRequest{Pattern: pattern, PageSize: 2, PageToken: resp.NextPageToken})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "same pattern") {
+			t.Fatalf("a token of room:* with pattern %q: %v, want INVALID_ARGUMENT asking for the same pattern", pattern, err)
+		}
+	}
+	if next, err := big.client.Channels(ctx, &heraldv1.ChannelsRequest{Pattern: "room:*", PageSize: 2, PageToken: resp.NextPageToken}); err != nil || len(next.Channels) != 2 || next.Channels[0].Name != "room:0002" {
+		t.Fatalf("the next page of room:*: %v, %v; want room:0002 first", next, err)
+	}
+	if _, err := big.client.Presence(ctx, &heraldv1.PresenceRequest{Channel: "room:0001", PageSize: 2, PageToken: resp.NextPageToken}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("a Channels token given to Presence: %v, want INVALID_ARGUMENT", err)
+	}
 }
 
 // TestPresenceOverTheMessageLimit: a presence list over
@@ -992,10 +1010,20 @@ func TestPresenceOverTheMessageLimit(t *testing.T) {
 	for _, req := range []*heraldv1.PresenceRequest{
 		{Channel: "room:crowd", PageSize: -1},
 		{Channel: "room:crowd", PageSize: 8, PageToken: "%%"},
-		{Channel: "room:crowd", PageSize: 8, PageToken: "YzE6cm9vbTphIg"}, // a Channels token
+		{Channel: "room:crowd", PageSize: 8, PageToken: "YzE6cm9vbTphIg"},   // a Channels token of version 1
+		{Channel: "room:crowd", PageSize: 8, PageToken: "cDE6Y2xpZW50LTA3"}, // a Presence token of version 1
 	} {
 		if _, err := ts.client.Presence(ctx, req); status.Code(err) != codes.InvalidArgument {
 			t.Fatalf("Presence(%v): %v, want INVALID_ARGUMENT", req, err)
 		}
+	}
+	// A token continues the presence of its own channel only.
+	first, err := ts.client.Presence(ctx, &heraldv1.PresenceRequest{Channel: "room:crowd", PageSize: 8})
+	if err != nil || first.NextPageToken == "" {
+		t.Fatalf("a page of room:crowd: %v, %v", first, err)
+	}
+	_, err = ts.client.Presence(ctx, &heraldv1.PresenceRequest{Channel: "room:other", PageSize: 8, PageToken: first.NextPageToken})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "same channel") {
+		t.Fatalf("a token of room:crowd for room:other: %v, want INVALID_ARGUMENT asking for the same channel", err)
 	}
 }

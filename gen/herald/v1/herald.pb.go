@@ -1726,7 +1726,9 @@ type PresenceRequest struct {
 	// as 1000.
 	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of the previous answer: this answer lists the
-	// clients whose ids sort after the last one listed there.
+	// clients whose ids sort after the last one listed there. A token is
+	// for the channel it was given for; with another it is refused
+	// (INVALID_ARGUMENT).
 	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1951,7 +1953,8 @@ type ChannelsRequest struct {
 	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of the previous answer: this answer lists the
 	// channels whose names sort after the last one listed there. Ask with
-	// the same pattern.
+	// the same pattern: a token given with another is refused
+	// (INVALID_ARGUMENT).
 	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
