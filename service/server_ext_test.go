@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/herald-io/herald/config"
+	"github.com/herald-io/herald/engine"
 	"github.com/herald-io/herald/engine/memory"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 	"github.com/herald-io/herald/service"
@@ -931,6 +932,59 @@ func TestChannelsInPages(t *testing.T) {
 	}
 	if _, err := big.client.Presence(ctx, &heraldv1.PresenceRequest{Channel: "room:0001", PageSize: 2, PageToken: resp.NextPageToken}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("a Channels token given to Presence: %v, want INVALID_ARGUMENT", err)
+	}
+}
+
+// listsAtMost is the memory engine with Channels capped as the Redis
+// engine's: an answer without a limit stops after max names, saying more
+// follow.
+type listsAtMost struct {
+	*memory.Engine
+	max int
+}
+
+func (e listsAtMost) Channels(ctx context.Context, q engine.ChannelsQuery) ([]engine.ChannelState, bool, error) {
+	if q.Limit <= 0 {
+		q.Limit = e.max
+	}
+	return e.Engine.Channels(ctx, q)
+}
+
+// TestChannelsOverTheEngineCap: an unpaged Channels over what the engine
+// lists in one answer is refused with FAILED_PRECONDITION naming
+// page_size, never cut short; under the cap, and in pages, it is whole.
+func TestChannelsOverTheEngineCap(t *testing.T) {
+	cfg := testConfig(t, nil)
+	ts := startServerOn(t, cfg, listsAtMost{memory.New(memory.OptionsFrom(cfg.Limits)), 3})
+	ctx := context.Background()
+	for _, ch := range []string{"room:a", "room:b", "room:c", "news"} {
+		if _, err := ts.client.Publish(ctx, &heraldv1.PublishRequest{Channel: ch, Payload: jsonPayload("1")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := ts.client.Channels(ctx, &heraldv1.ChannelsRequest{})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "page_size") {
+		t.Fatalf("an unpaged list of 4 channels from an engine listing 3: %v, want FAILED_PRECONDITION naming page_size", err)
+	}
+	resp, err := ts.client.Channels(ctx, &heraldv1.ChannelsRequest{Pattern: "room:*"})
+	if err != nil || len(resp.Channels) != 3 {
+		t.Fatalf("an unpaged list of 3: %v, %v", resp, err)
+	}
+	var names []string
+	for tok := ""; ; {
+		resp, err := ts.client.Channels(ctx, &heraldv1.ChannelsRequest{PageSize: 3, PageToken: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range resp.Channels {
+			names = append(names, c.Name)
+		}
+		if tok = resp.NextPageToken; tok == "" {
+			break
+		}
+	}
+	if got := strings.Join(names, " "); got != "news room:a room:b room:c" {
+		t.Fatalf("pages of 3 listed %q", got)
 	}
 }
 
