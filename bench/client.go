@@ -44,6 +44,9 @@ type groupSpec struct {
 	ReadBuf int `json:"read_buf"`
 	// Transport is websocket (default), sse or http_stream.
 	Transport string `json:"transport,omitempty"`
+	// H2: sse and http_stream clients speak HTTP/2 (over TLS), each on a
+	// connection of its own.
+	H2 bool `json:"h2,omitempty"`
 	// TLS: the server speaks TLS (WS are wss:// URLs), verified with the
 	// PEM roots TLSCA (the system's when empty).
 	TLS   bool   `json:"tls,omitempty"`

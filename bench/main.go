@@ -76,6 +76,7 @@ type options struct {
 	timeout     time.Duration
 	readBuf     int
 	transport   string
+	h2          bool
 	latencyFrom string
 	settle      time.Duration
 	hold        time.Duration
@@ -195,6 +196,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (*options, error) {
 	fs.IntVar(&o.readBuf, "read-buf", 4096, "client read buffer per connection in bytes")
 	fs.StringVar(&o.transport, "transport", "websocket", "how clients connect (idle, fanout, channels): websocket (-ws), sse (GET /sse beside -ws) or http_stream (POST /stream beside -ws)")
 	fs.StringVar(&o.latencyFrom, "latency-from", "schedule", "fanout, channels: count delivery latency from when a publication was due on the schedule (schedule: a publisher that falls behind adds its wait; the latency from the send is reported beside it) or from when it was sent (send)")
+	fs.BoolVar(&o.h2, "h2", false, "with -tls and -transport sse or http_stream: each client speaks HTTP/2 (negotiated by ALPN, one connection a client, as browsers over TLS do); without it HTTP/1.1")
 	fs.BoolVar(&o.tls, "tls", false, "Herald speaks TLS: clients dial wss:// (and https:// streams), publishers gRPC with TLS and HTTPS; with -serve the bench makes a certificate for 127.0.0.1 and starts each herald serve with it; the floor stays plain")
 	fs.StringVar(&o.tlsCAFile, "tls-ca", "", "with -tls and without -serve: PEM certificates that verify the server (default: the system's roots)")
 	fs.DurationVar(&o.settle, "settle", time.Second, "pause after connecting, before measuring")
@@ -308,6 +310,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (*options, error) {
 		return nil, errors.New("bench: -procs must be at least 1")
 	case o.transport != "websocket" && o.transport != "sse" && o.transport != "http_stream":
 		return nil, fmt.Errorf("bench: -transport %q: want websocket, sse or http_stream", o.transport)
+	case o.h2 && (!o.tls || o.transport == "websocket"):
+		return nil, errors.New("bench: -h2 needs -tls and -transport sse or http_stream")
 	case o.latencyFrom != "schedule" && o.latencyFrom != "send":
 		return nil, fmt.Errorf("bench: -latency-from %q: want schedule or send", o.latencyFrom)
 	case o.size < 0 || o.concurrency < 1 || o.connConc < 1 || o.readBuf < 64:

@@ -54,7 +54,7 @@ func (r *run) clients(spec groupSpec) (clientSet, error) {
 		return nil, err
 	}
 	spec.WS, spec.Concurrency, spec.Timeout, spec.ReadBuf = o.ws, o.connConc, o.timeout, o.readBuf
-	spec.Transport = o.transport
+	spec.Transport, spec.H2 = o.transport, o.h2
 	spec.JWTSecret = o.jwtSecret
 	if o.tlsCfg != nil {
 		spec.TLS, spec.TLSCA = true, o.tlsCA

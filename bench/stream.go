@@ -6,15 +6,21 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // streamConn is a client of the SSE or HTTP-streaming transport: an HTTP
-// request on a raw connection whose response body is read line by line.
+// request on a connection of its own (HTTP/1.1 written by hand, or one
+// HTTP/2 stream with -h2) whose response body is read line by line.
 type streamConn struct {
 	nc  net.Conn
 	br  *bufio.Reader
@@ -34,7 +40,7 @@ func (g *group) streamHandshake(ctx context.Context, i int, nd *net.Dialer) (*cl
 	}
 	channel := g.spec.channelOf(i)
 	sse := g.spec.Transport == "sse"
-	var req string
+	var method, target, ctype, body string
 	if sse {
 		q := url.Values{"name": {"herald-bench"}}
 		if token != "" {
@@ -43,15 +49,15 @@ func (g *group) streamHandshake(ctx context.Context, i int, nd *net.Dialer) (*cl
 		if !g.spec.Personal {
 			q.Set("channel", channel)
 		}
-		req = "GET " + sibling(u.Path, "sse") + "?" + q.Encode() + " HTTP/1.1\r\nHost: " + u.Host + "\r\nAccept: text/event-stream\r\n\r\n"
+		method, target = "GET", sibling(u.Path, "sse")+"?"+q.Encode()
 	} else {
 		tok, _ := json.Marshal(token)
-		body := `{"id":1,"connect":{"token":` + string(tok) + `,"name":"herald-bench"}}`
+		body = `{"id":1,"connect":{"token":` + string(tok) + `,"name":"herald-bench"}}`
 		if !g.spec.Personal {
 			ch, _ := json.Marshal(channel)
 			body += "\n" + `{"id":2,"subscribe":{"channel":` + string(ch) + `}}`
 		}
-		req = fmt.Sprintf("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", sibling(u.Path, "stream"), u.Host, len(body), body)
+		method, target, ctype = "POST", sibling(u.Path, "stream"), "application/json"
 	}
 	if g.tlsErr != nil {
 		return nil, g.tlsErr
@@ -60,16 +66,27 @@ func (g *group) streamHandshake(ctx context.Context, i int, nd *net.Dialer) (*cl
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %v", u.Host, err)
 	}
+	proto := "http/1.1" // the request is written by hand, in HTTP/1.1
+	if g.spec.H2 {
+		proto = "h2"
+	}
 	if g.tls != nil {
 		cfg := g.tls.Clone()
 		cfg.ServerName = u.Hostname()
-		cfg.NextProtos = []string{"http/1.1"} // the request is written by hand, in HTTP/1.1
+		cfg.NextProtos = []string{proto}
 		tc := tls.Client(nc, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
 			return nil, fmt.Errorf("TLS handshake with %s: %v", u.Host, err)
 		}
+		if got := tc.ConnectionState().NegotiatedProtocol; got != proto {
+			tc.Close()
+			return nil, fmt.Errorf("TLS with %s: the server chose protocol %q, not %q", u.Host, got, proto)
+		}
 		nc = tc
+	} else if g.spec.H2 {
+		nc.Close()
+		return nil, errors.New("bench: -h2 needs -tls (browsers speak HTTP/2 only over TLS)")
 	}
 	ok := false
 	defer func() {
@@ -80,13 +97,48 @@ func (g *group) streamHandshake(ctx context.Context, i int, nd *net.Dialer) (*cl
 	if dl, has := ctx.Deadline(); has {
 		nc.SetDeadline(dl)
 	}
-	if _, err := nc.Write([]byte(req)); err != nil {
-		return nil, err
-	}
-	br := bufio.NewReaderSize(nc, g.spec.ReadBuf)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		return nil, fmt.Errorf("response: %w", err)
+	var resp *http.Response
+	var br *bufio.Reader
+	if g.spec.H2 {
+		// One connection a client, with one stream, as each browser has.
+		cc, err := new(http2.Transport).NewClientConn(nc)
+		if err != nil {
+			return nil, fmt.Errorf("HTTP/2: %v", err)
+		}
+		var rb io.Reader
+		if body != "" {
+			rb = strings.NewReader(body)
+		}
+		// Not ctx: it ends with the handshake, and the stream with it.
+		req, err := http.NewRequestWithContext(context.Background(), method, "https://"+u.Host+target, rb)
+		if err != nil {
+			return nil, err
+		}
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		if sse {
+			req.Header.Set("Accept", "text/event-stream")
+		}
+		if resp, err = cc.RoundTrip(req); err != nil {
+			return nil, fmt.Errorf("HTTP/2 request: %v", err)
+		}
+		br = bufio.NewReaderSize(resp.Body, g.spec.ReadBuf)
+	} else {
+		req := method + " " + target + " HTTP/1.1\r\nHost: " + u.Host + "\r\n"
+		if sse {
+			req += "Accept: text/event-stream\r\n"
+		}
+		if ctype != "" {
+			req += fmt.Sprintf("Content-Type: %s\r\nContent-Length: %d\r\n", ctype, len(body))
+		}
+		if _, err := nc.Write([]byte(req + "\r\n" + body)); err != nil {
+			return nil, err
+		}
+		br = bufio.NewReaderSize(nc, g.spec.ReadBuf)
+		if resp, err = http.ReadResponse(br, nil); err != nil {
+			return nil, fmt.Errorf("response: %w", err)
+		}
 	}
 	if resp.StatusCode != 200 {
 		return nil, fmt.Errorf("HTTP %d", resp.StatusCode)
