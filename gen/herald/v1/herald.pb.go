@@ -14,6 +14,7 @@ import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	structpb "google.golang.org/protobuf/types/known/structpb"
 	reflect "reflect"
 	sync "sync"
@@ -2696,6 +2697,7 @@ type BridgeSessionResponse struct {
 	//	*BridgeSessionResponse_Disconnect
 	//	*BridgeSessionResponse_Unsubscribe
 	//	*BridgeSessionResponse_Command
+	//	*BridgeSessionResponse_Namespaces
 	Msg           isBridgeSessionResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2765,6 +2767,15 @@ func (x *BridgeSessionResponse) GetCommand() *SessionCommand {
 	return nil
 }
 
+func (x *BridgeSessionResponse) GetNamespaces() *NamespaceList {
+	if x != nil {
+		if x, ok := x.Msg.(*BridgeSessionResponse_Namespaces); ok {
+			return x.Namespaces
+		}
+	}
+	return nil
+}
+
 type isBridgeSessionResponse_Msg interface {
 	isBridgeSessionResponse_Msg()
 }
@@ -2786,11 +2797,216 @@ type BridgeSessionResponse_Command struct {
 	Command *SessionCommand `protobuf:"bytes,3,opt,name=command,proto3,oneof"`
 }
 
+type BridgeSessionResponse_Namespaces struct {
+	// The core's namespaces, the first message of every session: the bridge
+	// resolves channels with them in place of its own configuration's, so
+	// that core and bridges never disagree on a namespace's options. A
+	// core that does not send it leaves a bridge with its own.
+	Namespaces *NamespaceList `protobuf:"bytes,4,opt,name=namespaces,proto3,oneof"`
+}
+
 func (*BridgeSessionResponse_Disconnect) isBridgeSessionResponse_Msg() {}
 
 func (*BridgeSessionResponse_Unsubscribe) isBridgeSessionResponse_Msg() {}
 
 func (*BridgeSessionResponse_Command) isBridgeSessionResponse_Msg() {}
+
+func (*BridgeSessionResponse_Namespaces) isBridgeSessionResponse_Msg() {}
+
+// NamespaceList is the namespaces a core is configured with, the implicit
+// ones included.
+type NamespaceList struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every namespace, by name; "" is the namespace of channels without one.
+	Namespaces    []*NamespaceOptions `protobuf:"bytes,1,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NamespaceList) Reset() {
+	*x = NamespaceList{}
+	mi := &file_herald_v1_herald_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NamespaceList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NamespaceList) ProtoMessage() {}
+
+func (x *NamespaceList) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NamespaceList.ProtoReflect.Descriptor instead.
+func (*NamespaceList) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *NamespaceList) GetNamespaces() []*NamespaceOptions {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
+// NamespaceOptions is one namespace's options (the `namespaces` entries of
+// the configuration; docs/protocol.md describes each).
+type NamespaceOptions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The namespace's name: the part of a channel's name before ':'.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Publications kept per channel for history and recovery; 0: none.
+	HistorySize uint32 `protobuf:"varint,2,opt,name=history_size,json=historySize,proto3" json:"history_size,omitempty"`
+	// How long a publication is retained.
+	HistoryTtl *durationpb.Duration `protobuf:"bytes,3,opt,name=history_ttl,json=historyTtl,proto3" json:"history_ttl,omitempty"`
+	// Whether a list of the connections subscribed is kept.
+	Presence bool `protobuf:"varint,4,opt,name=presence,proto3" json:"presence,omitempty"`
+	// Whether subscribers get join and leave events (needs presence).
+	JoinLeave bool `protobuf:"varint,5,opt,name=join_leave,json=joinLeave,proto3" json:"join_leave,omitempty"`
+	// Whether browsers may publish to the namespace's channels.
+	AllowPublish bool `protobuf:"varint,6,opt,name=allow_publish,json=allowPublish,proto3" json:"allow_publish,omitempty"`
+	// Whether any authenticated browser may subscribe; otherwise a grant
+	// (a token's `channels` claim) must allow the channel.
+	AllowSubscribe bool `protobuf:"varint,7,opt,name=allow_subscribe,json=allowSubscribe,proto3" json:"allow_subscribe,omitempty"`
+	// Whether anonymous connections may subscribe (with allow_subscribe) and
+	// publish (with allow_publish).
+	AllowAnonymous bool `protobuf:"varint,8,opt,name=allow_anonymous,json=allowAnonymous,proto3" json:"allow_anonymous,omitempty"`
+	// Whether subscribers may read history.
+	AllowHistory bool `protobuf:"varint,9,opt,name=allow_history,json=allowHistory,proto3" json:"allow_history,omitempty"`
+	// Whether subscribers may read presence.
+	AllowPresence bool `protobuf:"varint,10,opt,name=allow_presence,json=allowPresence,proto3" json:"allow_presence,omitempty"`
+	// Whether the bridge asks the application's backend about subscriptions.
+	SubscribeHook bool `protobuf:"varint,11,opt,name=subscribe_hook,json=subscribeHook,proto3" json:"subscribe_hook,omitempty"`
+	// Whether the bridge asks the application's backend about publications.
+	PublishHook   bool `protobuf:"varint,12,opt,name=publish_hook,json=publishHook,proto3" json:"publish_hook,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NamespaceOptions) Reset() {
+	*x = NamespaceOptions{}
+	mi := &file_herald_v1_herald_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NamespaceOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NamespaceOptions) ProtoMessage() {}
+
+func (x *NamespaceOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NamespaceOptions.ProtoReflect.Descriptor instead.
+func (*NamespaceOptions) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *NamespaceOptions) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NamespaceOptions) GetHistorySize() uint32 {
+	if x != nil {
+		return x.HistorySize
+	}
+	return 0
+}
+
+func (x *NamespaceOptions) GetHistoryTtl() *durationpb.Duration {
+	if x != nil {
+		return x.HistoryTtl
+	}
+	return nil
+}
+
+func (x *NamespaceOptions) GetPresence() bool {
+	if x != nil {
+		return x.Presence
+	}
+	return false
+}
+
+func (x *NamespaceOptions) GetJoinLeave() bool {
+	if x != nil {
+		return x.JoinLeave
+	}
+	return false
+}
+
+func (x *NamespaceOptions) GetAllowPublish() bool {
+	if x != nil {
+		return x.AllowPublish
+	}
+	return false
+}
+
+func (x *NamespaceOptions) GetAllowSubscribe() bool {
+	if x != nil {
+		return x.AllowSubscribe
+	}
+	return false
+}
+
+func (x *NamespaceOptions) GetAllowAnonymous() bool {
+	if x != nil {
+		return x.AllowAnonymous
+	}
+	return false
+}
+
+func (x *NamespaceOptions) GetAllowHistory() bool {
+	if x != nil {
+		return x.AllowHistory
+	}
+	return false
+}
+
+func (x *NamespaceOptions) GetAllowPresence() bool {
+	if x != nil {
+		return x.AllowPresence
+	}
+	return false
+}
+
+func (x *NamespaceOptions) GetSubscribeHook() bool {
+	if x != nil {
+		return x.SubscribeHook
+	}
+	return false
+}
+
+func (x *NamespaceOptions) GetPublishHook() bool {
+	if x != nil {
+		return x.PublishHook
+	}
+	return false
+}
 
 // SessionCommand carries client frames POSTed for a session to a bridge that
 // does not hold it, so that any bridge behind a load balancer can take a
@@ -2815,7 +3031,7 @@ type SessionCommand struct {
 
 func (x *SessionCommand) Reset() {
 	*x = SessionCommand{}
-	mi := &file_herald_v1_herald_proto_msgTypes[36]
+	mi := &file_herald_v1_herald_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2827,7 +3043,7 @@ func (x *SessionCommand) String() string {
 func (*SessionCommand) ProtoMessage() {}
 
 func (x *SessionCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[36]
+	mi := &file_herald_v1_herald_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2840,7 +3056,7 @@ func (x *SessionCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionCommand.ProtoReflect.Descriptor instead.
 func (*SessionCommand) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{36}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SessionCommand) GetSession() string {
@@ -2882,7 +3098,7 @@ var File_herald_v1_herald_proto protoreflect.FileDescriptor
 
 const file_herald_v1_herald_proto_rawDesc = "" +
 	"\n" +
-	"\x16herald/v1/herald.proto\x12\therald.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\">\n" +
+	"\x16herald/v1/herald.proto\x12\therald.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\">\n" +
 	"\x0eStreamPosition\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\tR\x05epoch\"\xa1\x03\n" +
@@ -3043,14 +3259,37 @@ const file_herald_v1_herald_proto_rawDesc = "" +
 	"\x06bridge\x18\x01 \x01(\tR\x06bridge\"r\n" +
 	"\x0ePresenceUpdate\x12.\n" +
 	"\x05joins\x18\x01 \x03(\v2\x18.herald.v1.PresenceEventR\x05joins\x120\n" +
-	"\x06leaves\x18\x02 \x03(\v2\x18.herald.v1.PresenceEventR\x06leaves\"\xd8\x01\n" +
+	"\x06leaves\x18\x02 \x03(\v2\x18.herald.v1.PresenceEventR\x06leaves\"\x94\x02\n" +
 	"\x15BridgeSessionResponse\x12>\n" +
 	"\n" +
 	"disconnect\x18\x01 \x01(\v2\x1c.herald.v1.DisconnectRequestH\x00R\n" +
 	"disconnect\x12A\n" +
 	"\vunsubscribe\x18\x02 \x01(\v2\x1d.herald.v1.UnsubscribeRequestH\x00R\vunsubscribe\x125\n" +
-	"\acommand\x18\x03 \x01(\v2\x19.herald.v1.SessionCommandH\x00R\acommandB\x05\n" +
-	"\x03msg\"\x95\x01\n" +
+	"\acommand\x18\x03 \x01(\v2\x19.herald.v1.SessionCommandH\x00R\acommand\x12:\n" +
+	"\n" +
+	"namespaces\x18\x04 \x01(\v2\x18.herald.v1.NamespaceListH\x00R\n" +
+	"namespacesB\x05\n" +
+	"\x03msg\"L\n" +
+	"\rNamespaceList\x12;\n" +
+	"\n" +
+	"namespaces\x18\x01 \x03(\v2\x1b.herald.v1.NamespaceOptionsR\n" +
+	"namespaces\"\xcd\x03\n" +
+	"\x10NamespaceOptions\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\fhistory_size\x18\x02 \x01(\rR\vhistorySize\x12:\n" +
+	"\vhistory_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"historyTtl\x12\x1a\n" +
+	"\bpresence\x18\x04 \x01(\bR\bpresence\x12\x1d\n" +
+	"\n" +
+	"join_leave\x18\x05 \x01(\bR\tjoinLeave\x12#\n" +
+	"\rallow_publish\x18\x06 \x01(\bR\fallowPublish\x12'\n" +
+	"\x0fallow_subscribe\x18\a \x01(\bR\x0eallowSubscribe\x12'\n" +
+	"\x0fallow_anonymous\x18\b \x01(\bR\x0eallowAnonymous\x12#\n" +
+	"\rallow_history\x18\t \x01(\bR\fallowHistory\x12%\n" +
+	"\x0eallow_presence\x18\n" +
+	" \x01(\bR\rallowPresence\x12%\n" +
+	"\x0esubscribe_hook\x18\v \x01(\bR\rsubscribeHook\x12!\n" +
+	"\fpublish_hook\x18\f \x01(\bR\vpublishHook\"\x95\x01\n" +
 	"\x0eSessionCommand\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\x12!\n" +
 	"\ftoken_sha256\x18\x02 \x01(\fR\vtokenSha256\x12\x16\n" +
@@ -3092,7 +3331,7 @@ func file_herald_v1_herald_proto_rawDescGZIP() []byte {
 }
 
 var file_herald_v1_herald_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_herald_v1_herald_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_herald_v1_herald_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_herald_v1_herald_proto_goTypes = []any{
 	(PayloadFormat)(0),               // 0: herald.v1.PayloadFormat
 	(*StreamPosition)(nil),           // 1: herald.v1.StreamPosition
@@ -3131,26 +3370,29 @@ var file_herald_v1_herald_proto_goTypes = []any{
 	(*BridgeHello)(nil),              // 34: herald.v1.BridgeHello
 	(*PresenceUpdate)(nil),           // 35: herald.v1.PresenceUpdate
 	(*BridgeSessionResponse)(nil),    // 36: herald.v1.BridgeSessionResponse
-	(*SessionCommand)(nil),           // 37: herald.v1.SessionCommand
-	nil,                              // 38: herald.v1.Publication.TagsEntry
-	nil,                              // 39: herald.v1.PublishRequest.TagsEntry
-	nil,                              // 40: herald.v1.BroadcastRequest.TagsEntry
-	(*structpb.Value)(nil),           // 41: google.protobuf.Value
+	(*NamespaceList)(nil),            // 37: herald.v1.NamespaceList
+	(*NamespaceOptions)(nil),         // 38: herald.v1.NamespaceOptions
+	(*SessionCommand)(nil),           // 39: herald.v1.SessionCommand
+	nil,                              // 40: herald.v1.Publication.TagsEntry
+	nil,                              // 41: herald.v1.PublishRequest.TagsEntry
+	nil,                              // 42: herald.v1.BroadcastRequest.TagsEntry
+	(*structpb.Value)(nil),           // 43: google.protobuf.Value
+	(*durationpb.Duration)(nil),      // 44: google.protobuf.Duration
 }
 var file_herald_v1_herald_proto_depIdxs = []int32{
-	41, // 0: herald.v1.Publication.data:type_name -> google.protobuf.Value
-	38, // 1: herald.v1.Publication.tags:type_name -> herald.v1.Publication.TagsEntry
+	43, // 0: herald.v1.Publication.data:type_name -> google.protobuf.Value
+	40, // 1: herald.v1.Publication.tags:type_name -> herald.v1.Publication.TagsEntry
 	3,  // 2: herald.v1.Publication.publisher:type_name -> herald.v1.ClientInfo
-	41, // 3: herald.v1.ClientInfo.info:type_name -> google.protobuf.Value
-	41, // 4: herald.v1.PublishRequest.data:type_name -> google.protobuf.Value
-	39, // 5: herald.v1.PublishRequest.tags:type_name -> herald.v1.PublishRequest.TagsEntry
+	43, // 3: herald.v1.ClientInfo.info:type_name -> google.protobuf.Value
+	43, // 4: herald.v1.PublishRequest.data:type_name -> google.protobuf.Value
+	41, // 5: herald.v1.PublishRequest.tags:type_name -> herald.v1.PublishRequest.TagsEntry
 	3,  // 6: herald.v1.PublishRequest.publisher:type_name -> herald.v1.ClientInfo
 	1,  // 7: herald.v1.PublishResponse.position:type_name -> herald.v1.StreamPosition
 	4,  // 8: herald.v1.PublishStreamRequest.publish:type_name -> herald.v1.PublishRequest
 	5,  // 9: herald.v1.PublishStreamResponse.ok:type_name -> herald.v1.PublishResponse
 	8,  // 10: herald.v1.PublishStreamResponse.error:type_name -> herald.v1.Error
-	41, // 11: herald.v1.BroadcastRequest.data:type_name -> google.protobuf.Value
-	40, // 12: herald.v1.BroadcastRequest.tags:type_name -> herald.v1.BroadcastRequest.TagsEntry
+	43, // 11: herald.v1.BroadcastRequest.data:type_name -> google.protobuf.Value
+	42, // 12: herald.v1.BroadcastRequest.tags:type_name -> herald.v1.BroadcastRequest.TagsEntry
 	7,  // 13: herald.v1.BroadcastResponse.results:type_name -> herald.v1.PublishStreamResponse
 	1,  // 14: herald.v1.SubscribeRequest.since:type_name -> herald.v1.StreamPosition
 	0,  // 15: herald.v1.SubscribeRequest.payload_format:type_name -> herald.v1.PayloadFormat
@@ -3173,43 +3415,46 @@ var file_herald_v1_herald_proto_depIdxs = []int32{
 	1,  // 32: herald.v1.ChannelInfo.position:type_name -> herald.v1.StreamPosition
 	34, // 33: herald.v1.BridgeSessionRequest.hello:type_name -> herald.v1.BridgeHello
 	35, // 34: herald.v1.BridgeSessionRequest.presence:type_name -> herald.v1.PresenceUpdate
-	37, // 35: herald.v1.BridgeSessionRequest.command:type_name -> herald.v1.SessionCommand
+	39, // 35: herald.v1.BridgeSessionRequest.command:type_name -> herald.v1.SessionCommand
 	17, // 36: herald.v1.PresenceUpdate.joins:type_name -> herald.v1.PresenceEvent
 	17, // 37: herald.v1.PresenceUpdate.leaves:type_name -> herald.v1.PresenceEvent
 	27, // 38: herald.v1.BridgeSessionResponse.disconnect:type_name -> herald.v1.DisconnectRequest
 	29, // 39: herald.v1.BridgeSessionResponse.unsubscribe:type_name -> herald.v1.UnsubscribeRequest
-	37, // 40: herald.v1.BridgeSessionResponse.command:type_name -> herald.v1.SessionCommand
-	4,  // 41: herald.v1.HeraldService.Publish:input_type -> herald.v1.PublishRequest
-	6,  // 42: herald.v1.HeraldService.PublishStream:input_type -> herald.v1.PublishStreamRequest
-	9,  // 43: herald.v1.HeraldService.Broadcast:input_type -> herald.v1.BroadcastRequest
-	11, // 44: herald.v1.HeraldService.Subscribe:input_type -> herald.v1.SubscribeRequest
-	13, // 45: herald.v1.HeraldService.SubscribeMany:input_type -> herald.v1.SubscribeManyRequest
-	18, // 46: herald.v1.HeraldService.History:input_type -> herald.v1.HistoryRequest
-	20, // 47: herald.v1.HeraldService.Presence:input_type -> herald.v1.PresenceRequest
-	22, // 48: herald.v1.HeraldService.PresenceStats:input_type -> herald.v1.PresenceStatsRequest
-	24, // 49: herald.v1.HeraldService.Channels:input_type -> herald.v1.ChannelsRequest
-	27, // 50: herald.v1.HeraldService.Disconnect:input_type -> herald.v1.DisconnectRequest
-	29, // 51: herald.v1.HeraldService.Unsubscribe:input_type -> herald.v1.UnsubscribeRequest
-	31, // 52: herald.v1.HeraldService.Info:input_type -> herald.v1.InfoRequest
-	33, // 53: herald.v1.HeraldService.BridgeSession:input_type -> herald.v1.BridgeSessionRequest
-	5,  // 54: herald.v1.HeraldService.Publish:output_type -> herald.v1.PublishResponse
-	7,  // 55: herald.v1.HeraldService.PublishStream:output_type -> herald.v1.PublishStreamResponse
-	10, // 56: herald.v1.HeraldService.Broadcast:output_type -> herald.v1.BroadcastResponse
-	12, // 57: herald.v1.HeraldService.Subscribe:output_type -> herald.v1.SubscribeResponse
-	15, // 58: herald.v1.HeraldService.SubscribeMany:output_type -> herald.v1.SubscribeManyResponse
-	19, // 59: herald.v1.HeraldService.History:output_type -> herald.v1.HistoryResponse
-	21, // 60: herald.v1.HeraldService.Presence:output_type -> herald.v1.PresenceResponse
-	23, // 61: herald.v1.HeraldService.PresenceStats:output_type -> herald.v1.PresenceStatsResponse
-	25, // 62: herald.v1.HeraldService.Channels:output_type -> herald.v1.ChannelsResponse
-	28, // 63: herald.v1.HeraldService.Disconnect:output_type -> herald.v1.DisconnectResponse
-	30, // 64: herald.v1.HeraldService.Unsubscribe:output_type -> herald.v1.UnsubscribeResponse
-	32, // 65: herald.v1.HeraldService.Info:output_type -> herald.v1.InfoResponse
-	36, // 66: herald.v1.HeraldService.BridgeSession:output_type -> herald.v1.BridgeSessionResponse
-	54, // [54:67] is the sub-list for method output_type
-	41, // [41:54] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	39, // 40: herald.v1.BridgeSessionResponse.command:type_name -> herald.v1.SessionCommand
+	37, // 41: herald.v1.BridgeSessionResponse.namespaces:type_name -> herald.v1.NamespaceList
+	38, // 42: herald.v1.NamespaceList.namespaces:type_name -> herald.v1.NamespaceOptions
+	44, // 43: herald.v1.NamespaceOptions.history_ttl:type_name -> google.protobuf.Duration
+	4,  // 44: herald.v1.HeraldService.Publish:input_type -> herald.v1.PublishRequest
+	6,  // 45: herald.v1.HeraldService.PublishStream:input_type -> herald.v1.PublishStreamRequest
+	9,  // 46: herald.v1.HeraldService.Broadcast:input_type -> herald.v1.BroadcastRequest
+	11, // 47: herald.v1.HeraldService.Subscribe:input_type -> herald.v1.SubscribeRequest
+	13, // 48: herald.v1.HeraldService.SubscribeMany:input_type -> herald.v1.SubscribeManyRequest
+	18, // 49: herald.v1.HeraldService.History:input_type -> herald.v1.HistoryRequest
+	20, // 50: herald.v1.HeraldService.Presence:input_type -> herald.v1.PresenceRequest
+	22, // 51: herald.v1.HeraldService.PresenceStats:input_type -> herald.v1.PresenceStatsRequest
+	24, // 52: herald.v1.HeraldService.Channels:input_type -> herald.v1.ChannelsRequest
+	27, // 53: herald.v1.HeraldService.Disconnect:input_type -> herald.v1.DisconnectRequest
+	29, // 54: herald.v1.HeraldService.Unsubscribe:input_type -> herald.v1.UnsubscribeRequest
+	31, // 55: herald.v1.HeraldService.Info:input_type -> herald.v1.InfoRequest
+	33, // 56: herald.v1.HeraldService.BridgeSession:input_type -> herald.v1.BridgeSessionRequest
+	5,  // 57: herald.v1.HeraldService.Publish:output_type -> herald.v1.PublishResponse
+	7,  // 58: herald.v1.HeraldService.PublishStream:output_type -> herald.v1.PublishStreamResponse
+	10, // 59: herald.v1.HeraldService.Broadcast:output_type -> herald.v1.BroadcastResponse
+	12, // 60: herald.v1.HeraldService.Subscribe:output_type -> herald.v1.SubscribeResponse
+	15, // 61: herald.v1.HeraldService.SubscribeMany:output_type -> herald.v1.SubscribeManyResponse
+	19, // 62: herald.v1.HeraldService.History:output_type -> herald.v1.HistoryResponse
+	21, // 63: herald.v1.HeraldService.Presence:output_type -> herald.v1.PresenceResponse
+	23, // 64: herald.v1.HeraldService.PresenceStats:output_type -> herald.v1.PresenceStatsResponse
+	25, // 65: herald.v1.HeraldService.Channels:output_type -> herald.v1.ChannelsResponse
+	28, // 66: herald.v1.HeraldService.Disconnect:output_type -> herald.v1.DisconnectResponse
+	30, // 67: herald.v1.HeraldService.Unsubscribe:output_type -> herald.v1.UnsubscribeResponse
+	32, // 68: herald.v1.HeraldService.Info:output_type -> herald.v1.InfoResponse
+	36, // 69: herald.v1.HeraldService.BridgeSession:output_type -> herald.v1.BridgeSessionResponse
+	57, // [57:70] is the sub-list for method output_type
+	44, // [44:57] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_herald_proto_init() }
@@ -3262,6 +3507,7 @@ func file_herald_v1_herald_proto_init() {
 		(*BridgeSessionResponse_Disconnect)(nil),
 		(*BridgeSessionResponse_Unsubscribe)(nil),
 		(*BridgeSessionResponse_Command)(nil),
+		(*BridgeSessionResponse_Namespaces)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3269,7 +3515,7 @@ func file_herald_v1_herald_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_herald_proto_rawDesc), len(file_herald_v1_herald_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   40,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
