@@ -465,6 +465,9 @@ func TestClusterNodesOneService(t *testing.T) {
 			t.Fatal(err)
 		}
 		cmd, err := bs.Recv()
+		if cmd.GetNamespaces() != nil { // the session's first message
+			cmd, err = bs.Recv()
+		}
 		if err != nil || cmd.GetDisconnect().GetUser() != user {
 			t.Fatalf("command on A: %v %v, want the disconnect of %s", cmd, err, user)
 		}

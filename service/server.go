@@ -60,7 +60,8 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[*bridgeSession]struct{}
-	clients  atomic.Int64 // presence entries held by attached bridges
+	nsList   *heraldv1.NamespaceList // the first message of every BridgeSession
+	clients  atomic.Int64            // presence entries held by attached bridges
 
 	closing atomic.Bool
 	muxes   muxSet // open SubscribeMany streams
@@ -81,9 +82,11 @@ func New(cfg config.Config, engine Engine, log *slog.Logger) *Server {
 		// ~1 µs of every publish in profiles of the notification bench.
 		published[ns.Name] = metricPublications.WithLabelValues(ns.Name)
 	}
+	ns := cfg.NamespaceIndex()
 	return &Server{
 		cfg:      cfg,
-		ns:       cfg.NamespaceIndex(),
+		ns:       ns,
+		nsList:   ns.NamespaceList(),
 		engine:   engine,
 		hub:      newHub(engine, cfg.Limits.SubscriberQueue, cfg.Limits.SubscriberQueueBytes),
 		log:      log,

@@ -669,7 +669,8 @@ func TestChannelsAndInfo(t *testing.T) {
 }
 
 func TestBridgeSessionPresence(t *testing.T) {
-	ts := startServer(t, testConfig(t, nil))
+	cfg := testConfig(t, nil)
+	ts := startServer(t, cfg)
 	watch := ts.subscribe(t, &heraldv1.SubscribeRequest{Channel: "room:p", PresenceEvents: true})
 	ctx, cancel := context.WithCancel(context.Background())
 	bs, err := ts.client.BridgeSession(ctx)
@@ -693,6 +694,21 @@ func TestBridgeSessionPresence(t *testing.T) {
 		return r
 	}
 	waitFor(t, func() bool { s := stats(); return s.Clients == 2 && s.Users == 1 })
+	// The core's namespaces come first, then commands.
+	first, err := bs.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := config.NamespacesFrom(first.GetNamespaces())
+	if err != nil || first.GetNamespaces() == nil {
+		t.Fatalf("first message %v: %v, want the core's namespaces", first, err)
+	}
+	if d := cfg.NamespaceIndex().Diff(got, "the core's configuration", "what it sent"); len(d) > 0 {
+		t.Fatalf("the namespaces sent differ from the core's: %v", d)
+	}
+	if r := got["room"]; r == nil || r.HistorySize != 1000 || !r.JoinLeave || r.HistoryTTL.D() != time.Minute {
+		t.Fatalf("room sent as %+v", r)
+	}
 	// Commands reach attached bridges.
 	if _, err := ts.client.Disconnect(context.Background(), &heraldv1.DisconnectRequest{User: "alice", Reason: "bye"}); err != nil {
 		t.Fatal(err)
@@ -755,7 +771,11 @@ func TestAPIKeyScopes(t *testing.T) {
 		}
 		_ = bs.Send(&heraldv1.BridgeSessionRequest{Msg: &heraldv1.BridgeSessionRequest_Hello{Hello: &heraldv1.BridgeHello{Bridge: "b"}}})
 		_ = bs.CloseSend()
-		_, err = bs.Recv()
+		for { // the core's namespaces, then the end
+			if _, err = bs.Recv(); err != nil {
+				break
+			}
+		}
 		if err == io.EOF {
 			return nil
 		}

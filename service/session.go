@@ -74,6 +74,9 @@ func (s *Server) BridgeSession(stream grpc.BidiStreamingServer[heraldv1.BridgeSe
 	s.mu.Unlock()
 	metricBridges.Inc()
 	s.log.Debug("bridge attached", "bridge", b.id)
+	// The bridge resolves channels with the core's namespaces, sent
+	// before anything else (an older bridge ignores them).
+	b.out <- &heraldv1.BridgeSessionResponse{Msg: &heraldv1.BridgeSessionResponse_Namespaces{Namespaces: s.nsList}}
 	recvErr := make(chan error, 1)
 	recvDone := make(chan struct{})
 	go func() {

@@ -52,7 +52,7 @@ type Options struct {
 type Bridge struct {
 	cfg      config.Bridge
 	limits   config.Limits
-	ns       namespaces
+	ns       *namespaces
 	core     heraldv1.HeraldServiceClient
 	auth     authenticator
 	hooks    *hooks.Client // the application's backend; nil when none is configured
@@ -134,7 +134,7 @@ func New(cfg config.Config, core grpc.ClientConnInterface, opts Options) (*Bridg
 	b := &Bridge{
 		cfg:     cfg.Bridge,
 		limits:  cfg.Limits,
-		ns:      namespaces{cfg.NamespaceIndex()},
+		ns:      newNamespaces(cfg.NamespaceIndex()),
 		auth:    &jwtAuth{v: v, anonymous: cfg.AnonymousAllowed()},
 		log:     log,
 		id:      id,

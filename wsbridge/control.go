@@ -255,6 +255,8 @@ func (s *control) stream(ctx context.Context) error {
 				s.b.unsubscribeUser(m.Unsubscribe)
 			case *heraldv1.BridgeSessionResponse_Command:
 				s.b.commands.deliverForwarded(m.Command)
+			case *heraldv1.BridgeSessionResponse_Namespaces:
+				s.b.adoptNamespaces(m.Namespaces)
 			}
 		}
 	}()

@@ -159,6 +159,9 @@ func (s *session) permitSubscribe(ns *config.Namespace, name string) (*structpb.
 		}
 		return nil, nil
 	}
+	if s.b.hooks == nil {
+		return nil, errNoHooks(ns, "subscribe_hook")
+	}
 	ctx, cancel := s.b.callContext()
 	defer cancel()
 	res, err := s.b.hooks.Subscribe(ctx, &hooksv1.SubscribeRequest{Session: s.hookSession(), Channel: name})
@@ -177,7 +180,17 @@ func (s *session) permitSubscribe(ns *config.Namespace, name string) (*structpb.
 // publishHook asks the publish hook about req (its payload as the browser
 // sent it), and changes req as the backend says: a new payload, tags. It
 // returns a reply when the backend published the publication itself.
-func (s *session) publishHook(req *heraldv1.PublishRequest) (*heraldv1.ServerFrame, error) {
+// errNoHooks refuses a request a namespace wants the application's backend
+// asked about, on a bridge with no hooks configured: a split bridge whose
+// core's namespaces use hooks its own configuration does not have.
+func errNoHooks(ns *config.Namespace, hook string) error {
+	return reqErr(ErrInternal, "namespace %q asks the application's backend (%s), and this bridge has no hooks configured", ns.Name, hook)
+}
+
+func (s *session) publishHook(ns *config.Namespace, req *heraldv1.PublishRequest) (*heraldv1.ServerFrame, error) {
+	if s.b.hooks == nil {
+		return nil, errNoHooks(ns, "publish_hook")
+	}
 	hreq := &hooksv1.PublishRequest{Session: s.hookSession(), Channel: req.Channel, IdempotencyKey: req.IdempotencyKey}
 	switch p := req.Payload.(type) {
 	case *heraldv1.PublishRequest_Json:

@@ -5,18 +5,6 @@ import (
 	"github.com/herald-io/herald/config"
 )
 
-// namespaces resolves channel names to their options, with the bridge's
-// error for a bad name.
-type namespaces struct{ config.Namespaces }
-
-func (n namespaces) lookup(name string) (*config.Namespace, error) {
-	ns, err := n.Lookup(name)
-	if err != nil {
-		return nil, reqErr(ErrBadChannel, "%s", err.Error())
-	}
-	return ns, nil
-}
-
 // granted reports whether id's own grants allow channel name: its own
 // personal channel, or a grant pattern (a token's `channels` claim, the
 // connect hook's channels and subscribe) matching it.

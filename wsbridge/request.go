@@ -166,7 +166,7 @@ func (s *session) publish(f *heraldv1.PublishFrame) (*heraldv1.ServerFrame, erro
 		return nil, reqErr(ErrBadRequest, "payload is required: set data (JSON) or binary")
 	}
 	if ns.PublishHook {
-		if reply, err := s.publishHook(req); reply != nil || err != nil {
+		if reply, err := s.publishHook(ns, req); reply != nil || err != nil {
 			return reply, err
 		}
 	}

@@ -1,0 +1,146 @@
+package node_test
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herald-io/herald/config"
+	"github.com/herald-io/herald/node"
+)
+
+// TestSplitBridgeUsesTheCoresNamespaces: a split bridge configured with no
+// namespaces of its own (only the default "chat") resolves channels with
+// its core's, which the core sends on the bridge's session, with API keys
+// on. A namespace only the core has works from the browser: a
+// subscription there is recoverable (the core keeps history for it) and
+// shows in the core's presence; one only the bridge had is refused, as the
+// core would refuse it. A namespace of the core that asks hooks the bridge
+// does not have is refused with a reason, and the bridge says why at
+// ERROR.
+func TestSplitBridgeUsesTheCoresNamespaces(t *testing.T) {
+	const bridgeKey = "bridge-key-0123456789"
+	const adminKey = "admin-key-01234567890"
+	core := startNode(t, func(c *config.Config) {
+		c.APIKeys = []config.APIKey{{Name: "edge", Key: bridgeKey, Scopes: []string{"bridge"}}, {Name: "admin", Key: adminKey}}
+		c.Namespaces = []config.Namespace{
+			{Name: "news", HistorySize: 10, HistoryTTL: config.Duration(time.Minute), AllowSubscribe: true, AllowAnonymous: true},
+			{Name: "room", Presence: true, AllowSubscribe: true, AllowAnonymous: true},
+			{Name: "hooked", SubscribeHook: true},
+		}
+		c.Hooks.HTTPURL = "http://127.0.0.1:9/hooks" // the core never calls it
+	})
+	br, lb := startLogged(t, node.BridgeOnly, func(c *config.Config) {
+		c.Bridge.Core = core.GRPCAddr.String()
+		c.Bridge.CoreAPIKey = bridgeKey
+	})
+	waitUntil(t, "the bridge took the core's namespaces", func() bool {
+		return len(lb.lines("differ from the core's")) > 0
+	})
+	diff := strings.Join(lb.lines("differ from the core's"), "\n")
+	for _, want := range []string{`\"chat\" only in this bridge's configuration`, `\"news\" only in the core's`} {
+		if !strings.Contains(diff, want) {
+			t.Fatalf("the differences logged: %s\nwant %s", diff, want)
+		}
+	}
+	if l := lb.lines("level=ERROR", "no hooks configured", "namespace=hooked"); len(l) != 1 {
+		t.Fatalf("ERROR lines about the hooked namespace: %v, want one", l)
+	}
+
+	ws := dialWS(t, br)
+	ws.request(t, `{"id":1,"connect":{}}`, "connect")
+	if f := ws.request(t, `{"id":2,"subscribe":{"channel":"news:a"}}`, "subscribe"); !strings.Contains(f, `"recoverable":true`) {
+		t.Fatalf("subscribe to news:a: %s, want recoverable (history_size 10 on the core)", f)
+	}
+	ws.request(t, `{"id":3,"subscribe":{"channel":"room:r"}}`, "subscribe")
+	waitUntil(t, "the core's presence of room:r shows the browser", func() bool {
+		code, body := httpDo(t, "GET", "http://"+core.HTTPAddr.String()+"/v1/channels/room:r/presence", "", "Authorization", "Bearer "+adminKey)
+		return code == 200 && strings.Contains(body, `"clients"`) && strings.Contains(body, `"client"`)
+	})
+	for _, tc := range []struct{ frame, want string }{
+		{`{"id":4,"subscribe":{"channel":"chat:x"}}`, `unknown namespace \"chat\"`},
+		{`{"id":5,"subscribe":{"channel":"hooked:x"}}`, `no hooks configured`},
+	} {
+		_ = ws.conn.WriteMessage(1, []byte(tc.frame))
+		id := tc.frame[:strings.Index(tc.frame, ",")]
+		f := ws.frame(t)
+		for !strings.HasPrefix(f, id) {
+			f = ws.frame(t)
+		}
+		if !strings.Contains(f, `"error"`) || !strings.Contains(f, tc.want) {
+			t.Fatalf("%s: %s, want an error saying %s", tc.frame, f, tc.want)
+		}
+	}
+	// The backend's publication reaches the browser through the namespace
+	// only the core had.
+	if code, body := httpDo(t, "POST", "http://"+core.HTTPAddr.String()+"/v1/channels/news:a/publish", `{"data":{"n":1}}`,
+		"Authorization", "Bearer "+adminKey); code != 200 {
+		t.Fatalf("REST publish: %d %s", code, body)
+	}
+	if p := ws.pub(t); p.Data["n"] != float64(1) {
+		t.Fatalf("publication: %+v", p)
+	}
+}
+
+// TestSplitBridgeTakesChangedNamespacesFromARestartedCore: the core
+// restarts on the same address with a namespace added and another one's
+// history turned off; the bridge's session reconnects, the bridge logs
+// the differences and resolves with the new namespaces: the new namespace
+// works from the browser, and a new channel of the changed one is not
+// recoverable.
+func TestSplitBridgeTakesChangedNamespacesFromARestartedCore(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	startCore := func(ns ...config.Namespace) *node.Node {
+		cfg := config.Default()
+		cfg.GRPCAddr, cfg.HTTPAddr = addr, "127.0.0.1:0"
+		cfg.APIKeys = []config.APIKey{{Name: "edge", Key: "bridge-key-0123456789", Scopes: []string{"bridge"}}}
+		cfg.Namespaces = ns
+		n, err := node.Start(context.Background(), cfg, node.Core, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	stop := func(n *node.Node) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = n.Shutdown(ctx)
+	}
+	news := config.Namespace{Name: "news", HistorySize: 10, HistoryTTL: config.Duration(time.Minute), AllowSubscribe: true, AllowAnonymous: true}
+	core := startCore(news)
+	br, lb := startLogged(t, node.BridgeOnly, func(c *config.Config) {
+		c.Bridge.Core = addr
+		c.Bridge.CoreAPIKey = "bridge-key-0123456789"
+	})
+	waitUntil(t, "the bridge took the first core's namespaces", func() bool { return len(lb.lines("differ from the core's")) > 0 })
+	ws := dialWS(t, br)
+	ws.request(t, `{"id":1,"connect":{}}`, "connect")
+	if f := ws.request(t, `{"id":2,"subscribe":{"channel":"news:a"}}`, "subscribe"); !strings.Contains(f, `"recoverable":true`) {
+		t.Fatalf("subscribe to news:a: %s", f)
+	}
+
+	stop(core)
+	news.HistorySize = 0
+	core = startCore(news, config.Namespace{Name: "sports", AllowSubscribe: true, AllowAnonymous: true})
+	t.Cleanup(func() { stop(core) })
+	waitUntil(t, "the bridge took the restarted core's namespaces", func() bool { return len(lb.lines("the core's namespaces changed")) > 0 })
+	changed := strings.Join(lb.lines("the core's namespaces changed"), "\n")
+	for _, want := range []string{`\"news\": history_size 10 → 0`, `\"sports\" only in the core's now`} {
+		if !strings.Contains(changed, want) {
+			t.Fatalf("the differences logged: %s\nwant %s", changed, want)
+		}
+	}
+	ws2 := dialWS(t, br)
+	ws2.request(t, `{"id":1,"connect":{}}`, "connect")
+	ws2.request(t, `{"id":2,"subscribe":{"channel":"sports:x"}}`, "subscribe")
+	if f := ws2.request(t, `{"id":3,"subscribe":{"channel":"news:b"}}`, "subscribe"); strings.Contains(f, `"recoverable":true`) {
+		t.Fatalf("subscribe to a new channel of news after history was turned off: %s, want it not recoverable", f)
+	}
+}
