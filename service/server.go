@@ -1006,5 +1006,6 @@ func (s *Server) Info(ctx context.Context, req *heraldv1.InfoRequest) (*heraldv1
 		Streams:       uint32(s.hub.streams.Load()),
 		Clients:       uint32(s.clients.Load()),
 		Bridges:       uint32(bridges),
+		Namespaces:    s.nsList.Namespaces,
 	}, nil
 }

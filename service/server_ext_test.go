@@ -666,6 +666,16 @@ func TestChannelsAndInfo(t *testing.T) {
 	if info.Engine != "memory" || info.Streams != 1 || info.Node == "" {
 		t.Fatalf("info = %v", info)
 	}
+	var names []string
+	for _, ns := range info.Namespaces {
+		names = append(names, ns.Name)
+		if ns.Name == "room" && (ns.HistorySize != 1000 || !ns.Presence || ns.HistoryTtl.AsDuration() != time.Minute) {
+			t.Fatalf("room in info: %v", ns)
+		}
+	}
+	if strings.Join(names, ",") != ",none,room,small,user" {
+		t.Fatalf("info's namespaces: %q, want every configured and implicit one, by name", names)
+	}
 }
 
 func TestBridgeSessionPresence(t *testing.T) {

@@ -2390,7 +2390,10 @@ type InfoResponse struct {
 	// Browser connections reported by bridges attached to this node.
 	Clients uint32 `protobuf:"varint,7,opt,name=clients,proto3" json:"clients,omitempty"`
 	// Bridges attached to this node.
-	Bridges       uint32 `protobuf:"varint,8,opt,name=bridges,proto3" json:"bridges,omitempty"`
+	Bridges uint32 `protobuf:"varint,8,opt,name=bridges,proto3" json:"bridges,omitempty"`
+	// The namespaces this node is configured with, the implicit ones
+	// included, by name: what it and its bridges resolve channels with.
+	Namespaces    []*NamespaceOptions `protobuf:"bytes,9,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2479,6 +2482,13 @@ func (x *InfoResponse) GetBridges() uint32 {
 		return x.Bridges
 	}
 	return 0
+}
+
+func (x *InfoResponse) GetNamespaces() []*NamespaceOptions {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
 }
 
 // BridgeSessionRequest is a message from a bridge to the core.
@@ -3240,7 +3250,7 @@ const file_herald_v1_herald_proto_rawDesc = "" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x18\n" +
 	"\achannel\x18\x02 \x01(\tR\achannel\"\x15\n" +
 	"\x13UnsubscribeResponse\"\r\n" +
-	"\vInfoRequest\"\xe5\x01\n" +
+	"\vInfoRequest\"\xa2\x02\n" +
 	"\fInfoResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
@@ -3249,7 +3259,10 @@ const file_herald_v1_herald_proto_rawDesc = "" +
 	"\bchannels\x18\x05 \x01(\rR\bchannels\x12\x18\n" +
 	"\astreams\x18\x06 \x01(\rR\astreams\x12\x18\n" +
 	"\aclients\x18\a \x01(\rR\aclients\x12\x18\n" +
-	"\abridges\x18\b \x01(\rR\abridges\"\xbd\x01\n" +
+	"\abridges\x18\b \x01(\rR\abridges\x12;\n" +
+	"\n" +
+	"namespaces\x18\t \x03(\v2\x1b.herald.v1.NamespaceOptionsR\n" +
+	"namespaces\"\xbd\x01\n" +
 	"\x14BridgeSessionRequest\x12.\n" +
 	"\x05hello\x18\x01 \x01(\v2\x16.herald.v1.BridgeHelloH\x00R\x05hello\x127\n" +
 	"\bpresence\x18\x02 \x01(\v2\x19.herald.v1.PresenceUpdateH\x00R\bpresence\x125\n" +
@@ -3413,48 +3426,49 @@ var file_herald_v1_herald_proto_depIdxs = []int32{
 	3,  // 30: herald.v1.PresenceResponse.clients:type_name -> herald.v1.ClientInfo
 	26, // 31: herald.v1.ChannelsResponse.channels:type_name -> herald.v1.ChannelInfo
 	1,  // 32: herald.v1.ChannelInfo.position:type_name -> herald.v1.StreamPosition
-	34, // 33: herald.v1.BridgeSessionRequest.hello:type_name -> herald.v1.BridgeHello
-	35, // 34: herald.v1.BridgeSessionRequest.presence:type_name -> herald.v1.PresenceUpdate
-	39, // 35: herald.v1.BridgeSessionRequest.command:type_name -> herald.v1.SessionCommand
-	17, // 36: herald.v1.PresenceUpdate.joins:type_name -> herald.v1.PresenceEvent
-	17, // 37: herald.v1.PresenceUpdate.leaves:type_name -> herald.v1.PresenceEvent
-	27, // 38: herald.v1.BridgeSessionResponse.disconnect:type_name -> herald.v1.DisconnectRequest
-	29, // 39: herald.v1.BridgeSessionResponse.unsubscribe:type_name -> herald.v1.UnsubscribeRequest
-	39, // 40: herald.v1.BridgeSessionResponse.command:type_name -> herald.v1.SessionCommand
-	37, // 41: herald.v1.BridgeSessionResponse.namespaces:type_name -> herald.v1.NamespaceList
-	38, // 42: herald.v1.NamespaceList.namespaces:type_name -> herald.v1.NamespaceOptions
-	44, // 43: herald.v1.NamespaceOptions.history_ttl:type_name -> google.protobuf.Duration
-	4,  // 44: herald.v1.HeraldService.Publish:input_type -> herald.v1.PublishRequest
-	6,  // 45: herald.v1.HeraldService.PublishStream:input_type -> herald.v1.PublishStreamRequest
-	9,  // 46: herald.v1.HeraldService.Broadcast:input_type -> herald.v1.BroadcastRequest
-	11, // 47: herald.v1.HeraldService.Subscribe:input_type -> herald.v1.SubscribeRequest
-	13, // 48: herald.v1.HeraldService.SubscribeMany:input_type -> herald.v1.SubscribeManyRequest
-	18, // 49: herald.v1.HeraldService.History:input_type -> herald.v1.HistoryRequest
-	20, // 50: herald.v1.HeraldService.Presence:input_type -> herald.v1.PresenceRequest
-	22, // 51: herald.v1.HeraldService.PresenceStats:input_type -> herald.v1.PresenceStatsRequest
-	24, // 52: herald.v1.HeraldService.Channels:input_type -> herald.v1.ChannelsRequest
-	27, // 53: herald.v1.HeraldService.Disconnect:input_type -> herald.v1.DisconnectRequest
-	29, // 54: herald.v1.HeraldService.Unsubscribe:input_type -> herald.v1.UnsubscribeRequest
-	31, // 55: herald.v1.HeraldService.Info:input_type -> herald.v1.InfoRequest
-	33, // 56: herald.v1.HeraldService.BridgeSession:input_type -> herald.v1.BridgeSessionRequest
-	5,  // 57: herald.v1.HeraldService.Publish:output_type -> herald.v1.PublishResponse
-	7,  // 58: herald.v1.HeraldService.PublishStream:output_type -> herald.v1.PublishStreamResponse
-	10, // 59: herald.v1.HeraldService.Broadcast:output_type -> herald.v1.BroadcastResponse
-	12, // 60: herald.v1.HeraldService.Subscribe:output_type -> herald.v1.SubscribeResponse
-	15, // 61: herald.v1.HeraldService.SubscribeMany:output_type -> herald.v1.SubscribeManyResponse
-	19, // 62: herald.v1.HeraldService.History:output_type -> herald.v1.HistoryResponse
-	21, // 63: herald.v1.HeraldService.Presence:output_type -> herald.v1.PresenceResponse
-	23, // 64: herald.v1.HeraldService.PresenceStats:output_type -> herald.v1.PresenceStatsResponse
-	25, // 65: herald.v1.HeraldService.Channels:output_type -> herald.v1.ChannelsResponse
-	28, // 66: herald.v1.HeraldService.Disconnect:output_type -> herald.v1.DisconnectResponse
-	30, // 67: herald.v1.HeraldService.Unsubscribe:output_type -> herald.v1.UnsubscribeResponse
-	32, // 68: herald.v1.HeraldService.Info:output_type -> herald.v1.InfoResponse
-	36, // 69: herald.v1.HeraldService.BridgeSession:output_type -> herald.v1.BridgeSessionResponse
-	57, // [57:70] is the sub-list for method output_type
-	44, // [44:57] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	38, // 33: herald.v1.InfoResponse.namespaces:type_name -> herald.v1.NamespaceOptions
+	34, // 34: herald.v1.BridgeSessionRequest.hello:type_name -> herald.v1.BridgeHello
+	35, // 35: herald.v1.BridgeSessionRequest.presence:type_name -> herald.v1.PresenceUpdate
+	39, // 36: herald.v1.BridgeSessionRequest.command:type_name -> herald.v1.SessionCommand
+	17, // 37: herald.v1.PresenceUpdate.joins:type_name -> herald.v1.PresenceEvent
+	17, // 38: herald.v1.PresenceUpdate.leaves:type_name -> herald.v1.PresenceEvent
+	27, // 39: herald.v1.BridgeSessionResponse.disconnect:type_name -> herald.v1.DisconnectRequest
+	29, // 40: herald.v1.BridgeSessionResponse.unsubscribe:type_name -> herald.v1.UnsubscribeRequest
+	39, // 41: herald.v1.BridgeSessionResponse.command:type_name -> herald.v1.SessionCommand
+	37, // 42: herald.v1.BridgeSessionResponse.namespaces:type_name -> herald.v1.NamespaceList
+	38, // 43: herald.v1.NamespaceList.namespaces:type_name -> herald.v1.NamespaceOptions
+	44, // 44: herald.v1.NamespaceOptions.history_ttl:type_name -> google.protobuf.Duration
+	4,  // 45: herald.v1.HeraldService.Publish:input_type -> herald.v1.PublishRequest
+	6,  // 46: herald.v1.HeraldService.PublishStream:input_type -> herald.v1.PublishStreamRequest
+	9,  // 47: herald.v1.HeraldService.Broadcast:input_type -> herald.v1.BroadcastRequest
+	11, // 48: herald.v1.HeraldService.Subscribe:input_type -> herald.v1.SubscribeRequest
+	13, // 49: herald.v1.HeraldService.SubscribeMany:input_type -> herald.v1.SubscribeManyRequest
+	18, // 50: herald.v1.HeraldService.History:input_type -> herald.v1.HistoryRequest
+	20, // 51: herald.v1.HeraldService.Presence:input_type -> herald.v1.PresenceRequest
+	22, // 52: herald.v1.HeraldService.PresenceStats:input_type -> herald.v1.PresenceStatsRequest
+	24, // 53: herald.v1.HeraldService.Channels:input_type -> herald.v1.ChannelsRequest
+	27, // 54: herald.v1.HeraldService.Disconnect:input_type -> herald.v1.DisconnectRequest
+	29, // 55: herald.v1.HeraldService.Unsubscribe:input_type -> herald.v1.UnsubscribeRequest
+	31, // 56: herald.v1.HeraldService.Info:input_type -> herald.v1.InfoRequest
+	33, // 57: herald.v1.HeraldService.BridgeSession:input_type -> herald.v1.BridgeSessionRequest
+	5,  // 58: herald.v1.HeraldService.Publish:output_type -> herald.v1.PublishResponse
+	7,  // 59: herald.v1.HeraldService.PublishStream:output_type -> herald.v1.PublishStreamResponse
+	10, // 60: herald.v1.HeraldService.Broadcast:output_type -> herald.v1.BroadcastResponse
+	12, // 61: herald.v1.HeraldService.Subscribe:output_type -> herald.v1.SubscribeResponse
+	15, // 62: herald.v1.HeraldService.SubscribeMany:output_type -> herald.v1.SubscribeManyResponse
+	19, // 63: herald.v1.HeraldService.History:output_type -> herald.v1.HistoryResponse
+	21, // 64: herald.v1.HeraldService.Presence:output_type -> herald.v1.PresenceResponse
+	23, // 65: herald.v1.HeraldService.PresenceStats:output_type -> herald.v1.PresenceStatsResponse
+	25, // 66: herald.v1.HeraldService.Channels:output_type -> herald.v1.ChannelsResponse
+	28, // 67: herald.v1.HeraldService.Disconnect:output_type -> herald.v1.DisconnectResponse
+	30, // 68: herald.v1.HeraldService.Unsubscribe:output_type -> herald.v1.UnsubscribeResponse
+	32, // 69: herald.v1.HeraldService.Info:output_type -> herald.v1.InfoResponse
+	36, // 70: herald.v1.HeraldService.BridgeSession:output_type -> herald.v1.BridgeSessionResponse
+	58, // [58:71] is the sub-list for method output_type
+	45, // [45:58] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_herald_proto_init() }
