@@ -2871,7 +2871,7 @@ func (x *NamespaceList) GetNamespaces() []*NamespaceOptions {
 }
 
 // NamespaceOptions is one namespace's options (the `namespaces` entries of
-// the configuration; docs/protocol.md describes each).
+// the configuration; the README's "Configuration" describes each).
 type NamespaceOptions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The namespace's name: the part of a channel's name before ':'.
