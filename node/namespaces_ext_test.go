@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -142,5 +143,59 @@ func TestSplitBridgeTakesChangedNamespacesFromARestartedCore(t *testing.T) {
 	ws2.request(t, `{"id":2,"subscribe":{"channel":"sports:x"}}`, "subscribe")
 	if f := ws2.request(t, `{"id":3,"subscribe":{"channel":"news:b"}}`, "subscribe"); strings.Contains(f, `"recoverable":true`) {
 		t.Fatalf("subscribe to a new channel of news after history was turned off: %s, want it not recoverable", f)
+	}
+}
+
+// TestSplitBridgeBeforeItsCoreAnswers: a split bridge whose core is not
+// up yet does not refuse a channel of a namespace only the core may have:
+// it is temporarily unavailable (error 201, the client retries), and once
+// the core comes up with that namespace the same subscribe works; a
+// namespace the core does not have either is then refused (105).
+func TestSplitBridgeBeforeItsCoreAnswers(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	br, lb := startLogged(t, node.BridgeOnly, func(c *config.Config) {
+		c.Bridge.Core = addr
+		c.Bridge.CoreAPIKey = "bridge-key-0123456789"
+	})
+	ws := dialWS(t, br)
+	ws.request(t, `{"id":1,"connect":{}}`, "connect")
+	reply := func(id int, channel string) string {
+		t.Helper()
+		_ = ws.conn.WriteMessage(1, []byte(fmt.Sprintf(`{"id":%d,"subscribe":{"channel":%q}}`, id, channel)))
+		prefix := fmt.Sprintf(`{"id":%d,`, id)
+		for {
+			if f := ws.frame(t); strings.HasPrefix(f, prefix) {
+				return f
+			}
+		}
+	}
+	if f := reply(2, "news:a"); !strings.Contains(f, `"code":201`) || !strings.Contains(f, `"temporary":true`) || !strings.Contains(f, "not yet received its core's namespaces") {
+		t.Fatalf("subscribe before the core answered: %s, want error 201, temporary, saying why", f)
+	}
+
+	cfg := config.Default()
+	cfg.GRPCAddr, cfg.HTTPAddr = addr, "127.0.0.1:0"
+	cfg.APIKeys = []config.APIKey{{Name: "edge", Key: "bridge-key-0123456789", Scopes: []string{"bridge"}}}
+	cfg.Namespaces = []config.Namespace{{Name: "news", AllowSubscribe: true, AllowAnonymous: true}}
+	core, err := node.Start(context.Background(), cfg, node.Core, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = core.Shutdown(ctx)
+	})
+	waitUntil(t, "the bridge took the core's namespaces", func() bool { return len(lb.lines("differ from the core's")) > 0 })
+	if f := reply(3, "news:a"); !strings.Contains(f, `"subscribe"`) || strings.Contains(f, `"error"`) {
+		t.Fatalf("subscribe once the core answered: %s", f)
+	}
+	if f := reply(4, "nowhere:a"); !strings.Contains(f, `"code":105`) {
+		t.Fatalf("subscribe to a namespace the core does not have: %s, want 105", f)
 	}
 }

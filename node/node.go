@@ -223,7 +223,7 @@ func (n *Node) start(ctx context.Context) error {
 		if n.link != nil {
 			toCore = n.linkClient(bridgeKey)
 		}
-		b, err := wsbridge.New(cfg, toCore, wsbridge.Options{Log: n.log.With("component", "wsbridge"), Version: service.Version, Origins: cfg.OwnOrigins(ownAddr(cfg.HTTPAddr, n.HTTPAddr))})
+		b, err := wsbridge.New(cfg, toCore, wsbridge.Options{Log: n.log.With("component", "wsbridge"), Version: service.Version, Origins: cfg.OwnOrigins(ownAddr(cfg.HTTPAddr, n.HTTPAddr)), CoreConfig: n.mode == Serve})
 		if err != nil {
 			return fmt.Errorf("bridge: %w", err)
 		}

@@ -42,6 +42,12 @@ type Options struct {
 	// those of bridge.allowed_origins. Default: config.OwnOrigins of the
 	// configured http_addr (pass the bound address's when it has port 0).
 	Origins []string
+	// CoreConfig says that the core runs with the same configuration as
+	// the bridge (herald serve): its namespaces are the core's from the
+	// start. A split bridge (false) resolves channels of a namespace it
+	// does not know as temporarily unavailable until its core has sent
+	// the core's namespaces.
+	CoreConfig bool
 }
 
 // Bridge serves browsers against a core reached through a gRPC client
@@ -134,7 +140,7 @@ func New(cfg config.Config, core grpc.ClientConnInterface, opts Options) (*Bridg
 	b := &Bridge{
 		cfg:     cfg.Bridge,
 		limits:  cfg.Limits,
-		ns:      newNamespaces(cfg.NamespaceIndex()),
+		ns:      newNamespaces(cfg.NamespaceIndex(), opts.CoreConfig),
 		auth:    &jwtAuth{v: v, anonymous: cfg.AnonymousAllowed()},
 		log:     log,
 		id:      id,

@@ -3,6 +3,7 @@ package wsbridge
 import (
 	"sync/atomic"
 
+	"github.com/herald-io/herald/channelname"
 	"github.com/herald-io/herald/config"
 	heraldv1 "github.com/herald-io/herald/gen/herald/v1"
 )
@@ -18,15 +19,25 @@ type namespaces struct {
 	adopted atomic.Bool // the core's are in cur
 }
 
-func newNamespaces(own config.Namespaces) *namespaces {
+// newNamespaces starts with the bridge's own namespaces; core says they
+// are the core's already (the same configuration, in one process).
+func newNamespaces(own config.Namespaces, core bool) *namespaces {
 	n := &namespaces{}
 	n.cur.Store(&own)
+	n.adopted.Store(core)
 	return n
 }
 
+// lookup returns the options of name's namespace. Before the core's
+// namespaces have come, a well-formed name in a namespace the bridge does
+// not know may well be in the core's: it is unavailable (temporary, the
+// client retries), not refused.
 func (n *namespaces) lookup(name string) (*config.Namespace, error) {
 	ns, err := n.cur.Load().Lookup(name)
 	if err != nil {
+		if !n.adopted.Load() && channelname.Validate(name) == nil {
+			return nil, reqErr(ErrUnavailable, "channel %q: this bridge has not yet received its core's namespaces (the core is unreachable, or older than the bridge); retry", name)
+		}
 		return nil, reqErr(ErrBadChannel, "%s", err.Error())
 	}
 	return ns, nil
