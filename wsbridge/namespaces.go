@@ -43,6 +43,11 @@ func (n *namespaces) lookup(name string) (*config.Namespace, error) {
 	return ns, nil
 }
 
+// CoreNamespaces reports whether b resolves channels with its core's
+// namespaces: once the core has sent them, from the start when the core
+// shares b's configuration (Options.CoreConfig).
+func (b *Bridge) CoreNamespaces() bool { return b.ns.adopted.Load() }
+
 // adoptNamespaces takes the core's namespaces: what the bridge resolves from now
 // on. It logs how they differ from what the bridge used before.
 func (b *Bridge) adoptNamespaces(l *heraldv1.NamespaceList) {

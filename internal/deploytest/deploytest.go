@@ -135,9 +135,27 @@ func Start(t testing.TB, s Shape, edit func(*config.Config)) *Deployment {
 			edit(&bc)
 		}
 		bc.Bridge.Core = d.Core.GRPCAddr.String()
-		d.Bridge = start(t, bc, node.BridgeOnly)
+		// As the README deploys it: a bridge has no namespaces of its
+		// own, it takes the core's.
+		bc.Namespaces = nil
+		d.Bridge = startBridge(t, bc)
 	}
 	return d
+}
+
+// startBridge starts a bridge node and waits until it has its core's
+// namespaces, so that a test's first subscribe is not answered "not yet".
+func startBridge(t testing.TB, cfg config.Config) *node.Node {
+	t.Helper()
+	n := start(t, cfg, node.BridgeOnly)
+	deadline := time.Now().Add(10 * time.Second)
+	for !n.Bridge().CoreNamespaces() {
+		if time.Now().After(deadline) {
+			t.Fatal("the bridge did not get its core's namespaces within 10 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return n
 }
 
 // StartBridge starts another bridge node of a split deployment, with its
@@ -158,7 +176,8 @@ func (d *Deployment) StartBridge(t testing.TB, httpAddr string, edit func(*confi
 	if edit != nil {
 		edit(&c)
 	}
-	return start(t, c, node.BridgeOnly)
+	c.Namespaces = nil // the core's, as in Start
+	return startBridge(t, c)
 }
 
 func start(t testing.TB, cfg config.Config, mode node.Mode) *node.Node {
