@@ -40,7 +40,11 @@ func loadConfig(name string, args []string, stderr io.Writer) (config.Config, er
 	fs.String("config", path, "configuration file, YAML or JSON; unknown keys are errors ($HERALD_CONFIG)")
 	cfg.FlagsFor(fs, roles[name])
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: herald %s [flags]\n\nPrecedence: defaults < config file < HERALD_* environment < flags.\nNamespaces are set in the config file (see README).\n\nFlags:\n", name)
+		ns := "Namespaces are set in the config file (see README)."
+		if name == "bridge" {
+			ns = "Namespaces come from the core (its config file); the bridge needs none of its own."
+		}
+		fmt.Fprintf(stderr, "Usage: herald %s [flags]\n\nPrecedence: defaults < config file < HERALD_* environment < flags.\n%s\n\nFlags:\n", name, ns)
 		fs.PrintDefaults()
 	}
 	if err := config.ApplyEnv(fs, os.LookupEnv); err != nil {
