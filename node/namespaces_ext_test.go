@@ -92,33 +92,12 @@ func TestSplitBridgeUsesTheCoresNamespaces(t *testing.T) {
 // works from the browser, and a new channel of the changed one is not
 // recoverable.
 func TestSplitBridgeTakesChangedNamespacesFromARestartedCore(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	startCore := func(ns ...config.Namespace) *node.Node {
-		cfg := config.Default()
-		cfg.GRPCAddr, cfg.HTTPAddr = addr, "127.0.0.1:0"
-		cfg.APIKeys = []config.APIKey{{Name: "edge", Key: "bridge-key-0123456789", Scopes: []string{"bridge"}}}
-		cfg.Namespaces = ns
-		n, err := node.Start(context.Background(), cfg, node.Core, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	stop := func(n *node.Node) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = n.Shutdown(ctx)
-	}
+	addr := freeAddr(t)
 	news := config.Namespace{Name: "news", HistorySize: 10, HistoryTTL: config.Duration(time.Minute), AllowSubscribe: true, AllowAnonymous: true}
-	core := startCore(news)
+	_, stop := startCoreOn(t, addr, news)
 	br, lb := startLogged(t, node.BridgeOnly, func(c *config.Config) {
 		c.Bridge.Core = addr
-		c.Bridge.CoreAPIKey = "bridge-key-0123456789"
+		c.Bridge.CoreAPIKey = splitBridgeKey
 	})
 	waitUntil(t, "the bridge took the first core's namespaces", func() bool { return len(lb.lines("differ from the core's")) > 0 })
 	ws := dialWS(t, br)
@@ -127,10 +106,9 @@ func TestSplitBridgeTakesChangedNamespacesFromARestartedCore(t *testing.T) {
 		t.Fatalf("subscribe to news:a: %s", f)
 	}
 
-	stop(core)
+	stop()
 	news.HistorySize = 0
-	core = startCore(news, config.Namespace{Name: "sports", AllowSubscribe: true, AllowAnonymous: true})
-	t.Cleanup(func() { stop(core) })
+	startCoreOn(t, addr, news, config.Namespace{Name: "sports", AllowSubscribe: true, AllowAnonymous: true})
 	waitUntil(t, "the bridge took the restarted core's namespaces", func() bool { return len(lb.lines("the core's namespaces changed")) > 0 })
 	changed := strings.Join(lb.lines("the core's namespaces changed"), "\n")
 	for _, want := range []string{`\"news\": history_size 10 → 0`, `\"sports\" only in the core's now`} {
@@ -152,15 +130,10 @@ func TestSplitBridgeTakesChangedNamespacesFromARestartedCore(t *testing.T) {
 // the core comes up with that namespace the same subscribe works; a
 // namespace the core does not have either is then refused (105).
 func TestSplitBridgeBeforeItsCoreAnswers(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
+	addr := freeAddr(t)
 	br, lb := startLogged(t, node.BridgeOnly, func(c *config.Config) {
 		c.Bridge.Core = addr
-		c.Bridge.CoreAPIKey = "bridge-key-0123456789"
+		c.Bridge.CoreAPIKey = splitBridgeKey
 	})
 	ws := dialWS(t, br)
 	ws.request(t, `{"id":1,"connect":{}}`, "connect")
@@ -178,19 +151,7 @@ func TestSplitBridgeBeforeItsCoreAnswers(t *testing.T) {
 		t.Fatalf("subscribe before the core answered: %s, want error 201, temporary, saying why", f)
 	}
 
-	cfg := config.Default()
-	cfg.GRPCAddr, cfg.HTTPAddr = addr, "127.0.0.1:0"
-	cfg.APIKeys = []config.APIKey{{Name: "edge", Key: "bridge-key-0123456789", Scopes: []string{"bridge"}}}
-	cfg.Namespaces = []config.Namespace{{Name: "news", AllowSubscribe: true, AllowAnonymous: true}}
-	core, err := node.Start(context.Background(), cfg, node.Core, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = core.Shutdown(ctx)
-	})
+	startCoreOn(t, addr, config.Namespace{Name: "news", AllowSubscribe: true, AllowAnonymous: true})
 	waitUntil(t, "the bridge took the core's namespaces", func() bool { return len(lb.lines("differ from the core's")) > 0 })
 	if f := reply(3, "news:a"); !strings.Contains(f, `"subscribe"`) || strings.Contains(f, `"error"`) {
 		t.Fatalf("subscribe once the core answered: %s", f)
@@ -198,4 +159,40 @@ func TestSplitBridgeBeforeItsCoreAnswers(t *testing.T) {
 	if f := reply(4, "nowhere:a"); !strings.Contains(f, `"code":105`) {
 		t.Fatalf("subscribe to a namespace the core does not have: %s, want 105", f)
 	}
+}
+
+// freeAddr returns a loopback address nothing listens on (yet).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	return addr
+}
+
+const splitBridgeKey = "bridge-key-0123456789"
+
+// startCoreOn starts a core whose gRPC listener is addr, with namespaces
+// ns and a key (splitBridgeKey) for bridges; stop shuts it down (again at
+// the test's end, harmlessly).
+func startCoreOn(t *testing.T, addr string, ns ...config.Namespace) (core *node.Node, stop func()) {
+	t.Helper()
+	cfg := config.Default()
+	cfg.GRPCAddr, cfg.HTTPAddr = addr, "127.0.0.1:0"
+	cfg.APIKeys = []config.APIKey{{Name: "edge", Key: splitBridgeKey, Scopes: []string{"bridge"}}}
+	cfg.Namespaces = ns
+	n, err := node.Start(context.Background(), cfg, node.Core, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = n.Shutdown(ctx)
+	}
+	t.Cleanup(stop)
+	return n, stop
 }
