@@ -177,9 +177,6 @@ func (s *session) permitSubscribe(ns *config.Namespace, name string) (*structpb.
 	return nil, nil
 }
 
-// publishHook asks the publish hook about req (its payload as the browser
-// sent it), and changes req as the backend says: a new payload, tags. It
-// returns a reply when the backend published the publication itself.
 // errNoHooks refuses a request a namespace wants the application's backend
 // asked about, on a bridge with no hooks configured: a split bridge whose
 // core's namespaces use hooks its own configuration does not have.
@@ -187,6 +184,9 @@ func errNoHooks(ns *config.Namespace, hook string) error {
 	return reqErr(ErrInternal, "namespace %q asks the application's backend (%s), and this bridge has no hooks configured", ns.Name, hook)
 }
 
+// publishHook asks the publish hook about req (its payload as the browser
+// sent it), and changes req as the backend says: a new payload, tags. It
+// returns a reply when the backend published the publication itself.
 func (s *session) publishHook(ns *config.Namespace, req *heraldv1.PublishRequest) (*heraldv1.ServerFrame, error) {
 	if s.b.hooks == nil {
 		return nil, errNoHooks(ns, "publish_hook")
