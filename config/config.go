@@ -731,21 +731,15 @@ func (c *Config) Validate() error {
 	}
 	seen := map[string]bool{}
 	for i, ns := range c.Namespaces {
-		if ns.Name != "" && !validNamespaceName(ns.Name) {
-			bad("namespaces[%d]: name %q must be 1-64 letters, digits, '_' or '-'", i, ns.Name)
+		for _, p := range namespaceProblems(i, ns) {
+			bad("%s", p)
 		}
 		if seen[ns.Name] {
 			bad("namespaces[%d]: namespace %q listed twice", i, ns.Name)
 		}
 		seen[ns.Name] = true
-		if ns.HistorySize < 0 || ns.HistorySize > 1_000_000 {
-			bad("namespaces[%d] (%s): history_size must be 0..1000000", i, ns.Name)
-		}
 		if ns.HistorySize > 0 && ns.HistoryTTL <= 0 {
 			c.Namespaces[i].HistoryTTL = Duration(5 * time.Minute)
-		}
-		if ns.JoinLeave && !ns.Presence {
-			bad("namespaces[%d] (%s): join_leave needs presence", i, ns.Name)
 		}
 	}
 	if len(c.Namespaces) == 0 {
@@ -810,6 +804,22 @@ func (c *Config) Validate() error {
 		bad("log_format %q: want text or json", c.LogFormat)
 	}
 	return errors.Join(errs...)
+}
+
+// namespaceProblems lists what is wrong with ns, entry i of a namespace
+// list, on its own (not its place among the others).
+func namespaceProblems(i int, ns Namespace) []string {
+	var out []string
+	if ns.Name != "" && !validNamespaceName(ns.Name) {
+		out = append(out, fmt.Sprintf("namespaces[%d]: name %q must be 1-64 letters, digits, '_' or '-'", i, ns.Name))
+	}
+	if ns.HistorySize < 0 || ns.HistorySize > 1_000_000 {
+		out = append(out, fmt.Sprintf("namespaces[%d] (%s): history_size must be 0..1000000", i, ns.Name))
+	}
+	if ns.JoinLeave && !ns.Presence {
+		out = append(out, fmt.Sprintf("namespaces[%d] (%s): join_leave needs presence", i, ns.Name))
+	}
+	return out
 }
 
 func validNamespaceName(s string) bool {

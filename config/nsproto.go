@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"sort"
@@ -55,28 +56,18 @@ func NamespacesFrom(l *heraldv1.NamespaceList) (Namespaces, error) {
 			SubscribeHook:  o.GetSubscribeHook(),
 			PublishHook:    o.GetPublishHook(),
 		}
+		if p := namespaceProblems(i, *ns); len(p) > 0 {
+			return nil, errors.New(p[0])
+		}
 		switch {
-		case ns.Name != "" && !validNamespaceName(ns.Name):
-			return nil, fmt.Errorf("namespaces[%d]: name %q must be 1-64 letters, digits, '_' or '-'", i, truncName(ns.Name))
 		case m[ns.Name] != nil:
 			return nil, fmt.Errorf("namespaces[%d]: namespace %q listed twice", i, ns.Name)
-		case ns.HistorySize > 1000000:
-			return nil, fmt.Errorf("namespaces[%d] (%s): history_size must be 0..1000000", i, ns.Name)
 		case ns.HistorySize > 0 && ns.HistoryTTL.D() <= 0:
 			return nil, fmt.Errorf("namespaces[%d] (%s): history_ttl must be positive", i, ns.Name)
-		case ns.JoinLeave && !ns.Presence:
-			return nil, fmt.Errorf("namespaces[%d] (%s): join_leave needs presence", i, ns.Name)
 		}
 		m[ns.Name] = ns
 	}
 	return m, nil
-}
-
-func truncName(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }
 
 // Diff lists how b differs from a, one entry a namespace, naming a and b
